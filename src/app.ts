@@ -1,0 +1,127 @@
+import { BrokerConnection } from './broker/connection';
+import type { Config } from './config/load-config';
+import { connectionConfig, createPool } from './db/pool';
+import { verifySchema } from './db/migrator';
+import { errorMessage } from './errors';
+import { HttpServer } from './observability/http-server';
+import type { Logger } from './observability/logger';
+import { createMetrics, type RelayMetrics } from './observability/metrics';
+import { StatsPoller } from './observability/stats-poller';
+import { CleanupJob } from './outbox/cleanup';
+import { OutboxStore } from './outbox/store';
+import { RelayHealth } from './relay/health';
+import { Relay } from './relay/relay';
+import { Wakeup } from './relay/wakeup';
+import { fullJitterBackoff, reconnectDelayMs } from './retry/backoff';
+import { isTransientDatabaseError } from './retry/classify';
+import { abortableDelay } from './util/delay';
+
+/** Batches in flight per relay: the next claim overlaps the previous batch's confirms. */
+const CONCURRENCY = 2;
+/** How often the lag/pending/dead gauges are refreshed (ms). */
+const STATS_INTERVAL_MS = 5_000;
+
+/** A running relay process, as `outbox-relay run` (or a test) holds it. */
+export interface RunningRelay {
+  readonly port: number;
+  readonly metrics: RelayMetrics;
+  readonly health: RelayHealth;
+  /** Resolves once the schema is verified and the loop runs; rejects if it cannot start. */
+  readonly started: Promise<void>;
+  /** Graceful shutdown (SIGTERM): stop claiming, finish or abandon, close. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The composition root: builds the pool, the broker connection, the metrics registry
+ * and every component, and wires them. Nothing else constructs these.
+ *
+ * The HTTP server comes up first, so /healthz answers while the relay waits for its
+ * database; the schema is verified as soon as the database answers, and a schema that
+ * is not migrated (or newer than this build) rejects `started`.
+ */
+export async function startRelay(config: Config, log: Logger): Promise<RunningRelay> {
+  const metrics = createMetrics();
+  const health = new RelayHealth(metrics, config.publishTimeoutMs + config.pollIntervalMs + 60_000);
+  const pool = createPool(config.databaseUrl, CONCURRENCY + 2, log.child({ component: 'db' }));
+  const store = new OutboxStore(config.schema);
+  const broker = new BrokerConnection({
+    urls: config.amqpUrls,
+    connectionName: `${config.appId} (outbox-relay)`,
+    log: log.child({ component: 'broker' }),
+    onStateChange: (up) => health.setBrokerUp(up),
+  });
+  const wakeup = new Wakeup(connectionConfig(config.databaseUrl), config.schema, log.child({ component: 'listen' }));
+  const relay = new Relay(
+    { ...config, concurrency: CONCURRENCY },
+    {
+      pool,
+      store,
+      broker,
+      wakeup,
+      backoff: fullJitterBackoff(config.backoffBaseMs, config.backoffMaxMs),
+      metrics,
+      health,
+      log: log.child({ component: 'relay' }),
+    },
+  );
+  const stats = new StatsPoller(pool, store, metrics, log.child({ component: 'stats' }), STATS_INTERVAL_MS);
+  const cleanup = new CleanupJob(pool, store, config, metrics, log.child({ component: 'cleanup' }));
+  const http = new HttpServer(metrics, health, log.child({ component: 'http' }));
+  const port = await http.listen(config.httpHost, config.httpPort);
+  const startup = new AbortController();
+
+  const started = (async () => {
+    await waitForSchema(pool, config.schema, startup.signal, log);
+    if (startup.signal.aborted) return;
+    health.setDatabaseUp(true);
+    broker.start();
+    wakeup.start();
+    relay.start();
+    stats.start();
+    cleanup.start();
+    log.info(
+      { schema: config.schema, batchSize: config.batchSize, pollIntervalMs: config.pollIntervalMs, maxAttempts: config.maxAttempts },
+      'relay started',
+    );
+  })();
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      log.info('shutting down');
+      startup.abort();
+      await started.catch(() => undefined);
+      await relay.stop();
+      await Promise.all([wakeup.stop(), stats.stop(), cleanup.stop()]);
+      await broker.close();
+      await pool.end().catch(() => undefined);
+      await http.close();
+      log.info('stopped');
+    })();
+    return stopping;
+  };
+  return { port, metrics, health, started, stop };
+}
+
+/** Verifies the schema once the database answers; waits (not ready) while it does not. */
+async function waitForSchema(pool: ReturnType<typeof createPool>, schema: string, signal: AbortSignal, log: Logger): Promise<void> {
+  let failures = 0;
+  while (!signal.aborted) {
+    try {
+      const client = await pool.connect();
+      try {
+        await verifySchema(client, schema);
+        return;
+      } finally {
+        client.release();
+      }
+    } catch (err: unknown) {
+      if (!isTransientDatabaseError(err)) throw err;
+      failures += 1;
+      const delayMs = reconnectDelayMs(failures);
+      if (failures === 1 || failures % 10 === 0) log.warn({ err: errorMessage(err), retryInMs: delayMs }, 'database unavailable at start; retrying');
+      await abortableDelay(delayMs, signal);
+    }
+  }
+}

@@ -1,0 +1,160 @@
+import type { Options } from 'amqplib';
+import type { FailureReason } from '../observability/metrics';
+import type { OutboxMessage } from '../outbox/store';
+import type { PublishChannel } from './connection';
+
+/**
+ * What became of one message of a batch:
+ * - `confirmed`: the broker confirmed it (positive ack);
+ * - `returned`: confirmed, but returned as unroutable (no queue bound);
+ * - `failed`: a message-level failure that costs an attempt;
+ * - `unconfirmed`: the connection or channel went away first: no verdict, no attempt
+ *   burnt, the message stays pending for a later batch.
+ */
+export type PublishOutcome =
+  | { readonly kind: 'confirmed' }
+  | { readonly kind: 'returned'; readonly replyText: string }
+  | { readonly kind: 'failed'; readonly reason: FailureReason; readonly error: string }
+  | { readonly kind: 'unconfirmed'; readonly error: string };
+
+export interface PublishOptions {
+  readonly appId: string;
+  readonly timeoutMs: number;
+  /** Aborting resolves every message still waiting as `unconfirmed` (shutdown). */
+  readonly signal?: AbortSignal;
+}
+
+/** The AMQP properties of SPEC §3.2. */
+export function publishProperties(message: OutboxMessage, appId: string): Options.Publish {
+  return {
+    persistent: true,
+    mandatory: true,
+    messageId: message.messageId,
+    type: message.messageType ?? undefined,
+    contentType: message.contentType,
+    correlationId: message.correlationId ?? undefined,
+    timestamp: Math.floor(message.createdAt.getTime() / 1000),
+    appId,
+    headers: message.headers,
+  };
+}
+
+const NO_EXCHANGE = /NOT_FOUND - no exchange '((?:[^']|'')*)'/;
+const TOO_LARGE = /message size (\d+) is larger than configured max size (\d+)/;
+
+/**
+ * Reads the server's reason for closing a channel. A channel closed because of one
+ * message (missing exchange, message too large) fails only the messages it names;
+ * any other close leaves the unconfirmed messages without a verdict.
+ */
+export function closeVerdict(
+  closeReason: string | undefined,
+  message: OutboxMessage,
+): { reason: FailureReason; error: string } | undefined {
+  if (!closeReason) return undefined;
+  const noExchange = NO_EXCHANGE.exec(closeReason);
+  if (noExchange && noExchange[1] === message.exchange) {
+    return { reason: 'unknown_exchange', error: `exchange "${message.exchange}" does not exist` };
+  }
+  const tooLarge = TOO_LARGE.exec(closeReason);
+  if (tooLarge && message.content.length > Number(tooLarge[2])) {
+    return { reason: 'too_large', error: `message of ${message.content.length} bytes exceeds the broker's max message size of ${tooLarge[2]} bytes` };
+  }
+  return undefined;
+}
+
+/**
+ * Publishes a batch on a confirm channel, pipelined: every message is written before
+ * any confirm is awaited (the socket's 'drain' is honoured), then the confirms are
+ * collected. Never throws: each message gets an outcome. After `timeoutMs` the
+ * messages still waiting fail with `timeout` and the channel is discarded, so a late
+ * confirm cannot be mistaken for a newer message's.
+ */
+export async function publishBatch(
+  target: PublishChannel,
+  messages: readonly OutboxMessage[],
+  options: PublishOptions,
+): Promise<PublishOutcome[]> {
+  const outcomes: (PublishOutcome | undefined)[] = new Array(messages.length).fill(undefined);
+  let waiting = 0;
+  let finish: () => void = () => undefined;
+  const allSettled = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  const settle = (index: number, outcome: PublishOutcome): void => {
+    if (outcomes[index] !== undefined) return;
+    outcomes[index] = outcome;
+    waiting -= 1;
+    if (waiting === 0) finish();
+  };
+  const settleAllWaiting = (make: (message: OutboxMessage) => PublishOutcome): void => {
+    messages.forEach((message, index) => {
+      if (outcomes[index] === undefined) settle(index, make(message));
+    });
+  };
+  const afterClose = (message: OutboxMessage): PublishOutcome => {
+    const verdict = closeVerdict(target.closeReason, message);
+    if (verdict) return { kind: 'failed', ...verdict };
+    return { kind: 'unconfirmed', error: target.closeReason ?? 'channel closed' };
+  };
+
+  waiting = messages.length;
+  if (waiting === 0) return [];
+  const stopWaitingOnClose = target.onClose(() => settleAllWaiting(afterClose));
+  const timer = setTimeout(() => {
+    settleAllWaiting(() => ({ kind: 'failed', reason: 'timeout', error: `no broker confirm within ${options.timeoutMs} ms` }));
+    target.discard();
+  }, options.timeoutMs);
+  const onAbort = (): void => settleAllWaiting(() => ({ kind: 'unconfirmed', error: 'shutting down' }));
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+
+  try {
+    for (let index = 0; index < messages.length; index += 1) {
+      if (target.closed || options.signal?.aborted) break;
+      const message = messages[index] as OutboxMessage;
+      let writable: boolean;
+      try {
+        writable = target.channel.publish(message.exchange, message.routingKey, message.content, publishProperties(message, options.appId), (err: unknown) => {
+          if (err === null || err === undefined) {
+            const returned = target.returned.get(message.messageId);
+            if (returned) {
+              target.returned.delete(message.messageId);
+              settle(index, { kind: 'returned', replyText: returned.replyText });
+            } else {
+              settle(index, { kind: 'confirmed' });
+            }
+          } else if (err instanceof Error && err.message === 'message nacked') {
+            settle(index, { kind: 'failed', reason: 'nack', error: 'the broker rejected the message (negative confirm)' });
+          } else {
+            settle(index, afterClose(message));
+          }
+        });
+      } catch (err: unknown) {
+        if (target.closed) break;
+        // amqplib refuses to encode it (e.g. headers over 64 KiB): this message only.
+        settle(index, { kind: 'failed', reason: 'invalid_message', error: `cannot encode the message: ${(err as Error).message}` });
+        continue;
+      }
+      if (!writable) await waitForDrain(target);
+    }
+    if (target.closed || options.signal?.aborted) settleAllWaiting(target.closed ? afterClose : () => ({ kind: 'unconfirmed', error: 'shutting down' }));
+    await allSettled;
+  } finally {
+    clearTimeout(timer);
+    stopWaitingOnClose();
+    options.signal?.removeEventListener('abort', onAbort);
+  }
+  return outcomes as PublishOutcome[];
+}
+
+function waitForDrain(target: PublishChannel): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      target.channel.removeListener('drain', done);
+      stop();
+      resolve();
+    };
+    const stop = target.onClose(done);
+    target.channel.once('drain', done);
+  });
+}

@@ -1,0 +1,157 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { startRelay } from './app';
+import { checkCommand } from './commands/check';
+import { cleanupCommand } from './commands/cleanup';
+import { deadDiscardCommand, deadListCommand, deadRetryCommand } from './commands/dead';
+import type { Io } from './commands/io';
+import { migrateCommand } from './commands/migrate';
+import { statusCommand } from './commands/status';
+import { loadConfig, secretsOf, type Config } from './config/load-config';
+import { maskSecrets } from './config/redact';
+import { errorMessage, exitCodeFor, OutboxError } from './errors';
+import { createLogger, type Logger } from './observability/logger';
+
+/**
+ * The only module that touches the process: argv, env, signals, stdout/stderr and the
+ * exit code. Exit codes (§4): 0 success, 2 bad configuration or usage, 1 any other
+ * failure, with a one-line reason on stderr and no stack trace.
+ */
+export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  let secrets: readonly string[] = [];
+  const io: Io = {
+    out: (text) => process.stdout.write(`${maskSecrets(text, secrets)}\n`),
+    err: (text) => process.stderr.write(`${maskSecrets(text, secrets)}\n`),
+  };
+  let config: Config | undefined;
+  const configured = (): Config => {
+    config ??= loadConfig(env);
+    secrets = secretsOf(config);
+    return config;
+  };
+  const toolLogger = (): Logger => createLogger({ level: 'warn', secrets, fd: 2 });
+
+  const program = buildProgram({
+    run: async () => {
+      const cfg = configured();
+      await runDaemon(cfg, createLogger({ level: cfg.logLevel, secrets }));
+    },
+    migrate: (options) => migrateCommand(configured(), toolLogger(), io, options),
+    status: (options) => statusCommand(configured(), toolLogger(), io, options),
+    deadList: (options) => deadListCommand(configured(), toolLogger(), io, options),
+    deadRetry: (ids, options) => deadRetryCommand(configured(), toolLogger(), io, ids, options.all),
+    deadDiscard: (ids, options) => deadDiscardCommand(configured(), toolLogger(), io, ids, options.all),
+    cleanup: () => cleanupCommand(configured(), toolLogger(), io),
+    check: () => checkCommand(configured(), toolLogger(), io),
+  });
+  program.configureOutput({
+    writeOut: (text) => process.stdout.write(text),
+    writeErr: (text) => process.stderr.write(text),
+    outputError: (text, write) => write(`outbox-relay: ${text.replace(/^error: /, '').trim()}\n`),
+  });
+
+  try {
+    await program.parseAsync(argv as string[]);
+    process.exitCode = 0;
+  } catch (err: unknown) {
+    if (err instanceof CommanderError) {
+      // Help and version exit 0; every other commander error is a usage error.
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    io.err(`outbox-relay: ${errorMessage(err)}`);
+    if (!(err instanceof OutboxError) && env['OUTBOX_LOG_LEVEL'] === 'debug') io.err(String((err as Error).stack));
+    process.exitCode = exitCodeFor(err);
+  }
+}
+
+interface Handlers {
+  run(): Promise<void>;
+  migrate(options: { print?: boolean }): Promise<void>;
+  status(options: { json?: boolean }): Promise<void>;
+  deadList(options: { json?: boolean; limit: number }): Promise<void>;
+  deadRetry(ids: string[], options: { all?: boolean }): Promise<void>;
+  deadDiscard(ids: string[], options: { all?: boolean }): Promise<void>;
+  cleanup(): Promise<void>;
+  check(): Promise<void>;
+}
+
+function positiveInt(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 1_000_000) {
+    throw new InvalidArgumentError('must be a whole number from 1 to 1000000');
+  }
+  return Number(value);
+}
+
+function buildProgram(handlers: Handlers): Command {
+  const program = new Command('outbox-relay')
+    .description('Publishes messages committed to a PostgreSQL outbox table to RabbitMQ. Configured by OUTBOX_* environment variables.')
+    .version(version(), '-V, --version')
+    .exitOverride()
+    .showHelpAfterError('(run outbox-relay --help for usage)')
+    .allowExcessArguments(false);
+
+  program.command('run').description('run the relay daemon (stops on SIGTERM/SIGINT)').action(handlers.run);
+  program
+    .command('migrate')
+    .description('apply pending migrations to OUTBOX_SCHEMA and print what was applied')
+    .option('--print', 'print the SQL for the configured schema instead of applying it')
+    .action(handlers.migrate);
+  program.command('status').description('pending, due, delayed, dead and published counts, lag and the oldest pending message').option('--json', 'print one JSON object').action(handlers.status);
+
+  const dead = program.command('dead').description('inspect and handle dead messages');
+  dead
+    .command('list')
+    .description('list dead messages with their last error, newest first')
+    .option('--json', 'print a JSON array')
+    .addOption(new Option('--limit <n>', 'at most this many').argParser(positiveInt).default(100))
+    .action(handlers.deadList);
+  dead
+    .command('retry')
+    .description('make dead messages due again, attempts reset')
+    .argument('[message_id...]', 'message ids (UUIDs)')
+    .option('--all', 'every dead message')
+    .action(handlers.deadRetry);
+  dead
+    .command('discard')
+    .description('delete dead messages (asks nothing; prints how many)')
+    .argument('[message_id...]', 'message ids (UUIDs)')
+    .option('--all', 'every dead message')
+    .action(handlers.deadDiscard);
+
+  program.command('cleanup').description('delete published messages older than OUTBOX_RETENTION, once').action(handlers.cleanup);
+  program.command('check').description('verify database, schema, privileges, broker and the exchanges pending messages name').action(handlers.check);
+  for (const command of [program, dead, ...program.commands, ...dead.commands]) command.exitOverride().allowExcessArguments(false);
+  return program;
+}
+
+function version(): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('../package.json') as { version: string }).version;
+}
+
+/**
+ * `outbox-relay run`: starts the relay and stops it gracefully on SIGTERM/SIGINT
+ * (exit 0). A second signal exits at once with 1. A schema that is not migrated, or
+ * newer than this build, exits 1 with the instruction.
+ */
+async function runDaemon(config: Config, log: Logger): Promise<void> {
+  const relay = await startRelay(config, log);
+  let signals = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      signals += 1;
+      if (signals > 1) {
+        log.warn({ signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      log.info({ signal }, 'signal received');
+      relay.stop().then(resolve, reject);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    relay.started.catch((err: unknown) => {
+      void relay.stop().finally(() => reject(err));
+    });
+  });
+  await done;
+}

@@ -1,0 +1,97 @@
+import { connect } from 'amqplib';
+import type { Config } from '../config/load-config';
+import { redactUrl } from '../config/redact';
+import { verifySchema } from '../db/migrator';
+import { qualified, quoteIdent } from '../db/sql';
+import { errorMessage, OutboxError } from '../errors';
+import type { Logger } from '../observability/logger';
+import { OutboxStore } from '../outbox/store';
+import type { Io } from './io';
+import { withDatabase } from './with-database';
+
+interface CheckLine {
+  readonly ok: boolean;
+  readonly text: string;
+}
+
+/**
+ * `outbox-relay check`: database reachable, schema version, privileges, broker
+ * reachable, and every exchange named by a pending message exists. One line per
+ * check; fails (exit 1) if any check fails.
+ */
+export async function checkCommand(config: Config, log: Logger, io: Io): Promise<void> {
+  const lines: CheckLine[] = [];
+  const report = (ok: boolean, text: string): void => {
+    lines.push({ ok, text });
+    io.out(`${ok ? 'ok  ' : 'FAIL'}  ${text}`);
+  };
+  let exchanges: string[] | undefined;
+  try {
+    await withDatabase(config, log, async (pool) => {
+      const { rows } = await pool.query<{ version: string; user: string }>(`SELECT current_setting('server_version') AS version, current_user AS user`);
+      report(true, `database reachable (PostgreSQL ${rows[0]?.version}, role ${rows[0]?.user})`);
+      const client = await pool.connect();
+      try {
+        const version = await verifySchema(client, config.schema);
+        report(true, `schema "${config.schema}" at migration ${version}`);
+      } catch (err: unknown) {
+        report(false, errorMessage(err));
+        return;
+      } finally {
+        client.release();
+      }
+      const privileges = await pool.query<{ usage: boolean; sel: boolean; upd: boolean; del: boolean }>(
+        `SELECT has_schema_privilege($1, 'USAGE') AS usage,
+                has_table_privilege($2, 'SELECT') AS sel,
+                has_table_privilege($2, 'UPDATE') AS upd,
+                has_table_privilege($2, 'DELETE') AS del`,
+        [config.schema, qualified(config.schema, 'messages')],
+      );
+      const p = privileges.rows[0];
+      const missing = p ? Object.entries({ 'USAGE on schema': p.usage, SELECT: p.sel, UPDATE: p.upd, DELETE: p.del }).filter(([, has]) => !has).map(([name]) => name) : ['all'];
+      report(missing.length === 0, missing.length === 0 ? `role may claim, mark and delete in ${quoteIdent(config.schema)}.messages` : `role lacks ${missing.join(', ')} on ${quoteIdent(config.schema)}.messages`);
+      if (missing.length === 0) exchanges = await new OutboxStore(config.schema).pendingExchanges(pool);
+    });
+  } catch (err: unknown) {
+    report(false, errorMessage(err));
+  }
+
+  let brokerOk = false;
+  for (const url of config.amqpUrls) {
+    try {
+      const model = await connect(url, { timeout: 5_000 });
+      try {
+        brokerOk = true;
+        report(true, `broker reachable (${redactUrl(url)})`);
+        if (exchanges) {
+          const missing: string[] = [];
+          for (const exchange of exchanges) {
+            const channel = await model.createChannel();
+            channel.on('error', () => undefined);
+            try {
+              await channel.checkExchange(exchange);
+              await channel.close();
+            } catch {
+              missing.push(exchange);
+            }
+          }
+          report(
+            missing.length === 0,
+            missing.length === 0
+              ? `all ${exchanges.length} exchange(s) named by pending messages exist`
+              : `exchange(s) named by pending messages do not exist: ${missing.map((e) => `"${e}"`).join(', ')}`,
+          );
+        }
+      } finally {
+        await model.close().catch(() => undefined);
+      }
+      break;
+    } catch (err: unknown) {
+      report(false, `broker not reachable at ${redactUrl(url)}: ${errorMessage(err)}`);
+    }
+  }
+  if (!brokerOk || lines.some((l) => !l.ok && !l.text.startsWith('broker not reachable'))) {
+    const failed = lines.filter((l) => !l.ok).length;
+    throw new OutboxError('CHECK_FAILED', `${failed} check${failed === 1 ? '' : 's'} failed`);
+  }
+}

@@ -1,0 +1,60 @@
+import type { Config } from '../config/load-config';
+import { verifySchema } from '../db/migrator';
+import type { Logger } from '../observability/logger';
+import { OutboxStore } from '../outbox/store';
+import type { Io } from './io';
+import { withDatabase } from './with-database';
+
+/** What `status --json` prints: one object. */
+export interface StatusReport {
+  readonly schema: string;
+  readonly pending: number;
+  readonly due: number;
+  readonly delayed: number;
+  readonly dead: number;
+  readonly published: number;
+  readonly lagSeconds: number;
+  readonly oldestPending: { readonly messageId: string; readonly createdAt: string; readonly dueAt: string } | null;
+}
+
+export async function statusCommand(config: Config, log: Logger, io: Io, options: { json?: boolean }): Promise<void> {
+  const store = new OutboxStore(config.schema);
+  const report = await withDatabase(config, log, async (pool): Promise<StatusReport> => {
+    const client = await pool.connect();
+    try {
+      await verifySchema(client, config.schema);
+    } finally {
+      client.release();
+    }
+    const [stats, details] = await Promise.all([store.stats(pool), store.statusDetails(pool)]);
+    return {
+      schema: config.schema,
+      pending: stats.due + stats.delayed,
+      due: stats.due,
+      delayed: stats.delayed,
+      dead: stats.dead,
+      published: details.published,
+      lagSeconds: Math.round(stats.lagSeconds * 1000) / 1000,
+      oldestPending: details.oldestPending && {
+        messageId: details.oldestPending.messageId,
+        createdAt: details.oldestPending.createdAt.toISOString(),
+        dueAt: details.oldestPending.dueAt.toISOString(),
+      },
+    };
+  });
+  if (options.json) {
+    io.out(JSON.stringify(report));
+    return;
+  }
+  const oldest = report.oldestPending ? `${report.oldestPending.messageId} (created ${report.oldestPending.createdAt}, due ${report.oldestPending.dueAt})` : '-';
+  io.out(
+    [
+      `schema          ${report.schema}`,
+      `pending         ${report.pending} (due ${report.due}, delayed ${report.delayed})`,
+      `dead            ${report.dead}`,
+      `published       ${report.published} (kept for OUTBOX_RETENTION)`,
+      `lag             ${report.lagSeconds.toFixed(3)} s`,
+      `oldest pending  ${oldest}`,
+    ].join('\n'),
+  );
+}

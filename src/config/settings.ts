@@ -1,0 +1,234 @@
+import cron from 'node-cron';
+import { z } from 'zod';
+
+/**
+ * The settings table: one row per environment variable. It drives parsing,
+ * defaults, validation messages and the README's configuration table, so a new
+ * setting is added here and nowhere else.
+ */
+export interface Setting<T> {
+  /** Environment variable name. */
+  readonly env: string;
+  /** Older or conventional names accepted when `env` is unset, in order. */
+  readonly aliases?: readonly string[];
+  /** Default as the operator would write it. */
+  readonly defaultValue: string;
+  /** Holds a credential: its value is never echoed and may be read from `<NAME>_FILE`. */
+  readonly secret?: boolean;
+  /** May be given as `<NAME>_FILE`, a path to a file holding the value. */
+  readonly fromFile?: boolean;
+  /** One sentence for the documentation. */
+  readonly doc: string;
+  /** Parses the raw string; the message of a failure names what is expected. */
+  readonly schema: z.ZodType<T, string>;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function integer(min: number, max: number): z.ZodType<number, string> {
+  return z
+    .string()
+    .trim()
+    .regex(/^\d+$/, { message: `must be a whole number from ${min} to ${max}` })
+    .transform(Number)
+    .pipe(
+      z
+        .number()
+        .int()
+        .min(min, { message: `must be a whole number from ${min} to ${max}` })
+        .max(max, { message: `must be a whole number from ${min} to ${max}` }),
+    );
+}
+
+function oneOf<const T extends readonly [string, ...string[]]>(values: T): z.ZodType<T[number], string> {
+  return z
+    .string()
+    .trim()
+    .pipe(z.enum(values, { message: `must be one of ${values.join(', ')}` }));
+}
+
+const DURATION_UNITS_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `7d`, `12h`, `30m`, `45s`, `500ms` or `0` → milliseconds. */
+export function parseDurationMs(text: string): number | undefined {
+  const match = /^(\d+)\s*(ms|s|m|h|d)?$/.exec(text.trim());
+  if (!match) return undefined;
+  const amount = Number(match[1]);
+  if (amount === 0) return 0;
+  const unit = match[2];
+  if (unit === undefined) return undefined;
+  return amount * (DURATION_UNITS_MS[unit] ?? Number.NaN);
+}
+
+const duration = z.string().transform((text, ctx) => {
+  const ms = parseDurationMs(text);
+  if (ms === undefined || !Number.isSafeInteger(ms)) {
+    ctx.addIssue({ code: 'custom', message: 'must be a duration such as 7d, 12h, 30m, 45s or 0' });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+function urlList(protocols: readonly string[], what: string, allowMany: boolean): z.ZodType<readonly string[], string> {
+  return z.string().transform((text, ctx) => {
+    const urls = text
+      .split(',')
+      .map((u) => u.trim())
+      .filter((u) => u.length > 0);
+    if (urls.length === 0) {
+      ctx.addIssue({ code: 'custom', message: `must be a ${what} URL` });
+      return z.NEVER;
+    }
+    if (!allowMany && urls.length > 1) {
+      ctx.addIssue({ code: 'custom', message: `must be a single ${what} URL` });
+      return z.NEVER;
+    }
+    for (const [index, url] of urls.entries()) {
+      let parsed: URL;
+      try {
+        parsed = new URL(url);
+      } catch {
+        // Never echo the value: it may hold a password.
+        ctx.addIssue({ code: 'custom', message: `URL #${index + 1} is not a valid URL (expected ${protocols.join(' or ')}//host…)` });
+        continue;
+      }
+      if (!protocols.includes(parsed.protocol)) {
+        ctx.addIssue({ code: 'custom', message: `URL #${index + 1} must start with ${protocols.map((p) => `${p}//`).join(' or ')}` });
+      }
+    }
+    return Object.freeze(urls);
+  });
+}
+
+const schemaName = z
+  .string()
+  .trim()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]{0,53}$/, {
+    message: 'must be a schema name of letters, digits and underscores (at most 54, not starting with a digit)',
+  });
+
+const cronExpression = z
+  .string()
+  .trim()
+  .refine((expr) => cron.validate(expr), { message: 'must be a cron expression such as "* * * * *" (optional seconds field first)' });
+
+const httpHost = z.string().trim().min(1, { message: 'must be a host name or IP address' });
+
+/** Every setting of `outbox-relay`, in the order the README documents them. */
+export const SETTINGS = {
+  databaseUrl: {
+    env: 'OUTBOX_DATABASE_URL',
+    aliases: ['DATABASE_URL'],
+    defaultValue: 'postgres://postgres@localhost:5432/postgres',
+    secret: true,
+    fromFile: true,
+    doc: 'PostgreSQL connection URL of the service database holding the outbox. TLS through `sslmode=` in the URL.',
+    schema: urlList(['postgres:', 'postgresql:'], 'postgres://', false).transform((urls) => urls[0] as string),
+  } satisfies Setting<string>,
+  amqpUrls: {
+    env: 'OUTBOX_AMQP_URL',
+    defaultValue: 'amqp://guest:guest@localhost:5672',
+    secret: true,
+    fromFile: true,
+    doc: 'RabbitMQ URL, or a comma-separated list tried in turn (cluster nodes). `amqps://` for TLS.',
+    schema: urlList(['amqp:', 'amqps:'], 'amqp://', true),
+  } satisfies Setting<readonly string[]>,
+  schema: {
+    env: 'OUTBOX_SCHEMA',
+    defaultValue: 'outbox',
+    doc: 'Database schema holding the outbox table and the migration ledger.',
+    schema: schemaName,
+  } satisfies Setting<string>,
+  batchSize: {
+    env: 'OUTBOX_BATCH_SIZE',
+    defaultValue: '500',
+    doc: 'Messages claimed and published per batch.',
+    schema: integer(1, 10_000),
+  } satisfies Setting<number>,
+  pollIntervalMs: {
+    env: 'OUTBOX_POLL_INTERVAL_MS',
+    defaultValue: '1000',
+    doc: 'Fallback poll interval when no notification arrives (ms). LISTEN/NOTIFY wakes the relay at commit.',
+    schema: integer(10, 3_600_000),
+  } satisfies Setting<number>,
+  maxAttempts: {
+    env: 'OUTBOX_MAX_ATTEMPTS',
+    defaultValue: '10',
+    doc: 'Failed attempts after which a message is dead.',
+    schema: integer(1, 1_000_000),
+  } satisfies Setting<number>,
+  backoffBaseMs: {
+    env: 'OUTBOX_BACKOFF_BASE_MS',
+    defaultValue: '1000',
+    doc: 'Retry backoff after the first failure (ms); doubles per attempt, with full jitter.',
+    schema: integer(1, 86_400_000),
+  } satisfies Setting<number>,
+  backoffMaxMs: {
+    env: 'OUTBOX_BACKOFF_MAX_MS',
+    defaultValue: '300000',
+    doc: 'Cap of the retry backoff (ms).',
+    schema: integer(1, 604_800_000),
+  } satisfies Setting<number>,
+  publishTimeoutMs: {
+    env: 'OUTBOX_PUBLISH_TIMEOUT_MS',
+    defaultValue: '10000',
+    doc: 'How long a published message may wait for the broker confirm before it counts as failed (ms).',
+    schema: integer(100, 600_000),
+  } satisfies Setting<number>,
+  unroutable: {
+    env: 'OUTBOX_UNROUTABLE',
+    defaultValue: 'publish',
+    doc: '`publish`: a message returned as unroutable by a named exchange counts as published (and is counted); `retry`: it fails and is retried. Unroutable commands (default exchange) always fail.',
+    schema: oneOf(['publish', 'retry']),
+  } satisfies Setting<'publish' | 'retry'>,
+  orderingOnDead: {
+    env: 'OUTBOX_ORDERING_ON_DEAD',
+    defaultValue: 'skip',
+    doc: '`skip`: a dead message releases its partition key; `block`: the key stays held until the dead message is retried or discarded.',
+    schema: oneOf(['skip', 'block']),
+  } satisfies Setting<'skip' | 'block'>,
+  retentionMs: {
+    env: 'OUTBOX_RETENTION',
+    defaultValue: '7d',
+    doc: 'How long published messages are kept (`7d`, `12h`, `30m`, `0` = delete at publish time).',
+    schema: duration,
+  } satisfies Setting<number>,
+  cleanupCron: {
+    env: 'OUTBOX_CLEANUP_CRON',
+    defaultValue: '* * * * *',
+    doc: 'When the retention cleanup runs (node-cron syntax, optional seconds field).',
+    schema: cronExpression,
+  } satisfies Setting<string>,
+  shutdownTimeoutMs: {
+    env: 'OUTBOX_SHUTDOWN_TIMEOUT_MS',
+    defaultValue: '10000',
+    doc: 'On SIGTERM/SIGINT, how long the in-flight batch may take before it is abandoned (ms).',
+    schema: integer(0, 600_000),
+  } satisfies Setting<number>,
+  httpHost: {
+    env: 'OUTBOX_HTTP_HOST',
+    defaultValue: '0.0.0.0',
+    doc: 'Address of the HTTP server (/metrics, /healthz, /readyz).',
+    schema: httpHost,
+  } satisfies Setting<string>,
+  httpPort: {
+    env: 'OUTBOX_HTTP_PORT',
+    defaultValue: '9464',
+    doc: 'Port of the HTTP server; 0 picks a free port.',
+    schema: integer(0, 65_535),
+  } satisfies Setting<number>,
+  appId: {
+    env: 'OUTBOX_APP_ID',
+    defaultValue: 'outbox-relay',
+    doc: 'AMQP `app-id` property of every published message.',
+    schema: z.string().trim().min(1, { message: 'must not be empty' }).max(255, { message: 'must be at most 255 characters' }),
+  } satisfies Setting<string>,
+  logLevel: {
+    env: 'OUTBOX_LOG_LEVEL',
+    defaultValue: 'info',
+    doc: `Log level: ${LOG_LEVELS.join(', ')}.`,
+    schema: oneOf(LOG_LEVELS),
+  } satisfies Setting<(typeof LOG_LEVELS)[number]>,
+} as const;
+
+export type SettingKey = keyof typeof SETTINGS;

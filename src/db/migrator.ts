@@ -1,0 +1,180 @@
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ClientBase } from 'pg';
+import { OutboxError } from '../errors';
+import { qualified, quoteIdent } from './sql';
+
+/** One plain SQL migration file, `NNNN_name.sql`. */
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly fileName: string;
+  readonly sql: string;
+  /** sha256 of the file's bytes, stored in the ledger to detect edits. */
+  readonly checksum: string;
+}
+
+/** The `migrations/` directory shipped with the package. */
+export const MIGRATIONS_DIR = join(__dirname, '..', '..', 'migrations');
+
+const FILE_PATTERN = /^(\d{4})_([a-z0-9_]+)\.sql$/;
+
+/** Reads and orders the migration files of `dir`. */
+export function loadMigrations(dir: string = MIGRATIONS_DIR): readonly Migration[] {
+  const migrations = readdirSync(dir)
+    .map((fileName) => ({ fileName, match: FILE_PATTERN.exec(fileName) }))
+    .filter((f): f is { fileName: string; match: RegExpExecArray } => f.match !== null)
+    .map(({ fileName, match }) => {
+      const sql = readFileSync(join(dir, fileName), 'utf8');
+      return {
+        version: Number(match[1]),
+        name: match[2] as string,
+        fileName,
+        sql,
+        checksum: createHash('sha256').update(sql).digest('hex'),
+      };
+    })
+    .sort((a, b) => a.version - b.version);
+  migrations.forEach((m, index) => {
+    if (m.version !== index + 1) throw new Error(`migrations must be numbered 0001, 0002, … without gaps; ${m.fileName} is out of sequence`);
+  });
+  return Object.freeze(migrations);
+}
+
+// Key space of this project's advisory locks (first key), so they never collide with
+// an application's own advisory locks that use the one-bigint form.
+const LOCK_NAMESPACE = 0x6f62_7872; // "obxr"
+
+function ledgerDdl(schema: string): string {
+  return `CREATE TABLE IF NOT EXISTS ${qualified(schema, 'schema_migrations')} (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)`;
+}
+
+interface LedgerRow {
+  version: number;
+  name: string;
+  checksum: string;
+}
+
+async function readLedger(client: ClientBase, schema: string): Promise<LedgerRow[] | undefined> {
+  const exists = await client.query<{ exists: boolean }>(
+    `SELECT to_regclass($1) IS NOT NULL AS exists`,
+    [`${quoteIdent(schema)}.schema_migrations`],
+  );
+  if (!exists.rows[0]?.exists) return undefined;
+  const { rows } = await client.query<LedgerRow>(`SELECT version, name, checksum FROM ${qualified(schema, 'schema_migrations')} ORDER BY version`);
+  return rows;
+}
+
+function compare(ledger: readonly LedgerRow[], migrations: readonly Migration[]): { pending: Migration[]; unknown: LedgerRow[] } {
+  const byVersion = new Map(migrations.map((m) => [m.version, m]));
+  const unknown: LedgerRow[] = [];
+  for (const row of ledger) {
+    const migration = byVersion.get(row.version);
+    if (!migration) {
+      unknown.push(row);
+      continue;
+    }
+    if (migration.checksum !== row.checksum) {
+      throw new OutboxError(
+        'MIGRATION_CHANGED',
+        `migration ${migration.fileName} was changed after it was applied (checksum differs from the ledger); restore the original file and add a new migration instead`,
+      );
+    }
+  }
+  const applied = new Set(ledger.map((r) => r.version));
+  return { pending: migrations.filter((m) => !applied.has(m.version)), unknown };
+}
+
+function tooNew(schema: string, unknown: readonly LedgerRow[], migrations: readonly Migration[]): OutboxError {
+  const newest = Math.max(...unknown.map((r) => r.version));
+  return new OutboxError(
+    'SCHEMA_TOO_NEW',
+    `schema "${schema}" is at migration ${newest}, newer than this outbox-relay knows (${migrations.length}); upgrade outbox-relay`,
+  );
+}
+
+/**
+ * Applies the pending migrations in one transaction, serialised by an advisory lock so
+ * that many sidecars starting at once apply each file exactly once. Idempotent: with
+ * nothing pending it changes nothing. Returns the migrations it applied.
+ */
+export async function migrate(client: ClientBase, schema: string, migrations: readonly Migration[] = loadMigrations()): Promise<readonly Migration[]> {
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NAMESPACE, `migrate:${schema}`]);
+    await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
+    await client.query(ledgerDdl(schema));
+    const ledger = (await readLedger(client, schema)) ?? [];
+    const { pending, unknown } = compare(ledger, migrations);
+    if (unknown.length > 0) throw tooNew(schema, unknown, migrations);
+    for (const migration of pending) {
+      await client.query(`SET LOCAL search_path TO ${quoteIdent(schema)}`);
+      await client.query(migration.sql);
+      await client.query(`INSERT INTO ${qualified(schema, 'schema_migrations')} (version, name, checksum) VALUES ($1, $2, $3)`, [
+        migration.version,
+        migration.name,
+        migration.checksum,
+      ]);
+    }
+    await client.query('COMMIT');
+    return pending;
+  } catch (err: unknown) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * The SQL `migrate` would run on an empty database, for a DBA to review and apply with
+ * psql or another tool. It records itself in the same ledger, so a later
+ * `outbox-relay migrate` sees the migrations as applied.
+ */
+export function renderMigrationSql(schema: string, migrations: readonly Migration[] = loadMigrations()): string {
+  const parts = [
+    `-- outbox-relay migrations for schema ${quoteIdent(schema)}; apply as it is, e.g. psql -v ON_ERROR_STOP=1 -f`,
+    'BEGIN;',
+    `SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, hashtext('migrate:' || ${escapeLiteral(schema)}));`,
+    `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)};`,
+    `${ledgerDdl(schema)};`,
+  ];
+  for (const m of migrations) {
+    parts.push(
+      `\n-- ${m.fileName}`,
+      `SET LOCAL search_path TO ${quoteIdent(schema)};`,
+      m.sql.trimEnd(),
+      `INSERT INTO ${qualified(schema, 'schema_migrations')} (version, name, checksum) VALUES (${m.version}, ${escapeLiteral(m.name)}, ${escapeLiteral(m.checksum)});`,
+    );
+  }
+  parts.push('COMMIT;', '');
+  return parts.join('\n');
+}
+
+function escapeLiteral(text: string): string {
+  return `'${text.replace(/'/g, "''")}'`;
+}
+
+/**
+ * Checked by `run` and `check` at start: the schema must be migrated to exactly the
+ * migrations this build ships. Throws an actionable `OutboxError` otherwise.
+ */
+export async function verifySchema(client: ClientBase, schema: string, migrations: readonly Migration[] = loadMigrations()): Promise<number> {
+  const ledger = await readLedger(client, schema);
+  if (ledger === undefined || ledger.length === 0) {
+    throw new OutboxError('SCHEMA_NOT_MIGRATED', `schema "${schema}" is not migrated: run outbox-relay migrate`);
+  }
+  const { pending, unknown } = compare(ledger, migrations);
+  if (unknown.length > 0) throw tooNew(schema, unknown, migrations);
+  if (pending.length > 0) {
+    throw new OutboxError(
+      'SCHEMA_NOT_MIGRATED',
+      `schema "${schema}" lacks migration ${pending.map((m) => m.fileName).join(', ')}: run outbox-relay migrate`,
+    );
+  }
+  return migrations.length;
+}

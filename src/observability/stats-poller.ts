@@ -1,0 +1,54 @@
+import type { Pool } from 'pg';
+import type { OutboxStore } from '../outbox/store';
+import type { Logger } from './logger';
+import type { RelayMetrics } from './metrics';
+
+/**
+ * Refreshes the table gauges (lag, pending, dead) in the background, so a scrape reads
+ * numbers from memory and costs nothing however large the backlog: the counts come
+ * from partial indexes and run at most once per `intervalMs`, not once per scrape.
+ */
+export class StatsPoller {
+  private timer: NodeJS.Timeout | undefined;
+  private inFlight: Promise<void> | undefined;
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly store: OutboxStore,
+    private readonly metrics: RelayMetrics,
+    private readonly log: Logger,
+    private readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    if (this.timer) return;
+    void this.refresh();
+    this.timer = setInterval(() => void this.refresh(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** One refresh; concurrent calls share it. */
+  refresh(): Promise<void> {
+    this.inFlight ??= (async () => {
+      try {
+        const stats = await this.store.stats(this.pool);
+        this.metrics.lagSeconds.set(stats.lagSeconds);
+        this.metrics.pendingMessages.set({ state: 'due' }, stats.due);
+        this.metrics.pendingMessages.set({ state: 'delayed' }, stats.delayed);
+        this.metrics.deadMessages.set(stats.dead);
+      } catch (err: unknown) {
+        // The relay loop reports database outages; the gauges keep their last value.
+        this.log.debug({ err: (err as Error).message }, 'cannot refresh outbox gauges');
+      } finally {
+        this.inFlight = undefined;
+      }
+    })();
+    return this.inFlight;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.inFlight;
+  }
+}

@@ -1,0 +1,142 @@
+import { randomUUID } from 'node:crypto';
+import { Client, type ClientConfig, type Notification } from 'pg';
+import { notifyChannel } from '../db/sql';
+import { errorMessage } from '../errors';
+import type { Logger } from '../observability/logger';
+import { reconnectDelayMs } from '../retry/backoff';
+import { abortableDelay } from '../util/delay';
+
+/** How long the LISTEN self-test waits for its own notification before giving up. */
+const SELF_TEST_TIMEOUT_MS = 3_000;
+
+/**
+ * Wakes the relay's workers when a producer transaction that inserted messages
+ * commits (the migration's trigger NOTIFYs `<schema>.messages` inside that
+ * transaction), and otherwise lets them sleep for the poll interval.
+ *
+ * A dedicated connection LISTENs. After LISTEN it notifies itself once: if that
+ * notification never arrives (a transaction-pooling PgBouncer swallows them), it says
+ * so once in the log and the relay just polls. A lost listener connection is
+ * re-established with backoff; meanwhile polling carries on, and every reconnect
+ * wakes the workers once in case a notification was missed.
+ */
+export class Wakeup {
+  private generationCounter = 0;
+  private readonly waiters = new Set<() => void>();
+  private readonly controller = new AbortController();
+  private running: Promise<void> | undefined;
+  private client: Client | undefined;
+  /** True while notifications are known to arrive. */
+  listening = false;
+
+  constructor(
+    private readonly connection: ClientConfig,
+    private readonly schema: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Increases on every notification; workers compare it to skip a sleep. */
+  get generation(): number {
+    return this.generationCounter;
+  }
+
+  /** Wakes every waiting worker now. */
+  trigger(): void {
+    this.generationCounter += 1;
+    for (const wake of [...this.waiters]) wake();
+  }
+
+  /**
+   * Sleeps up to `ms`, returning early on a notification, on abort, or at once when a
+   * notification arrived since the caller saw `seenGeneration`.
+   */
+  wait(ms: number, signal: AbortSignal, seenGeneration: number): Promise<void> {
+    if (ms <= 0 || signal.aborted || this.generationCounter !== seenGeneration) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.waiters.add(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /** Starts listening in the background (idempotent). */
+  start(): void {
+    this.running ??= this.listenLoop();
+  }
+
+  private async listenLoop(): Promise<void> {
+    const signal = this.controller.signal;
+    const channel = notifyChannel(this.schema);
+    let failures = 0;
+    while (!signal.aborted) {
+      const client = new Client({ ...this.connection, application_name: 'outbox-relay-listen' });
+      let lost: () => void = () => undefined;
+      const connectionLost = new Promise<void>((resolve) => {
+        lost = resolve;
+      });
+      client.on('error', (err) => {
+        this.log.debug({ err: errorMessage(err) }, 'LISTEN connection error');
+        lost();
+      });
+      client.on('end', () => lost());
+      try {
+        await client.connect();
+        this.client = client;
+        let selfTestPayload: string | undefined = `self-test:${randomUUID()}`;
+        let selfTestPassed: () => void = () => undefined;
+        const selfTest = new Promise<boolean>((resolve) => {
+          selfTestPassed = () => resolve(true);
+          setTimeout(() => resolve(false), SELF_TEST_TIMEOUT_MS).unref();
+        });
+        client.on('notification', (n: Notification) => {
+          if (n.channel !== channel) return;
+          if (selfTestPayload !== undefined && n.payload === selfTestPayload) {
+            selfTestPayload = undefined;
+            selfTestPassed();
+            return;
+          }
+          this.trigger();
+        });
+        await client.query(`LISTEN ${client.escapeIdentifier(channel)}`);
+        await client.query('SELECT pg_notify($1, $2)', [channel, selfTestPayload]);
+        if (!(await selfTest)) {
+          this.log.warn(
+            { channel },
+            'LISTEN/NOTIFY does not reach this relay (behind a transaction-pooling PgBouncer?): falling back to polling every OUTBOX_POLL_INTERVAL_MS',
+          );
+          await client.end().catch(() => undefined);
+          return;
+        }
+        if (failures > 0) this.log.info({ channel }, 'listening for new messages again');
+        else this.log.debug({ channel }, 'listening for new messages');
+        failures = 0;
+        this.listening = true;
+        this.trigger(); // anything committed while we were not listening
+        await Promise.race([connectionLost, new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))]);
+      } catch (err: unknown) {
+        if (!signal.aborted) this.log.debug({ err: errorMessage(err) }, 'cannot LISTEN');
+      } finally {
+        this.listening = false;
+        this.client = undefined;
+        await client.end().catch(() => undefined);
+      }
+      if (signal.aborted) return;
+      failures += 1;
+      if (failures === 1) this.log.warn('lost the LISTEN connection: polling until it is back');
+      await abortableDelay(reconnectDelayMs(failures), signal);
+    }
+  }
+
+  /** Stops listening and wakes every waiter. Idempotent. */
+  async stop(): Promise<void> {
+    this.controller.abort();
+    for (const wake of [...this.waiters]) wake();
+    await this.running;
+  }
+}
