@@ -21,6 +21,14 @@ const CONCURRENCY = 2;
 /** How often the lag/pending/dead gauges are refreshed (ms). */
 const STATS_INTERVAL_MS = 5_000;
 
+/** Internal knobs that are not operator settings (benchmarks and tests turn them). */
+export interface RelayTuning {
+  /** Batches in flight at once. Default 2. */
+  readonly concurrency?: number;
+  /** Refresh period of the lag/pending/dead gauges (ms). Default 5000. */
+  readonly statsIntervalMs?: number;
+}
+
 /** A running relay process, as `outbox-relay run` (or a test) holds it. */
 export interface RunningRelay {
   readonly port: number;
@@ -40,10 +48,11 @@ export interface RunningRelay {
  * database; the schema is verified as soon as the database answers, and a schema that
  * is not migrated (or newer than this build) rejects `started`.
  */
-export async function startRelay(config: Config, log: Logger): Promise<RunningRelay> {
+export async function startRelay(config: Config, log: Logger, tuning: RelayTuning = {}): Promise<RunningRelay> {
+  const concurrency = tuning.concurrency ?? CONCURRENCY;
   const metrics = createMetrics();
   const health = new RelayHealth(metrics, config.publishTimeoutMs + config.pollIntervalMs + 60_000);
-  const pool = createPool(config.databaseUrl, CONCURRENCY + 2, log.child({ component: 'db' }));
+  const pool = createPool(config.databaseUrl, concurrency + 2, log.child({ component: 'db' }));
   const store = new OutboxStore(config.schema);
   const broker = new BrokerConnection({
     urls: config.amqpUrls,
@@ -53,7 +62,7 @@ export async function startRelay(config: Config, log: Logger): Promise<RunningRe
   });
   const wakeup = new Wakeup(connectionConfig(config.databaseUrl), config.schema, log.child({ component: 'listen' }));
   const relay = new Relay(
-    { ...config, concurrency: CONCURRENCY },
+    { ...config, concurrency },
     {
       pool,
       store,
@@ -65,7 +74,7 @@ export async function startRelay(config: Config, log: Logger): Promise<RunningRe
       log: log.child({ component: 'relay' }),
     },
   );
-  const stats = new StatsPoller(pool, store, metrics, log.child({ component: 'stats' }), STATS_INTERVAL_MS);
+  const stats = new StatsPoller(pool, store, metrics, log.child({ component: 'stats' }), tuning.statsIntervalMs ?? STATS_INTERVAL_MS);
   const cleanup = new CleanupJob(pool, store, config, metrics, log.child({ component: 'cleanup' }));
   const http = new HttpServer(metrics, health, log.child({ component: 'http' }));
   const port = await http.listen(config.httpHost, config.httpPort);

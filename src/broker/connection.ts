@@ -99,15 +99,17 @@ export class BrokerConnection {
     });
   }
 
-  /** Resolves once connected, or when `signal` aborts. */
-  waitUntilConnected(signal: AbortSignal): Promise<void> {
+  /** Resolves once connected, after `maxWaitMs`, or when `signal` aborts. */
+  waitUntilConnected(signal: AbortSignal, maxWaitMs: number): Promise<void> {
     if (this.connected || signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = (): void => {
+        clearTimeout(timer);
         this.waiters.delete(done);
         signal.removeEventListener('abort', done);
         resolve();
       };
+      const timer = setTimeout(done, maxWaitMs);
       this.waiters.add(done);
       signal.addEventListener('abort', done, { once: true });
     });

@@ -8,7 +8,6 @@ import type { FailedAttempt, OutboxMessage, OutboxStore } from '../outbox/store'
 import type { BackoffPolicy } from '../retry/backoff';
 import { reconnectDelayMs } from '../retry/backoff';
 import { isTransientDatabaseError } from '../retry/classify';
-import { abortableDelay } from '../util/delay';
 import type { RelayHealth } from './health';
 import type { Wakeup } from './wakeup';
 
@@ -97,7 +96,8 @@ export class Relay {
     while (!signal.aborted) {
       health.beat();
       if (!broker.connected) {
-        await Promise.race([broker.waitUntilConnected(signal), abortableDelay(this.settings.pollIntervalMs, signal)]);
+        // Wake now and then while waiting: the loop is not stuck, /healthz stays 200.
+        await broker.waitUntilConnected(signal, this.settings.pollIntervalMs);
         continue;
       }
       const seen = wakeup.generation;

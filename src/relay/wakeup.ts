@@ -118,7 +118,10 @@ export class Wakeup {
         failures = 0;
         this.listening = true;
         this.trigger(); // anything committed while we were not listening
-        await Promise.race([connectionLost, new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))]);
+        const stopped = (): void => lost();
+        signal.addEventListener('abort', stopped, { once: true });
+        await connectionLost;
+        signal.removeEventListener('abort', stopped);
       } catch (err: unknown) {
         if (!signal.aborted) this.log.debug({ err: errorMessage(err) }, 'cannot LISTEN');
       } finally {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { Pool } from 'pg';
-import { startRelay, type RunningRelay } from '../../src/app';
+import { startRelay, type RelayTuning, type RunningRelay } from '../../src/app';
 import { loadConfig } from '../../src/config/load-config';
 import { migrate } from '../../src/db/migrator';
 import { createLogger } from '../../src/observability/logger';
@@ -91,11 +91,11 @@ export class OutboxFixture {
   }
 
   /** Starts an in-process relay; logs are captured, not printed. */
-  async startRelay(overrides: Record<string, string> = {}): Promise<{ relay: RunningRelay; logs: LogCapture; baseUrl: string }> {
+  async startRelay(overrides: Record<string, string> = {}, tuning: RelayTuning = { statsIntervalMs: 200 }): Promise<{ relay: RunningRelay; logs: LogCapture; baseUrl: string }> {
     const config = loadConfig(this.env(overrides));
     const logs = new LogCapture();
     const log = createLogger({ level: config.logLevel, secrets: [], destination: logs.stream });
-    const relay = await startRelay(config, log);
+    const relay = await startRelay(config, log, tuning);
     this.relays.push(relay);
     await relay.started;
     return { relay, logs, baseUrl: `http://127.0.0.1:${relay.port}` };
