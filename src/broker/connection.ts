@@ -85,11 +85,23 @@ export class BrokerConnection {
   private urlIndex = 0;
   /** Set while disconnected after having been connected, to log the outage's length. */
   private downSince: number | undefined;
+  private blockedSince: number | undefined;
+  private lastUnblockedAt = 0;
 
   constructor(private readonly options: BrokerOptions) {}
 
   get connected(): boolean {
     return this.model !== undefined;
+  }
+
+  /** True while the broker refuses publishes (a memory or disk alarm). */
+  get blocked(): boolean {
+    return this.blockedSince !== undefined;
+  }
+
+  /** Whether the broker was blocked at any time since `since` (epoch ms). */
+  blockedAtAnyTimeSince(since: number): boolean {
+    return this.blockedSince !== undefined || this.lastUnblockedAt >= since;
   }
 
   /** Starts connecting in the background (idempotent). */
@@ -149,8 +161,15 @@ export class BrokerConnection {
     this.downSince = undefined;
     log.info({ broker: redactUrl(url), outageMs }, 'connected to the broker');
     model.on('error', (err: Error) => log.warn({ err: errorMessage(err) }, 'broker connection error'));
-    model.on('blocked', (reason: string) => log.warn({ reason }, 'broker blocked publishing (resource alarm)'));
-    model.on('unblocked', () => log.info('broker unblocked publishing'));
+    model.on('blocked', (reason: string) => {
+      this.blockedSince = Date.now();
+      log.warn({ reason }, 'broker blocked publishing (resource alarm): holding messages until it unblocks');
+    });
+    model.on('unblocked', () => {
+      this.blockedSince = undefined;
+      this.lastUnblockedAt = Date.now();
+      log.info('broker unblocked publishing');
+    });
     model.on('close', () => {
       if (this.model !== model) return;
       this.model = undefined;
@@ -158,6 +177,8 @@ export class BrokerConnection {
       this.openingChannel = undefined;
       this.probeChannel = undefined;
       this.downSince = Date.now();
+      if (this.blockedSince !== undefined) this.lastUnblockedAt = Date.now();
+      this.blockedSince = undefined;
       this.options.onStateChange?.(false);
       if (!this.controller.signal.aborted) {
         log.warn('lost the broker connection; reconnecting');

@@ -8,6 +8,7 @@ import type { FailedAttempt, OutboxMessage, OutboxStore } from '../outbox/store'
 import type { BackoffPolicy } from '../retry/backoff';
 import { reconnectDelayMs } from '../retry/backoff';
 import { isTransientDatabaseError } from '../retry/classify';
+import { abortableDelay } from '../util/delay';
 import type { RelayHealth } from './health';
 import type { Wakeup } from './wakeup';
 
@@ -100,6 +101,11 @@ export class Relay {
         await broker.waitUntilConnected(signal, this.settings.pollIntervalMs);
         continue;
       }
+      if (broker.blocked) {
+        // A resource alarm: publishing would only time out and burn attempts.
+        await abortableDelay(this.settings.pollIntervalMs, signal);
+        continue;
+      }
       const seen = wakeup.generation;
       let delayMs: number;
       try {
@@ -147,8 +153,9 @@ export class Relay {
         await client.query('COMMIT');
         return { claimed: 0, noProgress: false };
       }
+      const publishStarted = Date.now();
       const outcomes = await this.publish(messages);
-      const marks = this.decide(messages, outcomes);
+      const marks = this.decide(messages, outcomes, this.deps.broker.blockedAtAnyTimeSince(publishStarted));
       await store.markPublished(client, marks.published, this.settings.retentionMs === 0);
       await store.markFailed(client, marks.failed);
       await client.query('COMMIT');
@@ -207,7 +214,11 @@ export class Relay {
   }
 
   /** Turns outcomes into marks: what is published, what failed and when it is retried. */
-  private decide(messages: readonly OutboxMessage[], outcomes: readonly PublishOutcome[]): { published: string[]; failed: FailedAttempt[] } {
+  private decide(
+    messages: readonly OutboxMessage[],
+    outcomes: readonly PublishOutcome[],
+    brokerWasBlocked: boolean,
+  ): { published: string[]; failed: FailedAttempt[] } {
     const published: string[] = [];
     const failed: FailedAttempt[] = [];
     messages.forEach((message, index) => {
@@ -231,6 +242,9 @@ export class Relay {
           };
           break;
         case 'failed':
+          // A confirm that timed out while the broker blocked publishers says nothing
+          // about the message: no attempt is burnt.
+          if (outcome.reason === 'timeout' && brokerWasBlocked) return;
           failure = outcome;
           break;
         case 'unconfirmed':
