@@ -66,7 +66,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
 
 interface Handlers {
   run(): Promise<void>;
-  migrate(options: { print?: boolean }): Promise<void>;
+  migrate(options: { print?: boolean; inbox?: boolean }): Promise<void>;
   status(options: { json?: boolean }): Promise<void>;
   deadList(options: { json?: boolean; limit: number }): Promise<void>;
   deadRetry(ids: string[], options: { all?: boolean }): Promise<void>;
@@ -95,6 +95,7 @@ function buildProgram(handlers: Handlers): Command {
     .command('migrate')
     .description('apply pending migrations to OUTBOX_SCHEMA and print what was applied')
     .option('--print', 'print the SQL for the configured schema instead of applying it')
+    .option('--inbox', "the idempotent consumer's inbox table instead (in the consuming service's database)")
     .action(handlers.migrate);
   program.command('status').description('pending, due, delayed, dead and published counts, lag and the oldest pending message').option('--json', 'print one JSON object').action(handlers.status);
 

@@ -1,20 +1,21 @@
 import type { Config } from '../config/load-config';
-import { loadMigrations, migrate, renderMigrationSql } from '../db/migrator';
+import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate, renderMigrationSql, type Ledger } from '../db/migrator';
 import type { Logger } from '../observability/logger';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
-/** `outbox-relay migrate [--print]`. */
-export async function migrateCommand(config: Config, log: Logger, io: Io, options: { print?: boolean }): Promise<void> {
-  const migrations = loadMigrations();
+/** `outbox-relay migrate [--inbox] [--print]`. */
+export async function migrateCommand(config: Config, log: Logger, io: Io, options: { print?: boolean; inbox?: boolean }): Promise<void> {
+  const migrations = options.inbox ? loadMigrations(INBOX_MIGRATIONS_DIR) : loadMigrations();
+  const ledger: Ledger = options.inbox ? 'inbox_schema_migrations' : 'schema_migrations';
   if (options.print) {
-    io.out(renderMigrationSql(config.schema, migrations));
+    io.out(renderMigrationSql(config.schema, migrations, ledger));
     return;
   }
   await withDatabase(config, log, async (pool) => {
     const client = await pool.connect();
     try {
-      const applied = await migrate(client, config.schema, migrations);
+      const applied = await migrate(client, config.schema, migrations, ledger);
       if (applied.length === 0) {
         io.out(`schema "${config.schema}" is up to date (${migrations.length} migration${migrations.length === 1 ? '' : 's'} applied)`);
       }

@@ -18,6 +18,12 @@ export interface Migration {
 /** The `migrations/` directory shipped with the package. */
 export const MIGRATIONS_DIR = join(__dirname, '..', '..', 'migrations');
 
+/** The inbox migrations of the idempotent consumer (`migrate --inbox`), with a ledger of their own. */
+export const INBOX_MIGRATIONS_DIR = join(MIGRATIONS_DIR, 'inbox');
+
+/** Ledger tables: the outbox's (SPEC §2) and the consumer inbox's. */
+export type Ledger = 'schema_migrations' | 'inbox_schema_migrations';
+
 const FILE_PATTERN = /^(\d{4})_([a-z0-9_]+)\.sql$/;
 
 /** Reads and orders the migration files of `dir`. */
@@ -46,8 +52,8 @@ export function loadMigrations(dir: string = MIGRATIONS_DIR): readonly Migration
 // an application's own advisory locks that use the one-bigint form.
 const LOCK_NAMESPACE = 0x6f62_7872; // "obxr"
 
-function ledgerDdl(schema: string): string {
-  return `CREATE TABLE IF NOT EXISTS ${qualified(schema, 'schema_migrations')} (
+function ledgerDdl(schema: string, ledger: Ledger): string {
+  return `CREATE TABLE IF NOT EXISTS ${qualified(schema, ledger)} (
     version    integer     PRIMARY KEY,
     name       text        NOT NULL,
     checksum   text        NOT NULL,
@@ -61,13 +67,13 @@ interface LedgerRow {
   checksum: string;
 }
 
-async function readLedger(client: ClientBase, schema: string): Promise<LedgerRow[] | undefined> {
+async function readLedger(client: ClientBase, schema: string, ledger: Ledger): Promise<LedgerRow[] | undefined> {
   const exists = await client.query<{ exists: boolean }>(
     `SELECT to_regclass($1) IS NOT NULL AS exists`,
-    [`${quoteIdent(schema)}.schema_migrations`],
+    [`${quoteIdent(schema)}.${ledger}`],
   );
   if (!exists.rows[0]?.exists) return undefined;
-  const { rows } = await client.query<LedgerRow>(`SELECT version, name, checksum FROM ${qualified(schema, 'schema_migrations')} ORDER BY version`);
+  const { rows } = await client.query<LedgerRow>(`SELECT version, name, checksum FROM ${qualified(schema, ledger)} ORDER BY version`);
   return rows;
 }
 
@@ -104,19 +110,24 @@ function tooNew(schema: string, unknown: readonly LedgerRow[], migrations: reado
  * that many sidecars starting at once apply each file exactly once. Idempotent: with
  * nothing pending it changes nothing. Returns the migrations it applied.
  */
-export async function migrate(client: ClientBase, schema: string, migrations: readonly Migration[] = loadMigrations()): Promise<readonly Migration[]> {
+export async function migrate(
+  client: ClientBase,
+  schema: string,
+  migrations: readonly Migration[] = loadMigrations(),
+  ledger: Ledger = 'schema_migrations',
+): Promise<readonly Migration[]> {
   await client.query('BEGIN');
   try {
     await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NAMESPACE, `migrate:${schema}`]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
-    await client.query(ledgerDdl(schema));
-    const ledger = (await readLedger(client, schema)) ?? [];
-    const { pending, unknown } = compare(ledger, migrations);
+    await client.query(ledgerDdl(schema, ledger));
+    const applied = (await readLedger(client, schema, ledger)) ?? [];
+    const { pending, unknown } = compare(applied, migrations);
     if (unknown.length > 0) throw tooNew(schema, unknown, migrations);
     for (const migration of pending) {
       await client.query(`SET LOCAL search_path TO ${quoteIdent(schema)}`);
       await client.query(migration.sql);
-      await client.query(`INSERT INTO ${qualified(schema, 'schema_migrations')} (version, name, checksum) VALUES ($1, $2, $3)`, [
+      await client.query(`INSERT INTO ${qualified(schema, ledger)} (version, name, checksum) VALUES ($1, $2, $3)`, [
         migration.version,
         migration.name,
         migration.checksum,
@@ -135,24 +146,28 @@ export async function migrate(client: ClientBase, schema: string, migrations: re
  * psql or another tool. It records itself in the same ledger, so a later
  * `outbox-relay migrate` sees the migrations as applied.
  */
-export function renderMigrationSql(schema: string, migrations: readonly Migration[] = loadMigrations()): string {
+export function renderMigrationSql(schema: string, migrations: readonly Migration[] = loadMigrations(), ledger: Ledger = 'schema_migrations'): string {
   const parts = [
     `-- outbox-relay migrations for schema ${quoteIdent(schema)}; apply as it is, e.g. psql -v ON_ERROR_STOP=1 -f`,
     'BEGIN;',
     `SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, hashtext('migrate:' || ${escapeLiteral(schema)}));`,
     `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)};`,
-    `${ledgerDdl(schema)};`,
+    `${ledgerDdl(schema, ledger)};`,
   ];
   for (const m of migrations) {
     parts.push(
       `\n-- ${m.fileName}`,
       `SET LOCAL search_path TO ${quoteIdent(schema)};`,
       m.sql.trimEnd(),
-      `INSERT INTO ${qualified(schema, 'schema_migrations')} (version, name, checksum) VALUES (${m.version}, ${escapeLiteral(m.name)}, ${escapeLiteral(m.checksum)});`,
+      `INSERT INTO ${qualified(schema, ledger)} (version, name, checksum) VALUES (${m.version}, ${escapeLiteral(m.name)}, ${escapeLiteral(m.checksum)});`,
     );
   }
   parts.push('COMMIT;', '');
   return parts.join('\n');
+}
+
+function migrateCommandFor(ledger: Ledger): string {
+  return ledger === 'schema_migrations' ? 'outbox-relay migrate' : 'outbox-relay migrate --inbox';
 }
 
 function escapeLiteral(text: string): string {
@@ -163,17 +178,22 @@ function escapeLiteral(text: string): string {
  * Checked by `run` and `check` at start: the schema must be migrated to exactly the
  * migrations this build ships. Throws an actionable `OutboxError` otherwise.
  */
-export async function verifySchema(client: ClientBase, schema: string, migrations: readonly Migration[] = loadMigrations()): Promise<number> {
-  const ledger = await readLedger(client, schema);
-  if (ledger === undefined || ledger.length === 0) {
-    throw new OutboxError('SCHEMA_NOT_MIGRATED', `schema "${schema}" is not migrated: run outbox-relay migrate`);
+export async function verifySchema(
+  client: ClientBase,
+  schema: string,
+  migrations: readonly Migration[] = loadMigrations(),
+  ledger: Ledger = 'schema_migrations',
+): Promise<number> {
+  const applied = await readLedger(client, schema, ledger);
+  if (applied === undefined || applied.length === 0) {
+    throw new OutboxError('SCHEMA_NOT_MIGRATED', `schema "${schema}" is not migrated: run ${migrateCommandFor(ledger)}`);
   }
-  const { pending, unknown } = compare(ledger, migrations);
+  const { pending, unknown } = compare(applied, migrations);
   if (unknown.length > 0) throw tooNew(schema, unknown, migrations);
   if (pending.length > 0) {
     throw new OutboxError(
       'SCHEMA_NOT_MIGRATED',
-      `schema "${schema}" lacks migration ${pending.map((m) => m.fileName).join(', ')}: run outbox-relay migrate`,
+      `schema "${schema}" lacks migration ${pending.map((m) => m.fileName).join(', ')}: run ${migrateCommandFor(ledger)}`,
     );
   }
   return migrations.length;

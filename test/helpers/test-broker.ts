@@ -27,11 +27,17 @@ export class TestBroker {
     return name;
   }
 
-  /** Declares a queue (bound to `exchange` with `pattern`, if given) and records its deliveries. */
-  async queue(name: string, binding?: { exchange: string; pattern: string }): Promise<ConsumeMessage[]> {
-    await this.channel.assertQueue(name, { durable: false, autoDelete: false });
+  /** Declares a queue (bound to `exchange` with `pattern`, if given), without consuming it. */
+  async declareQueue(name: string, binding?: { exchange: string; pattern: string }, args?: Record<string, unknown>): Promise<string> {
+    await this.channel.assertQueue(name, { durable: false, autoDelete: false, ...(args ? { arguments: args } : {}) });
     this.queues.push(name);
     if (binding) await this.channel.bindQueue(name, binding.exchange, binding.pattern);
+    return name;
+  }
+
+  /** Declares a queue (bound to `exchange` with `pattern`, if given) and records its deliveries. */
+  async queue(name: string, binding?: { exchange: string; pattern: string }): Promise<ConsumeMessage[]> {
+    await this.declareQueue(name, binding);
     const messages: ConsumeMessage[] = [];
     this.received.set(name, messages);
     await this.channel.consume(

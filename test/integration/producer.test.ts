@@ -1,0 +1,205 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import { Pool } from 'pg';
+import { OutboxError } from '../../src/errors';
+import { defineMessage, enqueue, enqueueMany, message } from '../../src/index';
+import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
+import { testDatabaseUrl } from '../helpers/services';
+import { bodies, TestBroker } from '../helpers/test-broker';
+import { staysFalse, waitFor } from '../helpers/wait';
+
+let fx: OutboxFixture;
+let broker: TestBroker;
+let db: Kysely<Record<string, never>>;
+let exchange: string;
+
+const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+
+beforeAll(async () => {
+  fx = await OutboxFixture.create('producer');
+  broker = await TestBroker.connect();
+  exchange = await broker.exchange(uniqueName('orders'));
+  db = new Kysely({ dialect: new PostgresDialect({ pool: new Pool({ connectionString: testDatabaseUrl(), max: 2 }) }) });
+  await fx.pool.query(`CREATE TABLE "${fx.schema}".orders (id text PRIMARY KEY, total int NOT NULL)`);
+});
+
+afterEach(async () => {
+  await fx.stopRelays();
+});
+
+afterAll(async () => {
+  await db.destroy();
+  await broker.close();
+  await fx.close();
+});
+
+function definitions(): {
+  OrderCreated: ReturnType<typeof defineMessage<{ orderId: string; total: number }>>;
+  ShipOrder: ReturnType<typeof defineMessage<{ orderId: string }>>;
+} {
+  return {
+    OrderCreated: defineMessage<{ orderId: string; total: number }>({ type: 'order.created', exchange, routingKey: 'order.created' }),
+    ShipOrder: defineMessage<{ orderId: string }>({ type: 'ship.order', exchange: '', routingKey: 'unused' }),
+  };
+}
+
+test('a node-postgres transaction: the relay publishes the message with its key, headers and correlation id', async () => {
+  const { OrderCreated } = definitions();
+  const received = await broker.queue(uniqueName('pg'), { exchange, pattern: 'order.*' });
+  await fx.startRelay();
+  const client = await fx.pool.connect();
+  let id: string;
+  try {
+    await client.query('BEGIN');
+    await client.query(`INSERT INTO "${fx.schema}".orders VALUES ('o-1', 1990)`);
+    id = await enqueue(client, OrderCreated, { orderId: 'o-1', total: 1990 }, {
+      schema: fx.schema,
+      partitionKey: 'o-1',
+      correlationId: 'req-1',
+      headers: { 'x-tenant': 'acme' },
+      traceparent: TRACEPARENT,
+    });
+    await client.query('COMMIT');
+  } finally {
+    client.release();
+  }
+  await waitFor('the event', () => received.length === 1);
+  const msg = received[0]!;
+  expect(msg.properties.messageId).toBe(id);
+  expect(msg.properties.type).toBe('order.created');
+  expect(msg.properties.correlationId).toBe('req-1');
+  expect(msg.properties.headers).toEqual({ 'x-tenant': 'acme', traceparent: TRACEPARENT });
+  expect(msg.fields.routingKey).toBe('order.created');
+  expect(bodies(received)).toEqual([{ orderId: 'o-1', total: 1990 }]);
+  expect((await fx.row(id))['partition_key']).toBe('o-1');
+});
+
+test('a Kysely transaction: enqueue and enqueueMany write rows the relay publishes', async () => {
+  const { OrderCreated, ShipOrder } = definitions();
+  const events = await broker.queue(uniqueName('ky'), { exchange, pattern: 'order.*' });
+  const commandQueue = uniqueName('ship');
+  const commands = await broker.queue(commandQueue);
+  await fx.startRelay();
+  const ids = await db.transaction().execute(async (trx) => {
+    const one = await enqueue(trx, OrderCreated, { orderId: 'k-1', total: 5 }, { schema: fx.schema, partitionKey: 'k-1', correlationId: 'c-k' });
+    const many = await enqueueMany(
+      trx,
+      [message(OrderCreated, { orderId: 'k-2', total: 6 }, { headers: { traceparent: TRACEPARENT } }), message(ShipOrder, { orderId: 'k-2' }, { routingKey: commandQueue })],
+      { schema: fx.schema },
+    );
+    return [one, ...many];
+  });
+  await waitFor('two events and a command', () => events.length === 2 && commands.length === 1);
+  expect(events.map((m) => m.properties.messageId).sort()).toEqual([ids[0], ids[1]].sort());
+  const first = events.find((m) => m.properties.messageId === ids[0])!;
+  expect(first.properties.correlationId).toBe('c-k');
+  const second = events.find((m) => m.properties.messageId === ids[1])!;
+  expect(second.properties.headers).toEqual({ traceparent: TRACEPARENT });
+  expect(commands[0]!.properties.messageId).toBe(ids[2]);
+  expect(bodies(commands)).toEqual([{ orderId: 'k-2' }]);
+  expect((await fx.row(ids[0]!))['partition_key']).toBe('k-1');
+});
+
+test('enqueueMany writes every message with one INSERT statement, in order', async () => {
+  const { OrderCreated } = definitions();
+  const client = await fx.pool.connect();
+  const statements: string[] = [];
+  const counting = { query: (text: string, values?: unknown[]) => (statements.push(text), client.query(text, values)) };
+  try {
+    await client.query('BEGIN');
+    const items = Array.from({ length: 50 }, (_, i) => message(OrderCreated, { orderId: `m-${i}`, total: i }));
+    const ids = await enqueueMany(counting, items, { schema: fx.schema });
+    await client.query('ROLLBACK');
+    expect(statements).toHaveLength(1);
+    expect(statements[0]).toMatch(/^INSERT INTO/);
+    expect(ids).toHaveLength(50);
+  } finally {
+    client.release();
+  }
+  // In order: identity ids follow the order of the items.
+  const ids = await db.transaction().execute((trx) =>
+    enqueueMany(trx, Array.from({ length: 20 }, (_, i) => message(OrderCreated, { orderId: `n-${i}`, total: i })), { schema: fx.schema }),
+  );
+  const { rows } = await fx.pool.query(`SELECT message_id FROM ${fx.table} WHERE message_id = ANY($1::uuid[]) ORDER BY id`, [ids]);
+  expect(rows.map((r) => r.message_id)).toEqual(ids);
+  await fx.pool.query(`DELETE FROM ${fx.table} WHERE message_id = ANY($1::uuid[])`, [ids]);
+});
+
+test('a rolled-back transaction publishes nothing', async () => {
+  const { OrderCreated } = definitions();
+  const received = await broker.queue(uniqueName('rb'), { exchange, pattern: 'rolled.back' });
+  await fx.startRelay();
+  const client = await fx.pool.connect();
+  let id: string;
+  try {
+    await client.query('BEGIN');
+    id = await enqueue(client, OrderCreated, { orderId: 'rb', total: 1 }, { schema: fx.schema, routingKey: 'rolled.back' });
+    await client.query('ROLLBACK');
+  } finally {
+    client.release();
+  }
+  await staysFalse('a message from a rolled-back transaction', () => received.length > 0, 1_000);
+  expect(await fx.row(id)).toBeUndefined();
+});
+
+test('a commit wakes the relay at once (NOTIFY), long before the poll interval', async () => {
+  const { OrderCreated } = definitions();
+  const received = await broker.queue(uniqueName('wake'), { exchange, pattern: 'order.*' });
+  await fx.startRelay({ OUTBOX_POLL_INTERVAL_MS: '60000' });
+  // The relay has just claimed (nothing) and sleeps for a minute unless notified.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const committedAt = Date.now();
+  await db.transaction().execute((trx) => enqueue(trx, OrderCreated, { orderId: 'w', total: 1 }, { schema: fx.schema }));
+  await waitFor('the event', () => received.length === 1, 5_000);
+  expect(Date.now() - committedAt).toBeLessThan(5_000);
+});
+
+test('delayMs and availableAt delay publication', async () => {
+  const { OrderCreated } = definitions();
+  const ids = await db.transaction().execute((trx) =>
+    enqueueMany(
+      trx,
+      [
+        message(OrderCreated, { orderId: 'd1', total: 1 }, { delayMs: 60_000 }),
+        message(OrderCreated, { orderId: 'd2', total: 1 }, { availableAt: new Date(Date.now() + 3_600_000) }),
+      ],
+      { schema: fx.schema },
+    ),
+  );
+  const { rows } = await fx.pool.query(
+    `SELECT extract(epoch FROM available_at - created_at)::int AS delay_s FROM ${fx.table} WHERE message_id = ANY($1::uuid[]) ORDER BY id`,
+    [ids],
+  );
+  expect(rows[0].delay_s).toBe(60);
+  expect(rows[1].delay_s).toBeGreaterThanOrEqual(3_599);
+  await fx.pool.query(`DELETE FROM ${fx.table} WHERE message_id = ANY($1::uuid[])`, [ids]);
+});
+
+test('bad arguments throw a clear error before anything is written', async () => {
+  const { OrderCreated } = definitions();
+  const before = (await fx.counts()).pending + (await fx.counts()).published;
+  const cases: [unknown[], RegExp][] = [
+    [[message(OrderCreated, { orderId: 'ok', total: 1 }), message(OrderCreated, undefined as never)], /enqueue\(order\.created\): payload is undefined/],
+    [[message(OrderCreated, { orderId: 'x', total: 1 }, { messageId: 'not-a-uuid' })], /messageId "not-a-uuid" is not a UUID/],
+    [[message(OrderCreated, { orderId: 'x', total: 1n as never })], /payload is not JSON-serialisable/],
+    [[message(OrderCreated, { orderId: 'x', total: 1 }, { delayMs: -5 })], /delayMs must be a finite number/],
+    [[message(OrderCreated, { orderId: 'x', total: 1 }, { headers: [] as never })], /headers must be an object/],
+    [[{ definition: {}, payload: {} }], /the definition must come from defineMessage/],
+  ];
+  for (const [items, expected] of cases) {
+    const client = await fx.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await expect(enqueueMany(client, items as never, { schema: fx.schema })).rejects.toThrow(expected);
+      await expect(enqueueMany(client, items as never, { schema: fx.schema })).rejects.toBeInstanceOf(OutboxError);
+      // The transaction is still usable: nothing was sent to the database.
+      await client.query('SELECT 1');
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+  }
+  const after = (await fx.counts()).pending + (await fx.counts()).published;
+  expect(after).toBe(before);
+  expect(() => defineMessage({ type: '' })).toThrow(/type must be a non-empty string/);
+  expect(() => defineMessage({ type: 'cmd', exchange: '', routingKey: '' })).toThrow(/needs a routing key naming the target queue/);
+});
