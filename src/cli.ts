@@ -43,12 +43,6 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     cleanup: () => cleanupCommand(configured(), toolLogger(), io),
     check: () => checkCommand(configured(), toolLogger(), io),
   });
-  program.configureOutput({
-    writeOut: (text) => process.stdout.write(text),
-    writeErr: (text) => process.stderr.write(text),
-    outputError: (text, write) => write(`outbox-relay: ${text.replace(/^error: /, '').trim()}\n`),
-  });
-
   try {
     await program.parseAsync(argv as string[]);
     process.exitCode = 0;
@@ -88,7 +82,25 @@ function buildProgram(handlers: Handlers): Command {
     .version(version(), '-V, --version')
     .exitOverride()
     .showHelpAfterError('(run outbox-relay --help for usage)')
-    .allowExcessArguments(false);
+    // Subcommands inherit these settings when they are created below.
+    .configureOutput({
+      writeOut: (text) => process.stdout.write(text),
+      writeErr: (text) => process.stderr.write(text),
+      outputError: (text, write) => write(`outbox-relay: ${text.replace(/^error: /, '').trim()}\n`),
+    })
+    // Excess arguments are reported by the preAction hook, which can name them.
+    .allowExcessArguments(true)
+    .hook('preAction', (_program, action) => {
+      const expected = action.registeredArguments;
+      const variadic = expected.some((a) => a.variadic);
+      const extra = action.args.slice(expected.length);
+      if (!variadic && extra.length > 0) {
+        const path: string[] = [];
+        for (let c: Command | null = action; c?.parent; c = c.parent) path.unshift(c.name());
+        const name = path.join(' ');
+        throw new OutboxError('USAGE', `${name}: unexpected argument ${extra.map((a) => `"${a}"`).join(' ')} (run outbox-relay ${name} --help)`);
+      }
+    });
 
   program.command('run').description('run the relay daemon (stops on SIGTERM/SIGINT)').action(handlers.run);
   program
@@ -121,7 +133,6 @@ function buildProgram(handlers: Handlers): Command {
 
   program.command('cleanup').description('delete published messages older than OUTBOX_RETENTION, once').action(handlers.cleanup);
   program.command('check').description('verify database, schema, privileges, broker and the exchanges pending messages name').action(handlers.check);
-  for (const command of [program, dead, ...program.commands, ...dead.commands]) command.exitOverride().allowExcessArguments(false);
   return program;
 }
 

@@ -17,6 +17,7 @@ export {
   type EnqueueItem,
   type EnqueueOptions,
   type Executor,
+  type SqlClient,
   type ProducerOptions,
 } from './producer/enqueue';
 

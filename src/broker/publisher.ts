@@ -39,7 +39,9 @@ export function publishProperties(message: OutboxMessage, appId: string): Option
   };
 }
 
-const NO_EXCHANGE = /NOT_FOUND - no exchange '((?:[^']|'')*)'/;
+// RabbitMQ prints the name verbatim (quotes inside it are not escaped), so match up to
+// the final "' in vhost '".
+const NO_EXCHANGE = /NOT_FOUND - no exchange '(.*)' in vhost '/;
 const TOO_LARGE = /message size (\d+) is larger than configured max size (\d+)/;
 
 /**

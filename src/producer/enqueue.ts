@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { CompiledQuery, type Transaction } from 'kysely';
-import type { ClientBase } from 'pg';
 import { qualified } from '../db/sql';
 import { OutboxError } from '../errors';
 import type { MessageDefinition } from './define-message';
@@ -10,7 +9,12 @@ import type { MessageDefinition } from './define-message';
  * inside `BEGIN` (a `PoolClient` or `Client`), or a Kysely `Transaction`. The message
  * becomes visible to the relay when, and only if, that transaction commits.
  */
-export type Executor = Pick<ClientBase, 'query'> | Transaction<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type Executor = SqlClient | Transaction<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** What `enqueue` needs of a node-postgres client (any wrapper with this method works). */
+export interface SqlClient {
+  query(text: string, values?: unknown[]): Promise<unknown>;
+}
 
 /** Per-message options of `enqueue`. */
 export interface EnqueueOptions {
