@@ -2,6 +2,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { startRelay } from './app';
 import { checkCommand } from './commands/check';
 import { cleanupCommand } from './commands/cleanup';
+import { runDemo } from './demo/demo';
 import { deadDiscardCommand, deadListCommand, deadRetryCommand } from './commands/dead';
 import type { Io } from './commands/io';
 import { migrateCommand } from './commands/migrate';
@@ -42,6 +43,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     deadDiscard: (ids, options) => deadDiscardCommand(configured(), toolLogger(), io, ids, options.all),
     cleanup: () => cleanupCommand(configured(), toolLogger(), io),
     check: () => checkCommand(configured(), toolLogger(), io),
+    demo: async (options) => {
+      await runDemo(configured(), createLogger({ level: 'error', secrets, fd: 2 }), io, { ...options, interactive: process.stdout.isTTY === true });
+    },
   });
   try {
     await program.parseAsync(argv as string[]);
@@ -67,6 +71,7 @@ interface Handlers {
   deadDiscard(ids: string[], options: { all?: boolean }): Promise<void>;
   cleanup(): Promise<void>;
   check(): Promise<void>;
+  demo(options: { seconds: number; rate: number }): Promise<void>;
 }
 
 function positiveInt(value: string): number {
@@ -133,6 +138,12 @@ function buildProgram(handlers: Handlers): Command {
 
   program.command('cleanup').description('delete published messages older than OUTBOX_RETENTION, once').action(handlers.cleanup);
   program.command('check').description('verify database, schema, privileges, broker and the exchanges pending messages name').action(handlers.check);
+  program
+    .command('demo')
+    .description('end-to-end demonstration on the configured services: orders written in transactions, relayed, consumed exactly once')
+    .addOption(new Option('--seconds <n>', 'how long the orders service writes').argParser(positiveInt).default(20))
+    .addOption(new Option('--rate <n>', 'orders per second').argParser(positiveInt).default(50))
+    .action(handlers.demo);
   return program;
 }
 
