@@ -74,7 +74,14 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
       log: log.child({ component: 'relay' }),
     },
   );
-  const stats = new StatsPoller(pool, store, metrics, log.child({ component: 'stats' }), tuning.statsIntervalMs ?? STATS_INTERVAL_MS);
+  const stats = new StatsPoller(
+    pool,
+    store,
+    metrics,
+    log.child({ component: 'stats' }),
+    tuning.statsIntervalMs ?? STATS_INTERVAL_MS,
+    config.orderingOnDead === 'block',
+  );
   const cleanup = new CleanupJob(pool, store, config, metrics, log.child({ component: 'cleanup' }));
   const http = new HttpServer(metrics, health, log.child({ component: 'http' }));
   const port = await http.listen(config.httpHost, config.httpPort);
@@ -83,6 +90,11 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
   const started = (async () => {
     await waitForSchema(pool, config.schema, startup.signal, log);
     if (startup.signal.aborted) return;
+    if (config.orderingOnDead === 'skip') {
+      // Rows parked behind a dead message while a relay ran with `block` are free now.
+      const released = await store.unpark(pool);
+      if (released > 0) log.info({ released }, 'OUTBOX_ORDERING_ON_DEAD=skip: released messages held behind dead messages');
+    }
     health.setDatabaseUp(true);
     broker.start();
     wakeup.start();

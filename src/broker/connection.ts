@@ -78,6 +78,7 @@ export class BrokerConnection {
   private publishChannel: PublishChannel | undefined;
   private openingChannel: Promise<PublishChannel> | undefined;
   private probeChannel: Promise<Channel> | undefined;
+  /** `exchange:<name>` / `queue:<name>` → until when it is known to exist (epoch ms). */
   private readonly knownExchanges = new Map<string, number>();
   private readonly controller = new AbortController();
   private connecting: Promise<void> | undefined;
@@ -212,10 +213,9 @@ export class BrokerConnection {
     return this.openingChannel;
   }
 
-  /** Forgets cached exchange checks, e.g. after the broker said one is missing. */
-  forgetExchange(name?: string): void {
-    if (name === undefined) this.knownExchanges.clear();
-    else this.knownExchanges.delete(name);
+  /** Forgets cached exchange and queue checks, e.g. after the broker said one is missing. */
+  forgetTargets(): void {
+    this.knownExchanges.clear();
   }
 
   /**
@@ -223,19 +223,33 @@ export class BrokerConnection {
    * exchange closes that channel, never the publish channel). Positive answers are
    * cached; the default exchange always exists.
    */
-  async missingExchanges(names: Iterable<string>): Promise<Set<string>> {
+  missingExchanges(names: Iterable<string>): Promise<Set<string>> {
+    return this.missing('exchange', [...names].filter((name) => name !== ''));
+  }
+
+  /**
+   * Which of the queues named by commands (default exchange) do not exist, checked the
+   * same way: a command to a missing queue then fails before it is sent, instead of
+   * being returned after the later messages of its key went out.
+   */
+  missingQueues(names: Iterable<string>): Promise<Set<string>> {
+    return this.missing('queue', [...names]);
+  }
+
+  private async missing(kind: 'exchange' | 'queue', names: readonly string[]): Promise<Set<string>> {
     const missing = new Set<string>();
     const now = Date.now();
     const ttl = this.options.exchangeCacheMs ?? 30_000;
-    for (const name of names) {
-      if (name === '' || (this.knownExchanges.get(name) ?? 0) > now) continue;
-      if (await this.exchangeExists(name)) this.knownExchanges.set(name, now + ttl);
+    for (const name of new Set(names)) {
+      const cacheKey = `${kind}:${name}`;
+      if ((this.knownExchanges.get(cacheKey) ?? 0) > now) continue;
+      if (await this.exists(kind, name)) this.knownExchanges.set(cacheKey, now + ttl);
       else missing.add(name);
     }
     return missing;
   }
 
-  private async exchangeExists(name: string): Promise<boolean> {
+  private async exists(kind: 'exchange' | 'queue', name: string): Promise<boolean> {
     const model = this.model;
     if (!model) throw new OutboxError('BROKER_UNAVAILABLE', 'not connected to the broker');
     this.probeChannel ??= model.createChannel().then((channel) => {
@@ -247,11 +261,15 @@ export class BrokerConnection {
     });
     const channel = await this.probeChannel;
     try {
-      await channel.checkExchange(name);
+      if (kind === 'exchange') await channel.checkExchange(name);
+      else await channel.checkQueue(name);
       return true;
     } catch (err: unknown) {
       this.probeChannel = undefined;
-      if ((err as { code?: unknown }).code === 404) return false;
+      const code = (err as { code?: unknown }).code;
+      if (code === 404) return false;
+      // 405 RESOURCE_LOCKED: an exclusive queue of another connection — it exists.
+      if (code === 405) return true;
       throw err;
     }
   }

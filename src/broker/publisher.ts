@@ -9,13 +9,16 @@ import type { PublishChannel } from './connection';
  * - `returned`: confirmed, but returned as unroutable (no queue bound);
  * - `failed`: a message-level failure that costs an attempt;
  * - `unconfirmed`: the connection or channel went away first: no verdict, no attempt
- *   burnt, the message stays pending for a later batch.
+ *   burnt, the message stays pending for a later batch;
+ * - `held`: never sent (the relay's ordering held it back).
  */
 export type PublishOutcome =
   | { readonly kind: 'confirmed' }
   | { readonly kind: 'returned'; readonly replyText: string }
   | { readonly kind: 'failed'; readonly reason: FailureReason; readonly error: string }
-  | { readonly kind: 'unconfirmed'; readonly error: string };
+  | { readonly kind: 'unconfirmed'; readonly error: string }
+  /** Not sent: an earlier message of its key failed before it in this batch. */
+  | { readonly kind: 'held' };
 
 export interface PublishOptions {
   readonly appId: string;

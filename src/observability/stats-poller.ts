@@ -18,6 +18,8 @@ export class StatsPoller {
     private readonly metrics: RelayMetrics,
     private readonly log: Logger,
     private readonly intervalMs: number,
+    /** OUTBOX_ORDERING_ON_DEAD=block: dead messages hold their key (outbox_blocked_keys). */
+    private readonly deadHoldsKey: boolean,
   ) {}
 
   start(): void {
@@ -31,11 +33,12 @@ export class StatsPoller {
   refresh(): Promise<void> {
     this.inFlight ??= (async () => {
       try {
-        const stats = await this.store.stats(this.pool);
+        const stats = await this.store.stats(this.pool, this.deadHoldsKey);
         this.metrics.lagSeconds.set(stats.lagSeconds);
         this.metrics.pendingMessages.set({ state: 'due' }, stats.due);
         this.metrics.pendingMessages.set({ state: 'delayed' }, stats.delayed);
         this.metrics.deadMessages.set(stats.dead);
+        this.metrics.blockedKeys.set(stats.blockedKeys);
       } catch (err: unknown) {
         // The relay loop reports database outages; the gauges keep their last value.
         this.log.debug({ err: (err as Error).message }, 'cannot refresh outbox gauges');

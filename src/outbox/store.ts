@@ -57,6 +57,25 @@ function toMessage(row: ClaimedRow): OutboxMessage {
   };
 }
 
+/** One unpublished row of a key, as the ordering check reads it. */
+export interface KeyRow {
+  readonly key: string;
+  readonly id: string;
+  /** Due in the future (available_at or a retry not reached). */
+  readonly waiting: boolean;
+  /** When it is due. */
+  readonly due: Date;
+  readonly dead: boolean;
+}
+
+/** How long a row that must wait is parked (its next_attempt_at pushed). */
+export type ParkUntil = { readonly at: Date } | { readonly inMs: number } | { readonly forever: true };
+
+export interface ParkOrder {
+  readonly id: string;
+  readonly until: ParkUntil;
+}
+
 /** A failed attempt to record: the next attempt's delay, or dead. */
 export interface FailedAttempt {
   readonly id: string;
@@ -71,6 +90,8 @@ export interface OutboxStats {
   readonly delayed: number;
   readonly dead: number;
   readonly lagSeconds: number;
+  /** Keys held by a dead message (counted only when dead messages hold their key). */
+  readonly blockedKeys: number;
 }
 
 /** A dead message as `dead list` shows it. */
@@ -87,6 +108,8 @@ export interface DeadMessage {
 }
 
 const DUE = 'GREATEST(available_at, next_attempt_at)';
+/** next_attempt_at of a row released from parking: its own retry time is lost, so now. */
+const UNPARKED = 'CASE WHEN attempts = 0 THEN NULL ELSE now() END';
 const PENDING = 'published_at IS NULL AND dead_at IS NULL';
 
 /**
@@ -100,7 +123,9 @@ export class OutboxStore {
   private readonly markPublishedSql: string;
   private readonly deletePublishedSql: string;
   private readonly markFailedSql: string;
-  private readonly names: { claim: string; markPublished: string; deletePublished: string; markFailed: string };
+  private readonly keyRowsSql: string;
+  private readonly parkSql: string;
+  private readonly names: { claim: string; markPublished: string; deletePublished: string; markFailed: string; keyRows: string; park: string };
 
   constructor(readonly schema: string) {
     this.table = qualified(schema, 'messages');
@@ -124,6 +149,22 @@ export class OutboxStore {
        dead_at = CASE WHEN f.dead THEN now() END
   FROM unnest($1::bigint[], $2::text[], $3::double precision[], $4::boolean[]) AS f(id, error, retry_in_ms, dead)
  WHERE m.id = f.id`;
+    this.keyRowsSql = `SELECT k.key, p.id, p.due > now() AS waiting, p.due, p.dead
+  FROM unnest($1::text[], $2::bigint[], $3::int[]) AS k(key, max_id, n)
+  CROSS JOIN LATERAL (
+        SELECT id, ${DUE} AS due, dead_at IS NOT NULL AS dead
+          FROM ${this.table}
+         WHERE partition_key = k.key AND published_at IS NULL AND id <= k.max_id AND ($4::boolean OR dead_at IS NULL)
+         ORDER BY id
+         LIMIT k.n) AS p`;
+    // GREATEST: parking never brings a row's own retry forward.
+    this.parkSql = `UPDATE ${this.table} AS m
+   SET next_attempt_at = CASE
+         WHEN p.forever THEN 'infinity'::timestamptz
+         ELSE GREATEST(m.next_attempt_at, COALESCE(p.at, now() + p.in_ms * interval '1 millisecond'))
+       END
+  FROM unnest($1::bigint[], $2::timestamptz[], $3::double precision[], $4::boolean[]) AS p(id, at, in_ms, forever)
+ WHERE m.id = p.id`;
     // Prepared-statement names are per connection; the suffix keeps two schemas used
     // over one connection apart while staying under PostgreSQL's 63-byte names.
     const suffix = createHash('sha1').update(schema).digest('hex').slice(0, 12);
@@ -132,6 +173,8 @@ export class OutboxStore {
       markPublished: `outbox_mark_published_${suffix}`,
       deletePublished: `outbox_delete_published_${suffix}`,
       markFailed: `outbox_mark_failed_${suffix}`,
+      keyRows: `outbox_key_rows_${suffix}`,
+      park: `outbox_park_${suffix}`,
     };
   }
 
@@ -139,6 +182,51 @@ export class OutboxStore {
   async claim(client: ClientBase, limit: number): Promise<OutboxMessage[]> {
     const { rows } = await client.query<ClaimedRow>({ name: this.names.claim, text: this.claimSql, values: [limit] });
     return rows.map(toMessage);
+  }
+
+  /**
+   * For each key: its unpublished rows in id order up to `maxId`, at most `count + 1`
+   * (one index range scan per key on messages_pending_key_idx, bounded by the batch).
+   * Dead rows count only when `deadHoldsKey` (OUTBOX_ORDERING_ON_DEAD=block).
+   */
+  async keyRows(client: ClientBase, keys: readonly { key: string; maxId: string; count: number }[], deadHoldsKey: boolean): Promise<KeyRow[]> {
+    if (keys.length === 0) return [];
+    const { rows } = await client.query<{ key: string; id: string; waiting: boolean; due: Date; dead: boolean }>({
+      name: this.names.keyRows,
+      text: this.keyRowsSql,
+      values: [keys.map((k) => k.key), keys.map((k) => k.maxId), keys.map((k) => k.count + 1), deadHoldsKey],
+    });
+    return rows;
+  }
+
+  /** Pushes the next attempt of rows that must wait behind an earlier message of their key. */
+  async park(client: ClientBase, orders: readonly ParkOrder[]): Promise<void> {
+    if (orders.length === 0) return;
+    await client.query({
+      name: this.names.park,
+      text: this.parkSql,
+      values: [
+        orders.map((o) => o.id),
+        orders.map((o) => ('at' in o.until ? o.until.at.toISOString() : null)),
+        orders.map((o) => ('inMs' in o.until ? o.until.inMs : null)),
+        orders.map((o) => 'forever' in o.until),
+      ],
+    });
+  }
+
+  /**
+   * Releases rows parked behind a dead message (OUTBOX_ORDERING_ON_DEAD=block): of the
+   * given keys, or every such row when `keys` is undefined (a relay starting in skip
+   * mode). Returns how many were released.
+   */
+  async unpark(db: Pool | ClientBase, keys?: readonly string[]): Promise<number> {
+    const { rowCount } = await db.query(
+      `UPDATE ${this.table} SET next_attempt_at = ${UNPARKED}
+        WHERE ${PENDING} AND ${DUE} = 'infinity' AND next_attempt_at = 'infinity'
+          AND ($1::text[] IS NULL OR partition_key = ANY($1::text[]))`,
+      [keys ?? null],
+    );
+    return rowCount ?? 0;
   }
 
   /** Marks confirmed messages published, or deletes them when retention is zero. */
@@ -163,13 +251,16 @@ export class OutboxStore {
    * Pending counts, dead count and lag. Every part is answered from a partial index;
    * callers keep it off the scrape path (see StatsPoller).
    */
-  async stats(db: Pool | ClientBase): Promise<OutboxStats> {
-    const { rows } = await db.query<{ due: string; delayed: string; dead: string; lag_seconds: number | null }>(
+  async stats(db: Pool | ClientBase, deadHoldsKey = false): Promise<OutboxStats> {
+    const { rows } = await db.query<{ due: string; delayed: string; dead: string; lag_seconds: number | null; blocked_keys: string }>(
       `SELECT (SELECT count(*) FROM ${this.table} WHERE ${PENDING} AND ${DUE} <= now()) AS due,
               (SELECT count(*) FROM ${this.table} WHERE ${PENDING} AND ${DUE} > now()) AS delayed,
               (SELECT count(*) FROM ${this.table} WHERE dead_at IS NOT NULL) AS dead,
               (SELECT EXTRACT(EPOCH FROM now() - ${DUE})::float8 FROM ${this.table}
-                WHERE ${PENDING} AND ${DUE} <= now() ORDER BY ${DUE}, id LIMIT 1) AS lag_seconds`,
+                WHERE ${PENDING} AND ${DUE} <= now() ORDER BY ${DUE}, id LIMIT 1) AS lag_seconds,
+              (SELECT count(DISTINCT partition_key) FROM ${this.table}
+                WHERE $1::boolean AND dead_at IS NOT NULL AND partition_key IS NOT NULL) AS blocked_keys`,
+      [deadHoldsKey],
     );
     const row = rows[0];
     return {
@@ -177,6 +268,7 @@ export class OutboxStore {
       delayed: Number(row?.delayed ?? 0),
       dead: Number(row?.dead ?? 0),
       lagSeconds: Math.max(0, row?.lag_seconds ?? 0),
+      blockedKeys: Number(row?.blocked_keys ?? 0),
     };
   }
 
@@ -226,9 +318,12 @@ export class OutboxStore {
   /** Makes dead messages due now with attempts reset; `ids` undefined = all. Returns the ids changed. */
   async retryDead(db: Pool | ClientBase, ids: readonly string[] | undefined): Promise<string[]> {
     const { rows } = await db.query<{ message_id: string }>(
-      `UPDATE ${this.table} SET dead_at = NULL, attempts = 0, next_attempt_at = now()
-        WHERE dead_at IS NOT NULL AND ($1::uuid[] IS NULL OR message_id = ANY($1::uuid[]))
-        RETURNING message_id`,
+      `WITH retried AS (
+         UPDATE ${this.table} SET dead_at = NULL, attempts = 0, next_attempt_at = now()
+          WHERE dead_at IS NOT NULL AND ($1::uuid[] IS NULL OR message_id = ANY($1::uuid[]))
+          RETURNING message_id, partition_key)
+       , ${this.unparkBehind('retried')}
+       SELECT message_id FROM retried`,
       [ids ?? null],
     );
     return rows.map((r) => r.message_id);
@@ -237,10 +332,22 @@ export class OutboxStore {
   /** Deletes dead messages; `ids` undefined = all. Returns the ids deleted. */
   async discardDead(db: Pool | ClientBase, ids: readonly string[] | undefined): Promise<string[]> {
     const { rows } = await db.query<{ message_id: string }>(
-      `DELETE FROM ${this.table} WHERE dead_at IS NOT NULL AND ($1::uuid[] IS NULL OR message_id = ANY($1::uuid[])) RETURNING message_id`,
+      `WITH discarded AS (
+         DELETE FROM ${this.table} WHERE dead_at IS NOT NULL AND ($1::uuid[] IS NULL OR message_id = ANY($1::uuid[]))
+         RETURNING message_id, partition_key)
+       , ${this.unparkBehind('discarded')}
+       SELECT message_id FROM discarded`,
       [ids ?? null],
     );
     return rows.map((r) => r.message_id);
+  }
+
+  /** A CTE releasing the rows parked behind the dead messages of CTE `source`. */
+  private unparkBehind(source: string): string {
+    return `unparked AS (
+         UPDATE ${this.table} SET next_attempt_at = ${UNPARKED}
+          WHERE partition_key IN (SELECT partition_key FROM ${source} WHERE partition_key IS NOT NULL)
+            AND ${PENDING} AND next_attempt_at = 'infinity')`;
   }
 
   /**

@@ -4,13 +4,29 @@ import { publishBatch, type PublishOutcome } from '../broker/publisher';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import type { FailureReason, RelayMetrics } from '../observability/metrics';
-import type { FailedAttempt, OutboxMessage, OutboxStore } from '../outbox/store';
+import type { FailedAttempt, OutboxMessage, OutboxStore, ParkOrder, ParkUntil } from '../outbox/store';
 import type { BackoffPolicy } from '../retry/backoff';
 import { reconnectDelayMs } from '../retry/backoff';
 import { isTransientDatabaseError } from '../retry/classify';
 import { abortableDelay } from '../util/delay';
 import type { RelayHealth } from './health';
+import { keysToCheck, planBatch } from './ordering';
 import type { Wakeup } from './wakeup';
+
+/**
+ * Delay before claiming again when claimed rows had to wait for an earlier message of
+ * their key that another batch is publishing right now: it is done in milliseconds.
+ */
+const HELD_RETRY_MS = 10;
+
+/** What a batch decided for each message it published. */
+interface Marks {
+  readonly published: string[];
+  readonly failed: FailedAttempt[];
+  /** Later messages of a key whose earlier message did not go through. */
+  readonly park: ParkOrder[];
+  readonly held: number;
+}
 
 /** The settings the loop reads; a subset of `Config`. */
 export interface RelaySettings {
@@ -19,6 +35,7 @@ export interface RelaySettings {
   readonly maxAttempts: number;
   readonly publishTimeoutMs: number;
   readonly unroutable: 'publish' | 'retry';
+  readonly orderingOnDead: 'skip' | 'block';
   readonly retentionMs: number;
   readonly shutdownTimeoutMs: number;
   readonly appId: string;
@@ -40,6 +57,8 @@ export interface RelayDeps {
 /** What one batch did, for the loop's next delay. */
 interface BatchResult {
   readonly claimed: number;
+  /** Rows that wait for an earlier message of their key in flight elsewhere. */
+  readonly held: number;
   /** No verdict for any message (broker gone mid-batch): back off like an error. */
   readonly noProgress: boolean;
 }
@@ -117,7 +136,8 @@ export class Relay {
           delayMs = reconnectDelayMs(consecutiveErrors);
         } else {
           consecutiveErrors = 0;
-          delayMs = result.claimed >= this.settings.batchSize ? 0 : this.settings.pollIntervalMs;
+          if (result.held > 0) delayMs = Math.min(HELD_RETRY_MS, this.settings.pollIntervalMs);
+          else delayMs = result.claimed >= this.settings.batchSize ? 0 : this.settings.pollIntervalMs;
         }
       } catch (err: unknown) {
         consecutiveErrors += 1;
@@ -148,19 +168,27 @@ export class Relay {
       await client.query(
         `BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${this.settings.publishTimeoutMs + 30_000}; SET LOCAL synchronous_commit = off`,
       );
-      const messages = await store.claim(client, this.settings.batchSize);
-      if (messages.length === 0) {
+      const claimed = await store.claim(client, this.settings.batchSize);
+      if (claimed.length === 0) {
         await client.query('COMMIT');
-        return { claimed: 0, noProgress: false };
+        return { claimed: 0, held: 0, noProgress: false };
       }
+      const keyRows = await store.keyRows(client, keysToCheck(claimed), this.settings.orderingOnDead === 'block');
+      const plan = planBatch(claimed, keyRows);
+      const messages = plan.publish;
       const publishStarted = Date.now();
-      const outcomes = await this.publish(messages);
+      const outcomes = messages.length > 0 ? await this.publish(messages) : [];
       const marks = this.decide(messages, outcomes, this.deps.broker.blockedAtAnyTimeSince(publishStarted));
       await store.markPublished(client, marks.published, this.settings.retentionMs === 0);
       await store.markFailed(client, marks.failed);
+      await store.park(client, [...plan.park, ...marks.park]);
       await client.query('COMMIT');
       this.record(messages, outcomes, marks, started);
-      return { claimed: messages.length, noProgress: marks.published.length === 0 && marks.failed.length === 0 };
+      return {
+        claimed: claimed.length,
+        held: plan.held + marks.held,
+        noProgress: messages.length > 0 && marks.published.length === 0 && marks.failed.length === 0 && marks.park.length === 0,
+      };
     } catch (err: unknown) {
       releaseError = err instanceof Error ? err : new Error(errorMessage(err));
       await client.query('ROLLBACK').catch(() => undefined);
@@ -170,22 +198,37 @@ export class Relay {
     }
   }
 
-  /** Filters what cannot succeed, then publishes the rest pipelined. */
+  /**
+   * Filters what cannot succeed — a missing exchange or command queue, a body over the
+   * broker's size limit — then publishes the rest pipelined. A keyed message that fails
+   * here holds back the later messages of its key in this batch: they are not sent.
+   */
   private async publish(messages: readonly OutboxMessage[]): Promise<PublishOutcome[]> {
     const { broker } = this.deps;
     const outcomes: (PublishOutcome | undefined)[] = new Array(messages.length).fill(undefined);
-    const missing = await broker.missingExchanges(new Set(messages.map((m) => m.exchange)));
+    const missingExchanges = await broker.missingExchanges(new Set(messages.map((m) => m.exchange)));
+    const missingQueues = await broker.missingQueues(new Set(messages.filter((m) => m.exchange === '').map((m) => m.routingKey)));
+    const stoppedKeys = new Set<string>();
     const sendable: OutboxMessage[] = [];
     const sendableIndex: number[] = [];
     messages.forEach((message, index) => {
-      if (missing.has(message.exchange)) {
-        outcomes[index] = { kind: 'failed', reason: 'unknown_exchange', error: `exchange "${message.exchange}" does not exist` };
+      let outcome: PublishOutcome | undefined;
+      if (message.partitionKey !== null && stoppedKeys.has(message.partitionKey)) {
+        outcome = { kind: 'held' };
+      } else if (missingExchanges.has(message.exchange)) {
+        outcome = { kind: 'failed', reason: 'unknown_exchange', error: `exchange "${message.exchange}" does not exist` };
+      } else if (message.exchange === '' && missingQueues.has(message.routingKey)) {
+        outcome = { kind: 'failed', reason: 'unroutable', error: `no queue named "${message.routingKey}" for this command (default exchange)` };
       } else if (this.maxMessageBytes !== undefined && message.content.length > this.maxMessageBytes) {
-        outcomes[index] = {
+        outcome = {
           kind: 'failed',
           reason: 'too_large',
           error: `message of ${message.content.length} bytes exceeds the broker's max message size of ${this.maxMessageBytes} bytes`,
         };
+      }
+      if (outcome) {
+        outcomes[index] = outcome;
+        if (message.partitionKey !== null) stoppedKeys.add(message.partitionKey);
       } else {
         sendable.push(message);
         sendableIndex.push(index);
@@ -210,18 +253,30 @@ export class Relay {
     if (!channel.closeReason) return;
     const tooLarge = /larger than configured max size (\d+)/.exec(channel.closeReason);
     if (tooLarge) this.maxMessageBytes = Number(tooLarge[1]);
-    if (/NOT_FOUND - no exchange/.test(channel.closeReason)) this.deps.broker.forgetExchange();
+    if (/NOT_FOUND - no exchange/.test(channel.closeReason)) this.deps.broker.forgetTargets();
   }
 
-  /** Turns outcomes into marks: what is published, what failed and when it is retried. */
-  private decide(
-    messages: readonly OutboxMessage[],
-    outcomes: readonly PublishOutcome[],
-    brokerWasBlocked: boolean,
-  ): { published: string[]; failed: FailedAttempt[] } {
+  /**
+   * Turns outcomes into marks: what is published, what failed and when it is retried.
+   * Messages go out in id order, so within a key an outcome that is not "published"
+   * stops the key for the rest of the batch: its later messages are not marked (they
+   * are published again after it, as duplicates if the broker took them) and, when the
+   * stopper waits for a retry or is dead under `block`, they are parked behind it.
+   */
+  private decide(messages: readonly OutboxMessage[], outcomes: readonly PublishOutcome[], brokerWasBlocked: boolean): Marks {
     const published: string[] = [];
     const failed: FailedAttempt[] = [];
+    const park: ParkOrder[] = [];
+    let held = 0;
+    const stoppedKeys = new Map<string, ParkUntil | undefined>();
     messages.forEach((message, index) => {
+      const key = message.partitionKey;
+      if (key !== null && stoppedKeys.has(key)) {
+        const until = stoppedKeys.get(key);
+        if (until) park.push({ id: message.id, until });
+        else held += 1;
+        return;
+      }
       const outcome = outcomes[index] as PublishOutcome;
       let failure: { reason: FailureReason; error: string } | undefined;
       switch (outcome.kind) {
@@ -244,21 +299,27 @@ export class Relay {
         case 'failed':
           // A confirm that timed out while the broker blocked publishers says nothing
           // about the message: no attempt is burnt.
-          if (outcome.reason === 'timeout' && brokerWasBlocked) return;
+          if (outcome.reason === 'timeout' && brokerWasBlocked) {
+            if (key !== null) stoppedKeys.set(key, undefined);
+            return;
+          }
           failure = outcome;
           break;
         case 'unconfirmed':
+        case 'held':
+          if (key !== null) stoppedKeys.set(key, undefined);
           return;
       }
       const attempts = message.attempts + 1;
-      failed.push({
-        id: message.id,
-        error: failure.error,
-        retryInMs: this.deps.backoff.delayMs(attempts),
-        dead: attempts >= this.settings.maxAttempts,
-      });
+      const dead = attempts >= this.settings.maxAttempts;
+      const retryInMs = this.deps.backoff.delayMs(attempts);
+      failed.push({ id: message.id, error: failure.error, retryInMs, dead });
+      if (key !== null) {
+        const until: ParkUntil | undefined = !dead ? { inMs: retryInMs } : this.settings.orderingOnDead === 'block' ? { forever: true } : undefined;
+        stoppedKeys.set(key, until);
+      }
     });
-    return { published, failed };
+    return { published, failed, park, held };
   }
 
   /**
@@ -273,23 +334,26 @@ export class Relay {
   private record(
     messages: readonly OutboxMessage[],
     outcomes: readonly PublishOutcome[],
-    marks: { published: string[]; failed: FailedAttempt[] },
+    marks: Marks,
     started: bigint,
   ): void {
     const { metrics, log } = this.deps;
     const now = Date.now();
+    const publishedIds = new Set(marks.published);
     let unconfirmed = 0;
     messages.forEach((message, index) => {
       const outcome = outcomes[index] as PublishOutcome;
       if (outcome.kind === 'returned') metrics.unroutableTotal.inc();
-      if (outcome.kind === 'confirmed' || (outcome.kind === 'returned' && this.returnCountsAsPublished(message))) {
+      if (publishedIds.has(message.id)) {
         const from = Math.max(message.availableAt.getTime(), message.createdAt.getTime());
         metrics.deliveryLatencySeconds.observe(Math.max(0, now - from) / 1000);
+      } else if (outcome.kind === 'confirmed') {
+        // Held behind an earlier message of its key that did not go through.
       } else if (outcome.kind === 'returned') {
         metrics.publishFailuresTotal.inc({ reason: 'unroutable' });
       } else if (outcome.kind === 'failed') {
         metrics.publishFailuresTotal.inc({ reason: outcome.reason });
-      } else {
+      } else if (outcome.kind === 'unconfirmed') {
         unconfirmed += 1;
       }
     });
@@ -306,6 +370,7 @@ export class Relay {
           failed: marks.failed.length,
           dead: dead.length,
           unconfirmed,
+          heldBehindKey: marks.held + marks.park.length,
           firstError: marks.failed[0]?.error,
           ms: Math.round(ms),
         },

@@ -129,6 +129,18 @@ describe('delivery', () => {
     const row = await fx.row(id!);
     expect(row['attempts']).toBe(3);
     expect(row['published_at']).toBeNull();
-    expect(row['last_error']).toMatch(/returned as unroutable: no queue named/);
+    expect(row['last_error']).toMatch(/^no queue named "no_such_queue_[0-9a-f]+" for this command \(default exchange\)$/);
+  });
+
+  test('a command whose queue disappears after it was checked is returned by the broker and fails all the same', async () => {
+    const queue = uniqueName('vanishing');
+    const received = await broker.queue(queue);
+    await fx.insert([{ routing_key: queue, payload: { first: true } }]);
+    await fx.startRelay({ OUTBOX_MAX_ATTEMPTS: '1' });
+    await waitFor('the first command', () => received.length === 1);
+    await broker.channel.deleteQueue(queue); // the relay still has it cached as existing
+    const [id] = await fx.insert([{ routing_key: queue, payload: { first: false } }]);
+    await waitFor('the message dead', async () => (await fx.row(id!))['dead_at'] !== null);
+    expect((await fx.row(id!))['last_error']).toMatch(/^returned as unroutable: no queue named "vanishing_[0-9a-f]+" \(NO_ROUTE\)$/);
   });
 });
