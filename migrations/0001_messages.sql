@@ -47,11 +47,13 @@ COMMENT ON TABLE messages IS
 
 -- A message is due when GREATEST(available_at, next_attempt_at) has passed (GREATEST
 -- ignores NULL, so before any failure this is available_at).
--- Serves: the claim (ORDER BY due, id ... LIMIT n FOR UPDATE SKIP LOCKED), the lag
--- gauge (min(due) of due rows) and the due/delayed counts. Partial, so it only holds
--- pending rows and stays small however many published rows are retained.
+-- Serves: the claim (ORDER BY due ... LIMIT n FOR UPDATE SKIP LOCKED), the wake-up's
+-- peek, the lag gauge (min(due) of due rows) and the due/delayed counts. Partial, so it
+-- only holds pending rows and stays small however many published rows are retained.
+-- One column: adding id measurably slowed every producer's INSERT (npm run bench); rows
+-- of equal due come out in heap order, and per-key order never relies on claim order.
 CREATE INDEX messages_pending_due_idx
-    ON messages (GREATEST(available_at, next_attempt_at), id)
+    ON messages (GREATEST(available_at, next_attempt_at))
     WHERE published_at IS NULL AND dead_at IS NULL;
 
 -- Serves: the retention cleanup (published_at < cutoff, oldest first) and the
@@ -74,10 +76,14 @@ ALTER TABLE messages SET (
     autovacuum_analyze_scale_factor = 0.02
 );
 
--- Wake-up: one NOTIFY per inserting statement, raised inside the producer's
--- transaction, so PostgreSQL delivers it at commit (and never for a rollback). The
--- channel is '<schema>.messages'; the relay LISTENs on it. pg_notify lives in
--- pg_catalog, so the function needs no search_path of its own.
+-- Wake-up. The relay peeks for due messages (one index probe) every 3 ms while
+-- messages flow and every OUTBOX_POLL_INTERVAL_MS when idle, and LISTENs on the channel
+-- '<schema>.messages'. No trigger is installed by default: a NOTIFY at commit takes a
+-- database-wide lock that serialises every notifying producer (measured: a third of the
+-- producer's throughput, see the README's Performance section). This function is for
+-- the optional trigger in migrations/optional/notify-on-insert.sql, which wakes the relay
+-- at the commit of every inserting transaction. pg_notify lives in pg_catalog, so the
+-- function needs no search_path of its own.
 CREATE FUNCTION notify_messages_inserted() RETURNS trigger
     LANGUAGE plpgsql AS
 $$
@@ -86,8 +92,3 @@ BEGIN
     RETURN NULL;
 END;
 $$;
-
-CREATE TRIGGER messages_notify_inserted
-    AFTER INSERT ON messages
-    FOR EACH STATEMENT
-    EXECUTE FUNCTION notify_messages_inserted();

@@ -147,8 +147,8 @@ export const SETTINGS = {
   } satisfies Setting<number>,
   pollIntervalMs: {
     env: 'OUTBOX_POLL_INTERVAL_MS',
-    defaultValue: '1000',
-    doc: 'Fallback poll interval when no notification arrives (ms). LISTEN/NOTIFY wakes the relay at commit.',
+    defaultValue: '100',
+    doc: 'How often an idle relay checks for new messages (ms). While messages flow it checks every 3 ms; a NOTIFY on `<schema>.messages` wakes it at once.',
     schema: integer(10, 3_600_000),
   } satisfies Setting<number>,
   maxAttempts: {

@@ -45,7 +45,19 @@ export class CleanupJob {
 
   start(): void {
     if (this.task) return;
-    this.task = cron.schedule(this.settings.cleanupCron, () => this.runOnce(), { name: 'outbox-cleanup', noOverlap: true });
+    const log = this.log;
+    this.task = cron.schedule(this.settings.cleanupCron, () => this.runOnce(), {
+      name: 'outbox-cleanup',
+      noOverlap: true,
+      // node-cron's own logger writes coloured text to stderr; route it into the JSON log.
+      // Its warnings are about overlapping or missed runs, which are expected here.
+      logger: {
+        info: (message) => log.debug({ cron: message }, 'cleanup schedule'),
+        warn: (message) => log.debug({ cron: message }, 'cleanup schedule'),
+        error: (message, err) => log.warn({ cron: String(message), err: err?.message }, 'cleanup schedule error'),
+        debug: (message) => log.trace({ cron: String(message) }, 'cleanup schedule'),
+      },
+    });
   }
 
   async runOnce(): Promise<void> {

@@ -125,19 +125,28 @@ export class OutboxStore {
   private readonly markFailedSql: string;
   private readonly keyRowsSql: string;
   private readonly parkSql: string;
-  private readonly names: { claim: string; markPublished: string; deletePublished: string; markFailed: string; keyRows: string; park: string };
+  private readonly peekSql: string;
+  private readonly names: {
+    claim: string;
+    markPublished: string;
+    deletePublished: string;
+    markFailed: string;
+    keyRows: string;
+    park: string;
+    peek: string;
+  };
 
   constructor(readonly schema: string) {
     this.table = qualified(schema, 'messages');
     // The claim is one statement: the partial index messages_pending_due_idx yields due
-    // rows in (due, id) order, LIMIT stops the scan, SKIP LOCKED passes over the rows
+    // rows in due order (ties in heap order, roughly insertion order), LIMIT stops the scan, SKIP LOCKED passes over the rows
     // another batch or replica holds. Rows a concurrent batch has just marked are
     // re-checked by PostgreSQL against the WHERE clause after locking, so they drop out.
     this.claimSql = `SELECT id, message_id, exchange, routing_key, message_type, payload::text AS payload_text, body,
        content_type, headers, partition_key, correlation_id, created_at, available_at, attempts
   FROM ${this.table}
  WHERE ${PENDING} AND ${DUE} <= now()
- ORDER BY ${DUE}, id
+ ORDER BY ${DUE}
  LIMIT $1
    FOR UPDATE SKIP LOCKED`;
     this.markPublishedSql = `UPDATE ${this.table} SET published_at = now() WHERE id = ANY($1::bigint[])`;
@@ -175,7 +184,15 @@ export class OutboxStore {
       markFailed: `outbox_mark_failed_${suffix}`,
       keyRows: `outbox_key_rows_${suffix}`,
       park: `outbox_park_${suffix}`,
+      peek: `outbox_peek_${suffix}`,
     };
+    this.peekSql = `SELECT EXISTS (SELECT 1 FROM ${this.table} WHERE ${PENDING} AND ${DUE} <= now()) AS due`;
+  }
+
+  /** Whether any message is due: one index probe, no lock, no transaction (the wake-up's poll). */
+  async peek(db: Pool | ClientBase): Promise<boolean> {
+    const { rows } = await db.query<{ due: boolean }>({ name: this.names.peek, text: this.peekSql });
+    return rows[0]?.due ?? false;
   }
 
   /** Locks and returns up to `limit` due messages; the caller's transaction holds the locks. */
@@ -257,7 +274,7 @@ export class OutboxStore {
               (SELECT count(*) FROM ${this.table} WHERE ${PENDING} AND ${DUE} > now()) AS delayed,
               (SELECT count(*) FROM ${this.table} WHERE dead_at IS NOT NULL) AS dead,
               (SELECT EXTRACT(EPOCH FROM now() - ${DUE})::float8 FROM ${this.table}
-                WHERE ${PENDING} AND ${DUE} <= now() ORDER BY ${DUE}, id LIMIT 1) AS lag_seconds,
+                WHERE ${PENDING} AND ${DUE} <= now() ORDER BY ${DUE} LIMIT 1) AS lag_seconds,
               (SELECT count(DISTINCT partition_key) FROM ${this.table}
                 WHERE $1::boolean AND dead_at IS NOT NULL AND partition_key IS NOT NULL) AS blocked_keys`,
       [deadHoldsKey],
@@ -276,7 +293,7 @@ export class OutboxStore {
   async statusDetails(db: Pool | ClientBase): Promise<{ published: number; oldestPending: { messageId: string; createdAt: Date; dueAt: Date } | null }> {
     const published = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${this.table} WHERE published_at IS NOT NULL`);
     const oldest = await db.query<{ message_id: string; created_at: Date; due_at: Date }>(
-      `SELECT message_id, created_at, ${DUE} AS due_at FROM ${this.table} WHERE ${PENDING} ORDER BY ${DUE}, id LIMIT 1`,
+      `SELECT message_id, created_at, ${DUE} AS due_at FROM ${this.table} WHERE ${PENDING} ORDER BY ${DUE} LIMIT 1`,
     );
     const row = oldest.rows[0];
     return {

@@ -5,7 +5,7 @@ export type { KeyRow, ParkOrder, ParkUntil } from '../outbox/store';
 /**
  * Per-key ordering (SPEC §3.4), as a pure function of what one claim saw.
  *
- * A claim locks up to a batch of due rows in (due, id) order. For every key among
+ * A claim locks up to a batch of due rows in due order. For every key among
  * them the store then reads that key's unpublished rows in id order, up to the last
  * claimed one. A keyed message may be published in this batch only if every earlier
  * unpublished message of its key is published before it in the same batch: the batch's

@@ -10,9 +10,9 @@ import { abortableDelay } from '../util/delay';
 const SELF_TEST_TIMEOUT_MS = 3_000;
 
 /**
- * Wakes the relay's workers when a producer transaction that inserted messages
- * commits (the migration's trigger NOTIFYs `<schema>.messages` inside that
- * transaction), and otherwise lets them sleep for the poll interval.
+ * Wakes the relay's workers on a NOTIFY on `<schema>.messages` — from the optional
+ * trigger (migrations/optional/notify-on-insert.sql) or a producer's own pg_notify —
+ * and otherwise lets them sleep until their next peek (see Relay.waitForWork).
  *
  * A dedicated connection LISTENs. After LISTEN it notifies itself once: if that
  * notification never arrives (a transaction-pooling PgBouncer swallows them), it says

@@ -1,4 +1,4 @@
-import { appendFileSync, cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, escapeIdentifier, type Notification } from 'pg';
@@ -251,8 +251,9 @@ describe('migrate', () => {
     expect(rows.map((r) => r.nspname)).toEqual([schema]);
     await fx.pool.query(`INSERT INTO ${escapeIdentifier(schema)}.messages (routing_key, payload) VALUES ('q', '{}')`);
 
-    // The trigger notifies the channel the relay LISTENs on, with the schema's exact case.
+    // The optional trigger notifies the channel the relay LISTENs on, with the schema's exact case.
     expect(notifyChannel(schema)).toBe(`${schema}.messages`);
+    await installOptionalTrigger(schema);
     const listener = await connected();
     try {
       const heard: Notification[] = [];
@@ -273,8 +274,19 @@ describe('migrate', () => {
   });
 });
 
-describe('the NOTIFY trigger', () => {
+/** Applies migrations/optional/notify-on-insert.sql to `schema` (it is written for "outbox"). */
+async function installOptionalTrigger(schema: string): Promise<void> {
+  const sql = readFileSync(join(MIGRATIONS_DIR, 'optional', 'notify-on-insert.sql'), 'utf8').replace(/\boutbox\./g, `${escapeIdentifier(schema)}.`);
+  await fx.pool.query(sql);
+}
+
+describe('the optional NOTIFY trigger', () => {
   let listener: Client;
+  let installed = false;
+  async function ensureTrigger(): Promise<void> {
+    if (!installed) await installOptionalTrigger(fx.schema);
+    installed = true;
+  }
   const notifications: Notification[] = [];
 
   beforeAll(async () => {
@@ -295,7 +307,16 @@ describe('the NOTIFY trigger', () => {
     return notifications.splice(0, index + 1).slice(0, -1);
   }
 
+  test('by default an INSERT raises no NOTIFY: producers do not pay for one', async () => {
+    await withClient(async (producer) => {
+      await sync(producer, 'default-start');
+      await producer.query(`INSERT INTO ${fx.table} (routing_key, payload) VALUES ('q', '{}')`);
+      expect(await sync(producer, 'default-after')).toEqual([]);
+    });
+  });
+
   test('a committed INSERT notifies channel "<schema>.messages" once, at commit', async () => {
+    await ensureTrigger();
     await withClient(async (producer) => {
       await sync(producer, 'start');
       await producer.query('BEGIN');
@@ -314,6 +335,7 @@ describe('the NOTIFY trigger', () => {
   });
 
   test('a rolled-back INSERT notifies nobody', async () => {
+    await ensureTrigger();
     await withClient(async (producer) => {
       await sync(producer, 'before-rollback');
       await producer.query('BEGIN');

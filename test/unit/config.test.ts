@@ -31,7 +31,7 @@ describe('loadConfig defaults', () => {
       amqpUrls: ['amqp://guest:guest@localhost:5672'],
       schema: 'outbox',
       batchSize: 500,
-      pollIntervalMs: 1000,
+      pollIntervalMs: 100,
       maxAttempts: 10,
       backoffBaseMs: 1000,
       backoffMaxMs: 300_000,

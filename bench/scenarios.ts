@@ -1,0 +1,259 @@
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { connect } from 'amqplib';
+import type { Pool } from 'pg';
+import { AMQP_URL, DATABASE_URL, insertBacklog, outboxSchema, PAD, percentile, RelayProcess, sleep, uniqueName } from './support';
+
+/** A durable topic exchange with one durable queue bound to everything; `drop()` deletes both. */
+async function topology(): Promise<{ exchange: string; queue: string; drop(): Promise<void> }> {
+  const model = await connect(AMQP_URL);
+  const channel = await model.createChannel();
+  const exchange = uniqueName('bench');
+  const queue = uniqueName('bench_q');
+  await channel.assertExchange(exchange, 'topic', { durable: true });
+  await channel.assertQueue(queue, { durable: true });
+  await channel.bindQueue(queue, exchange, '#');
+  return {
+    exchange,
+    queue,
+    drop: async () => {
+      await channel.deleteQueue(queue);
+      await channel.deleteExchange(exchange);
+      await model.close();
+    },
+  };
+}
+
+/** The ceiling: a plain amqplib confirm-channel publisher, 1,000 confirms outstanding. */
+export async function bare(count: number): Promise<number> {
+  const topo = await topology();
+  const model = await connect(AMQP_URL);
+  const channel = await model.createConfirmChannel();
+  const started = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    let sent = 0;
+    let confirmed = 0;
+    let inFlight = 0;
+    const pump = (): void => {
+      while (sent < count && inFlight < 1_000) {
+        sent += 1;
+        inFlight += 1;
+        // A fresh body per message, as a relay has one per row.
+        const body = Buffer.from(JSON.stringify({ n: sent, pad: PAD }));
+        channel.publish(topo.exchange, 'bench', body, { persistent: true, mandatory: true, messageId: String(sent), contentType: 'application/json' }, (err: unknown) => {
+          if (err) return reject(err as Error);
+          inFlight -= 1;
+          confirmed += 1;
+          if (confirmed === count) resolve();
+          else pump();
+        });
+      }
+    };
+    pump();
+  });
+  const rate = count / ((performance.now() - started) / 1000);
+  await model.close();
+  await topo.drop();
+  return rate;
+}
+
+/** Drain rate of a pre-inserted backlog by `relays` relay processes, steady phase. */
+export async function drain(pool: Pool, count: number, keys: number, relays: number, env: Record<string, string> = {}): Promise<number> {
+  const topo = await topology();
+  const outbox = await outboxSchema(pool);
+  try {
+    await insertBacklog(pool, outbox.schema, topo.exchange, count, keys);
+    const processes = await Promise.all(Array.from({ length: relays }, () => RelayProcess.start({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env })));
+    try {
+      await Promise.all(processes.map((p) => p.ready()));
+      const published = async (): Promise<number> => (await Promise.all(processes.map((p) => p.metric('outbox_messages_published_total')))).reduce((a, b) => a + b, 0);
+      const startedAt = performance.now();
+      const before = await published();
+      let now = before;
+      while (now < count) {
+        await sleep(25);
+        now = await published();
+      }
+      return (count - before) / ((performance.now() - startedAt) / 1000);
+    } finally {
+      await Promise.all(processes.map((p) => p.stop()));
+    }
+  } finally {
+    await outbox.drop();
+    await topo.drop();
+  }
+}
+
+export interface LatencyResult {
+  readonly p50: number;
+  readonly p99: number;
+  readonly max: number;
+  readonly count: number;
+}
+
+/**
+ * Commit-to-consumer latency: producer transactions at a steady `rate` (each updates a
+ * domain row and inserts one event), a consumer on the queue, the relay as a process.
+ */
+export async function latency(pool: Pool, rate: number, seconds: number, env: Record<string, string> = {}): Promise<LatencyResult> {
+  const topo = await topology();
+  const outbox = await outboxSchema(pool);
+  await pool.query(`CREATE TABLE "${outbox.schema}".accounts (id int PRIMARY KEY, balance bigint NOT NULL)`);
+  await pool.query(`INSERT INTO "${outbox.schema}".accounts SELECT g, 0 FROM generate_series(1, 1000) g`);
+  const relay = await RelayProcess.start({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env });
+  const model = await connect(AMQP_URL);
+  const channel = await model.createChannel();
+  const committedAt = new Map<number, number>();
+  const latencies: number[] = [];
+  const warmup = Math.floor(rate); // the first second is not measured
+  await channel.consume(
+    topo.queue,
+    (msg) => {
+      if (!msg) return;
+      const n = (JSON.parse(msg.content.toString()) as { n: number }).n;
+      const at = committedAt.get(n);
+      if (at !== undefined && n > warmup) latencies.push(performance.now() - at);
+    },
+    { noAck: true },
+  );
+  try {
+    await relay.ready();
+    const clients = await Promise.all(Array.from({ length: 4 }, () => pool.connect()));
+    const total = rate * seconds;
+    const intervalMs = 1000 / rate;
+    const startedAt = performance.now();
+    let next = 0;
+    await Promise.all(
+      clients.map(async (client) => {
+        for (;;) {
+          const n = next;
+          if (n >= total) break;
+          next += 1;
+          const due = startedAt + n * intervalMs;
+          const wait = due - performance.now();
+          if (wait > 1) await sleep(wait);
+          await client.query('BEGIN');
+          await client.query(`UPDATE "${outbox.schema}".accounts SET balance = balance + 1 WHERE id = $1`, [1 + (n % 1000)]);
+          await client.query(`INSERT INTO "${outbox.schema}".messages (exchange, routing_key, payload) VALUES ($1, 'bench', $2)`, [topo.exchange, JSON.stringify({ n: n + 1, pad: PAD })]);
+          await client.query('COMMIT');
+          committedAt.set(n + 1, performance.now());
+        }
+      }),
+    );
+    clients.forEach((c) => c.release());
+    const deadline = performance.now() + 10_000;
+    while (latencies.length < total - warmup && performance.now() < deadline) await sleep(20);
+  } finally {
+    await model.close();
+    await relay.stop();
+    await outbox.drop();
+    await topo.drop();
+  }
+  latencies.sort((a, b) => a - b);
+  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies[latencies.length - 1] ?? Number.NaN, count: latencies.length };
+}
+
+export interface ScaleResult {
+  readonly backlog: number;
+  readonly peakRssMiB: number;
+  readonly metricsScrapeMs: readonly number[];
+  readonly statusMs: readonly number[];
+  readonly drainPerSecond: number;
+}
+
+function statusOnce(schema: string): Promise<number> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(__dirname, '..', 'bin', 'outbox-relay.js'), 'status', '--json'], {
+      env: { PATH: process.env['PATH'], OUTBOX_DATABASE_URL: DATABASE_URL, OUTBOX_SCHEMA: schema },
+      stdio: 'ignore',
+    });
+    child.once('exit', (code) => (code === 0 ? resolve(performance.now() - started) : reject(new Error(`status exited ${code}`))));
+  });
+}
+
+/** A large backlog: scrape and `status` times under it, peak RSS of the relay draining it. */
+export async function scale(pool: Pool, backlog: number): Promise<ScaleResult> {
+  const topo = await topology();
+  const outbox = await outboxSchema(pool);
+  try {
+    await insertBacklog(pool, outbox.schema, topo.exchange, backlog, 0);
+    const statusMs: number[] = [];
+    for (let i = 0; i < 3; i += 1) statusMs.push(await statusOnce(outbox.schema));
+    const relay = await RelayProcess.start({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn' });
+    try {
+      await relay.ready();
+      const port = relay.port;
+      const startedAt = performance.now();
+      const metricsScrapeMs: number[] = [];
+      let peakRssMiB = 0;
+      let published = 0;
+      while (published < backlog) {
+        const t = performance.now();
+        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        if (metricsScrapeMs.length < 50) metricsScrapeMs.push(performance.now() - t);
+        published = Number(/^outbox_messages_published_total (\S+)$/m.exec(text)?.[1] ?? 0);
+        peakRssMiB = Math.max(peakRssMiB, relay.peakRssMiB());
+        await sleep(200);
+      }
+      return { backlog, peakRssMiB, metricsScrapeMs, statusMs, drainPerSecond: backlog / ((performance.now() - startedAt) / 1000) };
+    } finally {
+      await relay.stop();
+    }
+  } finally {
+    await outbox.drop();
+    await topo.drop();
+  }
+}
+
+export type ProducerVariant = 'domain only' | '+ outbox INSERT' | '+ default wake-up' | '+ NOTIFY trigger';
+
+/**
+ * A service transaction with 8 clients: a domain-table update, alone; plus the outbox
+ * INSERT; plus the default wake-up (the relay running, as in production); plus a NOTIFY
+ * trigger (the classic wake-up, for comparison). Returns tx/s and p50 in ms.
+ */
+export async function producerCost(pool: Pool, variant: ProducerVariant, seconds: number): Promise<{ txPerSecond: number; p50Ms: number }> {
+  const topo = await topology();
+  const outbox = await outboxSchema(pool);
+  const s = `"${outbox.schema}"`;
+  await pool.query(`CREATE TABLE ${s}.accounts (id int PRIMARY KEY, balance bigint NOT NULL)`);
+  await pool.query(`INSERT INTO ${s}.accounts SELECT g, 0 FROM generate_series(1, 1000) g`);
+  if (variant === '+ NOTIFY trigger') {
+    await pool.query(`CREATE TRIGGER bench_notify AFTER INSERT ON ${s}.messages FOR EACH STATEMENT EXECUTE FUNCTION ${s}.notify_messages_inserted()`);
+  }
+  const relay = variant === '+ default wake-up' ? await RelayProcess.start({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn' }) : undefined;
+  try {
+    await relay?.ready();
+    const clients = await Promise.all(Array.from({ length: 8 }, () => pool.connect()));
+    const durations: number[] = [];
+    const endAt = performance.now() + seconds * 1000;
+    await Promise.all(
+      clients.map(async (client, c) => {
+        let i = c;
+        while (performance.now() < endAt) {
+          const t = performance.now();
+          await client.query('BEGIN');
+          await client.query({ name: `bench_domain_${outbox.schema}`, text: `UPDATE ${s}.accounts SET balance = balance + 1 WHERE id = $1`, values: [1 + ((i * 7919) % 1000)] });
+          if (variant !== 'domain only') {
+            await client.query({
+              name: `bench_outbox_${outbox.schema}`,
+              text: `INSERT INTO ${s}.messages (exchange, routing_key, payload) VALUES ($1, 'bench', $2)`,
+              values: [topo.exchange, JSON.stringify({ n: i, pad: PAD })],
+            });
+          }
+          await client.query('COMMIT');
+          durations.push(performance.now() - t);
+          i += 8;
+        }
+      }),
+    );
+    clients.forEach((c) => c.release());
+    durations.sort((a, b) => a - b);
+    return { txPerSecond: durations.length / seconds, p50Ms: percentile(durations, 50) };
+  } finally {
+    await relay?.stop();
+    await outbox.drop();
+    await topo.drop();
+  }
+}
