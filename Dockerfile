@@ -44,5 +44,5 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 
 # Exec form: node is PID 1 and receives SIGTERM itself; `run` installs the handler
 # that drains the in-flight batch within OUTBOX_SHUTDOWN_TIMEOUT_MS and exits 0.
-ENTRYPOINT ["node", "bin/outbox-relay.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "bin/outbox-relay.js"]
 CMD ["run"]

@@ -85,7 +85,7 @@ async function main(): Promise<void> {
 
   console.log(`\nproducer cost: 8 clients, ${PRODUCER_SECONDS} s each`);
   const producer: Partial<Record<ProducerVariant, { tx: Figure; p50: Figure }>> = {};
-  for (const variant of ['domain only', '+ outbox INSERT', '+ default wake-up', '+ NOTIFY trigger'] as const) {
+  for (const variant of ['domain only', '+ outbox INSERT = default wake-up', '+ relay publishing alongside', '+ optional NOTIFY trigger'] as const) {
     const runs = [];
     for (let i = 0; i < REPS; i += 1) runs.push(await producerCost(pool, variant, PRODUCER_SECONDS));
     producer[variant] = { tx: figure(runs.map((r) => r.txPerSecond)), p50: figure(runs.map((r) => r.p50Ms)) };

@@ -92,7 +92,8 @@ export class RelayProcess {
   /** Starts a relay; its HTTP port is chosen here so it is known without parsing logs. */
   static async start(env: Record<string, string>): Promise<RelayProcess> {
     const port = await freePort();
-    const child = spawn(process.execPath, [BIN, 'run'], {
+    // The same V8 flag as `npm start` and the image's entrypoint.
+    const child = spawn(process.execPath, ['--max-semi-space-size=2', BIN, 'run'], {
       env: {
         PATH: process.env['PATH'],
         OUTBOX_DATABASE_URL: DATABASE_URL,

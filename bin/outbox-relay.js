@@ -1,5 +1,8 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 'use strict';
+// --max-semi-space-size=2 (here, in `npm start` and in the image's entrypoint): a smaller
+// young generation keeps the relay's peak RSS draining a large backlog ~25 MiB lower
+// (npm run bench) for a few percent of throughput.
 const { main } = require('../dist/cli.js');
 
 main(process.argv).then(

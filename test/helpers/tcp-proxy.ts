@@ -10,6 +10,8 @@ export class TcpProxy {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
   private refusing = false;
+  /** Added to every chunk in both directions (ms): a slow network or a slow broker. */
+  latencyMs = 0;
   port = 0;
 
   constructor(
@@ -54,7 +56,23 @@ export class TcpProxy {
         this.sockets.delete(a);
         b.destroy();
       });
-      a.pipe(b);
+      // Bytes must keep their order when the latency changes: each chunk is released no
+      // earlier than the one before it (timers of equal or later expiry fire in order).
+      let releaseAt = 0;
+      let pending = 0;
+      a.on('data', (chunk: Buffer) => {
+        const now = Date.now();
+        releaseAt = Math.max(now + this.latencyMs, releaseAt);
+        if (releaseAt <= now && pending === 0) {
+          b.write(chunk);
+          return;
+        }
+        pending += 1;
+        setTimeout(() => {
+          pending -= 1;
+          if (!b.destroyed) b.write(chunk);
+        }, releaseAt - now);
+      });
     }
   }
 

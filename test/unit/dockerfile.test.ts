@@ -66,9 +66,12 @@ describe('Dockerfile', () => {
 
   test('ENTRYPOINT is exec form (node is PID 1 and receives SIGTERM) and runs `outbox-relay run` by default', () => {
     const entrypoint = execForm(last(runtime, 'ENTRYPOINT')?.args ?? '');
-    expect(entrypoint).toEqual(['node', 'bin/outbox-relay.js']);
-    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> };
-    expect(pkg.bin['outbox-relay']).toBe(entrypoint![1]);
+    // node, then V8 flags (the same as `npm start`), then the package's bin.
+    expect(entrypoint![0]).toBe('node');
+    expect(entrypoint!.slice(1, -1).every((flag) => flag.startsWith('--'))).toBe(true);
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string>; scripts: Record<string, string> };
+    expect(pkg.bin['outbox-relay']).toBe(entrypoint![entrypoint!.length - 1]);
+    expect(pkg.scripts['start']).toBe(`${entrypoint!.join(' ')} run`);
     expect(execForm(last(runtime, 'CMD')?.args ?? '')).toEqual(['run']);
   });
 
