@@ -124,6 +124,12 @@ export async function createConsumer<TPayload = unknown>(options: ConsumerOption
   async function processOnce(msg: ConsumeMessage, messageId: string): Promise<'handled' | 'duplicate'> {
     const client = await options.pool.connect();
     let broken: Error | undefined;
+    // The connection may drop while the handler runs no query: keep that from crashing
+    // the process; the next query fails and the message is retried.
+    const onError = (err: Error): void => {
+      broken = err;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const { rowCount } = await client.query(`INSERT INTO ${inbox} (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [name, messageId]);
@@ -152,6 +158,7 @@ export async function createConsumer<TPayload = unknown>(options: ConsumerOption
       });
       throw err;
     } finally {
+      client.off('error', onError);
       client.release(broken);
     }
   }

@@ -20,5 +20,11 @@ export function createPool(databaseUrl: string, max: number, log: Logger): Pool 
   const config: PoolConfig = { ...connectionConfig(databaseUrl), max, idleTimeoutMillis: 30_000 };
   const pool = new Pool(config);
   pool.on('error', (err) => log.debug({ err: errorMessage(err) }, 'idle database connection failed'));
+  // A checked-out client whose connection drops while no query runs (a claim
+  // transaction waiting for broker confirms) emits 'error' on itself; unhandled, that
+  // would crash the process. Its next query fails instead, and the caller handles that.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => log.debug({ err: errorMessage(err) }, 'database connection failed'));
+  });
   return pool;
 }

@@ -3,13 +3,14 @@ import type { BrokerConnection, PublishChannel } from '../broker/connection';
 import { publishBatch, type PublishOutcome } from '../broker/publisher';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
-import type { FailureReason, RelayMetrics } from '../observability/metrics';
-import type { FailedAttempt, OutboxMessage, OutboxStore, ParkOrder, ParkUntil } from '../outbox/store';
+import type { RelayMetrics } from '../observability/metrics';
+import type { OutboxMessage, OutboxStore } from '../outbox/store';
 import type { BackoffPolicy } from '../retry/backoff';
 import { reconnectDelayMs } from '../retry/backoff';
 import { isTransientDatabaseError } from '../retry/classify';
 import { abortableDelay } from '../util/delay';
 import type { RelayHealth } from './health';
+import { decideMarks, type Marks } from './marks';
 import { keysToCheck, planBatch } from './ordering';
 import type { Wakeup } from './wakeup';
 
@@ -23,15 +24,6 @@ const HELD_RETRY_MS = 10;
 const HOT_POLL_MS = 3;
 /** How long after the last message found the relay keeps peeking fast (ms). */
 const HOT_WINDOW_MS = 2_000;
-
-/** What a batch decided for each message it published. */
-interface Marks {
-  readonly published: string[];
-  readonly failed: FailedAttempt[];
-  /** Later messages of a key whose earlier message did not go through. */
-  readonly park: ParkOrder[];
-  readonly held: number;
-}
 
 /** The settings the loop reads; a subset of `Config`. */
 export interface RelaySettings {
@@ -86,8 +78,10 @@ interface BatchResult {
  * other's wait for confirms; SKIP LOCKED keeps their claims (and other replicas')
  * disjoint.
  *
- * Delays: 0 after a full batch; after a partial or empty one, until a NOTIFY or the
- * poll interval; after an error, capped exponential backoff. Every sleep aborts on
+ * Delays: 0 after a full batch; 10 ms when rows waited for an earlier message of their
+ * key in flight elsewhere; after a partial or empty batch, until the next peek finds
+ * something or a NOTIFY arrives (waitForWork); after an error, capped exponential
+ * backoff. Every sleep aborts on
  * shutdown. Errors never escape the loop: they are logged, counted and shown in
  * /readyz.
  */
@@ -218,7 +212,7 @@ export class Relay {
       const messages = plan.publish;
       const publishStarted = Date.now();
       const outcomes = messages.length > 0 ? await this.publish(messages) : [];
-      const marks = this.decide(messages, outcomes, this.deps.broker.blockedAtAnyTimeSince(publishStarted));
+      const marks = decideMarks(messages, outcomes, this.settings, this.deps.backoff, this.deps.broker.blockedAtAnyTimeSince(publishStarted));
       await store.markPublished(client, marks.published, this.settings.retentionMs === 0);
       await store.markFailed(client, marks.failed);
       await store.park(client, [...plan.park, ...marks.park]);
@@ -294,80 +288,6 @@ export class Relay {
     const tooLarge = /larger than configured max size (\d+)/.exec(channel.closeReason);
     if (tooLarge) this.maxMessageBytes = Number(tooLarge[1]);
     if (/NOT_FOUND - no exchange/.test(channel.closeReason)) this.deps.broker.forgetTargets();
-  }
-
-  /**
-   * Turns outcomes into marks: what is published, what failed and when it is retried.
-   * Messages go out in id order, so within a key an outcome that is not "published"
-   * stops the key for the rest of the batch: its later messages are not marked (they
-   * are published again after it, as duplicates if the broker took them) and, when the
-   * stopper waits for a retry or is dead under `block`, they are parked behind it.
-   */
-  private decide(messages: readonly OutboxMessage[], outcomes: readonly PublishOutcome[], brokerWasBlocked: boolean): Marks {
-    const published: string[] = [];
-    const failed: FailedAttempt[] = [];
-    const park: ParkOrder[] = [];
-    let held = 0;
-    const stoppedKeys = new Map<string, ParkUntil | undefined>();
-    messages.forEach((message, index) => {
-      const key = message.partitionKey;
-      if (key !== null && stoppedKeys.has(key)) {
-        const until = stoppedKeys.get(key);
-        if (until) park.push({ id: message.id, until });
-        else held += 1;
-        return;
-      }
-      const outcome = outcomes[index] as PublishOutcome;
-      let failure: { reason: FailureReason; error: string } | undefined;
-      switch (outcome.kind) {
-        case 'confirmed':
-          published.push(message.id);
-          return;
-        case 'returned':
-          if (this.returnCountsAsPublished(message)) {
-            published.push(message.id);
-            return;
-          }
-          failure = {
-            reason: 'unroutable',
-            error:
-              message.exchange === ''
-                ? `returned as unroutable: no queue named "${message.routingKey}" (${outcome.replyText})`
-                : `returned as unroutable by exchange "${message.exchange}" with routing key "${message.routingKey}" (${outcome.replyText})`,
-          };
-          break;
-        case 'failed':
-          // A confirm that timed out while the broker blocked publishers says nothing
-          // about the message: no attempt is burnt.
-          if (outcome.reason === 'timeout' && brokerWasBlocked) {
-            if (key !== null) stoppedKeys.set(key, undefined);
-            return;
-          }
-          failure = outcome;
-          break;
-        case 'unconfirmed':
-        case 'held':
-          if (key !== null) stoppedKeys.set(key, undefined);
-          return;
-      }
-      const attempts = message.attempts + 1;
-      const dead = attempts >= this.settings.maxAttempts;
-      const retryInMs = this.deps.backoff.delayMs(attempts);
-      failed.push({ id: message.id, error: failure.error, retryInMs, dead });
-      if (key !== null) {
-        const until: ParkUntil | undefined = !dead ? { inMs: retryInMs } : this.settings.orderingOnDead === 'block' ? { forever: true } : undefined;
-        stoppedKeys.set(key, until);
-      }
-    });
-    return { published, failed, park, held };
-  }
-
-  /**
-   * A command (default exchange) that no queue takes is a failure; an event nobody
-   * subscribes to yet is published unless OUTBOX_UNROUTABLE=retry.
-   */
-  private returnCountsAsPublished(message: OutboxMessage): boolean {
-    return message.exchange !== '' && this.settings.unroutable === 'publish';
   }
 
   /** Metrics and logs of a committed batch. */

@@ -88,7 +88,10 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  // Two streams from one seed: the fault schedule does not depend on how many
+  // transactions the producers managed meanwhile.
   const random = seededRandom(options.seed);
+  const producerRandom = seededRandom(options.seed ^ 0x5bd1e995);
   const schema = `chaos_${options.seed.toString(16)}_${Date.now().toString(36)}`;
   const exchange = `chaos.${schema}`;
   const queue = `chaos.${schema}.all`;
@@ -153,12 +156,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   };
   if ((await waitReady(30_000)).length > 0) throw new Error('relays did not become ready');
 
+  const relay0Pid = relays[0]!.child.pid as number;
   const resources = async (): Promise<Resources> => ({
-    longLivedRelay: processResources(relays[0]!.child.pid as number),
+    longLivedRelay: relays[0]!.child.pid === relay0Pid && relays[0]!.child.exitCode === null ? processResources(relay0Pid) : { rssMiB: -1, openFds: -1 },
     databaseConnections: await relayDatabaseConnections(admin),
     amqpChannels: await amqpChannels(appId),
   });
-  const startResources = await resources();
 
   // Producers.
   const written: Written[] = [];
@@ -173,14 +176,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       while (producing) {
         const started = Date.now();
         const id = randomUUID();
-        const keyed = random() < 0.7;
-        const rollback = random() < 0.1;
-        const long = random() < 0.05;
+        const keyed = producerRandom() < 0.7;
+        const rollback = producerRandom() < 0.1;
+        const long = producerRandom() < 0.05;
         await pg.query('BEGIN');
         let key: string | null = null;
         let version = 0;
         if (keyed) {
-          key = `agg-${1 + Math.floor(random() * KEYS)}`;
+          key = `agg-${1 + Math.floor(producerRandom() * KEYS)}`;
           const { rows } = await pg.query<{ version: number }>(`UPDATE "${schema}".aggregates SET version = version + 1 WHERE id = $1 RETURNING version`, [key]);
           version = rows[0]!.version;
         }
@@ -188,7 +191,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           `INSERT INTO "${schema}".messages (message_id, exchange, routing_key, partition_key, payload) VALUES ($1, $2, 'chaos', $3, $4)`,
           [id, exchange, key, JSON.stringify({ key, version, producer: index })],
         );
-        if (long) await sleep(between(random, 200, 1_000));
+        if (long) await sleep(between(producerRandom, 200, 1_000));
         if (rollback) {
           await pg.query('ROLLBACK');
           rolledBack.push(id);
@@ -203,6 +206,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     }
   };
   const producing$ = Promise.all(Array.from({ length: producers }, (_, i) => producerLoop(i)));
+  // Resource figures once every relay has published (channels open lazily).
+  await sleep(3_000);
+  const startResources = await resources();
 
   // The fault schedule.
   const faults: Fault[] = [];
@@ -224,7 +230,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       fault.end = Date.now();
       (fault as { detail: string }).detail = `relay ${index}: exit ${exit.code ?? exit.signal}`;
       if (kind === 'SIGTERM') {
-        if (exit.code !== 0) violations.push(`SIGTERM: relay ${index} exited ${exit.code ?? exit.signal}, not 0`);
+        if (exit.code !== 0) violations.push(`SIGTERM: relay ${index} exited ${exit.code ?? exit.signal}, not 0: ${relay.stderr.slice(-3).join(' | ')}`);
         if (fault.end - fault.start > SHUTDOWN_TIMEOUT_MS + 3_000) violations.push(`SIGTERM: relay ${index} took ${fault.end - fault.start} ms to stop`);
       }
       await sleep(between(random, 300, 1_500));
@@ -245,6 +251,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       written.push({ id, key: null, version: 0, poison: true });
     }
     fault.end = Math.max(fault.end, Date.now());
+    // Only the schedule stops relays: one that exited by itself crashed.
+    for (const [index, relay] of relays.entries()) {
+      if (relay.child.exitCode !== null || (relay.child.signalCode !== null && kind !== 'kill -9' && kind !== 'SIGTERM')) {
+        violations.push(`relay ${index} crashed (exit ${relay.child.exitCode ?? relay.child.signalCode}): ${[...relay.stderr, ...relay.stdout].slice(-3).join(' | ')}`);
+        restart(index);
+      }
+    }
     log(`  ${new Date(fault.start).toISOString().slice(11, 23)} ${kind}${fault.detail ? ` (${fault.detail})` : ''}`);
   }
   producing = false;
