@@ -10,7 +10,7 @@ export function qualified(schema: string, name: string): string {
   return `${escapeIdentifier(schema)}.${escapeIdentifier(name)}`;
 }
 
-/** The LISTEN/NOTIFY channel the insert trigger of migration 0001 notifies. */
+/** The LISTEN/NOTIFY channel of an outbox: the optional insert trigger and producers notify it. */
 export function notifyChannel(schema: string): string {
   return `${schema}.messages`;
 }

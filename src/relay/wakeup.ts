@@ -108,7 +108,7 @@ export class Wakeup {
         if (!(await selfTest)) {
           this.log.warn(
             { channel },
-            'LISTEN/NOTIFY does not reach this relay (behind a transaction-pooling PgBouncer?): falling back to polling every OUTBOX_POLL_INTERVAL_MS',
+            'LISTEN/NOTIFY does not reach this relay (behind a transaction-pooling PgBouncer?): relying on peeking for new messages',
           );
           await client.end().catch(() => undefined);
           return;
