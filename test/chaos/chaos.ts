@@ -63,6 +63,8 @@ export interface ChaosReport {
   readonly lockedOrHalfMarked: number;
   readonly relaysNotReady: number;
   readonly resources: { readonly start: Resources; readonly end: Resources };
+  /** Relay 0's RSS (MiB) once per fault, to tell growth from a one-off peak. */
+  readonly rssSamples: readonly number[];
   readonly violations: readonly string[];
 }
 
@@ -212,6 +214,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
   // The fault schedule.
   const faults: Fault[] = [];
+  const rssSamples: number[] = [];
   const restart = (index: number): void => {
     relays[index] = RelayProcess.start(relayEnv(index));
   };
@@ -251,6 +254,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       written.push({ id, key: null, version: 0, poison: true });
     }
     fault.end = Math.max(fault.end, Date.now());
+    if (relays[0]!.child.pid === relay0Pid && relays[0]!.child.exitCode === null) rssSamples.push(processResources(relay0Pid).rssMiB);
     // Only the schedule stops relays: one that exited by itself crashed.
     for (const [index, relay] of relays.entries()) {
       if (relay.child.exitCode !== null || (relay.child.signalCode !== null && kind !== 'kill -9' && kind !== 'SIGTERM')) {
@@ -361,6 +365,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     lockedOrHalfMarked,
     relaysNotReady: notReady.length,
     resources: { start: startResources, end: endResources },
+    rssSamples,
     violations,
   };
 
@@ -377,6 +382,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   return report;
 }
 
+/** First, quartiles, max and last of a series, e.g. "90 → 98 / 104 / 109, max 115, last 111". */
+function summarise(samples: readonly number[]): string {
+  if (samples.length === 0) return 'none';
+  const at = (q: number): number => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))] as number;
+  return `${samples[0]} → ${at(0.25)} / ${at(0.5)} / ${at(0.75)}, max ${Math.max(...samples)}, last ${samples[samples.length - 1]}`;
+}
+
 /** The report as lines for a terminal or a closing note. */
 export function formatReport(r: ChaosReport): string {
   const res = (x: Resources): string =>
@@ -389,6 +401,7 @@ export function formatReport(r: ChaosReport): string {
     `locked/half-marked/unpublished rows ${r.lockedOrHalfMarked} · relays not ready ${r.relaysNotReady}`,
     `resources at start: ${res(r.resources.start)}`,
     `resources at end:   ${res(r.resources.end)}`,
+    `relay 0 RSS over the run (MiB, per fault): ${summarise(r.rssSamples)}`,
     r.violations.length === 0 ? 'OK: every invariant holds' : `VIOLATIONS (seed ${r.seed}):\n  ${r.violations.join('\n  ')}`,
   ].join('\n');
 }
