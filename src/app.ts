@@ -38,6 +38,8 @@ export interface RunningRelay {
   readonly started: Promise<void>;
   /** Graceful shutdown (SIGTERM): stop claiming, finish or abandon, close. Idempotent. */
   stop(): Promise<void>;
+  /** Which part of the shutdown is running (for a shutdown that overruns). */
+  shutdownStep(): string;
 }
 
 /**
@@ -108,21 +110,27 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
   })();
 
   let stopping: Promise<void> | undefined;
+  let shutdownStep = 'not started';
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       log.info('shutting down');
+      const step = async (name: string, work: () => Promise<unknown>): Promise<void> => {
+        shutdownStep = name;
+        await work();
+      };
       startup.abort();
-      await started.catch(() => undefined);
-      await relay.stop();
-      await Promise.all([wakeup.stop(), stats.stop(), cleanup.stop()]);
-      await broker.close();
-      await pool.end().catch(() => undefined);
-      await http.close();
+      await step('startup', () => started.catch(() => undefined));
+      await step('relay loop', () => relay.stop());
+      await step('listener, gauges, cleanup', () => Promise.all([wakeup.stop(), stats.stop(), cleanup.stop()]));
+      await step('broker connection', () => broker.close());
+      await step('database pool', () => pool.end().catch(() => undefined));
+      await step('http server', () => http.close());
+      shutdownStep = 'done';
       log.info('stopped');
     })();
     return stopping;
   };
-  return { port, metrics, health, started, stop };
+  return { port, metrics, health, started, stop, shutdownStep: () => shutdownStep };
 }
 
 /** Verifies the schema once the database answers; waits (not ready) while it does not. */

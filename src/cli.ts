@@ -168,6 +168,13 @@ async function runDaemon(config: Config, log: Logger): Promise<void> {
         process.exit(1);
       }
       log.info({ signal }, 'signal received');
+      // The in-flight batch has OUTBOX_SHUTDOWN_TIMEOUT_MS, closing the connections a few
+      // seconds more; past that the process exits anyway, naming the step that hung.
+      const graceMs = config.shutdownTimeoutMs + 8_000;
+      setTimeout(() => {
+        log.error({ step: relay.shutdownStep(), graceMs }, 'shutdown overran its time: exiting now');
+        process.exit(1);
+      }, graceMs).unref();
       relay.stop().then(resolve, reject);
     };
     process.on('SIGTERM', onSignal);

@@ -58,6 +58,13 @@ export class PublishChannel {
   }
 }
 
+/** How long `close()` waits for the broker (ms). */
+const CLOSE_TIMEOUT_MS = 2_000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
 export interface BrokerOptions {
   readonly urls: readonly string[];
   readonly connectionName: string;
@@ -280,7 +287,11 @@ export class BrokerConnection {
     for (const wake of [...this.waiters]) wake();
     const model = this.model;
     this.model = undefined;
-    if (model) await model.close().catch(() => undefined);
-    await this.connecting?.catch(() => undefined);
+    // Neither a broker that does not answer close-ok nor a connection attempt stuck in
+    // its handshake (a login the broker is slow to refuse) may hold up a shutdown: a
+    // connection that completes later is closed by connectLoop.
+    const bounded = (work: Promise<unknown>): Promise<unknown> => Promise.race([work.catch(() => undefined), sleep(CLOSE_TIMEOUT_MS)]);
+    if (model) await bounded(model.close());
+    if (this.connecting) await bounded(this.connecting);
   }
 }

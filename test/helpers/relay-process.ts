@@ -39,6 +39,22 @@ export class RelayProcess {
     return this.logs().some((l) => l['msg'] === msg);
   }
 
+  /** The exit, or a failure carrying the process's last output if it takes longer than `ms`. */
+  async exitWithin(ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`relay did not exit within ${ms} ms; last output:\n${[...this.stdout, ...this.stderr].slice(-8).join('\n')}`)),
+        ms,
+      );
+    });
+    try {
+      return await Promise.race([this.exited, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   kill(signal: NodeJS.Signals): void {
     this.child.kill(signal);
   }

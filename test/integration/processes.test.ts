@@ -120,7 +120,7 @@ test('a password never appears in a log line', async () => {
   const relay = spawnRelay({ OUTBOX_DATABASE_URL: db.toString(), OUTBOX_AMQP_URL: amqp.toString(), OUTBOX_LOG_LEVEL: 'debug' });
   await waitFor('a failed broker login logged', () => relay.logged('cannot connect to the broker'), 20_000);
   relay.kill('SIGTERM');
-  expect((await relay.exited).code).toBe(0);
+  expect((await relay.exitWithin(20_000)).code).toBe(0);
   const output = [...relay.stdout, ...relay.stderr].join('\n');
   expect(output).toContain('cannot connect to the broker');
   expect(output).not.toContain(dbSecret);
