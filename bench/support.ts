@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Pool } from 'pg';
 import { migrate } from '../src/db/migrator';
+import { freePort } from '../test/helpers/ports';
 
 /** Where the benchmark runs: the local services unless overridden. */
 export const DATABASE_URL = process.env['OUTBOX_BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -143,14 +143,6 @@ export class RelayProcess {
   }
 }
 
-/** A port nothing listens on right now, for a relay's HTTP server. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 export function newPool(max = 10): Pool {
   return new Pool({ connectionString: DATABASE_URL, max });

@@ -13,8 +13,7 @@ export type ErrorCode =
   | 'BROKER_UNAVAILABLE'
   | 'CHECK_FAILED'
   | 'INVALID_ARGUMENT'
-  | 'NOT_FOUND'
-  | 'SHUTDOWN';
+  | 'NOT_FOUND';
 
 /** An expected failure: its message is meant for the operator, on one line. */
 export class OutboxError extends Error {

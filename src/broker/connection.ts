@@ -3,7 +3,7 @@ import { redactUrl } from '../config/redact';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { reconnectDelayMs } from '../retry/backoff';
-import { abortableDelay } from '../util/delay';
+import { abortableDelay, unrefSleep } from '../util/delay';
 
 /** What a returned (unroutable) message came back with. */
 export interface ReturnInfo {
@@ -60,10 +60,6 @@ export class PublishChannel {
 
 /** How long `close()` waits for the broker (ms). */
 const CLOSE_TIMEOUT_MS = 2_000;
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
-}
 
 export interface BrokerOptions {
   readonly urls: readonly string[];
@@ -290,7 +286,7 @@ export class BrokerConnection {
     // Neither a broker that does not answer close-ok nor a connection attempt stuck in
     // its handshake (a login the broker is slow to refuse) may hold up a shutdown: a
     // connection that completes later is closed by connectLoop.
-    const bounded = (work: Promise<unknown>): Promise<unknown> => Promise.race([work.catch(() => undefined), sleep(CLOSE_TIMEOUT_MS)]);
+    const bounded = (work: Promise<unknown>): Promise<unknown> => Promise.race([work.catch(() => undefined), unrefSleep(CLOSE_TIMEOUT_MS)]);
     if (model) await bounded(model.close());
     if (this.connecting) await bounded(this.connecting);
   }

@@ -3,7 +3,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ClientBase } from 'pg';
 import { OutboxError } from '../errors';
-import { qualified, quoteIdent } from './sql';
+import { ADVISORY_LOCK_NAMESPACE, qualified, quoteIdent } from './sql';
 
 /** One plain SQL migration file, `NNNN_name.sql`. */
 export interface Migration {
@@ -48,9 +48,6 @@ export function loadMigrations(dir: string = MIGRATIONS_DIR): readonly Migration
   return Object.freeze(migrations);
 }
 
-// Key space of this project's advisory locks (first key), so they never collide with
-// an application's own advisory locks that use the one-bigint form.
-const LOCK_NAMESPACE = 0x6f62_7872; // "obxr"
 
 function ledgerDdl(schema: string, ledger: Ledger): string {
   return `CREATE TABLE IF NOT EXISTS ${qualified(schema, ledger)} (
@@ -118,7 +115,7 @@ export async function migrate(
 ): Promise<readonly Migration[]> {
   await client.query('BEGIN');
   try {
-    await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NAMESPACE, `migrate:${schema}`]);
+    await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [ADVISORY_LOCK_NAMESPACE, `migrate:${schema}`]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
     await client.query(ledgerDdl(schema, ledger));
     const applied = (await readLedger(client, schema, ledger)) ?? [];
@@ -150,7 +147,7 @@ export function renderMigrationSql(schema: string, migrations: readonly Migratio
   const parts = [
     `-- outbox-relay migrations for schema ${quoteIdent(schema)}; apply as it is, e.g. psql -v ON_ERROR_STOP=1 -f`,
     'BEGIN;',
-    `SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, hashtext('migrate:' || ${escapeLiteral(schema)}));`,
+    `SELECT pg_advisory_xact_lock(${ADVISORY_LOCK_NAMESPACE}, hashtext('migrate:' || ${escapeLiteral(schema)}));`,
     `CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)};`,
     `${ledgerDdl(schema, ledger)};`,
   ];

@@ -3,12 +3,12 @@ import type { Pool } from 'pg';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
 import type { RelayMetrics } from '../observability/metrics';
+import { ADVISORY_LOCK_NAMESPACE } from '../db/sql';
 import type { OutboxStore } from './store';
 
 /** Rows per DELETE: each statement is its own short transaction, holding few locks. */
 export const CLEANUP_BATCH_SIZE = 5_000;
 
-const LOCK_NAMESPACE = 0x6f62_7872; // same namespace as the migrator's lock
 
 /**
  * Deletes published messages older than the retention, in bounded batches. Among all
@@ -20,12 +20,12 @@ export async function runCleanup(pool: Pool, store: OutboxStore, retentionMs: nu
   const client = await pool.connect();
   let locked = false;
   try {
-    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [LOCK_NAMESPACE, `cleanup:${store.schema}`]);
+    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [ADVISORY_LOCK_NAMESPACE, `cleanup:${store.schema}`]);
     locked = rows[0]?.locked ?? false;
     if (!locked) return undefined;
     return await store.deletePublishedBefore(pool, retentionMs, CLEANUP_BATCH_SIZE, shouldStop);
   } finally {
-    if (locked) await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', [LOCK_NAMESPACE, `cleanup:${store.schema}`]).catch(() => undefined);
+    if (locked) await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', [ADVISORY_LOCK_NAMESPACE, `cleanup:${store.schema}`]).catch(() => undefined);
     client.release();
   }
 }

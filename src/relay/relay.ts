@@ -8,7 +8,7 @@ import type { OutboxMessage, OutboxStore } from '../outbox/store';
 import type { BackoffPolicy } from '../retry/backoff';
 import { reconnectDelayMs } from '../retry/backoff';
 import { isTransientDatabaseError } from '../retry/classify';
-import { abortableDelay } from '../util/delay';
+import { abortableDelay, unrefSleep } from '../util/delay';
 import type { RelayHealth } from './health';
 import { decideMarks, type Marks } from './marks';
 import { keysToCheck, planBatch } from './ordering';
@@ -357,11 +357,11 @@ export class Relay {
     this.stopping ??= (async () => {
       this.controller.abort();
       const all = Promise.all(this.workers);
-      const finishedInTime = await Promise.race([all.then(() => true), sleep(this.settings.shutdownTimeoutMs).then(() => false)]);
+      const finishedInTime = await Promise.race([all.then(() => true), unrefSleep(this.settings.shutdownTimeoutMs).then(() => false)]);
       if (!finishedInTime) {
         this.deps.log.warn({ timeoutMs: this.settings.shutdownTimeoutMs }, 'shutdown timeout: abandoning the in-flight batch');
         this.abandon.abort();
-        const marked = await Promise.race([all.then(() => true), sleep(2_000).then(() => false)]);
+        const marked = await Promise.race([all.then(() => true), unrefSleep(2_000).then(() => false)]);
         if (!marked) {
           // The database does not answer: drop the connections, PostgreSQL rolls back.
           for (const client of this.activeClients) client.release(new Error('shutdown'));
@@ -372,8 +372,4 @@ export class Relay {
     })();
     return this.stopping;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }

@@ -25,9 +25,6 @@ export class Wakeup {
   private readonly waiters = new Set<() => void>();
   private readonly controller = new AbortController();
   private running: Promise<void> | undefined;
-  private client: Client | undefined;
-  /** True while notifications are known to arrive. */
-  listening = false;
 
   constructor(
     private readonly connection: ClientConfig,
@@ -87,7 +84,6 @@ export class Wakeup {
       client.on('end', () => lost());
       try {
         await client.connect();
-        this.client = client;
         let selfTestPayload: string | undefined = `self-test:${randomUUID()}`;
         let selfTestPassed: () => void = () => undefined;
         const selfTest = new Promise<boolean>((resolve) => {
@@ -116,7 +112,6 @@ export class Wakeup {
         if (failures > 0) this.log.info({ channel }, 'listening for new messages again');
         else this.log.debug({ channel }, 'listening for new messages');
         failures = 0;
-        this.listening = true;
         this.trigger(); // anything committed while we were not listening
         const stopped = (): void => lost();
         signal.addEventListener('abort', stopped, { once: true });
@@ -125,8 +120,6 @@ export class Wakeup {
       } catch (err: unknown) {
         if (!signal.aborted) this.log.debug({ err: errorMessage(err) }, 'cannot LISTEN');
       } finally {
-        this.listening = false;
-        this.client = undefined;
         await client.end().catch(() => undefined);
       }
       if (signal.aborted) return;

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type AddressInfo } from 'node:net';
 import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { Pool } from 'pg';
 import { migrate } from '../../src/db/migrator';
@@ -8,6 +7,7 @@ import { testAmqpUrl, testDatabaseUrl } from '../helpers/services';
 import { TcpProxy } from '../helpers/tcp-proxy';
 import { between, pick, seededRandom } from './random';
 import { amqpChannels, processResources, relayDatabaseConnections, type ProcessResources } from './resources';
+import { freePort } from '../helpers/ports';
 
 /**
  * A Jepsen-style run: producers write keyed and unkeyed messages in transactions (some
@@ -78,13 +78,6 @@ const KEYS = 40;
 const PUBLISH_TIMEOUT_MS = 2_000;
 const SHUTDOWN_TIMEOUT_MS = 3_000;
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -1,12 +1,12 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
 import { TestBroker } from '../helpers/test-broker';
 import { waitFor } from '../helpers/wait';
+import { freePort } from '../helpers/ports';
 
 // A real Prometheus (Debian's `prometheus` package) loads the shipped scrape config and
 // alert rules, scrapes an in-process relay, and is asked through its HTTP API.
@@ -32,13 +32,6 @@ function prometheusBinary(): string {
   return path;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 type Doc = Record<string, any>;
 
