@@ -14,7 +14,7 @@ import { createLogger, type Logger } from './observability/logger';
 
 /**
  * The only module that touches the process: argv, env, signals, stdout/stderr and the
- * exit code. Exit codes (§4): 0 success, 2 bad configuration or usage, 1 any other
+ * exit code. Exit codes: 0 success, 2 bad configuration or usage, 1 any other
  * failure, with a one-line reason on stderr and no stack trace.
  */
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {

@@ -21,7 +21,7 @@ export const MIGRATIONS_DIR = join(__dirname, '..', '..', 'migrations');
 /** The inbox migrations of the idempotent consumer (`migrate --inbox`), with a ledger of their own. */
 export const INBOX_MIGRATIONS_DIR = join(MIGRATIONS_DIR, 'inbox');
 
-/** Ledger tables: the outbox's (SPEC §2) and the consumer inbox's. */
+/** Ledger tables: the outbox's (`migrate`) and the consumer inbox's (`migrate --inbox`). */
 export type Ledger = 'schema_migrations' | 'inbox_schema_migrations';
 
 const FILE_PATTERN = /^(\d{4})_([a-z0-9_]+)\.sql$/;

@@ -4,7 +4,7 @@ import type { RelayHealth } from '../relay/health';
 import type { Logger } from './logger';
 import type { RelayMetrics } from './metrics';
 
-/** GET /metrics, /healthz, /readyz (SPEC §7). */
+/** GET /metrics (Prometheus text), /healthz (the loop is not stuck), /readyz (database and broker connected). */
 export class HttpServer {
   private readonly server: Server;
 
