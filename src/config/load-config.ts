@@ -1,11 +1,19 @@
 import { readFileSync } from 'node:fs';
+import { z } from 'zod';
 import { OutboxError } from '../errors';
 import { SETTINGS, type SettingKey } from './settings';
 
+/** The zod shape of the whole configuration: each setting's own schema under its key. */
+type ConfigShape = { readonly [K in SettingKey]: (typeof SETTINGS)[K]['schema'] };
+
+// Object.fromEntries cannot carry per-key types; the entries are exactly SETTINGS', so
+// this assertion only restates the mapping. Values are typed by zod's parse, not by a cast.
+const CONFIG_SCHEMA = z.object(
+  Object.fromEntries(Object.entries(SETTINGS).map(([key, setting]) => [key, setting.schema])) as ConfigShape,
+);
+
 /** The validated, frozen configuration of one relay process. */
-export type Config = {
-  readonly [K in SettingKey]: (typeof SETTINGS)[K] extends { schema: { _zod: { output: infer T } } } ? T : never;
-};
+export type Config = Readonly<z.output<typeof CONFIG_SCHEMA>>;
 
 /** Reads the file a `<NAME>_FILE` variable names; injectable for tests. */
 export type FileReader = (path: string) => string;
@@ -46,30 +54,42 @@ function rawValue(env: NodeJS.ProcessEnv, names: readonly string[], fromFile: bo
  * `OutboxError('CONFIG_INVALID')` naming each variable; secret values are never echoed.
  */
 export function loadConfig(env: NodeJS.ProcessEnv, readFile: FileReader = readUtf8): Config {
-  const problems: string[] = [];
-  const values: Record<string, unknown> = {};
+  const sourceProblems = new Map<string, string>();
+  const sources: Record<string, string> = {};
+  const texts: Record<string, string> = {};
   for (const [key, setting] of Object.entries(SETTINGS)) {
     const names = [setting.env, ...('aliases' in setting ? setting.aliases : [])];
     const fromFile = 'fromFile' in setting && setting.fromFile;
+    const problems: string[] = [];
     const raw = rawValue(env, names, fromFile, readFile, problems) ?? { source: setting.env, text: setting.defaultValue };
-    const result = setting.schema.safeParse(raw.text);
-    if (result.success) {
-      values[key] = result.data;
-      continue;
-    }
+    if (problems.length > 0) sourceProblems.set(key, problems.join('; '));
+    sources[key] = raw.source;
+    texts[key] = raw.text;
+  }
+  const result = CONFIG_SCHEMA.safeParse(texts);
+  const issuesByKey = new Map<PropertyKey, string[]>();
+  for (const issue of result.error?.issues ?? []) {
+    const key = issue.path[0] ?? '';
+    issuesByKey.set(key, [...(issuesByKey.get(key) ?? []), issue.message]);
+  }
+  // One problem per variable, in the order of SETTINGS.
+  const problems: string[] = [];
+  for (const [key, setting] of Object.entries(SETTINGS)) {
+    const sourceProblem = sourceProblems.get(key);
+    if (sourceProblem !== undefined) problems.push(sourceProblem);
+    const issues = issuesByKey.get(key);
+    if (issues === undefined) continue;
+    const source = sources[key] ?? setting.env;
+    const messages = [...new Set(issues)].join('; ');
     const isSecret = 'secret' in setting && setting.secret;
-    const messages = [...new Set(result.error.issues.map((issue) => issue.message))].join('; ');
-    problems.push(isSecret ? `${raw.source} ${messages}` : `${raw.source} ${messages} (got ${JSON.stringify(raw.text)})`);
+    problems.push(isSecret ? `${source} ${messages}` : `${source} ${messages} (got ${JSON.stringify(texts[key])})`);
   }
-  if (problems.length === 0) {
-    const base = values['backoffBaseMs'] as number;
-    const max = values['backoffMaxMs'] as number;
-    if (base > max) problems.push(`OUTBOX_BACKOFF_BASE_MS (${base}) must not exceed OUTBOX_BACKOFF_MAX_MS (${max})`);
+  if (result.success && problems.length === 0) {
+    const { backoffBaseMs: base, backoffMaxMs: max } = result.data;
+    if (base <= max) return Object.freeze(result.data);
+    problems.push(`OUTBOX_BACKOFF_BASE_MS (${base}) must not exceed OUTBOX_BACKOFF_MAX_MS (${max})`);
   }
-  if (problems.length > 0) {
-    throw new OutboxError('CONFIG_INVALID', `invalid configuration: ${problems.join('; ')}`);
-  }
-  return Object.freeze(values) as unknown as Config;
+  throw new OutboxError('CONFIG_INVALID', `invalid configuration: ${problems.join('; ')}`);
 }
 
 /** The passwords held by the configured URLs, so logs and errors can mask them. */
