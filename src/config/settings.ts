@@ -2,9 +2,11 @@ import cron from 'node-cron';
 import { z } from 'zod';
 
 /**
- * The settings table: one row per environment variable. It drives parsing,
- * defaults, validation messages and the README's configuration table, so a new
- * setting is added here and nowhere else.
+ * The settings table: one row per environment variable. It drives parsing, defaults
+ * and validation messages (`loadConfig`). The README's configuration table is kept by
+ * hand and checked against this table by `test/unit/readme-config.test.ts` (order,
+ * names, aliases, `_FILE` variants, defaults, `doc`): a new setting is added here and
+ * as a README row, which that test prints when it is missing or differs.
  */
 export interface Setting<T> {
   /** Environment variable name. */
@@ -17,7 +19,7 @@ export interface Setting<T> {
   readonly secret?: boolean;
   /** May be given as `<NAME>_FILE`, a path to a file holding the value. */
   readonly fromFile?: boolean;
-  /** One sentence for the documentation. */
+  /** One sentence for the documentation: the README table's "meaning" cell, word for word. */
   readonly doc: string;
   /** Parses the raw string; the message of a failure names what is expected. */
   readonly schema: z.ZodType<T, string>;
