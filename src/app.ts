@@ -1,25 +1,32 @@
 import { BrokerConnection } from './broker/connection';
+import { RelayBroker } from './broker/relay-broker';
 import type { Config } from './config/load-config';
-import { connectionConfig, createPool } from './db/pool';
 import { verifySchema } from './db/migrator';
+import { connectionConfig, createPool } from './db/pool';
+import { withClient } from './db/transaction';
 import { errorMessage } from './errors';
+import { RelayHealth } from './observability/health';
 import { HttpServer } from './observability/http-server';
 import type { Logger } from './observability/logger';
 import { createMetrics, type RelayMetrics } from './observability/metrics';
 import { StatsPoller } from './observability/stats-poller';
-import { CleanupJob } from './outbox/cleanup';
-import { OutboxStore } from './outbox/store';
-import { RelayHealth } from './relay/health';
-import { Relay } from './relay/relay';
-import { Wakeup } from './relay/wakeup';
-import { fullJitterBackoff, reconnectDelayMs } from './retry/backoff';
+import { MessageQueue } from './outbox/message-queue';
+import { OperatorStore } from './outbox/operator-store';
+import { CleanupJob } from './outbox/retention';
+import { Wakeup } from './outbox/wakeup';
+import { RelayLoop } from './relay/loop';
+import { observeBatch } from './relay/observer';
+import { systemClock } from './relay/ports';
+import { fullJitterBackoff } from './retry/backoff';
 import { isTransientDatabaseError } from './retry/classify';
-import { abortableDelay } from './util/delay';
+import { keepTrying } from './retry/reconnect';
 
 /** Batches in flight per relay: the next claim overlaps the previous batch's confirms. */
 const CONCURRENCY = 2;
 /** How often the lag/pending/dead gauges are refreshed (ms). */
 const STATS_INTERVAL_MS = 5_000;
+/** Beyond the publish timeout, how long a claim transaction may sit idle before PostgreSQL ends it (ms). */
+const IDLE_CLAIM_MARGIN_MS = 30_000;
 
 /** Internal knobs that are not operator settings (benchmarks and tests turn them). */
 export interface RelayTuning {
@@ -55,36 +62,33 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
   const metrics = createMetrics();
   const health = new RelayHealth(metrics, config.publishTimeoutMs + config.pollIntervalMs + 60_000);
   const pool = createPool(config.databaseUrl, concurrency + 2, log.child({ component: 'db' }));
-  const store = new OutboxStore(config.schema);
-  const broker = new BrokerConnection({
+  const queue = new MessageQueue(pool, config.schema, config.publishTimeoutMs + IDLE_CLAIM_MARGIN_MS);
+  const operator = new OperatorStore(config.schema);
+  const connection = new BrokerConnection({
     urls: config.amqpUrls,
     connectionName: `${config.appId} (outbox-relay)`,
     log: log.child({ component: 'broker' }),
     onStateChange: (up) => health.setBrokerUp(up),
   });
+  const broker = new RelayBroker(connection, config.appId);
   const wakeup = new Wakeup(connectionConfig(config.databaseUrl), config.schema, log.child({ component: 'listen' }));
-  const relay = new Relay(
+  const relayLog = log.child({ component: 'relay' });
+  const loop = new RelayLoop(
     { ...config, concurrency },
     {
-      pool,
-      store,
+      queue,
       broker,
-      wakeup,
+      wake: wakeup,
       backoff: fullJitterBackoff(config.backoffBaseMs, config.backoffMaxMs),
-      metrics,
       health,
-      log: log.child({ component: 'relay' }),
+      log: relayLog,
+      clock: systemClock,
+      onBatch: (report) => observeBatch(report, metrics, relayLog, systemClock.now()),
     },
   );
-  const stats = new StatsPoller(
-    pool,
-    store,
-    metrics,
-    log.child({ component: 'stats' }),
-    tuning.statsIntervalMs ?? STATS_INTERVAL_MS,
-    config.orderingOnDead === 'block',
-  );
-  const cleanup = new CleanupJob(pool, store, config, metrics, log.child({ component: 'cleanup' }));
+  const deadHoldsKey = config.orderingOnDead === 'block';
+  const stats = new StatsPoller(() => operator.stats(pool, deadHoldsKey), metrics, log.child({ component: 'stats' }), tuning.statsIntervalMs ?? STATS_INTERVAL_MS);
+  const cleanup = new CleanupJob(pool, config, log.child({ component: 'cleanup' }), (deleted) => metrics.cleanupDeletedTotal.inc(deleted));
   const http = new HttpServer(metrics, health, log.child({ component: 'http' }));
   const port = await http.listen(config.httpHost, config.httpPort);
   const startup = new AbortController();
@@ -94,13 +98,13 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     if (startup.signal.aborted) return;
     if (config.orderingOnDead === 'skip') {
       // Rows parked behind a dead message while a relay ran with `block` are free now.
-      const released = await store.unpark(pool);
+      const released = await queue.unparkAll();
       if (released > 0) log.info({ released }, 'OUTBOX_ORDERING_ON_DEAD=skip: released messages held behind dead messages');
     }
     health.setDatabaseUp(true);
-    broker.start();
+    connection.start();
     wakeup.start();
-    relay.start();
+    loop.start();
     stats.start();
     cleanup.start();
     log.info(
@@ -120,9 +124,9 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
       };
       startup.abort();
       await step('startup', () => started.catch(() => undefined));
-      await step('relay loop', () => relay.stop());
+      await step('relay loop', () => loop.stop());
       await step('listener, gauges, cleanup', () => Promise.all([wakeup.stop(), stats.stop(), cleanup.stop()]));
-      await step('broker connection', () => broker.close());
+      await step('broker connection', () => connection.close());
       await step('database pool', () => pool.end().catch(() => undefined));
       await step('http server', () => http.close());
       shutdownStep = 'done';
@@ -135,22 +139,11 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
 
 /** Verifies the schema once the database answers; waits (not ready) while it does not. */
 async function waitForSchema(pool: ReturnType<typeof createPool>, schema: string, signal: AbortSignal, log: Logger): Promise<void> {
-  let failures = 0;
-  while (!signal.aborted) {
-    try {
-      const client = await pool.connect();
-      try {
-        await verifySchema(client, schema);
-        return;
-      } finally {
-        client.release();
-      }
-    } catch (err: unknown) {
-      if (!isTransientDatabaseError(err)) throw err;
-      failures += 1;
-      const delayMs = reconnectDelayMs(failures);
-      if (failures === 1 || failures % 10 === 0) log.warn({ err: errorMessage(err), retryInMs: delayMs }, 'database unavailable at start; retrying');
-      await abortableDelay(delayMs, signal);
-    }
-  }
+  await keepTrying(() => withClient(pool, (client) => verifySchema(client, schema)), {
+    signal,
+    retryable: isTransientDatabaseError,
+    onRetry: ({ err, retryInMs, loud }) => {
+      if (loud) log.warn({ err: errorMessage(err), retryInMs }, 'database unavailable at start; retrying');
+    },
+  });
 }

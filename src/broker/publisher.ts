@@ -1,24 +1,8 @@
 import type { Options } from 'amqplib';
-import type { FailureReason } from '../observability/metrics';
-import type { OutboxMessage } from '../outbox/store';
-import type { PublishChannel } from './connection';
-
-/**
- * What became of one message of a batch:
- * - `confirmed`: the broker confirmed it (positive ack);
- * - `returned`: confirmed, but returned as unroutable (no queue bound);
- * - `failed`: a message-level failure that costs an attempt;
- * - `unconfirmed`: the connection or channel went away first: no verdict, no attempt
- *   burnt, the message stays pending for a later batch;
- * - `held`: never sent (the relay's ordering held it back).
- */
-export type PublishOutcome =
-  | { readonly kind: 'confirmed' }
-  | { readonly kind: 'returned'; readonly replyText: string }
-  | { readonly kind: 'failed'; readonly reason: FailureReason; readonly error: string }
-  | { readonly kind: 'unconfirmed'; readonly error: string }
-  /** Not sent: an earlier message of its key failed before it in this batch. */
-  | { readonly kind: 'held' };
+import type { OutboxMessage } from '../domain/message';
+import type { PublishOutcome } from '../domain/outcome';
+import { closeVerdict } from './close-reason';
+import type { PublishChannel } from './publish-channel';
 
 export interface PublishOptions {
   readonly appId: string;
@@ -27,7 +11,7 @@ export interface PublishOptions {
   readonly signal?: AbortSignal;
 }
 
-/** The AMQP properties of SPEC §3.2. */
+/** The AMQP properties of a published message (see the README's "The SQL contract"). */
 export function publishProperties(message: OutboxMessage, appId: string): Options.Publish {
   return {
     persistent: true,
@@ -40,32 +24,6 @@ export function publishProperties(message: OutboxMessage, appId: string): Option
     appId,
     headers: message.headers,
   };
-}
-
-// RabbitMQ prints the name verbatim (quotes inside it are not escaped), so match up to
-// the final "' in vhost '".
-const NO_EXCHANGE = /NOT_FOUND - no exchange '(.*)' in vhost '/;
-const TOO_LARGE = /message size (\d+) is larger than configured max size (\d+)/;
-
-/**
- * Reads the server's reason for closing a channel. A channel closed because of one
- * message (missing exchange, message too large) fails only the messages it names;
- * any other close leaves the unconfirmed messages without a verdict.
- */
-export function closeVerdict(
-  closeReason: string | undefined,
-  message: OutboxMessage,
-): { reason: FailureReason; error: string } | undefined {
-  if (!closeReason) return undefined;
-  const noExchange = NO_EXCHANGE.exec(closeReason);
-  if (noExchange && noExchange[1] === message.exchange) {
-    return { reason: 'unknown_exchange', error: `exchange "${message.exchange}" does not exist` };
-  }
-  const tooLarge = TOO_LARGE.exec(closeReason);
-  if (tooLarge && message.content.length > Number(tooLarge[2])) {
-    return { reason: 'too_large', error: `message of ${message.content.length} bytes exceeds the broker's max message size of ${tooLarge[2]} bytes` };
-  }
-  return undefined;
 }
 
 /**

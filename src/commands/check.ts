@@ -1,11 +1,13 @@
 import { connect } from 'amqplib';
+import { TopologyProbe } from '../broker/topology';
 import type { Config } from '../config/load-config';
 import { redactUrl } from '../config/redact';
 import { verifySchema } from '../db/migrator';
 import { qualified, quoteIdent } from '../db/sql';
+import { withClient } from '../db/transaction';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
-import { OutboxStore } from '../outbox/store';
+import { OperatorStore } from '../outbox/operator-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -30,15 +32,12 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
     await withDatabase(config, log, async (pool) => {
       const { rows } = await pool.query<{ version: string; user: string }>(`SELECT current_setting('server_version') AS version, current_user AS user`);
       report(true, `database reachable (PostgreSQL ${rows[0]?.version}, role ${rows[0]?.user})`);
-      const client = await pool.connect();
       try {
-        const version = await verifySchema(client, config.schema);
+        const version = await withClient(pool, (client) => verifySchema(client, config.schema));
         report(true, `schema "${config.schema}" at migration ${version}`);
       } catch (err: unknown) {
         report(false, errorMessage(err));
         return;
-      } finally {
-        client.release();
       }
       const privileges = await pool.query<{ usage: boolean; sel: boolean; upd: boolean; del: boolean }>(
         `SELECT has_schema_privilege($1, 'USAGE') AS usage,
@@ -50,7 +49,7 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
       const p = privileges.rows[0];
       const missing = p ? Object.entries({ 'USAGE on schema': p.usage, SELECT: p.sel, UPDATE: p.upd, DELETE: p.del }).filter(([, has]) => !has).map(([name]) => name) : ['all'];
       report(missing.length === 0, missing.length === 0 ? `role may claim, mark and delete in ${quoteIdent(config.schema)}.messages` : `role lacks ${missing.join(', ')} on ${quoteIdent(config.schema)}.messages`);
-      if (missing.length === 0) exchanges = await new OutboxStore(config.schema).pendingExchanges(pool);
+      if (missing.length === 0) exchanges = await new OperatorStore(config.schema).pendingExchanges(pool);
     });
   } catch (err: unknown) {
     report(false, errorMessage(err));
@@ -64,17 +63,7 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
         brokerOk = true;
         report(true, `broker reachable (${redactUrl(url)})`);
         if (exchanges) {
-          const missing: string[] = [];
-          for (const exchange of exchanges) {
-            const channel = await model.createChannel();
-            channel.on('error', () => undefined);
-            try {
-              await channel.checkExchange(exchange);
-              await channel.close();
-            } catch {
-              missing.push(exchange);
-            }
-          }
+          const missing = [...(await new TopologyProbe(() => model.createChannel()).missing('exchange', exchanges))];
           report(
             missing.length === 0,
             missing.length === 0

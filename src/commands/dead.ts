@@ -1,7 +1,7 @@
 import type { Config } from '../config/load-config';
 import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
-import { OutboxStore } from '../outbox/store';
+import { OperatorStore } from '../outbox/operator-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -17,7 +17,7 @@ export function selectIds(ids: readonly string[], all: boolean | undefined, verb
 }
 
 export async function deadListCommand(config: Config, log: Logger, io: Io, options: { json?: boolean; limit: number }): Promise<void> {
-  const store = new OutboxStore(config.schema);
+  const store = new OperatorStore(config.schema);
   const dead = await withDatabase(config, log, (pool) => store.listDead(pool, options.limit));
   if (options.json) {
     io.out(JSON.stringify(dead));
@@ -35,7 +35,7 @@ export async function deadListCommand(config: Config, log: Logger, io: Io, optio
 
 export async function deadRetryCommand(config: Config, log: Logger, io: Io, ids: readonly string[], all: boolean | undefined): Promise<void> {
   const selected = selectIds(ids, all, 'retry');
-  const store = new OutboxStore(config.schema);
+  const store = new OperatorStore(config.schema);
   const changed = await withDatabase(config, log, (pool) => store.retryDead(pool, selected));
   io.out(`${changed.length} dead message${changed.length === 1 ? '' : 's'} made due again`);
   reportMissing(selected, changed);
@@ -43,7 +43,7 @@ export async function deadRetryCommand(config: Config, log: Logger, io: Io, ids:
 
 export async function deadDiscardCommand(config: Config, log: Logger, io: Io, ids: readonly string[], all: boolean | undefined): Promise<void> {
   const selected = selectIds(ids, all, 'discard');
-  const store = new OutboxStore(config.schema);
+  const store = new OperatorStore(config.schema);
   const deleted = await withDatabase(config, log, (pool) => store.discardDead(pool, selected));
   io.out(`${deleted.length} dead message${deleted.length === 1 ? '' : 's'} discarded`);
   reportMissing(selected, deleted);

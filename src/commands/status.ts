@@ -1,7 +1,7 @@
 import type { Config } from '../config/load-config';
 import { verifySchema } from '../db/migrator';
 import type { Logger } from '../observability/logger';
-import { OutboxStore } from '../outbox/store';
+import { OperatorStore } from '../outbox/operator-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -18,7 +18,7 @@ export interface StatusReport {
 }
 
 export async function statusCommand(config: Config, log: Logger, io: Io, options: { json?: boolean }): Promise<void> {
-  const store = new OutboxStore(config.schema);
+  const store = new OperatorStore(config.schema);
   const report = await withDatabase(config, log, async (pool): Promise<StatusReport> => {
     const client = await pool.connect();
     try {

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { RelayHealth } from '../relay/health';
+import type { RelayHealth } from './health';
 import type { Logger } from './logger';
 import type { RelayMetrics } from './metrics';
 

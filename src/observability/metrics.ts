@@ -1,18 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { FAILURE_REASONS } from '../domain/outcome';
 
-/** Why a publish attempt did not end in a broker confirm (the `reason` label). */
-export type FailureReason =
-  | 'nack'
-  | 'unroutable'
-  | 'unknown_exchange'
-  | 'too_large'
-  | 'timeout'
-  | 'invalid_message'
-  | 'connection_lost';
-
-export const FAILURE_REASONS: readonly FailureReason[] = ['nack', 'unroutable', 'unknown_exchange', 'too_large', 'timeout', 'invalid_message', 'connection_lost'];
-
-/** Every metric of SPEC §7, registered on a registry of its own (never the global one). */
+/** Every metric the README's "Metrics and health" lists, registered on a registry of its own (never the global one). */
 export interface RelayMetrics {
   readonly registry: Registry;
   readonly lagSeconds: Gauge;

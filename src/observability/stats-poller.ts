@@ -1,5 +1,5 @@
-import type { Pool } from 'pg';
-import type { OutboxStore } from '../outbox/store';
+import type { OutboxStats } from '../domain/message';
+import { errorMessage } from '../errors';
 import type { Logger } from './logger';
 import type { RelayMetrics } from './metrics';
 
@@ -13,13 +13,11 @@ export class StatsPoller {
   private inFlight: Promise<void> | undefined;
 
   constructor(
-    private readonly pool: Pool,
-    private readonly store: OutboxStore,
+    /** Reads the counts (from the outbox table's partial indexes). */
+    private readonly readStats: () => Promise<OutboxStats>,
     private readonly metrics: RelayMetrics,
     private readonly log: Logger,
     private readonly intervalMs: number,
-    /** OUTBOX_ORDERING_ON_DEAD=block: dead messages hold their key (outbox_blocked_keys). */
-    private readonly deadHoldsKey: boolean,
   ) {}
 
   start(): void {
@@ -33,7 +31,7 @@ export class StatsPoller {
   refresh(): Promise<void> {
     this.inFlight ??= (async () => {
       try {
-        const stats = await this.store.stats(this.pool, this.deadHoldsKey);
+        const stats = await this.readStats();
         this.metrics.lagSeconds.set(stats.lagSeconds);
         this.metrics.pendingMessages.set({ state: 'due' }, stats.due);
         this.metrics.pendingMessages.set({ state: 'delayed' }, stats.delayed);
@@ -41,7 +39,7 @@ export class StatsPoller {
         this.metrics.blockedKeys.set(stats.blockedKeys);
       } catch (err: unknown) {
         // The relay loop reports database outages; the gauges keep their last value.
-        this.log.debug({ err: (err as Error).message }, 'cannot refresh outbox gauges');
+        this.log.debug({ err: errorMessage(err) }, 'cannot refresh outbox gauges');
       } finally {
         this.inFlight = undefined;
       }

@@ -1,9 +1,7 @@
-import type { KeyRow, OutboxMessage, ParkOrder } from '../outbox/store';
-
-export type { KeyRow, ParkOrder, ParkUntil } from '../outbox/store';
+import type { KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
 
 /**
- * Per-key ordering (SPEC §3.4), as a pure function of what one claim saw.
+ * Per-key ordering (see the README's "Ordering"), as a pure function of what one claim saw.
  *
  * A claim locks up to a batch of due rows in due order. For every key among
  * them the store then reads that key's unpublished rows in id order, up to the last
@@ -38,7 +36,7 @@ export function compareIds(a: string, b: string): number {
 }
 
 /** What the ordering check must read: per key, the last claimed id and how many were claimed. */
-export function keysToCheck(claimed: readonly OutboxMessage[]): { key: string; maxId: string; count: number }[] {
+export function keysToCheck(claimed: readonly OutboxMessage[]): KeyWindow[] {
   const byKey = new Map<string, { key: string; maxId: string; count: number }>();
   for (const m of claimed) {
     if (m.partitionKey === null) continue;

@@ -1,4 +1,4 @@
-import type { KeyRow, OutboxMessage } from '../../src/outbox/store';
+import type { KeyRow, OutboxMessage } from '../../src/domain/message';
 import { compareIds, keysToCheck, planBatch } from '../../src/relay/ordering';
 
 function msg(id: number, key: string | null, attempts = 0): OutboxMessage {

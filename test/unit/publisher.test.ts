@@ -1,9 +1,11 @@
 import { EventEmitter } from 'node:events';
 import type { ConfirmChannel, Options } from 'amqplib';
-import { PublishChannel } from '../../src/broker/connection';
-import { closeVerdict, publishBatch, publishProperties, type PublishOutcome } from '../../src/broker/publisher';
-import type { OutboxMessage } from '../../src/outbox/store';
-import { waitFor } from '../helpers/wait';
+import { closeVerdict } from '../../src/broker/close-reason';
+import { PublishChannel } from '../../src/broker/publish-channel';
+import { publishBatch, publishProperties } from '../../src/broker/publisher';
+import type { OutboxMessage } from '../../src/domain/message';
+import type { PublishOutcome } from '../../src/domain/outcome';
+import { waitFor } from '../kit/wait';
 
 let nextId = 1;
 

@@ -4,7 +4,7 @@ import { notifyChannel } from '../db/sql';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
 import { reconnectDelayMs } from '../retry/backoff';
-import { abortableDelay } from '../util/delay';
+import { abortableDelay, Waiters } from '../util/delay';
 
 /** How long the LISTEN self-test waits for its own notification before giving up. */
 const SELF_TEST_TIMEOUT_MS = 3_000;
@@ -12,7 +12,7 @@ const SELF_TEST_TIMEOUT_MS = 3_000;
 /**
  * Wakes the relay's workers on a NOTIFY on `<schema>.messages` — from the optional
  * trigger (migrations/optional/notify-on-insert.sql) or a producer's own pg_notify —
- * and otherwise lets them sleep until their next peek (see Relay.waitForWork).
+ * and otherwise lets them sleep until their next peek (see relay/loop.ts).
  *
  * A dedicated connection LISTENs. After LISTEN it notifies itself once: if that
  * notification never arrives (a transaction-pooling PgBouncer swallows them), it says
@@ -22,7 +22,7 @@ const SELF_TEST_TIMEOUT_MS = 3_000;
  */
 export class Wakeup {
   private generationCounter = 0;
-  private readonly waiters = new Set<() => void>();
+  private readonly waiters = new Waiters();
   private readonly controller = new AbortController();
   private running: Promise<void> | undefined;
 
@@ -40,7 +40,7 @@ export class Wakeup {
   /** Wakes every waiting worker now. */
   trigger(): void {
     this.generationCounter += 1;
-    for (const wake of [...this.waiters]) wake();
+    this.waiters.wakeAll();
   }
 
   /**
@@ -48,18 +48,8 @@ export class Wakeup {
    * notification arrived since the caller saw `seenGeneration`.
    */
   wait(ms: number, signal: AbortSignal, seenGeneration: number): Promise<void> {
-    if (ms <= 0 || signal.aborted || this.generationCounter !== seenGeneration) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.waiters.add(done);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    if (this.generationCounter !== seenGeneration) return Promise.resolve();
+    return abortableDelay(ms, signal, this.waiters.subscribe);
   }
 
   /** Starts listening in the background (idempotent). */
@@ -132,7 +122,7 @@ export class Wakeup {
   /** Stops listening and wakes every waiter. Idempotent. */
   async stop(): Promise<void> {
     this.controller.abort();
-    for (const wake of [...this.waiters]) wake();
+    this.waiters.wakeAll();
     await this.running;
   }
 }

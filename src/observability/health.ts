@@ -1,4 +1,4 @@
-import type { RelayMetrics } from '../observability/metrics';
+import type { RelayMetrics } from './metrics';
 
 /**
  * What /healthz and /readyz report. The relay's workers beat on every loop iteration;

@@ -1,6 +1,6 @@
-import type { PublishOutcome } from '../../src/broker/publisher';
-import type { OutboxMessage } from '../../src/outbox/store';
-import { decideMarks, type MarkSettings } from '../../src/relay/marks';
+import type { OutboxMessage } from '../../src/domain/message';
+import type { PublishOutcome } from '../../src/domain/outcome';
+import { decideMarks, type VerdictSettings } from '../../src/relay/verdicts';
 
 function msg(id: number, options: { key?: string; exchange?: string; attempts?: number } = {}): OutboxMessage {
   return {
@@ -20,7 +20,7 @@ function msg(id: number, options: { key?: string; exchange?: string; attempts?: 
   };
 }
 
-const SETTINGS: MarkSettings = { maxAttempts: 3, unroutable: 'publish', orderingOnDead: 'skip' };
+const SETTINGS: VerdictSettings = { maxAttempts: 3, unroutable: 'publish', orderingOnDead: 'skip' };
 const backoff = { delayMs: (n: number) => n * 100 };
 const ok: PublishOutcome = { kind: 'confirmed' };
 const nack: PublishOutcome = { kind: 'failed', reason: 'nack', error: 'nacked' };

@@ -1,0 +1,83 @@
+import type { Channel } from 'amqplib';
+
+export type TargetKind = 'exchange' | 'queue';
+
+/**
+ * Whether exchanges and queues exist, by passive declare on a channel of its own: a
+ * missing target closes that channel (reopened on the next check), never the publish
+ * channel. Shared by the relay and `outbox-relay check`.
+ */
+export class TopologyProbe {
+  private channel: Promise<Channel> | undefined;
+
+  constructor(private readonly openChannel: () => Promise<Channel>) {}
+
+  async exists(kind: TargetKind, name: string): Promise<boolean> {
+    if (kind === 'exchange' && name === '') return true; // the default exchange
+    this.channel ??= this.openChannel().then((channel) => {
+      channel.on('error', () => undefined);
+      channel.on('close', () => {
+        this.channel = undefined;
+      });
+      return channel;
+    });
+    const channel = await this.channel;
+    try {
+      if (kind === 'exchange') await channel.checkExchange(name);
+      else await channel.checkQueue(name);
+      return true;
+    } catch (err: unknown) {
+      this.channel = undefined;
+      const code = (err as { code?: unknown }).code;
+      if (code === 404) return false;
+      // 405 RESOURCE_LOCKED: an exclusive queue of another connection — it exists.
+      if (code === 405) return true;
+      throw err;
+    }
+  }
+
+  /** Which of `names` do not exist. */
+  async missing(kind: TargetKind, names: Iterable<string>): Promise<Set<string>> {
+    const missing = new Set<string>();
+    for (const name of new Set(names)) if (!(await this.exists(kind, name))) missing.add(name);
+    return missing;
+  }
+
+  /** Forgets the channel (the connection it lived on is gone). */
+  reset(): void {
+    this.channel = undefined;
+  }
+}
+
+/**
+ * The topology probe of the relay: positive answers are cached for `ttlMs`, so a batch
+ * costs no round trip for targets seen recently; `forget()` drops the cache (after the
+ * broker said one is missing, or on reconnect).
+ */
+export class CachedTopology {
+  /** `exchange:<name>` / `queue:<name>` → until when it is known to exist (epoch ms). */
+  private readonly known = new Map<string, number>();
+
+  constructor(
+    private readonly probe: TopologyProbe,
+    private readonly ttlMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async missing(kind: TargetKind, names: Iterable<string>): Promise<Set<string>> {
+    const missing = new Set<string>();
+    const now = this.now();
+    for (const name of new Set(names)) {
+      const key = `${kind}:${name}`;
+      if ((this.known.get(key) ?? 0) > now) continue;
+      if (await this.probe.exists(kind, name)) this.known.set(key, now + this.ttlMs);
+      else missing.add(name);
+    }
+    return missing;
+  }
+
+  forget(): void {
+    this.known.clear();
+    this.probe.reset();
+  }
+}

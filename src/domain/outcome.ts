@@ -1,0 +1,41 @@
+/** Why a publish attempt did not end in a broker confirm (the `reason` label). */
+export type FailureReason = 'nack' | 'unroutable' | 'unknown_exchange' | 'too_large' | 'timeout' | 'invalid_message' | 'connection_lost';
+
+export const FAILURE_REASONS: readonly FailureReason[] = [
+  'nack',
+  'unroutable',
+  'unknown_exchange',
+  'too_large',
+  'timeout',
+  'invalid_message',
+  'connection_lost',
+];
+
+/** A message-level failure: it costs the message an attempt. */
+export interface Failure {
+  readonly reason: FailureReason;
+  readonly error: string;
+}
+
+/**
+ * What the broker made of one message of a batch:
+ * - `confirmed`: the broker confirmed it (positive ack);
+ * - `returned`: confirmed, but returned as unroutable (no queue bound);
+ * - `failed`: a message-level failure that costs an attempt;
+ * - `unconfirmed`: the connection or channel went away first: no verdict, no attempt
+ *   burnt, the message stays pending for a later batch;
+ * - `held`: never sent (the relay's ordering held it back).
+ */
+export type PublishOutcome =
+  | { readonly kind: 'confirmed' }
+  | { readonly kind: 'returned'; readonly replyText: string }
+  | ({ readonly kind: 'failed' } & Failure)
+  | { readonly kind: 'unconfirmed'; readonly error: string }
+  | { readonly kind: 'held' };
+
+/**
+ * What the broker adapter knows of a message before it is sent: it cannot succeed
+ * (`fail`), it may close the channel (`apart`: over a size limit the broker taught
+ * before, so it is sent alone after the others), or nothing against it (`send`).
+ */
+export type Preflight = { readonly kind: 'send' } | { readonly kind: 'apart' } | ({ readonly kind: 'fail' } & Failure);

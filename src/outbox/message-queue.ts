@@ -1,0 +1,125 @@
+import type { ClientBase, Pool, PoolClient } from 'pg';
+import { qualified } from '../db/sql';
+import { withPoolTransaction } from '../db/transaction';
+import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
+import { relayStatements, type NamedStatement, type RelayStatementKey } from './relay-statements';
+import { toMessage, type ClaimedRow } from './rows';
+import { DUE, PENDING, UNPARKED } from './sql';
+
+/** Longest stored error text (characters). */
+const MAX_ERROR_CHARS = 2_000;
+
+/** What one claim transaction can do with the rows it locked. */
+export class ClaimSession {
+  constructor(
+    private readonly client: ClientBase,
+    private readonly statements: Readonly<Record<RelayStatementKey, NamedStatement>>,
+  ) {}
+
+  private run<R extends object>(key: RelayStatementKey, values: unknown[]): Promise<{ rows: R[] }> {
+    const { name, text } = this.statements[key];
+    return this.client.query<R>({ name, text, values });
+  }
+
+  /** Locks and returns up to `limit` due messages; the transaction holds the locks. */
+  async claim(limit: number): Promise<OutboxMessage[]> {
+    const { rows } = await this.run<ClaimedRow>('claim', [limit]);
+    return rows.map(toMessage);
+  }
+
+  /**
+   * For each key: its unpublished rows in id order up to `maxId`, at most `count + 1`.
+   * Dead rows count only when `deadHoldsKey` (OUTBOX_ORDERING_ON_DEAD=block).
+   */
+  async keyRows(keys: readonly KeyWindow[], deadHoldsKey: boolean): Promise<KeyRow[]> {
+    if (keys.length === 0) return [];
+    const { rows } = await this.run<KeyRow>('keyRows', [keys.map((k) => k.key), keys.map((k) => k.maxId), keys.map((k) => k.count + 1), deadHoldsKey]);
+    return rows;
+  }
+
+  /** Pushes the next attempt of rows that must wait behind an earlier message of their key. */
+  async park(orders: readonly ParkOrder[]): Promise<void> {
+    if (orders.length === 0) return;
+    await this.run('park', [
+      orders.map((o) => o.id),
+      orders.map((o) => ('at' in o.until ? o.until.at.toISOString() : null)),
+      orders.map((o) => ('inMs' in o.until ? o.until.inMs : null)),
+      orders.map((o) => 'forever' in o.until),
+    ]);
+  }
+
+  /** Marks confirmed messages published, or deletes them when retention is zero. */
+  async markPublished(ids: readonly string[], deleteNow: boolean): Promise<void> {
+    if (ids.length === 0) return;
+    await this.run(deleteNow ? 'deletePublished' : 'markPublished', [ids]);
+  }
+
+  /** Records failed attempts: attempts + 1, the error, the next attempt time or dead. */
+  async markFailed(failures: readonly FailedAttempt[]): Promise<void> {
+    if (failures.length === 0) return;
+    await this.run('markFailed', [
+      failures.map((f) => f.id),
+      failures.map((f) => f.error.slice(0, MAX_ERROR_CHARS)),
+      failures.map((f) => f.retryInMs),
+      failures.map((f) => f.dead),
+    ]);
+  }
+}
+
+/**
+ * The outbox as the relay sees it: a queue of due messages, claimed in transactions
+ * that hold their row locks until the batch is marked. Every value is a bound
+ * parameter; the schema is an escaped identifier.
+ */
+export class MessageQueue {
+  private readonly statements: Readonly<Record<RelayStatementKey, NamedStatement>>;
+  private readonly table: string;
+  private readonly openClaims = new Set<PoolClient>();
+
+  constructor(
+    private readonly pool: Pool,
+    schema: string,
+    /** Bounds a claim transaction left idle, so a hung relay cannot hold its rows forever (ms). */
+    private readonly idleClaimTimeoutMs: number,
+  ) {
+    this.statements = relayStatements(schema);
+    this.table = qualified(schema, 'messages');
+  }
+
+  /** Whether any message is due. */
+  async peek(): Promise<boolean> {
+    const { name, text } = this.statements.peek;
+    const { rows } = await this.pool.query<{ due: boolean }>({ name, text });
+    return rows[0]?.due ?? false;
+  }
+
+  /**
+   * Runs `work` in one claim transaction: committed when it resolves, rolled back when
+   * it throws. A lost mark only re-publishes (at-least-once), so the relay's own
+   * commits need not wait for the WAL flush (`synchronous_commit = off`).
+   */
+  withClaim<T>(work: (session: ClaimSession) => Promise<T>): Promise<T> {
+    return withPoolTransaction(this.pool, (client) => work(new ClaimSession(client, this.statements)), {
+      local: { idle_in_transaction_session_timeout: this.idleClaimTimeoutMs, synchronous_commit: 'off' },
+      track: this.openClaims,
+    });
+  }
+
+  /** Drops the connections of open claims (the database does not answer): PostgreSQL rolls them back. */
+  abandonClaims(): void {
+    for (const client of this.openClaims) client.release(new Error('shutdown'));
+    this.openClaims.clear();
+  }
+
+  /**
+   * Releases rows parked behind a dead message (OUTBOX_ORDERING_ON_DEAD=block): every
+   * such row, when a relay starts in skip mode. Returns how many were released.
+   */
+  async unparkAll(): Promise<number> {
+    const { rowCount } = await this.pool.query(
+      `UPDATE ${this.table} SET next_attempt_at = ${UNPARKED}
+        WHERE ${PENDING} AND ${DUE} = 'infinity' AND next_attempt_at = 'infinity'`,
+    );
+    return rowCount ?? 0;
+  }
+}

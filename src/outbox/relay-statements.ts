@@ -1,0 +1,71 @@
+import { createHash } from 'node:crypto';
+import { qualified } from '../db/sql';
+import { DUE, PENDING } from './sql';
+
+/** A statement node-postgres prepares once per connection (it has a name). */
+export interface NamedStatement {
+  readonly name: string;
+  readonly text: string;
+}
+
+/** The statements that run on every batch or peek, by what they do. */
+export type RelayStatementKey = 'peek' | 'claim' | 'keyRows' | 'park' | 'markPublished' | 'deletePublished' | 'markFailed';
+
+function texts(table: string): Record<RelayStatementKey, string> {
+  return {
+    // One index probe, no lock, no transaction: the wake-up's poll.
+    peek: `SELECT EXISTS (SELECT 1 FROM ${table} WHERE ${PENDING} AND ${DUE} <= now()) AS due`,
+    // The claim is one statement: the partial index messages_pending_due_idx yields due
+    // rows in due order (ties in heap order, roughly insertion order), LIMIT stops the
+    // scan, SKIP LOCKED passes over the rows another batch or replica holds. Rows a
+    // concurrent batch has just marked are re-checked by PostgreSQL against the WHERE
+    // clause after locking, so they drop out.
+    claim: `SELECT id, message_id, exchange, routing_key, message_type, payload::text AS payload_text, body,
+       content_type, headers, partition_key, correlation_id, created_at, available_at, attempts
+  FROM ${table}
+ WHERE ${PENDING} AND ${DUE} <= now()
+ ORDER BY ${DUE}
+ LIMIT $1
+   FOR UPDATE SKIP LOCKED`,
+    // For each key: its unpublished rows in id order up to the batch's last one (one
+    // index range scan per key on messages_pending_key_idx, bounded by the batch).
+    keyRows: `SELECT k.key, p.id, p.due > now() AS waiting, p.due, p.dead
+  FROM unnest($1::text[], $2::bigint[], $3::int[]) AS k(key, max_id, n)
+  CROSS JOIN LATERAL (
+        SELECT id, ${DUE} AS due, dead_at IS NOT NULL AS dead
+          FROM ${table}
+         WHERE partition_key = k.key AND published_at IS NULL AND id <= k.max_id AND ($4::boolean OR dead_at IS NULL)
+         ORDER BY id
+         LIMIT k.n) AS p`,
+    // GREATEST: parking never brings a row's own retry forward.
+    park: `UPDATE ${table} AS m
+   SET next_attempt_at = CASE
+         WHEN p.forever THEN 'infinity'::timestamptz
+         ELSE GREATEST(m.next_attempt_at, COALESCE(p.at, now() + p.in_ms * interval '1 millisecond'))
+       END
+  FROM unnest($1::bigint[], $2::timestamptz[], $3::double precision[], $4::boolean[]) AS p(id, at, in_ms, forever)
+ WHERE m.id = p.id`,
+    markPublished: `UPDATE ${table} SET published_at = now() WHERE id = ANY($1::bigint[])`,
+    deletePublished: `DELETE FROM ${table} WHERE id = ANY($1::bigint[])`,
+    markFailed: `UPDATE ${table} AS m
+   SET attempts = m.attempts + 1,
+       last_error = f.error,
+       next_attempt_at = now() + f.retry_in_ms * interval '1 millisecond',
+       dead_at = CASE WHEN f.dead THEN now() END
+  FROM unnest($1::bigint[], $2::text[], $3::double precision[], $4::boolean[]) AS f(id, error, retry_in_ms, dead)
+ WHERE m.id = f.id`,
+  };
+}
+
+const snakeCase = (key: string): string => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/**
+ * The relay's hot statements for one schema, each with its prepared-statement name.
+ * Names are per connection; the schema's hash in them keeps two schemas used over one
+ * connection apart while staying under PostgreSQL's 63-byte names.
+ */
+export function relayStatements(schema: string): Readonly<Record<RelayStatementKey, NamedStatement>> {
+  const suffix = createHash('sha1').update(schema).digest('hex').slice(0, 12);
+  const entries = Object.entries(texts(qualified(schema, 'messages'))).map(([key, text]) => [key, { name: `outbox_${snakeCase(key)}_${suffix}`, text }]);
+  return Object.freeze(Object.fromEntries(entries) as Record<RelayStatementKey, NamedStatement>);
+}

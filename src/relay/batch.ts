@@ -1,0 +1,70 @@
+import type { OutboxMessage } from '../domain/message';
+import type { BackoffPolicy } from '../retry/backoff';
+import { keysToCheck, planBatch } from './ordering';
+import type { BrokerPort, Clock, QueuePort } from './ports';
+import { sendBatch } from './send';
+import { decideVerdicts, marksOf, type Verdict, type VerdictSettings } from './verdicts';
+
+/** The settings one batch reads. */
+export interface BatchSettings extends VerdictSettings {
+  readonly batchSize: number;
+  readonly publishTimeoutMs: number;
+  /** 0: published messages are deleted at once instead of marked. */
+  readonly retentionMs: number;
+}
+
+/** What one claim-to-commit pass did: the loop's next delay and every metric and log come from it. */
+export interface BatchReport {
+  readonly claimed: number;
+  /** The messages sent (or meant to be), in id order, and the verdict on each. */
+  readonly messages: readonly OutboxMessage[];
+  readonly verdicts: readonly Verdict[];
+  /** Claimed rows the ordering parked behind a blocker that is not due. */
+  readonly parkedBehindKey: number;
+  /** Claimed rows waiting for an earlier message of their key in flight elsewhere, or held behind one of this batch. */
+  readonly held: number;
+  /** Messages were sent but none got a verdict (the broker went away mid-batch). */
+  readonly noProgress: boolean;
+  readonly durationMs: number;
+}
+
+export interface BatchDeps {
+  readonly queue: QueuePort;
+  readonly broker: BrokerPort;
+  readonly backoff: BackoffPolicy;
+  readonly clock: Clock;
+}
+
+/**
+ * One pass: claim due rows, keep each key's order, send, decide a verdict for every
+ * message, write the marks, commit. The claim transaction stays open across the
+ * publish (see docs/architecture.md for why): a relay that dies releases its rows at
+ * once. Throws when the database or the broker connection fails; the transaction is
+ * then rolled back and every claimed row stays as it was.
+ */
+export async function runBatch(deps: BatchDeps, settings: BatchSettings, abandon: AbortSignal): Promise<BatchReport> {
+  const { queue, broker, backoff, clock } = deps;
+  const started = clock.now();
+  const report = await queue.withClaim(async (claim): Promise<Omit<BatchReport, 'durationMs'>> => {
+    const claimed = await claim.claim(settings.batchSize);
+    if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, noProgress: false };
+    const keyRows = await claim.keyRows(keysToCheck(claimed), settings.orderingOnDead === 'block');
+    const plan = planBatch(claimed, keyRows);
+    const publishStarted = clock.now();
+    const outcomes = plan.publish.length > 0 ? await sendBatch(broker, plan.publish, { timeoutMs: settings.publishTimeoutMs, signal: abandon }) : [];
+    const verdicts = decideVerdicts(plan.publish, outcomes, settings, backoff, broker.blockedAtAnyTimeSince(publishStarted));
+    const marks = marksOf(plan.publish, verdicts);
+    await claim.markPublished(marks.published, settings.retentionMs === 0);
+    await claim.markFailed(marks.failed);
+    await claim.park([...plan.park, ...marks.park]);
+    return {
+      claimed: claimed.length,
+      messages: plan.publish,
+      verdicts,
+      parkedBehindKey: plan.park.length,
+      held: plan.held + marks.held,
+      noProgress: plan.publish.length > 0 && marks.published.length === 0 && marks.failed.length === 0 && marks.park.length === 0,
+    };
+  });
+  return { ...report, durationMs: clock.now() - started };
+}

@@ -1,0 +1,153 @@
+import { errorMessage, OutboxError } from '../errors';
+import type { Logger } from '../observability/logger';
+import type { BackoffPolicy } from '../retry/backoff';
+import { isTransientDatabaseError } from '../retry/classify';
+import { unrefSleep } from '../util/delay';
+import { runBatch, type BatchReport, type BatchSettings } from './batch';
+import type { BrokerPort, Clock, HealthPort, QueuePort, WakePort } from './ports';
+import { nextStep, type Turn } from './schedule';
+
+/** Peek interval while messages flow (ms): bounds the latency of a commit to a few ms. */
+const HOT_POLL_MS = 3;
+/** How long after the last message found the relay keeps peeking fast (ms). */
+const HOT_WINDOW_MS = 2_000;
+/** How long abandoned batches get to roll back before their connections are dropped (ms). */
+const ABANDON_GRACE_MS = 2_000;
+
+/** The settings the loop reads; a subset of `Config`. */
+export interface LoopSettings extends BatchSettings {
+  readonly pollIntervalMs: number;
+  readonly shutdownTimeoutMs: number;
+  /** Batches in flight at once per relay (the claim of the next overlaps the confirms of the last). */
+  readonly concurrency: number;
+}
+
+export interface LoopDeps {
+  readonly queue: QueuePort;
+  readonly broker: BrokerPort;
+  readonly wake: WakePort;
+  readonly backoff: BackoffPolicy;
+  readonly health: HealthPort;
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** Told about every committed batch (metrics and logs). */
+  readonly onBatch: (report: BatchReport) => void;
+  /** The reconnect backoff after an error (ms); jittered by default. */
+  readonly errorBackoffMs?: (consecutiveErrors: number) => number;
+}
+
+/**
+ * The relay loop: `concurrency` workers, each claiming and publishing one batch at a
+ * time (relay/batch.ts) and waiting as relay/schedule.ts says. Errors never escape:
+ * they are logged, shown in /readyz, and backed off. Every sleep aborts on shutdown.
+ */
+export class RelayLoop {
+  private readonly controller = new AbortController();
+  /** Aborts the publish waits of in-flight batches when the shutdown timeout is up. */
+  private readonly abandon = new AbortController();
+  private workers: Promise<void>[] = [];
+  private stopping: Promise<void> | undefined;
+  /** When a claim last found messages (epoch ms): decides hot or idle peeking. */
+  private lastFoundAt = 0;
+
+  constructor(
+    private readonly settings: LoopSettings,
+    private readonly deps: LoopDeps,
+  ) {}
+
+  /** Starts the workers. */
+  start(): void {
+    if (this.workers.length > 0 || this.stopping) return;
+    this.deps.health.setRunning(true);
+    for (let worker = 0; worker < this.settings.concurrency; worker += 1) this.workers.push(this.work(worker));
+  }
+
+  private async work(worker: number): Promise<void> {
+    const { broker, wake, health } = this.deps;
+    const signal = this.controller.signal;
+    let consecutiveErrors = 0;
+    while (!signal.aborted) {
+      health.beat();
+      if (!broker.connected) {
+        // Wake now and then while waiting: the loop is not stuck, /healthz stays 200.
+        await broker.waitUntilConnected(signal, this.settings.pollIntervalMs);
+        continue;
+      }
+      const seen = wake.generation;
+      const turn: Turn = broker.blocked ? { kind: 'broker_blocked' } : await this.turn(worker, consecutiveErrors);
+      const next = nextStep(turn, consecutiveErrors, this.settings, this.deps.errorBackoffMs);
+      consecutiveErrors = next.consecutiveErrors;
+      if (next.wakeOthers) wake.trigger();
+      if (next.idle) await this.waitForWork(worker, signal, seen);
+      else await wake.wait(next.delayMs, signal, seen);
+    }
+  }
+
+  private async turn(worker: number, consecutiveErrors: number): Promise<Turn> {
+    const { health, log } = this.deps;
+    try {
+      const report = await runBatch(this.deps, this.settings, this.abandon.signal);
+      if (!health.databaseUp) log.info('database reachable again');
+      health.setDatabaseUp(true);
+      if (report.claimed > 0) this.lastFoundAt = this.deps.clock.now();
+      this.deps.onBatch(report);
+      return { kind: 'batch', claimed: report.claimed, held: report.held, noProgress: report.noProgress };
+    } catch (err: unknown) {
+      if (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') {
+        log.debug({ worker }, 'broker unavailable; waiting');
+      } else if (isTransientDatabaseError(err)) {
+        if (health.databaseUp || consecutiveErrors === 0) log.warn({ err: errorMessage(err) }, 'database unavailable; retrying');
+        health.setDatabaseUp(false);
+      } else {
+        log.error({ err: errorMessage(err) }, 'batch failed');
+      }
+      return { kind: 'error' };
+    }
+  }
+
+  /**
+   * The wake-up (measured by `npm run bench`; see the README's Performance section):
+   * while messages have been flowing in the last HOT_WINDOW_MS, worker 0 peeks every
+   * HOT_POLL_MS with one cheap indexed query, so a commit is published within a few
+   * milliseconds without any cost to the producer's transaction; when the outbox has
+   * been quiet it peeks every OUTBOX_POLL_INTERVAL_MS. A NOTIFY on '<schema>.messages'
+   * (the optional trigger, or the producer's own) wakes every worker at once. The other
+   * workers sleep until worker 0 finds a full batch.
+   */
+  private async waitForWork(worker: number, signal: AbortSignal, seen: number): Promise<void> {
+    const { wake, queue, health, clock } = this.deps;
+    while (!signal.aborted) {
+      health.beat();
+      const hot = worker === 0 && clock.now() - this.lastFoundAt < HOT_WINDOW_MS;
+      await wake.wait(hot ? HOT_POLL_MS : this.settings.pollIntervalMs, signal, seen);
+      if (wake.generation !== seen || signal.aborted || worker !== 0) return;
+      try {
+        if (await queue.peek()) return;
+      } catch {
+        return; // the claim reports the database's state
+      }
+    }
+  }
+
+  /**
+   * Stops claiming, lets in-flight batches finish within the shutdown timeout, then
+   * abandons them (unconfirmed messages stay pending; their locks are released).
+   * Idempotent: every caller gets the same promise.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.controller.abort();
+      const all = Promise.all(this.workers);
+      const finishedInTime = await Promise.race([all.then(() => true), unrefSleep(this.settings.shutdownTimeoutMs).then(() => false)]);
+      if (!finishedInTime) {
+        this.deps.log.warn({ timeoutMs: this.settings.shutdownTimeoutMs }, 'shutdown timeout: abandoning the in-flight batch');
+        this.abandon.abort();
+        const rolledBack = await Promise.race([all.then(() => true), unrefSleep(ABANDON_GRACE_MS).then(() => false)]);
+        // The database does not answer: drop the connections, PostgreSQL rolls back.
+        if (!rolledBack) this.deps.queue.abandonClaims();
+      }
+      this.deps.health.setRunning(false);
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,56 @@
+import type { OutboxMessage } from '../domain/message';
+import type { Logger } from '../observability/logger';
+import type { RelayMetrics } from '../observability/metrics';
+import type { BatchReport } from './batch';
+
+/**
+ * Metrics and logs of a committed batch, derived from its verdicts only — the same
+ * verdicts its marks were written from, so the counters never disagree with the table.
+ */
+export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Logger, nowMs: number): void {
+  if (report.claimed === 0) return;
+  let published = 0;
+  let unconfirmed = 0;
+  const failed: { message: OutboxMessage; error: string; dead: boolean }[] = [];
+  report.verdicts.forEach((verdict, index) => {
+    const message = report.messages[index] as OutboxMessage;
+    switch (verdict.kind) {
+      case 'published': {
+        published += 1;
+        if (verdict.returned) metrics.unroutableTotal.inc();
+        const from = Math.max(message.availableAt.getTime(), message.createdAt.getTime());
+        metrics.deliveryLatencySeconds.observe(Math.max(0, nowMs - from) / 1000);
+        break;
+      }
+      case 'failed':
+        if (verdict.returned) metrics.unroutableTotal.inc();
+        metrics.publishFailuresTotal.inc({ reason: verdict.reason });
+        failed.push({ message, error: verdict.error, dead: verdict.dead });
+        break;
+      case 'unconfirmed':
+        unconfirmed += 1;
+        break;
+      case 'parked':
+      case 'held':
+        break;
+    }
+  });
+  if (unconfirmed > 0) metrics.publishFailuresTotal.inc({ reason: 'connection_lost' }, unconfirmed);
+  metrics.publishedTotal.inc(published);
+  const dead = failed.filter((f) => f.dead);
+  if (dead.length > 0) metrics.deadTotal.inc(dead.length);
+  metrics.batchDurationSeconds.observe(report.durationMs / 1000);
+  const ms = Math.round(report.durationMs);
+  if (failed.length > 0 || unconfirmed > 0) {
+    const heldBehindKey = report.verdicts.filter((v) => v.kind === 'parked' || (v.kind === 'held' && v.cause === 'key')).length;
+    log.warn(
+      { published, failed: failed.length, dead: dead.length, unconfirmed, heldBehindKey, firstError: failed[0]?.error, ms },
+      'batch had failures',
+    );
+  } else {
+    log.debug({ published, ms }, 'published batch');
+  }
+  for (const { message, error } of dead) {
+    log.error({ messageId: message.messageId, exchange: message.exchange, attempts: message.attempts + 1, error }, 'message is dead');
+  }
+}

@@ -1,0 +1,67 @@
+import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
+import type { Preflight, PublishOutcome } from '../domain/outcome';
+
+/**
+ * The narrow views of the outside world that the loop and the batch work against.
+ * The composition root (app.ts) passes the real adapters (outbox/message-queue.ts,
+ * broker/relay-broker.ts, outbox/wakeup.ts); unit tests pass fakes.
+ */
+
+/** What one claim transaction can do with the rows it locked. */
+export interface ClaimPort {
+  claim(limit: number): Promise<OutboxMessage[]>;
+  keyRows(keys: readonly KeyWindow[], deadHoldsKey: boolean): Promise<KeyRow[]>;
+  markPublished(ids: readonly string[], deleteNow: boolean): Promise<void>;
+  markFailed(failures: readonly FailedAttempt[]): Promise<void>;
+  park(orders: readonly ParkOrder[]): Promise<void>;
+}
+
+/** The queue of messages in the outbox table. */
+export interface QueuePort {
+  /** Whether any message is due (cheap; no lock). */
+  peek(): Promise<boolean>;
+  /** Runs `work` in one claim transaction: committed when it resolves, rolled back when it throws. */
+  withClaim<T>(work: (claim: ClaimPort) => Promise<T>): Promise<T>;
+  /** Drops open claims whose database does not answer (shutdown). */
+  abandonClaims(): void;
+}
+
+/** The broker, as far as publishing goes. */
+export interface BrokerPort {
+  readonly connected: boolean;
+  /** True while the broker refuses publishes (a resource alarm). */
+  readonly blocked: boolean;
+  /** Whether the broker was blocked at any time since `epochMs`. */
+  blockedAtAnyTimeSince(epochMs: number): boolean;
+  /** Resolves once connected, after `maxWaitMs`, or when `signal` aborts. */
+  waitUntilConnected(signal: AbortSignal, maxWaitMs: number): Promise<void>;
+  /** What is known against each message before it is sent (missing targets, learned limits). */
+  preflight(messages: readonly OutboxMessage[]): Promise<Preflight[]>;
+  /** Publishes pipelined with confirms; one outcome per message, never throws for a message's sake. */
+  publish(messages: readonly OutboxMessage[], options: { timeoutMs: number; signal: AbortSignal }): Promise<PublishOutcome[]>;
+}
+
+/** Wakes sleeping workers when new messages may be due (a NOTIFY, another worker's backlog). */
+export interface WakePort {
+  /** Increases on every wake-up; a worker compares it to skip a sleep. */
+  readonly generation: number;
+  trigger(): void;
+  /** Sleeps up to `ms`; returns early on a wake-up, on abort, or at once when one came since `seenGeneration`. */
+  wait(ms: number, signal: AbortSignal, seenGeneration: number): Promise<void>;
+}
+
+/** Time, for the loop's decisions. */
+export interface Clock {
+  now(): number;
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
+
+/** What the loop reports to /healthz and /readyz. */
+export interface HealthPort {
+  readonly databaseUp: boolean;
+  /** The loop is alive (called on every turn). */
+  beat(): void;
+  setRunning(running: boolean): void;
+  setDatabaseUp(up: boolean): void;
+}

@@ -1,0 +1,52 @@
+import type { OutboxMessage } from '../domain/message';
+import type { PublishOutcome } from '../domain/outcome';
+import { KeyStops } from './key-stops';
+import type { BrokerPort } from './ports';
+
+/**
+ * Sends a batch (in id order) and returns one outcome per message. What the broker
+ * adapter knows before sending is applied first: a message that cannot succeed fails
+ * unsent, a message that may close the channel goes out alone after the others; either
+ * holds back the later messages of its key in this batch (they are not sent). The rest
+ * is published pipelined.
+ */
+export async function sendBatch(
+  broker: BrokerPort,
+  messages: readonly OutboxMessage[],
+  options: { timeoutMs: number; signal: AbortSignal },
+): Promise<PublishOutcome[]> {
+  const preflight = await broker.preflight(messages);
+  const outcomes: (PublishOutcome | undefined)[] = new Array(messages.length).fill(undefined);
+  const stops = new KeyStops();
+  const together: number[] = [];
+  const apart: number[] = [];
+  messages.forEach((message, index) => {
+    const check = preflight[index] ?? { kind: 'send' };
+    if (stops.isStopped(message)) {
+      outcomes[index] = { kind: 'held' };
+    } else if (check.kind === 'fail') {
+      outcomes[index] = { kind: 'failed', reason: check.reason, error: check.error };
+      stops.stop(message);
+    } else if (check.kind === 'apart') {
+      apart.push(index);
+      stops.stop(message);
+    } else {
+      together.push(index);
+    }
+  });
+  const publish = async (indexes: readonly number[]): Promise<void> => {
+    const results = await broker.publish(
+      indexes.map((i) => messages[i] as OutboxMessage),
+      options,
+    );
+    indexes.forEach((messageIndex, i) => {
+      outcomes[messageIndex] = results[i];
+    });
+  };
+  if (together.length > 0) await publish(together);
+  for (const index of apart) {
+    if (options.signal.aborted) outcomes[index] = { kind: 'unconfirmed', error: 'shutting down' };
+    else await publish([index]);
+  }
+  return outcomes as PublishOutcome[];
+}

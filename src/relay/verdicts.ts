@@ -1,0 +1,133 @@
+import type { FailedAttempt, OutboxMessage, ParkOrder, ParkUntil } from '../domain/message';
+import type { Failure, PublishOutcome } from '../domain/outcome';
+import type { BackoffPolicy } from '../retry/backoff';
+import { KeyStops } from './key-stops';
+
+/**
+ * The one decision of a batch about each message it published, from which both the
+ * marks written to the table and the metrics and logs are derived (so they cannot
+ * disagree):
+ * - `published`: confirmed (or returned on a named exchange, counted as published);
+ * - `failed`: an attempt burnt, retried after `retryInMs` or dead;
+ * - `parked`: behind an earlier message of its key that failed: waits until it is due;
+ * - `held`: left as it was for the next claim — behind an earlier message of its key
+ *   that got no verdict (`key`), timed out while the broker blocked publishers
+ *   (`broker_blocked`), or not sent at all (`not_sent`);
+ * - `unconfirmed`: the connection or channel went away before its confirm.
+ */
+export type Verdict =
+  | { readonly kind: 'published'; readonly returned: boolean }
+  | ({ readonly kind: 'failed'; readonly retryInMs: number; readonly dead: boolean; readonly returned: boolean } & Failure)
+  | { readonly kind: 'parked'; readonly until: ParkUntil }
+  | { readonly kind: 'held'; readonly cause: 'key' | 'broker_blocked' | 'not_sent' }
+  | { readonly kind: 'unconfirmed'; readonly error: string };
+
+/** The settings the decision reads. */
+export interface VerdictSettings {
+  readonly maxAttempts: number;
+  readonly unroutable: 'publish' | 'retry';
+  readonly orderingOnDead: 'skip' | 'block';
+}
+
+/**
+ * A command (default exchange) that no queue takes is a failure; an event nobody
+ * subscribes to yet is published unless OUTBOX_UNROUTABLE=retry.
+ */
+export function returnCountsAsPublished(message: OutboxMessage, settings: Pick<VerdictSettings, 'unroutable'>): boolean {
+  return message.exchange !== '' && settings.unroutable === 'publish';
+}
+
+function unroutableError(message: OutboxMessage, replyText: string): string {
+  return message.exchange === ''
+    ? `returned as unroutable: no queue named "${message.routingKey}" (${replyText})`
+    : `returned as unroutable by exchange "${message.exchange}" with routing key "${message.routingKey}" (${replyText})`;
+}
+
+/** What a message's own outcome makes of it, before its key is considered. */
+type OwnFailure = Failure & { readonly returned: boolean };
+
+function ownVerdict(message: OutboxMessage, outcome: PublishOutcome, settings: VerdictSettings, brokerWasBlocked: boolean): Verdict | OwnFailure {
+  switch (outcome.kind) {
+    case 'confirmed':
+      return { kind: 'published', returned: false };
+    case 'returned':
+      if (returnCountsAsPublished(message, settings)) return { kind: 'published', returned: true };
+      return { reason: 'unroutable', error: unroutableError(message, outcome.replyText), returned: true };
+    case 'failed':
+      // A confirm that timed out while the broker blocked publishers says nothing
+      // about the message: no attempt is burnt.
+      if (outcome.reason === 'timeout' && brokerWasBlocked) return { kind: 'held', cause: 'broker_blocked' };
+      return { reason: outcome.reason, error: outcome.error, returned: false };
+    case 'unconfirmed':
+      return { kind: 'unconfirmed', error: outcome.error };
+    case 'held':
+      return { kind: 'held', cause: 'not_sent' };
+  }
+}
+
+/**
+ * Turns outcomes (one per message, in id order) into verdicts. Within a key, a message
+ * that is not published stops the key for the rest of the batch: its later messages
+ * are not marked (they are published again after it, as duplicates if the broker took
+ * them) and, when the stopper waits for a retry or is dead under `block`, they are
+ * parked behind it.
+ */
+export function decideVerdicts(
+  messages: readonly OutboxMessage[],
+  outcomes: readonly PublishOutcome[],
+  settings: VerdictSettings,
+  backoff: BackoffPolicy,
+  brokerWasBlocked: boolean,
+): Verdict[] {
+  const stops = new KeyStops();
+  return messages.map((message, index): Verdict => {
+    if (stops.isStopped(message)) {
+      const until = stops.until(message);
+      return until ? { kind: 'parked', until } : { kind: 'held', cause: 'key' };
+    }
+    const own = ownVerdict(message, outcomes[index] as PublishOutcome, settings, brokerWasBlocked);
+    if ('kind' in own) {
+      if (own.kind !== 'published') stops.stop(message);
+      return own;
+    }
+    const attempts = message.attempts + 1;
+    const dead = attempts >= settings.maxAttempts;
+    const retryInMs = backoff.delayMs(attempts);
+    stops.stop(message, !dead ? { inMs: retryInMs } : settings.orderingOnDead === 'block' ? { forever: true } : undefined);
+    return { kind: 'failed', ...own, retryInMs, dead };
+  });
+}
+
+/** What a batch writes to the table for its published messages. */
+export interface Marks {
+  readonly published: string[];
+  readonly failed: FailedAttempt[];
+  /** Later messages of a key whose earlier message did not go through. */
+  readonly park: ParkOrder[];
+  /** Messages held behind an earlier message of their key (claimed again shortly). */
+  readonly held: number;
+}
+
+export function marksOf(messages: readonly OutboxMessage[], verdicts: readonly Verdict[]): Marks {
+  const marks: Marks = { published: [], failed: [], park: [], held: 0 };
+  let held = 0;
+  verdicts.forEach((verdict, index) => {
+    const { id } = messages[index] as OutboxMessage;
+    if (verdict.kind === 'published') marks.published.push(id);
+    else if (verdict.kind === 'failed') marks.failed.push({ id, error: verdict.error, retryInMs: verdict.retryInMs, dead: verdict.dead });
+    else if (verdict.kind === 'parked') marks.park.push({ id, until: verdict.until });
+    else if (verdict.kind === 'held' && verdict.cause === 'key') held += 1;
+  });
+  return { ...marks, held };
+}
+
+/** Verdicts and their marks in one call. */
+export function decideMarks(
+  messages: readonly OutboxMessage[],
+  outcomes: readonly PublishOutcome[],
+  settings: VerdictSettings,
+  backoff: BackoffPolicy,
+  brokerWasBlocked: boolean,
+): Marks {
+  return marksOf(messages, decideVerdicts(messages, outcomes, settings, backoff, brokerWasBlocked));
+}

@@ -1,0 +1,193 @@
+import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../../src/domain/message';
+import type { Preflight, PublishOutcome } from '../../src/domain/outcome';
+import type { BrokerPort, ClaimPort, HealthPort, QueuePort, WakePort } from '../../src/relay/ports';
+import { abortableDelay, Waiters } from '../../src/util/delay';
+
+/** Fakes of the loop's ports, for fast unit tests of the loop and the batch. */
+
+let nextId = 1;
+
+export function fakeMessage(overrides: Partial<OutboxMessage> = {}): OutboxMessage {
+  const id = nextId++;
+  return {
+    id: String(id),
+    messageId: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,
+    exchange: 'orders',
+    routingKey: 'order.created',
+    messageType: 'order.created',
+    content: Buffer.from(JSON.stringify({ n: id })),
+    contentType: 'application/json',
+    headers: {},
+    partitionKey: null,
+    correlationId: null,
+    createdAt: new Date(),
+    availableAt: new Date(),
+    attempts: 0,
+    ...overrides,
+  };
+}
+
+interface Row {
+  message: OutboxMessage;
+  published: boolean;
+  dead: boolean;
+  attempts: number;
+  dueAt: number;
+  locked: boolean;
+  errors: string[];
+}
+
+/** An outbox table in memory with claim transactions (locks released at commit or rollback). */
+export class FakeQueue implements QueuePort {
+  readonly rows: Row[] = [];
+  claims = 0;
+  abandoned = 0;
+  /** Makes every claim throw this (a database outage) while set. */
+  failWith: Error | undefined;
+
+  add(...messages: OutboxMessage[]): void {
+    for (const message of messages) this.rows.push({ message, published: false, dead: false, attempts: 0, dueAt: 0, locked: false, errors: [] });
+  }
+
+  pending(): Row[] {
+    return this.rows.filter((r) => !r.published && !r.dead);
+  }
+
+  published(): string[] {
+    return this.rows.filter((r) => r.published).map((r) => r.message.id);
+  }
+
+  peek(): Promise<boolean> {
+    return Promise.resolve(this.pending().some((r) => r.dueAt <= Date.now() && !r.locked));
+  }
+
+  async withClaim<T>(work: (claim: ClaimPort) => Promise<T>): Promise<T> {
+    this.claims += 1;
+    if (this.failWith) throw this.failWith;
+    const locked: Row[] = [];
+    const writes: (() => void)[] = [];
+    const byId = (id: string): Row => this.rows.find((r) => r.message.id === id) as Row;
+    const claim: ClaimPort = {
+      claim: (limit) => {
+        const due = this.pending().filter((r) => !r.locked && r.dueAt <= Date.now()).slice(0, limit);
+        for (const r of due) r.locked = true;
+        locked.push(...due);
+        return Promise.resolve(due.map((r) => ({ ...r.message, attempts: r.attempts })));
+      },
+      keyRows: (keys: readonly KeyWindow[]) =>
+        Promise.resolve(
+          keys.flatMap((k): KeyRow[] =>
+            this.rows
+              .filter((r) => r.message.partitionKey === k.key && !r.published && !r.dead && Number(r.message.id) <= Number(k.maxId))
+              .map((r) => ({ key: k.key, id: r.message.id, waiting: r.dueAt > Date.now(), due: new Date(r.dueAt), dead: r.dead })),
+          ),
+        ),
+      markPublished: (ids: readonly string[]) => {
+        writes.push(() => ids.forEach((id) => (byId(id).published = true)));
+        return Promise.resolve();
+      },
+      markFailed: (failures: readonly FailedAttempt[]) => {
+        writes.push(() =>
+          failures.forEach((f) => {
+            const row = byId(f.id);
+            row.attempts += 1;
+            row.errors.push(f.error);
+            row.dead = f.dead;
+            row.dueAt = Date.now() + f.retryInMs;
+          }),
+        );
+        return Promise.resolve();
+      },
+      park: (orders: readonly ParkOrder[]) => {
+        writes.push(() =>
+          orders.forEach((o) => {
+            const row = byId(o.id);
+            row.dueAt = 'forever' in o.until ? Infinity : 'at' in o.until ? o.until.at.getTime() : Date.now() + o.until.inMs;
+          }),
+        );
+        return Promise.resolve();
+      },
+    };
+    try {
+      const result = await work(claim);
+      for (const write of writes) write();
+      return result;
+    } finally {
+      for (const r of locked) r.locked = false;
+    }
+  }
+
+  abandonClaims(): void {
+    this.abandoned += 1;
+  }
+}
+
+/** A broker that answers each publish with `decide` (confirm by default), after `confirmDelayMs`. */
+export class FakeBroker implements BrokerPort {
+  connected = true;
+  blocked = false;
+  blockedSince: number | undefined;
+  readonly sent: OutboxMessage[] = [];
+  confirmDelayMs = 0;
+  decide: (message: OutboxMessage) => PublishOutcome = () => ({ kind: 'confirmed' });
+  preflightOf: (message: OutboxMessage) => Preflight = () => ({ kind: 'send' });
+  private readonly connectedWaiters = new Waiters();
+
+  setConnected(connected: boolean): void {
+    this.connected = connected;
+    if (connected) this.connectedWaiters.wakeAll();
+  }
+
+  blockedAtAnyTimeSince(epochMs: number): boolean {
+    return this.blocked || (this.blockedSince !== undefined && this.blockedSince >= epochMs);
+  }
+
+  waitUntilConnected(signal: AbortSignal, maxWaitMs: number): Promise<void> {
+    return this.connected ? Promise.resolve() : abortableDelay(maxWaitMs, signal, this.connectedWaiters.subscribe);
+  }
+
+  preflight(messages: readonly OutboxMessage[]): Promise<Preflight[]> {
+    return Promise.resolve(messages.map((m) => this.preflightOf(m)));
+  }
+
+  async publish(messages: readonly OutboxMessage[], options: { timeoutMs: number; signal: AbortSignal }): Promise<PublishOutcome[]> {
+    this.sent.push(...messages);
+    if (this.confirmDelayMs > 0) await abortableDelay(this.confirmDelayMs, options.signal);
+    if (options.signal.aborted) return messages.map(() => ({ kind: 'unconfirmed', error: 'shutting down' }));
+    return messages.map((m) => this.decide(m));
+  }
+}
+
+/** A wake source without a database: generation bumps on trigger. */
+export class FakeWake implements WakePort {
+  generation = 0;
+  private readonly waiters = new Waiters();
+
+  trigger(): void {
+    this.generation += 1;
+    this.waiters.wakeAll();
+  }
+
+  wait(ms: number, signal: AbortSignal, seenGeneration: number): Promise<void> {
+    if (this.generation !== seenGeneration) return Promise.resolve();
+    return abortableDelay(ms, signal, this.waiters.subscribe);
+  }
+}
+
+export class FakeHealth implements HealthPort {
+  databaseUp = false;
+  running = false;
+  beats = 0;
+
+  beat(): void {
+    this.beats += 1;
+  }
+
+  setRunning(running: boolean): void {
+    this.running = running;
+  }
+
+  setDatabaseUp(up: boolean): void {
+    this.databaseUp = up;
+  }
+}
