@@ -6,6 +6,12 @@ import type { PublishChannel } from './publish-channel';
 import { publishBatch } from './publisher';
 import { CachedTopology, TopologyProbe } from './topology';
 
+/** The part of the broker connection the adapter uses. */
+export type RelayConnection = Pick<
+  BrokerConnection,
+  'connected' | 'blocked' | 'blockedAtAnyTimeSince' | 'waitUntilConnected' | 'onConnected' | 'channel' | 'openChannel'
+>;
+
 /** How long a positive exchange or queue check stays cached (ms). */
 const TOPOLOGY_CACHE_MS = 30_000;
 
@@ -24,7 +30,7 @@ export class RelayBroker {
   private readonly topology: CachedTopology;
 
   constructor(
-    private readonly connection: BrokerConnection,
+    private readonly connection: RelayConnection,
     private readonly appId: string,
     topologyCacheMs = TOPOLOGY_CACHE_MS,
   ) {
