@@ -8,7 +8,7 @@
 -- (`outbox-relay migrate --print` prints exactly that, for the configured schema.)
 
 CREATE TABLE messages (
-    -- Relay-owned. Insertion order: the per-key ordering of SPEC §3.4 follows it.
+    -- Relay-owned. Insertion order: per-key ordering (README "Ordering") follows it.
     -- CACHE 1 keeps ids in insertion order across sessions; never raise it.
     id              bigint GENERATED ALWAYS AS IDENTITY (CACHE 1) PRIMARY KEY,
 

@@ -1,4 +1,4 @@
--- outbox-relay migration 0002: per-key ordering (SPEC §3.4).
+-- outbox-relay migration 0002: per-key ordering (README "Ordering").
 --
 -- Serves: the ordering check of every claim that holds keyed messages — for each key in
 -- the batch, its unpublished rows in id (insertion) order, up to the batch's last row of
