@@ -46,7 +46,7 @@ export function errorMessage(err: unknown): string {
   return message.replace(/\s*\n\s*/g, ' ').trim();
 }
 
-/** §4 exit codes: 2 for bad configuration or usage, 1 for any other failure. */
+/** CLI exit codes: 2 for bad configuration or usage, 1 for any other failure. */
 export function exitCodeFor(err: unknown): 1 | 2 {
   if (err instanceof OutboxError && (err.code === 'CONFIG_INVALID' || err.code === 'USAGE' || err.code === 'INVALID_ARGUMENT')) {
     return 2;

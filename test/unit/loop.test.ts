@@ -4,7 +4,8 @@ import { RelayLoop, type LoopSettings } from '../../src/relay/loop';
 import { systemClock } from '../../src/relay/ports';
 import type { BatchReport } from '../../src/relay/batch';
 import { waitFor } from '../kit/wait';
-import { FakeBroker, FakeHealth, FakeQueue, FakeWake, fakeMessage } from './relay-fakes';
+import { fakeMessage } from './fake-message';
+import { FakeBroker, FakeHealth, FakeQueue, FakeWake } from './relay-fakes';
 
 const SETTINGS: LoopSettings = {
   batchSize: 10,

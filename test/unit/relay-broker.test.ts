@@ -4,7 +4,7 @@ import { RelayBroker, type RelayConnection } from '../../src/broker/relay-broker
 import { PublishChannel } from '../../src/broker/publish-channel';
 import type { OutboxMessage } from '../../src/domain/message';
 import { sendBatch } from '../../src/relay/send';
-import { fakeMessage } from './relay-fakes';
+import { fakeMessage } from './fake-message';
 
 /**
  * A confirm channel of a broker with a max message size, as RabbitMQ behaves: a message

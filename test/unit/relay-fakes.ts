@@ -5,27 +5,6 @@ import { abortableDelay, Waiters } from '../../src/util/delay';
 
 /** Fakes of the loop's ports, for fast unit tests of the loop and the batch. */
 
-let nextId = 1;
-
-export function fakeMessage(overrides: Partial<OutboxMessage> = {}): OutboxMessage {
-  const id = nextId++;
-  return {
-    id: String(id),
-    messageId: `00000000-0000-4000-8000-${String(id).padStart(12, '0')}`,
-    exchange: 'orders',
-    routingKey: 'order.created',
-    messageType: 'order.created',
-    content: Buffer.from(JSON.stringify({ n: id })),
-    contentType: 'application/json',
-    headers: {},
-    partitionKey: null,
-    correlationId: null,
-    createdAt: new Date(),
-    availableAt: new Date(),
-    attempts: 0,
-    ...overrides,
-  };
-}
 
 interface Row {
   message: OutboxMessage;
