@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { CompiledQuery, type Transaction } from 'kysely';
+import type { CompiledQuery } from 'kysely';
 import { qualified } from '../db/sql';
 import { OutboxError } from '../errors';
 import type { MessageDefinition } from './define-message';
@@ -9,11 +9,34 @@ import type { MessageDefinition } from './define-message';
  * inside `BEGIN` (a `PoolClient` or `Client`), or a Kysely `Transaction`. The message
  * becomes visible to the relay when, and only if, that transaction commits.
  */
-export type Executor = SqlClient | Transaction<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type Executor = SqlClient | KyselyTransaction;
 
 /** What `enqueue` needs of a node-postgres client (any wrapper with this method works). */
 export interface SqlClient {
   query(text: string, values?: unknown[]): Promise<unknown>;
+}
+
+/**
+ * What `enqueue` needs of a Kysely `Transaction`: every `Transaction<DB>`, whatever its
+ * `DB`, has it. A `Kysely` instance outside a transaction does not (its `isTransaction`
+ * is a `boolean`, not `true`), so passing one does not compile: its INSERT would commit
+ * on its own, apart from the caller's change.
+ *
+ * Declared here instead of imported so that neither the producer nor its types need
+ * kysely installed; the query is handed to the caller's transaction, so kysely is only
+ * ever reached through it.
+ */
+export interface KyselyTransaction {
+  readonly isTransaction: true;
+  executeQuery(query: KyselyCompiledQuery): Promise<unknown>;
+}
+
+/** The compiled query `KyselyTransaction.executeQuery` receives: a raw SQL statement, as kysely's `CompiledQuery.raw` builds it. */
+export interface KyselyCompiledQuery {
+  readonly sql: string;
+  readonly parameters: readonly unknown[];
+  readonly query: { readonly kind: 'RawNode'; readonly sqlFragments: readonly string[]; readonly parameters: readonly [] };
+  readonly queryId: { readonly queryId: string };
 }
 
 /** Per-message options of `enqueue`. */
@@ -44,6 +67,19 @@ export interface EnqueueItem<TPayload = unknown> {
   readonly payload: TPayload;
   readonly options?: EnqueueOptions;
 }
+
+/**
+ * An item of any payload type: every `EnqueueItem<T>` is one (`MessageDefinition<never>`
+ * is what definitions of every payload type have in common).
+ */
+export interface AnyEnqueueItem {
+  readonly definition: MessageDefinition<never>;
+  readonly payload: unknown;
+  readonly options?: EnqueueOptions;
+}
+
+/** The item an `enqueueMany` element must be: an `EnqueueItem` whose payload fits its own definition. */
+export type CheckedItem<TItem> = TItem extends { readonly definition: MessageDefinition<infer TPayload> } ? EnqueueItem<TPayload> : never;
 
 /** Builds an item with its payload type checked against the definition. */
 export function message<TPayload>(definition: MessageDefinition<TPayload>, payload: NoInfer<TPayload>, options?: EnqueueOptions): EnqueueItem<TPayload> {
@@ -77,7 +113,7 @@ function invalid(type: string, what: string): OutboxError {
   return new OutboxError('INVALID_ARGUMENT', `enqueue(${type}): ${what}`);
 }
 
-function toRow(item: EnqueueItem): Row {
+function toRow(item: AnyEnqueueItem): Row {
   const { definition, payload } = item;
   const options = item.options ?? {};
   if (definition === null || typeof definition !== 'object' || typeof definition.type !== 'string') {
@@ -85,7 +121,9 @@ function toRow(item: EnqueueItem): Row {
   }
   const type = definition.type;
   if (payload === undefined || payload === null) throw invalid(type, `payload is ${String(payload)}`);
-  const routingKey = options.routingKey ?? (typeof definition.routingKey === 'function' ? definition.routingKey(payload) : definition.routingKey);
+  // The payload fits its definition: enqueueMany's signature checked each item.
+  const route = definition.routingKey as string | ((payload: unknown) => string);
+  const routingKey = options.routingKey ?? (typeof route === 'function' ? route(payload) : route);
   if (typeof routingKey !== 'string') throw invalid(type, 'routing key must be a string');
   if (definition.exchange === '' && routingKey === '') throw invalid(type, 'a command (default exchange) needs a routing key naming the target queue');
   const messageId = options.messageId ?? randomUUID();
@@ -152,22 +190,42 @@ function insertSql(schema: string): string {
    ORDER BY e.ord`;
 }
 
-function isKysely(executor: Executor): executor is Transaction<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  return typeof (executor as { executeQuery?: unknown }).executeQuery === 'function';
+function isKysely(executor: Executor): executor is KyselyTransaction {
+  return typeof (executor as Partial<KyselyTransaction>).executeQuery === 'function';
+}
+
+/**
+ * The statement as kysely's `CompiledQuery.raw(text, values)` builds it, without loading
+ * kysely; `satisfies` holds the shape to kysely's own type at compile time.
+ */
+function kyselyQuery(text: string, values: readonly unknown[]): KyselyCompiledQuery {
+  const query: KyselyCompiledQuery = {
+    sql: text,
+    parameters: values,
+    query: { kind: 'RawNode', sqlFragments: [text], parameters: [] },
+    queryId: { queryId: randomUUID() },
+  };
+  return query satisfies CompiledQuery;
 }
 
 /**
  * Writes many messages with ONE INSERT statement inside the caller's transaction.
+ * Items may have different payload types; each payload is checked against its own
+ * definition at compile time (build items with `message()`).
  * Validates everything first: a bad argument throws `OutboxError('INVALID_ARGUMENT')`
  * before anything is written. Returns the message ids, in order.
  */
-export async function enqueueMany(executor: Executor, items: readonly EnqueueItem<any>[], options: ProducerOptions = {}): Promise<string[]> { // eslint-disable-line @typescript-eslint/no-explicit-any
+export async function enqueueMany<const TItems extends readonly AnyEnqueueItem[]>(
+  executor: Executor,
+  items: TItems & { readonly [K in keyof TItems]: CheckedItem<TItems[K]> },
+  options: ProducerOptions = {},
+): Promise<string[]> {
   if (!Array.isArray(items)) throw new OutboxError('INVALID_ARGUMENT', 'enqueueMany: items must be an array');
   if (items.length === 0) return [];
   const rows = items.map(toRow);
   const text = insertSql(options.schema ?? 'outbox');
   const values = [JSON.stringify(rows)];
-  if (isKysely(executor)) await executor.executeQuery(CompiledQuery.raw(text, values));
+  if (isKysely(executor)) await executor.executeQuery(kyselyQuery(text, values));
   else await executor.query(text, values);
   return rows.map((r) => r.message_id);
 }
