@@ -1,5 +1,6 @@
 import type { Config } from '../config/load-config';
 import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate, renderMigrationSql, type Ledger } from '../db/migrator';
+import { withClient } from '../db/transaction';
 import type { Logger } from '../observability/logger';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
@@ -13,15 +14,10 @@ export async function migrateCommand(config: Config, log: Logger, io: Io, option
     return;
   }
   await withDatabase(config, log, async (pool) => {
-    const client = await pool.connect();
-    try {
-      const applied = await migrate(client, config.schema, migrations, ledger);
-      if (applied.length === 0) {
-        io.out(`schema "${config.schema}" is up to date (${migrations.length} migration${migrations.length === 1 ? '' : 's'} applied)`);
-      }
-      for (const m of applied) io.out(`applied ${m.fileName} to schema "${config.schema}"`);
-    } finally {
-      client.release();
+    const applied = await withClient(pool, (client) => migrate(client, config.schema, migrations, ledger));
+    if (applied.length === 0) {
+      io.out(`schema "${config.schema}" is up to date (${migrations.length} migration${migrations.length === 1 ? '' : 's'} applied)`);
     }
+    for (const m of applied) io.out(`applied ${m.fileName} to schema "${config.schema}"`);
   });
 }

@@ -1,5 +1,6 @@
 import type { Config } from '../config/load-config';
 import { verifySchema } from '../db/migrator';
+import { withClient } from '../db/transaction';
 import type { Logger } from '../observability/logger';
 import { OperatorStore } from '../outbox/operator-store';
 import type { Io } from './io';
@@ -20,12 +21,7 @@ export interface StatusReport {
 export async function statusCommand(config: Config, log: Logger, io: Io, options: { json?: boolean }): Promise<void> {
   const store = new OperatorStore(config.schema);
   const report = await withDatabase(config, log, async (pool): Promise<StatusReport> => {
-    const client = await pool.connect();
-    try {
-      await verifySchema(client, config.schema);
-    } finally {
-      client.release();
-    }
+    await withClient(pool, (client) => verifySchema(client, config.schema));
     const [stats, details] = await Promise.all([store.stats(pool), store.statusDetails(pool)]);
     return {
       schema: config.schema,

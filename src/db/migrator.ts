@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { ClientBase } from 'pg';
 import { OutboxError } from '../errors';
 import { ADVISORY_LOCK_NAMESPACE, qualified, quoteIdent } from './sql';
+import { inTransaction } from './transaction';
 
 /** One plain SQL migration file, `NNNN_name.sql`. */
 export interface Migration {
@@ -144,8 +145,7 @@ export async function migrate(
   migrations: readonly Migration[] = loadMigrations(),
   ledger: Ledger = 'schema_migrations',
 ): Promise<readonly Migration[]> {
-  await client.query('BEGIN');
-  try {
+  return inTransaction(client, async () => {
     await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [ADVISORY_LOCK_NAMESPACE, `migrate:${schema}`]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
     await client.query(ledgerDdl(schema, ledger));
@@ -161,12 +161,8 @@ export async function migrate(
         migration.checksum,
       ]);
     }
-    await client.query('COMMIT');
     return pending;
-  } catch (err: unknown) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  }
+  });
 }
 
 /**

@@ -6,6 +6,7 @@ import { createConsumer } from '../consumer/consumer';
 import { createPool } from '../db/pool';
 import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate } from '../db/migrator';
 import { quoteIdent } from '../db/sql';
+import { withPoolTransaction } from '../db/transaction';
 import type { Io } from '../commands/io';
 import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
@@ -124,20 +125,12 @@ export async function runDemo(config: Config, log: Logger, io: Io, options: Demo
     const started = Date.now();
     const placeOrder = async (): Promise<void> => {
       const order: OrderCreated = { orderId: randomUUID(), customer: `customer-${1 + (written % 97)}`, totalCents: 500 + ((written * 7919) % 20_000) };
-      const tx = await pool.connect();
-      try {
-        await tx.query('BEGIN');
+      await withPoolTransaction(pool, async (tx) => {
         await tx.query(`INSERT INTO ${quoteIdent(schema)}.orders (id, customer, total_cents) VALUES ($1, $2, $3)`, [order.orderId, order.customer, order.totalCents]);
         await enqueue(tx, OrderCreatedEvent, order, { schema, partitionKey: order.orderId });
-        await tx.query('COMMIT');
-        committedAt.set(order.orderId, Date.now());
-        written += 1;
-      } catch (err: unknown) {
-        await tx.query('ROLLBACK').catch(() => undefined);
-        throw err;
-      } finally {
-        tx.release();
-      }
+      });
+      committedAt.set(order.orderId, Date.now());
+      written += 1;
     };
     const published = async (): Promise<number> => (await relay.metrics.publishedTotal.get()).values[0]?.value ?? 0;
     const line = async (): Promise<string> => {
