@@ -1,6 +1,7 @@
 import { connect, type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import type { Pool, PoolClient } from 'pg';
 import { qualified } from '../db/sql';
+import { inTransaction } from '../db/transaction';
 import { errorMessage, OutboxError } from '../errors';
 import { abortableDelay } from '../util/delay';
 
@@ -131,32 +132,25 @@ export async function createConsumer<TPayload = unknown>(options: ConsumerOption
     };
     client.on('error', onError);
     try {
-      await client.query('BEGIN');
-      const { rowCount } = await client.query(`INSERT INTO ${inbox} (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [name, messageId]);
-      if (rowCount === 0) {
-        await client.query('ROLLBACK');
-        return 'duplicate';
-      }
-      await options.handler(
-        {
-          messageId,
-          type: msg.properties.type as string | undefined,
-          payload: decode(msg) as TPayload,
-          headers: (msg.properties.headers ?? {}) as Record<string, unknown>,
-          correlationId: msg.properties.correlationId as string | undefined,
-          routingKey: msg.fields.routingKey,
-          exchange: msg.fields.exchange,
-          raw: msg,
-        },
-        client,
-      );
-      await client.query('COMMIT');
-      return 'handled';
-    } catch (err: unknown) {
-      await client.query('ROLLBACK').catch((rollbackError: unknown) => {
-        broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError));
+      // A duplicate's INSERT did nothing: committing that empty transaction is the same as rolling it back.
+      return await inTransaction(client, async () => {
+        const { rowCount } = await client.query(`INSERT INTO ${inbox} (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [name, messageId]);
+        if (rowCount === 0) return 'duplicate';
+        await options.handler(
+          {
+            messageId,
+            type: msg.properties.type as string | undefined,
+            payload: decode(msg) as TPayload,
+            headers: (msg.properties.headers ?? {}) as Record<string, unknown>,
+            correlationId: msg.properties.correlationId as string | undefined,
+            routingKey: msg.fields.routingKey,
+            exchange: msg.fields.exchange,
+            raw: msg,
+          },
+          client,
+        );
+        return 'handled';
       });
-      throw err;
     } finally {
       client.off('error', onError);
       client.release(broken);
