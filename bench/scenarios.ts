@@ -2,27 +2,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { connect } from 'amqplib';
 import type { Pool } from 'pg';
-import { AMQP_URL, DATABASE_URL, insertBacklog, outboxSchema, PAD, percentile, RelayProcess, sleep, uniqueName } from './support';
-
-/** A durable topic exchange with one durable queue bound to everything; `drop()` deletes both. */
-async function topology(): Promise<{ exchange: string; queue: string; drop(): Promise<void> }> {
-  const model = await connect(AMQP_URL);
-  const channel = await model.createChannel();
-  const exchange = uniqueName('bench');
-  const queue = uniqueName('bench_q');
-  await channel.assertExchange(exchange, 'topic', { durable: true });
-  await channel.assertQueue(queue, { durable: true });
-  await channel.bindQueue(queue, exchange, '#');
-  return {
-    exchange,
-    queue,
-    drop: async () => {
-      await channel.deleteQueue(queue);
-      await channel.deleteExchange(exchange);
-      await model.close();
-    },
-  };
-}
+import { AMQP_URL, DATABASE_URL, insertBacklog, outboxSchema, PAD, percentile, publishedBy, sleep, startRelay, topology } from './support';
 
 /** The ceiling: a plain amqplib confirm-channel publisher, 1,000 confirms outstanding. */
 export async function bare(count: number): Promise<number> {
@@ -63,10 +43,10 @@ export async function drain(pool: Pool, count: number, keys: number, relays: num
   const outbox = await outboxSchema(pool);
   try {
     await insertBacklog(pool, outbox.schema, topo.exchange, count, keys);
-    const processes = await Promise.all(Array.from({ length: relays }, () => RelayProcess.start({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env })));
+    const processes = await Promise.all(Array.from({ length: relays }, () => startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env })));
     try {
       await Promise.all(processes.map((p) => p.ready()));
-      const published = async (): Promise<number> => (await Promise.all(processes.map((p) => p.metric('outbox_messages_published_total')))).reduce((a, b) => a + b, 0);
+      const published = (): Promise<number> => publishedBy(processes);
       const startedAt = performance.now();
       const before = await published();
       let now = before;
@@ -100,22 +80,15 @@ export async function latency(pool: Pool, rate: number, seconds: number, env: Re
   const outbox = await outboxSchema(pool);
   await pool.query(`CREATE TABLE "${outbox.schema}".accounts (id int PRIMARY KEY, balance bigint NOT NULL)`);
   await pool.query(`INSERT INTO "${outbox.schema}".accounts SELECT g, 0 FROM generate_series(1, 1000) g`);
-  const relay = await RelayProcess.start({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env });
-  const model = await connect(AMQP_URL);
-  const channel = await model.createChannel();
+  const relay = await startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env });
   const committedAt = new Map<number, number>();
   const latencies: number[] = [];
   const warmup = Math.floor(rate); // the first second is not measured
-  await channel.consume(
-    topo.queue,
-    (msg) => {
-      if (!msg) return;
-      const n = (JSON.parse(msg.content.toString()) as { n: number }).n;
-      const at = committedAt.get(n);
-      if (at !== undefined && n > warmup) latencies.push(performance.now() - at);
-    },
-    { noAck: true },
-  );
+  await topo.broker.consume(topo.queue, (msg) => {
+    const n = (JSON.parse(msg.content.toString()) as { n: number }).n;
+    const at = committedAt.get(n);
+    if (at !== undefined && n > warmup) latencies.push(performance.now() - at);
+  });
   try {
     await relay.ready();
     const clients = await Promise.all(Array.from({ length: 4 }, () => pool.connect()));
@@ -144,7 +117,6 @@ export async function latency(pool: Pool, rate: number, seconds: number, env: Re
     const deadline = performance.now() + 10_000;
     while (latencies.length < total - warmup && performance.now() < deadline) await sleep(20);
   } finally {
-    await model.close();
     await relay.stop();
     await outbox.drop();
     await topo.drop();
@@ -180,19 +152,18 @@ export async function scale(pool: Pool, backlog: number, env: Record<string, str
     await insertBacklog(pool, outbox.schema, topo.exchange, backlog, 0);
     const statusMs: number[] = [];
     for (let i = 0; i < 3; i += 1) statusMs.push(await statusOnce(outbox.schema));
-    const relay = await RelayProcess.start({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env });
+    const relay = await startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env });
     try {
       await relay.ready();
-      const port = relay.port;
       const startedAt = performance.now();
       const metricsScrapeMs: number[] = [];
       let peakRssMiB = 0;
       let published = 0;
       while (published < backlog) {
         const t = performance.now();
-        const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+        const metrics = await relay.metrics();
         if (metricsScrapeMs.length < 50) metricsScrapeMs.push(performance.now() - t);
-        published = Number(/^outbox_messages_published_total (\S+)$/m.exec(text)?.[1] ?? 0);
+        published = metrics.value('outbox_messages_published_total') ?? 0;
         peakRssMiB = Math.max(peakRssMiB, relay.peakRssMiB());
         await sleep(200);
       }
@@ -224,7 +195,7 @@ export async function producerCost(pool: Pool, variant: ProducerVariant, seconds
   if (variant === '+ optional NOTIFY trigger') {
     await pool.query(`CREATE TRIGGER bench_notify AFTER INSERT ON ${s}.messages FOR EACH STATEMENT EXECUTE FUNCTION ${s}.notify_messages_inserted()`);
   }
-  const relay = variant === '+ relay publishing alongside' ? await RelayProcess.start({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn' }) : undefined;
+  const relay = variant === '+ relay publishing alongside' ? await startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn' }) : undefined;
   try {
     await relay?.ready();
     const clients = await Promise.all(Array.from({ length: 8 }, () => pool.connect()));

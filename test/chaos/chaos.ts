@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { Pool } from 'pg';
-import { migrate } from '../../src/db/migrator';
-import { RelayProcess } from '../helpers/relay-process';
-import { testAmqpUrl, testDatabaseUrl } from '../helpers/services';
-import { TcpProxy } from '../helpers/tcp-proxy';
+import { freePort } from '../kit/free-port';
+import { dropSchema, migrateSchema } from '../kit/outbox-schema';
+import { endpointStatus } from '../kit/relay-http';
+import { RelayProcess } from '../kit/relay-process';
+import { testAmqpUrl, testDatabaseUrl } from '../kit/services';
+import { TcpProxy } from '../kit/tcp-proxy';
+import { TestBroker } from '../kit/test-broker';
 import { between, pick, seededRandom } from './random';
 import { amqpChannels, processResources, relayDatabaseConnections, type ProcessResources } from './resources';
-import { freePort } from '../helpers/ports';
 
 /**
  * A Jepsen-style run: producers write keyed and unkeyed messages in transactions (some
@@ -94,29 +95,20 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const violations: string[] = [];
   log(`chaos: seed ${options.seed}, ${options.seconds} s, schema ${schema}`);
 
-  const client = await admin.connect();
-  try {
-    await migrate(client, schema);
-  } finally {
-    client.release();
-  }
+  await migrateSchema(admin, schema);
   await admin.query(`CREATE TABLE "${schema}".aggregates (id text PRIMARY KEY, version int NOT NULL)`);
   await admin.query(`INSERT INTO "${schema}".aggregates SELECT 'agg-' || g, 0 FROM generate_series(1, ${KEYS}) g`);
 
   // The independent consumer: every delivery, in arrival order.
-  const model: ChannelModel = await connect(testAmqpUrl());
-  const channel: Channel = await model.createChannel();
-  await channel.assertExchange(exchange, 'topic', { durable: true });
-  await channel.assertQueue(queue, { durable: true });
-  await channel.bindQueue(queue, exchange, '#');
+  const broker = await TestBroker.connect({ durable: true });
+  await broker.exchange(exchange);
+  await broker.declareQueue(queue, { exchange, pattern: '#' });
   const deliveries: Delivery[] = [];
-  await channel.consume(queue, (msg) => msg && deliveries.push({ id: String(msg.properties.messageId), at: Date.now() }), { noAck: true });
+  await broker.consume(queue, (msg) => deliveries.push({ id: String(msg.properties.messageId), at: Date.now() }));
 
   // Relays reach both services only through proxies: that is where faults happen.
-  const db = new URL(testDatabaseUrl());
-  const amqp = new URL(testAmqpUrl());
-  const dbProxy = await TcpProxy.start(db.hostname, Number(db.port || 5432));
-  const brokerProxy = await TcpProxy.start(amqp.hostname, Number(amqp.port || 5672));
+  const dbProxy = await TcpProxy.inFrontOf(testDatabaseUrl());
+  const brokerProxy = await TcpProxy.inFrontOf(testAmqpUrl());
   const appId = `chaos-${options.seed}`;
   const ports = await Promise.all([0, 1, 2].map(() => freePort()));
   const relayEnv = (index: number): NodeJS.ProcessEnv => ({
@@ -134,12 +126,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     OUTBOX_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
     OUTBOX_LOG_LEVEL: 'warn',
   });
-  const relays: RelayProcess[] = [0, 1, 2].map((i) => RelayProcess.start(relayEnv(i)));
-  const readyz = async (index: number): Promise<boolean> =>
-    fetch(`http://127.0.0.1:${ports[index]}/readyz`).then(
-      (r) => r.status === 200,
-      () => false,
-    );
+  const relays: RelayProcess[] = await Promise.all([0, 1, 2].map((i) => RelayProcess.start(relayEnv(i))));
+  const readyz = async (index: number): Promise<boolean> => (await endpointStatus(ports[index]!, '/readyz')) === 200;
   const waitReady = async (deadlineMs: number): Promise<number[]> => {
     const deadline = Date.now() + deadlineMs;
     for (;;) {
@@ -151,9 +139,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   };
   if ((await waitReady(30_000)).length > 0) throw new Error('relays did not become ready');
 
-  const relay0Pid = relays[0]!.child.pid as number;
+  const relay0Pid = relays[0]!.pid;
   const resources = async (): Promise<Resources> => ({
-    longLivedRelay: relays[0]!.child.pid === relay0Pid && relays[0]!.child.exitCode === null ? processResources(relay0Pid) : { rssMiB: -1, openFds: -1 },
+    longLivedRelay: relays[0]!.pid === relay0Pid && relays[0]!.running ? processResources(relay0Pid) : { rssMiB: -1, openFds: -1 },
     databaseConnections: await relayDatabaseConnections(admin),
     amqpChannels: await amqpChannels(appId),
   });
@@ -208,8 +196,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   // The fault schedule.
   const faults: Fault[] = [];
   const rssSamples: number[] = [];
-  const restart = (index: number): void => {
-    relays[index] = RelayProcess.start(relayEnv(index));
+  const restart = async (index: number): Promise<void> => {
+    relays[index] = await RelayProcess.start(relayEnv(index));
   };
   const endAt = Date.now() + options.seconds * 1000;
   while (Date.now() < endAt) {
@@ -230,7 +218,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         if (fault.end - fault.start > SHUTDOWN_TIMEOUT_MS + 3_000) violations.push(`SIGTERM: relay ${index} took ${fault.end - fault.start} ms to stop`);
       }
       await sleep(between(random, 300, 1_500));
-      restart(index);
+      await restart(index);
     } else if (kind === 'broker cut' || kind === 'database cut') {
       const proxy = kind === 'broker cut' ? brokerProxy : dbProxy;
       proxy.cut();
@@ -247,12 +235,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       written.push({ id, key: null, version: 0, poison: true });
     }
     fault.end = Math.max(fault.end, Date.now());
-    if (relays[0]!.child.pid === relay0Pid && relays[0]!.child.exitCode === null) rssSamples.push(processResources(relay0Pid).rssMiB);
+    if (relays[0]!.pid === relay0Pid && relays[0]!.running) rssSamples.push(processResources(relay0Pid).rssMiB);
     // Only the schedule stops relays: one that exited by itself crashed.
     for (const [index, relay] of relays.entries()) {
-      if (relay.child.exitCode !== null || (relay.child.signalCode !== null && kind !== 'kill -9' && kind !== 'SIGTERM')) {
+      if (relay.crashed) {
         violations.push(`relay ${index} crashed (exit ${relay.child.exitCode ?? relay.child.signalCode}): ${[...relay.stderr, ...relay.stdout].slice(-3).join(' | ')}`);
-        restart(index);
+        await restart(index);
       }
     }
     log(`  ${new Date(fault.start).toISOString().slice(11, 23)} ${kind}${fault.detail ? ` (${fault.detail})` : ''}`);
@@ -281,10 +269,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   await sleep(500); // duplicates in flight arrive too
   const endResources = await resources();
 
-  await Promise.all(relays.map(async (relay) => {
-    relay.kill('SIGTERM');
-    await relay.exited;
-  }));
+  await Promise.all(relays.map((relay) => relay.stop()));
 
   // Invariants.
   const firstAt = new Map<string, number>();
@@ -362,15 +347,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     violations,
   };
 
-  await model.close().catch(() => undefined);
-  const cleanup = await connect(testAmqpUrl());
-  const ch = await cleanup.createChannel();
-  await ch.deleteQueue(queue).catch(() => undefined);
-  await ch.deleteExchange(exchange).catch(() => undefined);
-  await cleanup.close();
+  await broker.close();
   await dbProxy.close();
   await brokerProxy.close();
-  await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
+  await dropSchema(admin, schema);
   await admin.end();
   return report;
 }

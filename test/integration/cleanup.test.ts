@@ -1,18 +1,20 @@
 import { Client, Pool } from 'pg';
-import { CLEANUP_BATCH_SIZE, runCleanup } from '../../src/outbox/cleanup';
-import { OutboxStore } from '../../src/outbox/store';
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { testDatabaseUrl } from '../helpers/services';
-import { TestBroker } from '../helpers/test-broker';
-import { waitFor } from '../helpers/wait';
+import { CLEANUP_BATCH_SIZE, runCleanup } from '../../src/outbox/retention';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { readMetrics } from '../kit/relay-http';
+import { testDatabaseUrl } from '../kit/services';
+import { TestBroker } from '../kit/test-broker';
+import { uniqueName } from '../kit/unique-name';
+import { waitFor } from '../kit/wait';
 
-// SPEC §3.6: published messages older than OUTBOX_RETENTION are deleted in bounded
-// batches by a node-cron job inside the relay; dead and pending messages never are.
+// Retention: published messages older than OUTBOX_RETENTION are deleted in bounded
+// batches by a node-cron job inside the relay (OUTBOX_CLEANUP_CRON); dead and pending
+// messages never are.
 
 const SEVEN_DAYS_MS = 7 * 86_400_000;
 
-let fx: OutboxFixture;
-let broker: TestBroker;
+const fx = OutboxFixture.forFile('cleanup', { afterEach: 'reset' });
+const broker = TestBroker.forFile();
 const pools: Pool[] = [];
 
 function extraPool(): Pool {
@@ -21,20 +23,8 @@ function extraPool(): Pool {
   return pool;
 }
 
-beforeAll(async () => {
-  fx = await OutboxFixture.create('cleanup');
-  broker = await TestBroker.connect();
-});
-
-afterEach(async () => {
-  await fx.stopRelays();
-  await fx.pool.query(`DELETE FROM ${fx.table}`);
-});
-
 afterAll(async () => {
   await Promise.all(pools.splice(0).map((p) => p.end()));
-  await broker.close();
-  await fx.close();
 });
 
 /**
@@ -61,17 +51,13 @@ async function countByLabel(target: OutboxFixture): Promise<Record<string, numbe
   return Object.fromEntries(rows.map((r) => [r.routing_key, Number(r.n)]));
 }
 
-/** pg_stat_activity's text of the cleanup's DELETE (OutboxStore.deletePublishedBefore), for LIKE. */
+/** pg_stat_activity's text of the cleanup's DELETE (outbox/retention.ts), for LIKE. */
 function cleanupDeletePattern(target: OutboxFixture): string {
   return `DELETE FROM "${target.schema}"."messages" WHERE id IN%`;
 }
 
-async function metricsText(port: number): Promise<string> {
-  return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-}
-
-function cleanupDeleted(text: string): number {
-  return Number(/^outbox_cleanup_deleted_total (\d+)$/m.exec(text)?.[1] ?? Number.NaN);
+async function cleanupDeleted(port: number): Promise<number> {
+  return (await readMetrics(port)).value('outbox_cleanup_deleted_total') ?? Number.NaN;
 }
 
 describe('retention cleanup', () => {
@@ -82,7 +68,7 @@ describe('retention cleanup', () => {
     await insertRows(fx, 5, 'dead', '30 days', 'old-dead');
     await insertRows(fx, 5, 'pending', '30 days', 'old-pending');
 
-    const deleted = await runCleanup(fx.pool, new OutboxStore(fx.schema), SEVEN_DAYS_MS);
+    const deleted = await runCleanup(fx.pool, fx.schema, SEVEN_DAYS_MS);
 
     expect(deleted).toBe(old);
     expect(await countByLabel(fx)).toEqual({ 'recent-published': 50, 'old-dead': 5, 'old-pending': 5 });
@@ -94,19 +80,18 @@ describe('retention cleanup', () => {
     await insertRows(fx, 2, 'dead', '30 days', 'old-dead');
     const { relay, logs } = await fx.startRelay({ OUTBOX_CLEANUP_CRON: '*/1 * * * * *', OUTBOX_RETENTION: '1h' });
 
-    await waitFor('the first scheduled cleanup', async () => cleanupDeleted(await metricsText(relay.port)) === 3, 10_000);
+    await waitFor('the first scheduled cleanup', async () => (await cleanupDeleted(relay.port)) === 3, 10_000);
     expect(await countByLabel(fx)).toEqual({ 'recent-published': 4, 'old-dead': 2 });
     expect(logs.entries().find((e) => e['msg'] === 'deleted published messages past retention')).toMatchObject({ component: 'cleanup', deleted: 3 });
 
     // It keeps running every second: rows that age past the retention later go too.
     await insertRows(fx, 2, 'published', '3 hours', 'later-published');
-    await waitFor('a later scheduled cleanup', async () => cleanupDeleted(await metricsText(relay.port)) === 5, 10_000);
+    await waitFor('a later scheduled cleanup', async () => (await cleanupDeleted(relay.port)) === 5, 10_000);
     expect(await countByLabel(fx)).toEqual({ 'recent-published': 4, 'old-dead': 2 });
   });
 
   test('two concurrent runs (two replicas): only one cleans, the other returns undefined at once', async () => {
     await insertRows(fx, 1_000, 'published', '8 days', 'old-published');
-    const store = new OutboxStore(fx.schema);
     // Hold the table in SHARE mode: the first run takes the cleanup lock and then
     // waits in its DELETE, so the two runs certainly overlap.
     const blocker = new Client({ connectionString: testDatabaseUrl() });
@@ -114,7 +99,7 @@ describe('retention cleanup', () => {
     try {
       await blocker.query('BEGIN');
       await blocker.query(`LOCK TABLE ${fx.table} IN SHARE MODE`);
-      const first = runCleanup(extraPool(), store, SEVEN_DAYS_MS);
+      const first = runCleanup(extraPool(), fx.schema, SEVEN_DAYS_MS);
       await waitFor('the first run to wait in its DELETE', async () => {
         const { rows } = await fx.pool.query<{ n: string }>(
           `SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1`,
@@ -123,7 +108,7 @@ describe('retention cleanup', () => {
         return Number(rows[0]!.n) === 1;
       });
 
-      const second = await runCleanup(extraPool(), store, SEVEN_DAYS_MS);
+      const second = await runCleanup(extraPool(), fx.schema, SEVEN_DAYS_MS);
       expect(second).toBeUndefined();
 
       await blocker.query('COMMIT');
@@ -132,14 +117,14 @@ describe('retention cleanup', () => {
       await blocker.end();
     }
     // The lock was released: the next run cleans (nothing left).
-    expect(await runCleanup(extraPool(), store, SEVEN_DAYS_MS)).toBe(0);
+    expect(await runCleanup(extraPool(), fx.schema, SEVEN_DAYS_MS)).toBe(0);
     expect(await countByLabel(fx)).toEqual({});
   });
 
   test('OUTBOX_RETENTION=0 deletes messages at publish time; dead messages stay', async () => {
     const queue = uniqueName('now');
     const received = await broker.queue(queue);
-    await fx.insertMany(20, { routingKey: queue });
+    await fx.insertBacklog({ count: 20, routingKey: queue });
     const [deadId] = await fx.insert([{ exchange: uniqueName('missing'), routing_key: 'x', payload: { dead: true } }]);
     // A cron that never fires during the test: whatever disappears was deleted by the
     // publishing transaction itself, not by the cleanup job.
@@ -150,9 +135,9 @@ describe('retention cleanup', () => {
     await waitFor('published rows deleted', async () => (await fx.counts()).published === 0);
     const { rows } = await fx.pool.query<{ message_id: string }>(`SELECT message_id FROM ${fx.table}`);
     expect(rows.map((r) => r.message_id)).toEqual([deadId]);
-    const text = await metricsText(relay.port);
-    expect(text).toMatch(/^outbox_messages_published_total 20$/m);
-    expect(cleanupDeleted(text)).toBe(0);
+    const metrics = await readMetrics(relay.port);
+    expect(metrics.value('outbox_messages_published_total')).toBe(20);
+    expect(metrics.value('outbox_cleanup_deleted_total')).toBe(0);
   });
 });
 
@@ -167,9 +152,7 @@ describe('a large cleanup', () => {
       await insertRows(big, OLD_ROWS, 'published', '8 days', 'old-published');
       const queue = await broker.declareQueue(uniqueName('live'));
       const arrivals = new Map<number, number>();
-      await broker.channel.consume(queue, (msg) => {
-        if (msg) arrivals.set((JSON.parse(msg.content.toString()) as { n: number }).n, Date.now());
-      }, { noAck: true });
+      await broker.consume(queue, (msg) => arrivals.set((JSON.parse(msg.content.toString()) as { n: number }).n, Date.now()));
 
       const { relay, logs } = await big.startRelay({ OUTBOX_CLEANUP_CRON: '*/1 * * * * *', OUTBOX_RETENTION: '7d' });
       const cleanupDone = (): Record<string, unknown> | undefined => logs.entries().find((e) => e['msg'] === 'deleted published messages past retention');
@@ -208,7 +191,7 @@ describe('a large cleanup', () => {
       expect(done).toMatchObject({ deleted: OLD_ROWS });
       const endedAt = Date.parse(String(done!['time']));
       const startedAt = endedAt - Number(done!['ms']);
-      expect(cleanupDeleted(await metricsText(relay.port))).toBe(OLD_ROWS);
+      expect(await cleanupDeleted(relay.port)).toBe(OLD_ROWS);
       expect(await countByLabel(big)).toEqual({ [queue]: written.size });
 
       await waitFor('every message written during the test', () => arrivals.size === written.size, 10_000);

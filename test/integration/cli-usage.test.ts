@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { cli, envFor, expectOneLineFailure, STACK_FRAME } from '../helpers/cli';
-import { testAmqpUrl, testDatabaseUrl } from '../helpers/services';
+import { cli, envFor, expectOneLineFailure, STACK_FRAME } from '../kit/cli';
+import { testAmqpUrl, testDatabaseUrl } from '../kit/services';
 
-// SPEC §4: bad configuration or usage exits 2 with one line naming what is wrong.
+// The CLI's exit codes (README, CLI): bad configuration or usage exits 2 with one line
+// naming what is wrong.
 describe('configuration and usage errors exit 2', () => {
-  // One bad value for every variable of SPEC §5.
+  // One bad value for every variable of the README's configuration table.
   const BAD: readonly [string, string][] = [
     ['OUTBOX_DATABASE_URL', 'mysql://relay:secretpw@db/orders'],
     ['OUTBOX_AMQP_URL', 'http://guest:secretpw@localhost:15672'],
@@ -71,7 +72,7 @@ describe('configuration and usage errors exit 2', () => {
     expect(result.stderr).not.toContain(STACK_FRAME);
   });
 
-  test('an excess argument: exit 2, and the message names the argument (SPEC §4)', async () => {
+  test('an excess argument: exit 2, and the message names the argument', async () => {
     const result = await cli(['status', 'now'], envFor('outbox_cli_never_created'));
     expect(result.code).toBe(2);
     expect(result.stderr).not.toContain(STACK_FRAME);

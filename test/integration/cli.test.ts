@@ -3,10 +3,11 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { escapeIdentifier, Pool } from 'pg';
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { testAmqpUrl, testDatabaseUrl } from '../helpers/services';
-import { TestBroker } from '../helpers/test-broker';
-import { cli, envFor, expectOneLineFailure, lines, ROOT } from '../helpers/cli';
+import { cli, envFor, expectOneLineFailure, lines, ROOT } from '../kit/cli';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { testAmqpUrl, testDatabaseUrl } from '../kit/services';
+import { TestBroker } from '../kit/test-broker';
+import { uniqueName } from '../kit/unique-name';
 
 let admin: Pool;
 const droppedAfterAll: string[] = [];

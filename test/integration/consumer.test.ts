@@ -2,17 +2,17 @@ import { randomUUID } from 'node:crypto';
 import type { Consumer } from '../../src/consumer/consumer';
 import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate } from '../../src/db/migrator';
 import { cleanupInbox, createConsumer, defineMessage, enqueue } from '../../src/index';
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { testAmqpUrl } from '../helpers/services';
-import { TestBroker } from '../helpers/test-broker';
-import { staysFalse, waitFor } from '../helpers/wait';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { testAmqpUrl } from '../kit/services';
+import { TestBroker } from '../kit/test-broker';
+import { uniqueName } from '../kit/unique-name';
+import { staysFalse, waitFor } from '../kit/wait';
 
-let fx: OutboxFixture;
-let broker: TestBroker;
+const fx = OutboxFixture.forFile('consumer');
+const broker = TestBroker.forFile();
 const consumers: Consumer[] = [];
 
 beforeAll(async () => {
-  fx = await OutboxFixture.create('consumer');
   const client = await fx.pool.connect();
   try {
     await migrate(client, fx.schema, loadMigrations(INBOX_MIGRATIONS_DIR), 'inbox_schema_migrations');
@@ -20,18 +20,11 @@ beforeAll(async () => {
     client.release();
   }
   await fx.pool.query(`CREATE TABLE "${fx.schema}".shipments (order_id text PRIMARY KEY, message_id text NOT NULL)`);
-  broker = await TestBroker.connect();
 });
 
 afterEach(async () => {
   await Promise.all(consumers.splice(0).map((c) => c.stop()));
-  await fx.stopRelays();
   await fx.pool.query(`TRUNCATE "${fx.schema}".shipments, "${fx.schema}".inbox`);
-});
-
-afterAll(async () => {
-  await broker.close();
-  await fx.close();
 });
 
 /** A work queue with a dead-letter exchange and its dead-letter queue. */

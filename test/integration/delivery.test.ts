@@ -1,27 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { bodies, TestBroker } from '../helpers/test-broker';
-import { staysFalse, waitFor } from '../helpers/wait';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { readMetrics } from '../kit/relay-http';
+import { bodies, TestBroker } from '../kit/test-broker';
+import { uniqueName } from '../kit/unique-name';
+import { staysFalse, waitFor } from '../kit/wait';
 
-let fx: OutboxFixture;
-let broker: TestBroker;
-
-beforeAll(async () => {
-  fx = await OutboxFixture.create('delivery');
-  broker = await TestBroker.connect();
-});
-
-afterEach(async () => {
-  await fx.stopRelays();
-});
-
-afterAll(async () => {
-  await broker.close();
-  await fx.close();
-});
+const fx = OutboxFixture.forFile('delivery');
+const broker = TestBroker.forFile();
 
 describe('delivery', () => {
-  test('every column reaches the AMQP message as SPEC §3.2 says', async () => {
+  test('every column reaches the AMQP message as the README\'s SQL contract says', async () => {
     const exchange = await broker.exchange(uniqueName('ex'));
     const received = await broker.queue(uniqueName('q'), { exchange, pattern: 'order.#' });
     const messageId = randomUUID();
@@ -59,8 +47,7 @@ describe('delivery', () => {
       traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
     });
     await waitFor('the row marked published', async () => (await fx.row(id!))['published_at'] !== null);
-    const metrics = await (await fetch(`http://127.0.0.1:${relay.port}/metrics`)).text();
-    expect(metrics).toMatch(/^outbox_messages_published_total 1$/m);
+    expect((await readMetrics(relay.port)).value('outbox_messages_published_total')).toBe(1);
   });
 
   test('a raw body (bytea) is published byte for byte with its content type', async () => {
@@ -104,8 +91,7 @@ describe('delivery', () => {
     const [id] = await fx.insert([{ exchange, routing_key: 'nobody.listens', payload: {} }]);
     const { relay } = await fx.startRelay();
     await waitFor('the row marked published', async () => (await fx.row(id!))['published_at'] !== null);
-    const metrics = await (await fetch(`http://127.0.0.1:${relay.port}/metrics`)).text();
-    expect(metrics).toMatch(/^outbox_messages_unroutable_total 1$/m);
+    expect((await readMetrics(relay.port)).value('outbox_messages_unroutable_total')).toBe(1);
     expect((await fx.row(id!))['attempts']).toBe(0);
   });
 

@@ -2,8 +2,8 @@ import { Client } from 'pg';
 import { loadConfig } from '../../src/config/load-config';
 import { runDemo } from '../../src/demo/demo';
 import { createLogger } from '../../src/observability/logger';
-import { LogCapture } from '../helpers/outbox-fixture';
-import { testAmqpUrl, testDatabaseUrl } from '../helpers/services';
+import { LogCapture } from '../kit/log-capture';
+import { testAmqpUrl, testDatabaseUrl } from '../kit/services';
 
 test('the demo ends with every order consumed exactly once, and removes what it created', async () => {
   const out: string[] = [];

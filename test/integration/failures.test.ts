@@ -1,38 +1,24 @@
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { TcpProxy } from '../helpers/tcp-proxy';
-import { bodies, TestBroker } from '../helpers/test-broker';
-import { testAmqpUrl, testDatabaseUrl } from '../helpers/services';
-import { waitFor } from '../helpers/wait';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { endpointStatus, readMetrics } from '../kit/relay-http';
+import { testAmqpUrl, testDatabaseUrl } from '../kit/services';
+import { TcpProxy } from '../kit/tcp-proxy';
+import { bodies, TestBroker } from '../kit/test-broker';
+import { uniqueName } from '../kit/unique-name';
+import { waitFor } from '../kit/wait';
 
-let fx: OutboxFixture;
-let broker: TestBroker;
+const fx = OutboxFixture.forFile('failures', { afterEach: 'reset' });
+const broker = TestBroker.forFile();
 
-beforeAll(async () => {
-  fx = await OutboxFixture.create('failures');
-  broker = await TestBroker.connect();
-});
-
-afterEach(async () => {
-  await fx.stopRelays();
-  await fx.pool.query(`DELETE FROM ${fx.table}`);
-});
-
-afterAll(async () => {
-  await broker.close();
-  await fx.close();
-});
-
-async function readyz(port: number): Promise<number> {
-  return (await fetch(`http://127.0.0.1:${port}/readyz`)).status;
+function readyz(port: number): Promise<number> {
+  return endpointStatus(port, '/readyz');
 }
 
 test('a message to a missing exchange goes dead after the configured attempts while 500 good messages flow; dead retry delivers it once the exchange exists', async () => {
-  const good = await broker.exchange(uniqueName('good'));
-  const goodQueue = await broker.queue(uniqueName('goodq'), { exchange: good, pattern: '#' });
+  const { exchange: good, received: goodQueue } = await broker.exchangeWithQueue('good');
   const missing = uniqueName('missing');
   // The poison message is the oldest: it sits at the head of every claim.
   const [poisonId] = await fx.insert([{ exchange: missing, routing_key: 'x', payload: { poison: true } }]);
-  await fx.insertMany(500, { exchange: good, routingKey: 'good.event' });
+  await fx.insertBacklog({ count: 500, exchange: good, routingKey: 'good.event' });
 
   const { relay } = await fx.startRelay({ OUTBOX_MAX_ATTEMPTS: '4', OUTBOX_BATCH_SIZE: '100' });
   await waitFor('500 good messages', () => goodQueue.length === 500);
@@ -43,9 +29,9 @@ test('a message to a missing exchange goes dead after the configured attempts wh
   expect(goodQueue.map((m) => (JSON.parse(m.content.toString()) as { n: number }).n).sort((a, b) => a - b)).toEqual(
     Array.from({ length: 500 }, (_, i) => i + 1),
   );
-  const metrics = await (await fetch(`http://127.0.0.1:${relay.port}/metrics`)).text();
-  expect(metrics).toMatch(/^outbox_publish_failures_total\{reason="unknown_exchange"\} 4$/m);
-  expect(metrics).toMatch(/^outbox_messages_dead_total 1$/m);
+  const metrics = await readMetrics(relay.port);
+  expect(metrics.value('outbox_publish_failures_total', { reason: 'unknown_exchange' })).toBe(4);
+  expect(metrics.value('outbox_messages_dead_total')).toBe(1);
 
   // The exchange appears; the operator retries the dead message.
   await broker.exchange(missing);
@@ -58,8 +44,7 @@ test('a message to a missing exchange goes dead after the configured attempts wh
 
 test('an exchange deleted while the relay runs fails only its own messages; the channel is reopened and the rest flows', async () => {
   const doomed = await broker.exchange(uniqueName('doomed'));
-  const other = await broker.exchange(uniqueName('other'));
-  const otherQueue = await broker.queue(uniqueName('otherq'), { exchange: other, pattern: '#' });
+  const { exchange: other, received: otherQueue } = await broker.exchangeWithQueue('other');
   await broker.queue(uniqueName('doomedq'), { exchange: doomed, pattern: '#' });
   const { logs } = await fx.startRelay({ OUTBOX_MAX_ATTEMPTS: '1000' });
   // Warm the relay's exchange cache with both exchanges.
@@ -87,24 +72,21 @@ test('an exchange deleted while the relay runs fails only its own messages; the 
 });
 
 test('broker down: not ready, no attempt burnt, everything delivered after it returns', async () => {
-  const amqp = new URL(testAmqpUrl());
-  const proxy = await TcpProxy.start(amqp.hostname, Number(amqp.port || 5672));
+  const proxy = await TcpProxy.inFrontOf(testAmqpUrl());
   try {
-    const exchange = await broker.exchange(uniqueName('bdown'));
-    const queue = await broker.queue(uniqueName('bdownq'), { exchange, pattern: '#' });
+    const { exchange, received: queue } = await broker.exchangeWithQueue('bdown');
     const { relay } = await fx.startRelay({ OUTBOX_AMQP_URL: proxy.url(testAmqpUrl()) });
     await waitFor('ready', async () => (await readyz(relay.port)) === 200);
-    await fx.insertMany(50, { exchange, routingKey: 'before' });
+    await fx.insertBacklog({ count: 50, exchange, routingKey: 'before' });
     await waitFor('the first 50', () => queue.length === 50);
 
     proxy.cut();
     await waitFor('not ready', async () => (await readyz(relay.port)) === 503);
-    await fx.insertMany(200, { exchange, routingKey: 'during' });
+    await fx.insertBacklog({ count: 200, exchange, routingKey: 'during' });
     // Give the relay several poll intervals in which it could wrongly burn attempts.
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     expect((await fx.counts()).attempts).toBe(0);
-    const metrics = await (await fetch(`http://127.0.0.1:${relay.port}/metrics`)).text();
-    expect(metrics).toMatch(/^outbox_up\{dependency="broker"\} 0$/m);
+    expect((await readMetrics(relay.port)).value('outbox_up', { dependency: 'broker' })).toBe(0);
 
     proxy.restore();
     await waitFor('ready again', async () => (await readyz(relay.port)) === 200);
@@ -119,19 +101,17 @@ test('broker down: not ready, no attempt burnt, everything delivered after it re
 });
 
 test('database down: not ready, no attempt burnt, everything delivered after it returns', async () => {
-  const db = new URL(testDatabaseUrl());
-  const proxy = await TcpProxy.start(db.hostname, Number(db.port || 5432));
+  const proxy = await TcpProxy.inFrontOf(testDatabaseUrl());
   try {
-    const exchange = await broker.exchange(uniqueName('ddown'));
-    const queue = await broker.queue(uniqueName('ddownq'), { exchange, pattern: '#' });
+    const { exchange, received: queue } = await broker.exchangeWithQueue('ddown');
     const { relay, logs } = await fx.startRelay({ OUTBOX_DATABASE_URL: proxy.url(testDatabaseUrl()) });
     await waitFor('ready', async () => (await readyz(relay.port)) === 200);
-    await fx.insertMany(50, { exchange, routingKey: 'before' });
+    await fx.insertBacklog({ count: 50, exchange, routingKey: 'before' });
     await waitFor('the first 50', () => queue.length === 50);
 
     proxy.cut();
     await waitFor('not ready', async () => (await readyz(relay.port)) === 503);
-    await fx.insertMany(200, { exchange, routingKey: 'during' });
+    await fx.insertBacklog({ count: 200, exchange, routingKey: 'during' });
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     expect(queue.length).toBe(50);
 

@@ -1,10 +1,10 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { execForm, parseDockerfile } from '../helpers/dockerfile';
-import { OutboxFixture } from '../helpers/outbox-fixture';
+import { execForm, parseDockerfile } from '../kit/dockerfile';
+import { freePort } from '../kit/free-port';
+import { OutboxFixture } from '../kit/outbox-fixture';
 
 // The Dockerfile's HEALTHCHECK command, run as Docker would run it inside the image
 // (with the image's `node`), against a real relay.
@@ -27,23 +27,7 @@ function runHealthcheck(port: number): Promise<number> {
   });
 }
 
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-let fx: OutboxFixture;
-
-beforeAll(async () => {
-  fx = await OutboxFixture.create('healthcheck');
-});
-
-afterAll(async () => {
-  await fx.close();
-});
+const fx = OutboxFixture.forFile('healthcheck');
 
 test('the HEALTHCHECK command exits 0 against a running relay', async () => {
   const { relay } = await fx.startRelay();
@@ -52,7 +36,7 @@ test('the HEALTHCHECK command exits 0 against a running relay', async () => {
 });
 
 test('the HEALTHCHECK command exits 1 when nothing answers on OUTBOX_HTTP_PORT', async () => {
-  expect(await runHealthcheck(await closedPort())).toBe(1);
+  expect(await runHealthcheck(await freePort())).toBe(1);
 });
 
 test('the HEALTHCHECK command exits 1 when /healthz answers 503 (a stuck loop)', async () => {

@@ -9,9 +9,10 @@ import { loadMigrations, migrate, MIGRATIONS_DIR, verifySchema, type Migration }
 import { notifyChannel } from '../../src/db/sql';
 import { OutboxError } from '../../src/errors';
 import { createLogger } from '../../src/observability/logger';
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { testAmqpUrl, testDatabaseUrl } from '../helpers/services';
-import { waitFor } from '../helpers/wait';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { testAmqpUrl, testDatabaseUrl } from '../kit/services';
+import { uniqueName } from '../kit/unique-name';
+import { waitFor } from '../kit/wait';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -54,7 +55,7 @@ afterAll(async () => {
   await fx.close();
 });
 
-describe('producer contract constraints (SPEC §2)', () => {
+describe('producer contract constraints (the README\'s SQL contract)', () => {
   const cases: readonly [string, string, readonly unknown[], string][] = [
     ['both payload and body', '(routing_key, payload, body) VALUES ($1, $2, $3)', ['q', '{"a":1}', Buffer.from('x')], 'messages_payload_xor_body'],
     ['neither payload nor body', '(routing_key, message_type) VALUES ($1, $2)', ['q', 't'], 'messages_payload_xor_body'],

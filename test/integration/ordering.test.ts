@@ -1,35 +1,20 @@
 import type { ConsumeMessage } from 'amqplib';
 import { Client } from 'pg';
-import { OutboxStore } from '../../src/outbox/store';
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { RelayProcess } from '../helpers/relay-process';
-import { testDatabaseUrl } from '../helpers/services';
-import { TestBroker } from '../helpers/test-broker';
-import { staysFalse, waitFor } from '../helpers/wait';
+import { OperatorStore } from '../../src/outbox/operator-store';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { readMetrics } from '../kit/relay-http';
+import { testDatabaseUrl } from '../kit/services';
+import { TestBroker } from '../kit/test-broker';
+import { uniqueName } from '../kit/unique-name';
+import { staysFalse, waitFor } from '../kit/wait';
 
-let fx: OutboxFixture;
-let broker: TestBroker;
-const processes: RelayProcess[] = [];
+const fx = OutboxFixture.forFile('ordering', { afterEach: 'reset' });
+const broker = TestBroker.forFile();
 
-beforeAll(async () => {
-  fx = await OutboxFixture.create('ordering');
-  broker = await TestBroker.connect();
-});
-
-afterEach(async () => {
-  await Promise.all(processes.splice(0).map((p) => p.ensureStopped()));
-  await fx.stopRelays();
-  await fx.pool.query(`DELETE FROM ${fx.table}`);
-});
-
-afterAll(async () => {
-  await broker.close();
-  await fx.close();
-});
-
+/** A message's key and its place within the key (the payload `insertBacklog` and `setup()` write). */
 interface Keyed {
-  k: string;
-  n: number;
+  key: string;
+  seq: number;
 }
 
 function decode(messages: readonly ConsumeMessage[]): Keyed[] {
@@ -40,12 +25,12 @@ function decode(messages: readonly ConsumeMessage[]): Keyed[] {
 function firstDeliveries(messages: readonly ConsumeMessage[]): Map<string, number[]> {
   const seen = new Set<string>();
   const byKey = new Map<string, number[]>();
-  for (const { k, n } of decode(messages)) {
-    if (seen.has(`${k}/${n}`)) continue;
-    seen.add(`${k}/${n}`);
-    const list = byKey.get(k) ?? [];
-    list.push(n);
-    byKey.set(k, list);
+  for (const { key, seq } of decode(messages)) {
+    if (seen.has(`${key}/${seq}`)) continue;
+    seen.add(`${key}/${seq}`);
+    const list = byKey.get(key) ?? [];
+    list.push(seq);
+    byKey.set(key, list);
   }
   return byKey;
 }
@@ -57,15 +42,9 @@ function expectInOrder(byKey: Map<string, number[]>, keys: number, perKey: numbe
   }
 }
 
-/** `keys` keys × `perKey` messages {k, n}, inserted interleaved (n-major), one statement. */
-async function insertKeyed(exchange: string, keys: number, perKey: number, prefix = 'key'): Promise<void> {
-  await fx.pool.query(
-    `INSERT INTO ${fx.table} (exchange, routing_key, partition_key, payload)
-     SELECT $1, 'k', $4 || k, jsonb_build_object('k', $4 || k, 'n', n)
-       FROM generate_series(1, $3::int) AS n, generate_series(1, $2::int) AS k
-      ORDER BY n, k`,
-    [exchange, keys, perKey, prefix],
-  );
+/** `keys` keys × `perKey` messages, inserted interleaved: every key's first, then every key's second, … */
+async function insertKeyed(exchange: string, keys: number, perKey: number): Promise<void> {
+  await fx.insertBacklog({ count: keys * perKey, keys, exchange, routingKey: 'k' });
 }
 
 async function threeRelays(overrides: Record<string, string> = {}): Promise<void> {
@@ -73,8 +52,7 @@ async function threeRelays(overrides: Record<string, string> = {}): Promise<void
 }
 
 test('three relays: 200 keys × 100 messages arrive with every key in order', async () => {
-  const exchange = await broker.exchange(uniqueName('ord'));
-  const queue = await broker.queue(uniqueName('ordq'), { exchange, pattern: '#' });
+  const { exchange, received: queue } = await broker.exchangeWithQueue('ord');
   await insertKeyed(exchange, 200, 100);
   await threeRelays();
   await waitFor('every message published', async () => (await fx.counts()).published === 20_000, 60_000);
@@ -83,8 +61,7 @@ test('three relays: 200 keys × 100 messages arrive with every key in order', as
 }, 120_000);
 
 test('insertion order, not transaction-id order: the writer that held the older xid but waited for the lock is published second', async () => {
-  const exchange = await broker.exchange(uniqueName('xid'));
-  const queue = await broker.queue(uniqueName('xidq'), { exchange, pattern: '#' });
+  const { exchange, received: queue } = await broker.exchangeWithQueue('xid');
   await fx.pool.query(`CREATE TABLE IF NOT EXISTS "${fx.schema}".aggregates (id text PRIMARY KEY, version int NOT NULL)`);
   await fx.pool.query(`INSERT INTO "${fx.schema}".aggregates VALUES ('order-1', 0) ON CONFLICT (id) DO UPDATE SET version = 0`);
   await threeRelays();
@@ -121,16 +98,15 @@ test('insertion order, not transaction-id order: the writer that held the older 
 
 describe('a message that keeps failing holds back only its own key', () => {
   async function setup(): Promise<{ missing: string; exchange: string; queue: ConsumeMessage[]; poisonId: string }> {
-    const exchange = await broker.exchange(uniqueName('hold'));
-    const queue = await broker.queue(uniqueName('holdq'), { exchange, pattern: '#' });
+    const { exchange, received: queue } = await broker.exchangeWithQueue('hold');
     const missing = uniqueName('missing');
     const [poisonId] = await fx.insert([
-      { exchange: missing, routing_key: 'k', partition_key: 'K', payload: { k: 'K', n: 1 } },
-      { exchange, routing_key: 'k', partition_key: 'K', payload: { k: 'K', n: 2 } },
-      { exchange, routing_key: 'k', partition_key: 'other', payload: { k: 'other', n: 1 } },
-      { exchange, routing_key: 'k', partition_key: 'K', payload: { k: 'K', n: 3 } },
-      { exchange, routing_key: 'k', partition_key: 'other', payload: { k: 'other', n: 2 } },
-      { exchange, routing_key: 'k', payload: { k: 'none', n: 1 } },
+      { exchange: missing, routing_key: 'k', partition_key: 'K', payload: { key: 'K', seq: 1 } },
+      { exchange, routing_key: 'k', partition_key: 'K', payload: { key: 'K', seq: 2 } },
+      { exchange, routing_key: 'k', partition_key: 'other', payload: { key: 'other', seq: 1 } },
+      { exchange, routing_key: 'k', partition_key: 'K', payload: { key: 'K', seq: 3 } },
+      { exchange, routing_key: 'k', partition_key: 'other', payload: { key: 'other', seq: 2 } },
+      { exchange, routing_key: 'k', payload: { key: 'none', seq: 1 } },
     ]);
     return { missing, exchange, queue, poisonId: poisonId! };
   }
@@ -138,13 +114,13 @@ describe('a message that keeps failing holds back only its own key', () => {
   test('skip: K waits while its head is retried, then flows once the head is dead; other keys never wait', async () => {
     const { queue, poisonId } = await setup();
     await threeRelays({ OUTBOX_MAX_ATTEMPTS: '4', OUTBOX_BACKOFF_BASE_MS: '300', OUTBOX_BACKOFF_MAX_MS: '300' });
-    await waitFor('the other keys', () => decode(queue).filter((m) => m.k !== 'K').length === 3);
+    await waitFor('the other keys', () => decode(queue).filter((m) => m.key !== 'K').length === 3);
     const head = await fx.row(poisonId);
     expect(head['dead_at']).toBeNull();
-    expect(decode(queue).filter((m) => m.k === 'K')).toEqual([]);
+    expect(decode(queue).filter((m) => m.key === 'K')).toEqual([]);
     await waitFor('the head dead', async () => (await fx.row(poisonId))['dead_at'] !== null, 20_000);
-    await waitFor("K's later messages", () => decode(queue).filter((m) => m.k === 'K').length === 2);
-    expect(decode(queue).filter((m) => m.k === 'K').map((m) => m.n)).toEqual([2, 3]);
+    await waitFor("K's later messages", () => decode(queue).filter((m) => m.key === 'K').length === 2);
+    expect(decode(queue).filter((m) => m.key === 'K').map((m) => m.seq)).toEqual([2, 3]);
     const deadAt = (await fx.row(poisonId))['dead_at'] as Date;
     const { rows } = await fx.pool.query(`SELECT min(published_at) AS first FROM ${fx.table} WHERE partition_key = 'K' AND published_at IS NOT NULL`);
     expect((rows[0].first as Date).getTime()).toBeGreaterThanOrEqual(deadAt.getTime());
@@ -154,39 +130,37 @@ describe('a message that keeps failing holds back only its own key', () => {
     const { missing, queue, poisonId } = await setup();
     await threeRelays({ OUTBOX_MAX_ATTEMPTS: '2', OUTBOX_ORDERING_ON_DEAD: 'block' });
     await waitFor('the head dead', async () => (await fx.row(poisonId))['dead_at'] !== null, 20_000);
-    await waitFor('the other keys', () => decode(queue).filter((m) => m.k !== 'K').length === 3);
-    await staysFalse("K's later messages", () => decode(queue).some((m) => m.k === 'K'), 1_000);
+    await waitFor('the other keys', () => decode(queue).filter((m) => m.key !== 'K').length === 3);
+    await staysFalse("K's later messages", () => decode(queue).some((m) => m.key === 'K'), 1_000);
     const { relay } = await fx.startRelay({ OUTBOX_ORDERING_ON_DEAD: 'block' });
-    await waitFor('outbox_blocked_keys 1', async () => /^outbox_blocked_keys 1$/m.test(await (await fetch(`http://127.0.0.1:${relay.port}/metrics`)).text()));
+    await waitFor('outbox_blocked_keys 1', async () => (await readMetrics(relay.port)).value('outbox_blocked_keys') === 1);
 
     // The operator fixes the cause and retries the dead message.
     await broker.exchange(missing);
     const late = await broker.queue(uniqueName('lateq'), { exchange: missing, pattern: '#' });
-    expect(await new OutboxStore(fx.schema).retryDead(fx.pool, [poisonId])).toEqual([poisonId]);
+    expect(await new OperatorStore(fx.schema).retryDead(fx.pool, [poisonId])).toEqual([poisonId]);
     await waitFor('the retried head', () => late.length === 1);
-    await waitFor("K's later messages", () => decode(queue).filter((m) => m.k === 'K').length === 2);
-    expect(decode(queue).filter((m) => m.k === 'K').map((m) => m.n)).toEqual([2, 3]);
-    const published = await fx.pool.query(`SELECT payload->>'n' AS n FROM ${fx.table} WHERE partition_key = 'K' ORDER BY published_at, id`);
-    expect(published.rows.map((r) => Number(r.n))).toEqual([1, 2, 3]);
+    await waitFor("K's later messages", () => decode(queue).filter((m) => m.key === 'K').length === 2);
+    expect(decode(queue).filter((m) => m.key === 'K').map((m) => m.seq)).toEqual([2, 3]);
+    const published = await fx.pool.query(`SELECT payload->>'seq' AS seq FROM ${fx.table} WHERE partition_key = 'K' ORDER BY published_at, id`);
+    expect(published.rows.map((r) => Number(r.seq))).toEqual([1, 2, 3]);
   }, 60_000);
 
   test('block: dead discard releases the key as well', async () => {
     const { queue, poisonId } = await setup();
     await threeRelays({ OUTBOX_MAX_ATTEMPTS: '1', OUTBOX_ORDERING_ON_DEAD: 'block' });
     await waitFor('the head dead', async () => (await fx.row(poisonId))['dead_at'] !== null, 20_000);
-    await staysFalse("K's later messages", () => decode(queue).some((m) => m.k === 'K'), 500);
-    expect(await new OutboxStore(fx.schema).discardDead(fx.pool, [poisonId])).toEqual([poisonId]);
-    await waitFor("K's later messages", () => decode(queue).filter((m) => m.k === 'K').length === 2);
-    expect(decode(queue).filter((m) => m.k === 'K').map((m) => m.n)).toEqual([2, 3]);
+    await staysFalse("K's later messages", () => decode(queue).some((m) => m.key === 'K'), 500);
+    expect(await new OperatorStore(fx.schema).discardDead(fx.pool, [poisonId])).toEqual([poisonId]);
+    await waitFor("K's later messages", () => decode(queue).filter((m) => m.key === 'K').length === 2);
+    expect(decode(queue).filter((m) => m.key === 'K').map((m) => m.seq)).toEqual([2, 3]);
   }, 60_000);
 });
 
 test('kill -9 of one of three relays mid-stream: every key still sees its first deliveries in order', async () => {
-  const exchange = await broker.exchange(uniqueName('k9'));
-  const queue = await broker.queue(uniqueName('k9q'), { exchange, pattern: '#' });
+  const { exchange, received: queue } = await broker.exchangeWithQueue('k9');
   await insertKeyed(exchange, 100, 100);
-  const relays = [0, 1, 2].map(() => RelayProcess.start(fx.env({ OUTBOX_BATCH_SIZE: '200' })));
-  processes.push(...relays);
+  const relays = await Promise.all([0, 1, 2].map(() => fx.spawnRelay({ OUTBOX_BATCH_SIZE: '200' })));
   await waitFor('publishing under way', () => queue.length > 1_500, 30_000, 5);
   relays[0]!.kill('SIGKILL');
   expect((await relays[0]!.exited).signal).toBe('SIGKILL');
@@ -196,9 +170,8 @@ test('kill -9 of one of three relays mid-stream: every key still sees its first 
 }, 120_000);
 
 test('a single hot key: a 20,000-message backlog drains in order with three relays at ≥ 2,000 messages/s', async () => {
-  const exchange = await broker.exchange(uniqueName('hot'));
-  const queue = await broker.queue(uniqueName('hotq'), { exchange, pattern: '#' });
-  await insertKeyed(exchange, 1, 20_000, 'hot');
+  const { exchange, received: queue } = await broker.exchangeWithQueue('hot');
+  await insertKeyed(exchange, 1, 20_000);
   await fx.pool.query(`VACUUM ANALYZE ${fx.table}`);
   const started = Date.now();
   for (let i = 0; i < 3; i += 1) await fx.startRelay();

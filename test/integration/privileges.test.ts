@@ -3,13 +3,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, escapeIdentifier, escapeLiteral } from 'pg';
 import { defineMessage, enqueue } from '../../src/index';
-import { cli, envFor, lines } from '../helpers/cli';
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { testDatabaseUrl } from '../helpers/services';
-import { TestBroker } from '../helpers/test-broker';
-import { waitFor } from '../helpers/wait';
+import { cli, envFor, lines } from '../kit/cli';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { readMetrics } from '../kit/relay-http';
+import { testDatabaseUrl } from '../kit/services';
+import { TestBroker } from '../kit/test-broker';
+import { uniqueName } from '../kit/unique-name';
+import { waitFor } from '../kit/wait';
 
-// SPEC §2, least privilege: migrations/roles.example.sql creates a service role that
+// Least privilege (the README's "Least-privilege database roles"): migrations/roles.example.sql creates a service role that
 // can only INSERT into messages and a relay role that can use only the outbox schema.
 // The relay runs as its role, a producer as the service's, and each is denied the
 // other's tables. Roles are cluster-wide: unique names, dropped afterwards.
@@ -124,9 +126,9 @@ test('the relay, running as its role, publishes what the service, as its role, w
   await waitFor('both messages delivered', () => received.length === 2);
   expect(received.map((m) => m.properties.messageId)).toContain(messageId);
   await waitFor('both rows marked published', async () => (await fx.counts()).published === 2);
-  const metrics = await (await fetch(`http://127.0.0.1:${relay.port}/metrics`)).text();
-  expect(metrics).toMatch(/^outbox_up\{dependency="database"\} 1$/m);
-  expect(metrics).toMatch(/^outbox_messages_published_total 2$/m);
+  const metrics = await readMetrics(relay.port);
+  expect(metrics.value('outbox_up', { dependency: 'database' })).toBe(1);
+  expect(metrics.value('outbox_messages_published_total')).toBe(2);
 });
 
 test('the service role can only insert producer columns: it cannot read, change, delete or forge relay state', async () => {

@@ -2,34 +2,27 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import { Pool } from 'pg';
 import { OutboxError } from '../../src/errors';
 import { defineMessage, enqueue, enqueueMany, message } from '../../src/index';
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { testDatabaseUrl } from '../helpers/services';
-import { bodies, TestBroker } from '../helpers/test-broker';
-import { staysFalse, waitFor } from '../helpers/wait';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { testDatabaseUrl } from '../kit/services';
+import { bodies, TestBroker } from '../kit/test-broker';
+import { uniqueName } from '../kit/unique-name';
+import { staysFalse, waitFor } from '../kit/wait';
 
-let fx: OutboxFixture;
-let broker: TestBroker;
+const fx = OutboxFixture.forFile('producer');
+const broker = TestBroker.forFile();
 let db: Kysely<Record<string, never>>;
 let exchange: string;
 
 const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
 
 beforeAll(async () => {
-  fx = await OutboxFixture.create('producer');
-  broker = await TestBroker.connect();
   exchange = await broker.exchange(uniqueName('orders'));
   db = new Kysely({ dialect: new PostgresDialect({ pool: new Pool({ connectionString: testDatabaseUrl(), max: 2 }) }) });
   await fx.pool.query(`CREATE TABLE "${fx.schema}".orders (id text PRIMARY KEY, total int NOT NULL)`);
 });
 
-afterEach(async () => {
-  await fx.stopRelays();
-});
-
 afterAll(async () => {
   await db.destroy();
-  await broker.close();
-  await fx.close();
 });
 
 function definitions(): {

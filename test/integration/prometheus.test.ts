@@ -3,10 +3,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { TestBroker } from '../helpers/test-broker';
-import { waitFor } from '../helpers/wait';
-import { freePort } from '../helpers/ports';
+import { freePort } from '../kit/free-port';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { TestBroker } from '../kit/test-broker';
+import { uniqueName } from '../kit/unique-name';
+import { waitFor } from '../kit/wait';
 
 // A real Prometheus (Debian's `prometheus` package) loads the shipped scrape config and
 // alert rules, scrapes an in-process relay, and is asked through its HTTP API.
@@ -56,8 +57,8 @@ interface QueryResult {
   value: [number, string];
 }
 
-let fx: OutboxFixture;
-let broker: TestBroker;
+const fx = OutboxFixture.forFile('prometheus', { afterEach: 'keep relays' });
+const broker = TestBroker.forFile();
 let prometheus: ChildProcess | undefined;
 let prometheusExited: Promise<unknown> = Promise.resolve();
 let prometheusLog = '';
@@ -79,8 +80,6 @@ async function query(promql: string): Promise<QueryResult[]> {
 
 beforeAll(async () => {
   const binary = prometheusBinary();
-  fx = await OutboxFixture.create('prometheus');
-  broker = await TestBroker.connect();
   const { relay } = await fx.startRelay({ OUTBOX_MAX_ATTEMPTS: '1' });
   relayPort = relay.port;
 
@@ -122,14 +121,12 @@ afterAll(async () => {
     clearTimeout(timer);
   }
   if (workDir) rmSync(workDir, { recursive: true, force: true });
-  await broker?.close();
-  await fx?.close();
 });
 
 test('Prometheus scrapes the relay with the shipped job: outbox_lag_seconds and the published counter', async () => {
   const queue = uniqueName('prom');
   const received = await broker.queue(queue);
-  await fx.insertMany(5, { routingKey: queue });
+  await fx.insertBacklog({ count: 5, routingKey: queue });
   await waitFor('5 messages delivered', () => received.length === 5);
 
   const target = await waitFor('the relay target up', async () => {

@@ -1,55 +1,36 @@
-import { OutboxFixture, uniqueName } from '../helpers/outbox-fixture';
-import { testAmqpUrl, testDatabaseUrl } from '../helpers/services';
-import { TcpProxy } from '../helpers/tcp-proxy';
-import { TestBroker } from '../helpers/test-broker';
-import { waitFor } from '../helpers/wait';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { endpointStatus } from '../kit/relay-http';
+import { testAmqpUrl, testDatabaseUrl } from '../kit/services';
+import { TcpProxy } from '../kit/tcp-proxy';
+import { TestBroker } from '../kit/test-broker';
+import { waitFor } from '../kit/wait';
 
 // Bugs found by the chaos suite and by review, each with a test of its own.
 
-let fx: OutboxFixture;
-let broker: TestBroker;
-
-beforeAll(async () => {
-  fx = await OutboxFixture.create('regress');
-  broker = await TestBroker.connect();
-});
-
-afterEach(async () => {
-  await fx.stopRelays();
-});
-
-afterAll(async () => {
-  await broker.close();
-  await fx.close();
-});
-
-function proxyTo(url: string): Promise<TcpProxy> {
-  const u = new URL(url);
-  return TcpProxy.start(u.hostname, Number(u.port));
-}
+const fx = OutboxFixture.forFile('regress');
+const broker = TestBroker.forFile();
 
 test('the database connection dropping while a batch waits for confirms does not crash the relay (chaos, seed 42)', async () => {
-  const dbProxy = await proxyTo(testDatabaseUrl());
-  const brokerProxy = await proxyTo(testAmqpUrl());
+  const dbProxy = await TcpProxy.inFrontOf(testDatabaseUrl());
+  const brokerProxy = await TcpProxy.inFrontOf(testAmqpUrl());
   const uncaught: Error[] = [];
   const onUncaught = (err: Error): void => void uncaught.push(err);
   process.on('uncaughtException', onUncaught);
   try {
-    const exchange = await broker.exchange(uniqueName('drop'));
-    const queue = await broker.queue(uniqueName('dropq'), { exchange, pattern: '#' });
+    const { exchange, received: queue } = await broker.exchangeWithQueue('drop');
     const { relay } = await fx.startRelay({ OUTBOX_DATABASE_URL: dbProxy.url(testDatabaseUrl()), OUTBOX_AMQP_URL: brokerProxy.url(testAmqpUrl()) });
-    await fx.insertMany(10, { exchange, routingKey: 'warm' });
+    await fx.insertBacklog({ count: 10, exchange, routingKey: 'warm' });
     await waitFor('warm-up', () => queue.length === 10);
     // Confirms now take 1.5 s: the claim transaction sits idle while the database goes away.
     brokerProxy.latencyMs = 1_500;
-    await fx.insertMany(50, { exchange, routingKey: 'slow' });
+    await fx.insertBacklog({ count: 50, exchange, routingKey: 'slow' });
     await new Promise((resolve) => setTimeout(resolve, 700));
     dbProxy.cut();
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     brokerProxy.latencyMs = 0;
     dbProxy.restore();
     await waitFor('all 60 published', async () => (await fx.counts()).published === 60, 30_000);
-    await waitFor('ready again', async () => (await fetch(`http://127.0.0.1:${relay.port}/readyz`)).status === 200);
+    await waitFor('ready again', async () => (await endpointStatus(relay.port, '/readyz')) === 200);
     expect(uncaught).toEqual([]);
   } finally {
     process.off('uncaughtException', onUncaught);

@@ -3,7 +3,7 @@ import { join, posix, relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { createMetrics } from '../../src/observability/metrics';
 
-// deploy/ (SPEC §7, §8): every YAML and JSON file parses; the Kubernetes example wires
+// deploy/ (the README's Deployment and Metrics sections): every YAML and JSON file parses; the Kubernetes example wires
 // the sidecar as documented; the alert rules and the dashboard name only metrics the
 // relay exports. promtool checks the Prometheus files in .ci/run, and
 // test/integration/prometheus.test.ts loads them into a real Prometheus.

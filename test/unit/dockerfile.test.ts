@@ -1,9 +1,9 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Script } from 'node:vm';
-import { copyParts, DockerIgnore, execForm, parseDockerfile, type Instruction, type Stage } from '../helpers/dockerfile';
+import { copyParts, DockerIgnore, execForm, parseDockerfile, type Instruction, type Stage } from '../kit/dockerfile';
 
-// SPEC §8. No Docker engine runs here, so the Dockerfile is checked for its structure,
+// The container image (README, Deployment). No Docker engine runs here, so the Dockerfile is checked for its structure,
 // and .ci/run rebuilds the runtime stage's contents with the same npm steps.
 
 const ROOT = join(__dirname, '..', '..');

@@ -1,72 +1,51 @@
-import { randomBytes } from 'node:crypto';
-import { Writable } from 'node:stream';
 import { Pool } from 'pg';
 import { startRelay, type RelayTuning, type RunningRelay } from '../../src/app';
 import { loadConfig } from '../../src/config/load-config';
-import { migrate } from '../../src/db/migrator';
 import { createLogger } from '../../src/observability/logger';
+import { LogCapture } from './log-capture';
+import { trackOpen } from './open-resources';
+import { insertBacklog, insertRows, type Backlog, type ProducerRow } from './outbox-rows';
+import { dropSchema, migrateSchema } from './outbox-schema';
+import { RelayProcess } from './relay-process';
 import { testAmqpUrl, testDatabaseUrl } from './services';
-
-/** A unique, lower-case identifier for this test's schema, exchanges and queues. */
-export function uniqueName(prefix: string): string {
-  return `${prefix}_${randomBytes(4).toString('hex')}`;
-}
-
-/** A row as a producer writes it (any subset of the producer columns). */
-export interface ProducerRow {
-  exchange?: string;
-  routing_key: string;
-  message_type?: string | null;
-  payload?: unknown;
-  body?: Buffer | null;
-  content_type?: string;
-  headers?: Record<string, unknown>;
-  partition_key?: string | null;
-  correlation_id?: string | null;
-  available_at?: Date;
-  message_id?: string;
-}
-
-/** Log lines a relay wrote, parsed. */
-export class LogCapture {
-  readonly lines: string[] = [];
-  readonly stream = new Writable({
-    write: (chunk: Buffer, _encoding, callback) => {
-      this.lines.push(...chunk.toString('utf8').split('\n').filter((l) => l.length > 0));
-      callback();
-    },
-  });
-
-  entries(): Record<string, unknown>[] {
-    return this.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
-  }
-
-  has(msg: string): boolean {
-    return this.entries().some((e) => e['msg'] === msg);
-  }
-}
+import { uniqueName } from './unique-name';
 
 /**
  * One test file's outbox: its own schema in the test database, migrated; helpers to
- * insert rows and to start relays against it. `close()` stops every relay it started
- * (a test that leaves one running fails) and drops the schema.
+ * insert rows and to start relays against it, in-process or as processes. `close()`
+ * stops every relay it started and drops the schema.
  */
 export class OutboxFixture {
   readonly pool: Pool;
-  private readonly relays: RunningRelay[] = [];
+  /** In-process relays, each with the function that records it closed. */
+  private readonly relays: { relay: RunningRelay; untrack: () => void }[] = [];
+  private readonly processes: RelayProcess[] = [];
+  private readonly untrackPool: () => void;
 
   private constructor(readonly schema: string) {
     this.pool = new Pool({ connectionString: testDatabaseUrl(), max: 4 });
+    this.untrackPool = trackOpen(this.pool, { kind: 'pg pool', detail: `OutboxFixture pool of schema ${schema}` });
   }
 
   static async create(prefix: string): Promise<OutboxFixture> {
     const fixture = new OutboxFixture(uniqueName(`t_${prefix}`));
-    const client = await fixture.pool.connect();
-    try {
-      await migrate(client, fixture.schema);
-    } finally {
-      client.release();
-    }
+    await migrateSchema(fixture.pool, fixture.schema);
+    return fixture;
+  }
+
+  /**
+   * The outbox of a whole test file, with its hooks: migrated before all tests, closed
+   * after all. After each test: its relays are stopped (`'stop relays'`, the default),
+   * and every message deleted too (`'reset'`), or nothing (`'keep relays'`, for a relay
+   * that the file starts once for all its tests).
+   */
+  static forFile(prefix: string, options: { readonly afterEach?: 'stop relays' | 'reset' | 'keep relays' } = {}): OutboxFixture {
+    const fixture = new OutboxFixture(uniqueName(`t_${prefix}`));
+    const afterEachTest = options.afterEach ?? 'stop relays';
+    beforeAll(() => migrateSchema(fixture.pool, fixture.schema));
+    if (afterEachTest === 'stop relays') afterEach(() => fixture.stopRelays());
+    if (afterEachTest === 'reset') afterEach(() => fixture.reset());
+    afterAll(() => fixture.close());
     return fixture;
   }
 
@@ -96,46 +75,26 @@ export class OutboxFixture {
     const logs = new LogCapture();
     const log = createLogger({ level: config.logLevel, secrets: [], destination: logs.stream });
     const relay = await startRelay(config, log, tuning);
-    this.relays.push(relay);
+    this.relays.push({ relay, untrack: trackOpen(relay, { kind: 'in-process relay', detail: `schema ${config.schema}, port ${relay.port}` }) });
     await relay.started;
     return { relay, logs, baseUrl: `http://127.0.0.1:${relay.port}` };
   }
 
-  /** Inserts rows in one transaction; returns their message ids in order. */
-  async insert(rows: readonly ProducerRow[]): Promise<string[]> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
-      const ids: string[] = [];
-      for (const row of rows) {
-        const columns = Object.keys(row).filter((k) => (row as unknown as Record<string, unknown>)[k] !== undefined);
-        const values = columns.map((k) => {
-          const v = (row as unknown as Record<string, unknown>)[k];
-          return k === 'payload' || k === 'headers' ? JSON.stringify(v) : v;
-        });
-        const { rows: inserted } = await client.query<{ message_id: string }>(
-          `INSERT INTO ${this.table} (${columns.join(', ')}) VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING message_id`,
-          values,
-        );
-        ids.push(inserted[0]!.message_id);
-      }
-      await client.query('COMMIT');
-      return ids;
-    } catch (err) {
-      await client.query('ROLLBACK');
-      throw err;
-    } finally {
-      client.release();
-    }
+  /** Starts `outbox-relay run` as a process on this schema (stopped by `stopRelays()`). */
+  async spawnRelay(overrides: Record<string, string> = {}): Promise<RelayProcess> {
+    const relay = await RelayProcess.start(this.env(overrides));
+    this.processes.push(relay);
+    return relay;
   }
 
-  /** Inserts `count` JSON messages `{"n": i}` (i = 1…count) with one statement. */
-  async insertMany(count: number, target: { exchange?: string; routingKey: string; partitionKey?: string }): Promise<void> {
-    await this.pool.query(
-      `INSERT INTO ${this.table} (exchange, routing_key, payload, partition_key)
-       SELECT $1, $2, jsonb_build_object('n', g), $4 FROM generate_series(1, $3::int) AS g`,
-      [target.exchange ?? '', target.routingKey, count, target.partitionKey ?? null],
-    );
+  /** Inserts rows in one transaction; returns their message ids in order. */
+  insert(rows: readonly ProducerRow[]): Promise<string[]> {
+    return insertRows(this.pool, this.table, rows);
+  }
+
+  /** Inserts a backlog of JSON messages `{"n": 1…count}` (see `insertBacklog`). */
+  insertBacklog(backlog: Backlog): Promise<void> {
+    return insertBacklog(this.pool, this.table, backlog);
   }
 
   async counts(): Promise<{ pending: number; published: number; dead: number; attempts: number }> {
@@ -164,13 +123,24 @@ export class OutboxFixture {
     return Number(all[0]!.n) - Number(rows[0]!.n);
   }
 
+  /** Stops every relay it started: in-process ones gracefully, processes with SIGKILL. */
   async stopRelays(): Promise<void> {
-    await Promise.all(this.relays.splice(0).map((r) => r.stop()));
+    await Promise.all([
+      ...this.relays.splice(0).map(({ relay, untrack }) => relay.stop().then(untrack)),
+      ...this.processes.splice(0).map((p) => p.ensureStopped()),
+    ]);
+  }
+
+  /** Stops every relay and deletes every message: the next test starts from an empty outbox. */
+  async reset(): Promise<void> {
+    await this.stopRelays();
+    await this.pool.query(`DELETE FROM ${this.table}`);
   }
 
   async close(): Promise<void> {
     await this.stopRelays();
-    await this.pool.query(`DROP SCHEMA IF EXISTS "${this.schema}" CASCADE`);
+    await dropSchema(this.pool, this.schema);
     await this.pool.end();
+    this.untrackPool();
   }
 }

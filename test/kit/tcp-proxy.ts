@@ -1,5 +1,8 @@
-import { createServer, connect, type Server, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { trackOpen } from './open-resources';
+
+/** The port a URL means when it names none. */
+const DEFAULT_PORTS: Readonly<Record<string, number>> = { 'postgres:': 5432, 'postgresql:': 5432, 'amqp:': 5672, 'amqps:': 5671 };
 
 /**
  * A TCP proxy between the relay and a service, for fault injection without touching
@@ -13,6 +16,7 @@ export class TcpProxy {
   /** Added to every chunk in both directions (ms): a slow network or a slow broker. */
   latencyMs = 0;
   port = 0;
+  private untrack: () => void = () => undefined;
 
   constructor(
     private readonly targetHost: string,
@@ -25,7 +29,19 @@ export class TcpProxy {
     const proxy = new TcpProxy(targetHost, targetPort);
     await new Promise<void>((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
     proxy.port = (proxy.server.address() as AddressInfo).port;
+    proxy.untrack = trackOpen(proxy, { kind: 'TCP proxy', detail: `127.0.0.1:${proxy.port} → ${targetHost}:${targetPort}` });
     return proxy;
+  }
+
+  /**
+   * A proxy to the service a PostgreSQL or AMQP URL points at; `proxy.url(target)`
+   * then gives the same URL through the proxy.
+   */
+  static inFrontOf(target: string): Promise<TcpProxy> {
+    const url = new URL(target);
+    const port = url.port === '' ? DEFAULT_PORTS[url.protocol] : Number(url.port);
+    if (port === undefined) throw new Error(`no default port known for ${url.protocol} URLs`);
+    return TcpProxy.start(url.hostname, port);
   }
 
   /** Rewrites a URL's host and port to go through this proxy. */
@@ -89,5 +105,6 @@ export class TcpProxy {
   async close(): Promise<void> {
     this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.untrack();
   }
 }

@@ -11,7 +11,7 @@ function dockerAvailable(): boolean {
 }
 
 /**
- * SPEC §9: the tests use the PostgreSQL and RabbitMQ given by OUTBOX_TEST_DATABASE_URL /
+ * The tests use the PostgreSQL and RabbitMQ given by OUTBOX_TEST_DATABASE_URL /
  * OUTBOX_TEST_AMQP_URL (default: the local services). When one is unreachable and a
  * Docker engine runs, it is started with testcontainers; when neither is possible the
  * run fails here, loudly. Tests never skip for a missing service.
