@@ -1,0 +1,121 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, escapeIdentifier } from 'pg';
+import { ROOT } from '../kit/cli';
+import { testDatabaseUrl } from '../kit/services';
+
+// The leak check (test/kit/leak-check-environment.ts) proven on fixtures that leave a
+// relay process, an in-process relay, a pg pool and a timer open: Jest runs them
+// (test/fixtures/leaks), and every one of them but the clean control fails, naming
+// what it left.
+
+interface FileResult {
+  readonly name: string;
+  readonly status: 'passed' | 'failed';
+  readonly message: string;
+  readonly assertionResults: readonly { readonly status: string }[];
+}
+
+let results: Map<string, FileResult>;
+
+/** Runs Jest on the fixtures; returns its exit code and the result of each fixture file. */
+async function runFixtures(leftoversFile: string, outputFile: string): Promise<{ code: number | null; output: string }> {
+  const jest = join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js');
+  const args = [jest, '--config', join(ROOT, 'test', 'fixtures', 'leaks', 'jest.config.ts'), '--runInBand', '--ci', '--forceExit', '--json', '--outputFile', outputFile];
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, OUTBOX_LEAK_FIXTURE_LEFTOVERS: leftoversFile }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  return { code, output };
+}
+
+/** Kills the processes and drops the schemas the fixtures left behind on purpose. */
+async function removeLeftovers(leftoversFile: string): Promise<void> {
+  if (!existsSync(leftoversFile)) return;
+  const leftovers = readFileSync(leftoversFile, 'utf8')
+    .split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l) as { pid?: number; schema?: string });
+  for (const { pid } of leftovers) {
+    if (pid === undefined) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  const client = new Client({ connectionString: testDatabaseUrl() });
+  await client.connect();
+  try {
+    for (const { schema } of leftovers) if (schema) await client.query(`DROP SCHEMA IF EXISTS ${escapeIdentifier(schema)} CASCADE`);
+  } finally {
+    await client.end();
+  }
+}
+
+let exitCode: number | null;
+let jestOutput = '';
+
+beforeAll(async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'outbox-leak-fixtures-'));
+  const leftovers = join(dir, 'leftovers.jsonl');
+  const outputFile = join(dir, 'results.json');
+  try {
+    const run = await runFixtures(leftovers, outputFile);
+    exitCode = run.code;
+    jestOutput = run.output;
+    const report = JSON.parse(readFileSync(outputFile, 'utf8')) as { testResults: FileResult[] };
+    results = new Map(report.testResults.map((r) => [r.name.slice(r.name.lastIndexOf('/') + 1), r]));
+  } finally {
+    await removeLeftovers(leftovers);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 180_000);
+
+function fixture(name: string): FileResult {
+  const result = results.get(name);
+  if (!result) throw new Error(`no result for ${name}; jest said:\n${jestOutput.slice(-4_000)}`);
+  return result;
+}
+
+test('the run with leaking files fails', () => {
+  expect({ exitCode, files: [...results.keys()].sort() }).toEqual({
+    exitCode: 1,
+    files: ['clean.leak.ts', 'in-process-relay.leak.ts', 'pool-and-timer.leak.ts', 'relay-process.leak.ts'],
+  });
+});
+
+test('a relay process left running fails its file, which names the relay and the child process', () => {
+  const result = fixture('relay-process.leak.ts');
+  expect(result.status).toBe('failed');
+  // The test itself passed: the file fails for the leak alone.
+  expect(result.assertionResults.map((a) => a.status)).toEqual(['passed']);
+  expect(result.message).toMatch(/this test file left resources open/);
+  expect(result.message).toMatch(/relay process: pid \d+, `outbox-relay run`, port \d+/);
+  expect(result.message).toMatch(/\d+ × child process \(ProcessWrap\)/);
+});
+
+test('a pool never ended and an interval never cleared fail their file, named as a PostgreSQL socket and a timer', () => {
+  const result = fixture('pool-and-timer.leak.ts');
+  expect(result.status).toBe('failed');
+  expect(result.assertionResults.map((a) => a.status)).toEqual(['passed']);
+  expect(result.message).toMatch(/\d+ × TCP socket \(TCPSocketWrap\)/);
+  expect(result.message).toMatch(/TCP socket 127\.0\.0\.1:\d+ → \S+:\d+ \(PostgreSQL\)/);
+  expect(result.message).toMatch(/\d+ × timer \(setTimeout\/setInterval\) \(Timeout\)/);
+});
+
+test('an in-process relay never stopped fails its file, which names the relay, its pool and its sockets', () => {
+  const result = fixture('in-process-relay.leak.ts');
+  expect(result.status).toBe('failed');
+  expect(result.assertionResults.map((a) => a.status)).toEqual(['passed']);
+  expect(result.message).toMatch(/in-process relay: schema t_leakrelay_[0-9a-f]+, port \d+/);
+  expect(result.message).toMatch(/pg pool: OutboxFixture pool of schema t_leakrelay_[0-9a-f]+/);
+  expect(result.message).toMatch(/listening TCP server \(TCPServerWrap\)/);
+  expect(result.message).toMatch(/\(RabbitMQ\)/);
+});
+
+test('the control, which closes everything it opened, passes', () => {
+  const result = fixture('clean.leak.ts');
+  expect({ status: result.status, message: result.message }).toEqual({ status: 'passed', message: '' });
+});
