@@ -19,6 +19,9 @@ const N = quick ? 20_000 : 100_000;
 const SCALE_BACKLOG = quick ? 100_000 : 1_000_000;
 const LATENCY_SECONDS = quick ? 4 : 10;
 const PRODUCER_SECONDS = quick ? 2 : 5;
+/** A single hot key drained by 3 relays: 20,000 messages in both modes, the backlog the ordering test drains. */
+const HOT_KEY_BACKLOG = 20_000;
+const HOT_KEY_RELAYS = 3;
 
 async function repeat(label: string, run: () => Promise<number>): Promise<Figure> {
   const runs: number[] = [];
@@ -70,6 +73,9 @@ async function main(): Promise<void> {
   const keyed = await repeat('1,000 keys msg/s', () => drain(pool, N, 1_000, 1));
   const hotKey = await repeat('1 key msg/s', () => drain(pool, quick ? N / 2 : N / 5, 1, 1));
 
+  console.log(`\na single hot key: drain of a ${fmt(HOT_KEY_BACKLOG)}-message backlog by ${HOT_KEY_RELAYS} relays`);
+  const hotKeyRelays = await repeat(`1 key, ${HOT_KEY_RELAYS} relays msg/s`, () => drain(pool, HOT_KEY_BACKLOG, 1, HOT_KEY_RELAYS));
+
   console.log(`\nreplicas: drain of ${fmt(N)} messages`);
   const replicas: Record<string, Figure> = {};
   for (const n of [1, 2, 4]) replicas[n] = await repeat(`${n} relay(s) msg/s`, () => drain(pool, N, 0, n));
@@ -105,6 +111,7 @@ async function main(): Promise<void> {
     ['drain, unkeyed', `${fmt(unkeyed.median)} msg/s`, spread(unkeyed), (unkeyed.median / ceiling.median).toFixed(2)],
     ['drain, 1,000 partition keys', `${fmt(keyed.median)} msg/s`, spread(keyed), (keyed.median / ceiling.median).toFixed(2)],
     ['drain, a single key', `${fmt(hotKey.median)} msg/s`, spread(hotKey), (hotKey.median / ceiling.median).toFixed(2)],
+    [`drain, a single key, ${HOT_KEY_RELAYS} relays (${fmt(HOT_KEY_BACKLOG)})`, `${fmt(hotKeyRelays.median)} msg/s`, spread(hotKeyRelays), (hotKeyRelays.median / ceiling.median).toFixed(2)],
     ...[1, 2, 4].map((n): [string, string, string, string] => [`drain, ${n} relay${n > 1 ? 's' : ''}`, `${fmt(replicas[n]!.median)} msg/s`, spread(replicas[n]!), (replicas[n]!.median / ceiling.median).toFixed(2)]),
     ['latency p50 at 500 events/s', `${ms(lat.p50.median)} ms`, `${ms(lat.p50.min)}–${ms(lat.p50.max)}`, ''],
     ['latency p99 at 500 events/s', `${ms(lat.p99.median)} ms`, `${ms(lat.p99.min)}–${ms(lat.p99.max)}`, ''],
@@ -131,7 +138,7 @@ async function main(): Promise<void> {
   console.log(`\n${markdown}\nbench took ${Math.round((Date.now() - started) / 1000)} s`);
   const dir = join(__dirname, 'results');
   mkdirSync(dir, { recursive: true });
-  const results = { date: new Date().toISOString(), quick, machine: env, ceiling, unkeyed, keyed, hotKey, replicas, latency: lat, producer, scale: big };
+  const results = { date: new Date().toISOString(), quick, machine: env, ceiling, unkeyed, keyed, hotKey, hotKeyRelays, replicas, latency: lat, producer, scale: big };
   writeFileSync(join(dir, quick ? 'quick.json' : 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(dir, quick ? 'quick.md' : 'latest.md'), markdown);
 }

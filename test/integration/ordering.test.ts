@@ -169,17 +169,14 @@ test('kill -9 of one of three relays mid-stream: every key still sees its first 
   expectInOrder(firstDeliveries(queue), 100, 100);
 }, 120_000);
 
-test('a single hot key: a 20,000-message backlog drains in order with three relays at ≥ 2,000 messages/s', async () => {
+// How fast three relays drain a single hot key is a figure of `npm run bench`
+// ("drain, a single key, 3 relays (20,000)"), not something a test asserts.
+test('a single hot key: a 20,000-message backlog drains in order with three relays, nothing lost, nothing twice', async () => {
   const { exchange, received: queue } = await broker.exchangeWithQueue('hot');
   await insertKeyed(exchange, 1, 20_000);
-  await fx.pool.query(`VACUUM ANALYZE ${fx.table}`);
-  const started = Date.now();
   for (let i = 0; i < 3; i += 1) await fx.startRelay();
   await waitFor('the backlog drained', async () => (await fx.counts()).published === 20_000, 60_000, 50);
-  const seconds = (Date.now() - started) / 1000;
   await waitFor('every message received', () => queue.length >= 20_000, 30_000);
   expectInOrder(firstDeliveries(queue), 1, 20_000);
-  const rate = 20_000 / seconds;
-  console.info(`single hot key: 20,000 messages in ${seconds.toFixed(2)} s = ${Math.round(rate)} messages/s with 3 relays`);
-  expect(rate).toBeGreaterThanOrEqual(2_000);
+  expect(queue.length).toBe(20_000);
 }, 120_000);
