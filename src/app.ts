@@ -87,7 +87,12 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     },
   );
   const deadHoldsKey = config.orderingOnDead === 'block';
-  const stats = new StatsPoller(() => operator.stats(pool, deadHoldsKey), metrics, log.child({ component: 'stats' }), tuning.statsIntervalMs ?? STATS_INTERVAL_MS);
+  const stats = new StatsPoller(
+    () => operator.stats(pool, deadHoldsKey),
+    metrics,
+    log.child({ component: 'stats' }),
+    tuning.statsIntervalMs ?? STATS_INTERVAL_MS,
+  );
   const cleanup = new CleanupJob(pool, config, log.child({ component: 'cleanup' }), (deleted) => metrics.cleanupDeletedTotal.inc(deleted));
   const http = new HttpServer(metrics, health, log.child({ component: 'http' }));
   const port = await http.listen(config.httpHost, config.httpPort);

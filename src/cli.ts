@@ -44,7 +44,10 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     cleanup: () => cleanupCommand(configured(), toolLogger(), io),
     check: () => checkCommand(configured(), toolLogger(), io),
     demo: async (options) => {
-      await runDemo(configured(), createLogger({ level: 'error', secrets, fd: 2 }), io, { ...options, interactive: process.stdout.isTTY === true });
+      await runDemo(configured(), createLogger({ level: 'error', secrets, fd: 2 }), io, {
+        ...options,
+        interactive: process.stdout.isTTY === true,
+      });
     },
   });
   try {
@@ -103,7 +106,10 @@ function buildProgram(handlers: Handlers): Command {
         const path: string[] = [];
         for (let c: Command | null = action; c?.parent; c = c.parent) path.unshift(c.name());
         const name = path.join(' ');
-        throw new OutboxError('USAGE', `${name}: unexpected argument ${extra.map((a) => `"${a}"`).join(' ')} (run outbox-relay ${name} --help)`);
+        throw new OutboxError(
+          'USAGE',
+          `${name}: unexpected argument ${extra.map((a) => `"${a}"`).join(' ')} (run outbox-relay ${name} --help)`,
+        );
       }
     });
 
@@ -114,7 +120,11 @@ function buildProgram(handlers: Handlers): Command {
     .option('--print', 'print the SQL for the configured schema instead of applying it')
     .option('--inbox', "the idempotent consumer's inbox table instead (in the consuming service's database)")
     .action(handlers.migrate);
-  program.command('status').description('pending, due, delayed, dead and published counts, lag and the oldest pending message').option('--json', 'print one JSON object').action(handlers.status);
+  program
+    .command('status')
+    .description('pending, due, delayed, dead and published counts, lag and the oldest pending message')
+    .option('--json', 'print one JSON object')
+    .action(handlers.status);
 
   const dead = program.command('dead').description('inspect and handle dead messages');
   dead
@@ -137,7 +147,10 @@ function buildProgram(handlers: Handlers): Command {
     .action(handlers.deadDiscard);
 
   program.command('cleanup').description('delete published messages older than OUTBOX_RETENTION, once').action(handlers.cleanup);
-  program.command('check').description('verify database, schema, privileges, broker and the exchanges pending messages name').action(handlers.check);
+  program
+    .command('check')
+    .description('verify database, schema, privileges, broker and the exchanges pending messages name')
+    .action(handlers.check);
   program
     .command('demo')
     .description('end-to-end demonstration on the configured services: orders written in transactions, relayed, consumed exactly once')

@@ -77,21 +77,27 @@ export async function publishBatch(
       const message = messages[index] as OutboxMessage;
       let writable: boolean;
       try {
-        writable = target.channel.publish(message.exchange, message.routingKey, message.content, publishProperties(message, options.appId), (err: unknown) => {
-          if (err === null || err === undefined) {
-            const returned = target.returned.get(message.messageId);
-            if (returned) {
-              target.returned.delete(message.messageId);
-              settle(index, { kind: 'returned', replyText: returned.replyText });
+        writable = target.channel.publish(
+          message.exchange,
+          message.routingKey,
+          message.content,
+          publishProperties(message, options.appId),
+          (err: unknown) => {
+            if (err === null || err === undefined) {
+              const returned = target.returned.get(message.messageId);
+              if (returned) {
+                target.returned.delete(message.messageId);
+                settle(index, { kind: 'returned', replyText: returned.replyText });
+              } else {
+                settle(index, { kind: 'confirmed' });
+              }
+            } else if (err instanceof Error && err.message === 'message nacked') {
+              settle(index, { kind: 'failed', reason: 'nack', error: 'the broker rejected the message (negative confirm)' });
             } else {
-              settle(index, { kind: 'confirmed' });
+              settle(index, afterClose(message));
             }
-          } else if (err instanceof Error && err.message === 'message nacked') {
-            settle(index, { kind: 'failed', reason: 'nack', error: 'the broker rejected the message (negative confirm)' });
-          } else {
-            settle(index, afterClose(message));
-          }
-        });
+          },
+        );
       } catch (err: unknown) {
         if (target.closed) break;
         // amqplib refuses to encode it (e.g. headers over 64 KiB): this message only.
@@ -100,7 +106,8 @@ export async function publishBatch(
       }
       if (!writable) await waitForDrain(target);
     }
-    if (target.closed || options.signal?.aborted) settleAllWaiting(target.closed ? afterClose : () => ({ kind: 'unconfirmed', error: 'shutting down' }));
+    if (target.closed || options.signal?.aborted)
+      settleAllWaiting(target.closed ? afterClose : () => ({ kind: 'unconfirmed', error: 'shutting down' }));
     await allSettled;
   } finally {
     clearTimeout(timer);

@@ -30,7 +30,9 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
   let exchanges: string[] | undefined;
   try {
     await withDatabase(config, log, async (pool) => {
-      const { rows } = await pool.query<{ version: string; user: string }>(`SELECT current_setting('server_version') AS version, current_user AS user`);
+      const { rows } = await pool.query<{ version: string; user: string }>(
+        `SELECT current_setting('server_version') AS version, current_user AS user`,
+      );
       report(true, `database reachable (PostgreSQL ${rows[0]?.version}, role ${rows[0]?.user})`);
       try {
         const version = await withClient(pool, (client) => verifySchema(client, config.schema));
@@ -47,8 +49,17 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
         [config.schema, qualified(config.schema, 'messages')],
       );
       const p = privileges.rows[0];
-      const missing = p ? Object.entries({ 'USAGE on schema': p.usage, SELECT: p.sel, UPDATE: p.upd, DELETE: p.del }).filter(([, has]) => !has).map(([name]) => name) : ['all'];
-      report(missing.length === 0, missing.length === 0 ? `role may claim, mark and delete in ${quoteIdent(config.schema)}.messages` : `role lacks ${missing.join(', ')} on ${quoteIdent(config.schema)}.messages`);
+      const missing = p
+        ? Object.entries({ 'USAGE on schema': p.usage, SELECT: p.sel, UPDATE: p.upd, DELETE: p.del })
+            .filter(([, has]) => !has)
+            .map(([name]) => name)
+        : ['all'];
+      report(
+        missing.length === 0,
+        missing.length === 0
+          ? `role may claim, mark and delete in ${quoteIdent(config.schema)}.messages`
+          : `role lacks ${missing.join(', ')} on ${quoteIdent(config.schema)}.messages`,
+      );
       if (missing.length === 0) exchanges = await new OperatorStore(config.schema).pendingExchanges(pool);
     });
   } catch (err: unknown) {

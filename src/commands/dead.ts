@@ -33,7 +33,13 @@ export async function deadListCommand(config: Config, log: Logger, io: Io, optio
   }
 }
 
-export async function deadRetryCommand(config: Config, log: Logger, io: Io, ids: readonly string[], all: boolean | undefined): Promise<void> {
+export async function deadRetryCommand(
+  config: Config,
+  log: Logger,
+  io: Io,
+  ids: readonly string[],
+  all: boolean | undefined,
+): Promise<void> {
   const selected = selectIds(ids, all, 'retry');
   const store = new OperatorStore(config.schema);
   const changed = await withDatabase(config, log, (pool) => store.retryDead(pool, selected));
@@ -41,7 +47,13 @@ export async function deadRetryCommand(config: Config, log: Logger, io: Io, ids:
   reportMissing(selected, changed);
 }
 
-export async function deadDiscardCommand(config: Config, log: Logger, io: Io, ids: readonly string[], all: boolean | undefined): Promise<void> {
+export async function deadDiscardCommand(
+  config: Config,
+  log: Logger,
+  io: Io,
+  ids: readonly string[],
+  all: boolean | undefined,
+): Promise<void> {
   const selected = selectIds(ids, all, 'discard');
   const store = new OperatorStore(config.schema);
   const deleted = await withDatabase(config, log, (pool) => store.discardDead(pool, selected));

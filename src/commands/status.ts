@@ -42,7 +42,9 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
     io.out(JSON.stringify(report));
     return;
   }
-  const oldest = report.oldestPending ? `${report.oldestPending.messageId} (created ${report.oldestPending.createdAt}, due ${report.oldestPending.dueAt})` : '-';
+  const oldest = report.oldestPending
+    ? `${report.oldestPending.messageId} (created ${report.oldestPending.createdAt}, due ${report.oldestPending.dueAt})`
+    : '-';
   io.out(
     [
       `schema          ${report.schema}`,

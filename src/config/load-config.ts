@@ -8,9 +8,7 @@ type ConfigShape = { readonly [K in SettingKey]: (typeof SETTINGS)[K]['schema'] 
 
 // Object.fromEntries cannot carry per-key types; the entries are exactly SETTINGS', so
 // this assertion only restates the mapping. Values are typed by zod's parse, not by a cast.
-const CONFIG_SCHEMA = z.object(
-  Object.fromEntries(Object.entries(SETTINGS).map(([key, setting]) => [key, setting.schema])) as ConfigShape,
-);
+const CONFIG_SCHEMA = z.object(Object.fromEntries(Object.entries(SETTINGS).map(([key, setting]) => [key, setting.schema])) as ConfigShape);
 
 /** The validated, frozen configuration of one relay process. */
 export type Config = Readonly<z.output<typeof CONFIG_SCHEMA>>;
@@ -26,7 +24,13 @@ interface RawValue {
   readonly text: string;
 }
 
-function rawValue(env: NodeJS.ProcessEnv, names: readonly string[], fromFile: boolean, readFile: FileReader, problems: string[]): RawValue | undefined {
+function rawValue(
+  env: NodeJS.ProcessEnv,
+  names: readonly string[],
+  fromFile: boolean,
+  readFile: FileReader,
+  problems: string[],
+): RawValue | undefined {
   for (const name of names) {
     const direct = env[name];
     const filePath = fromFile ? env[`${name}_FILE`] : undefined;

@@ -150,7 +150,9 @@ export const SETTINGS = {
   pollIntervalMs: {
     env: 'OUTBOX_POLL_INTERVAL_MS',
     defaultValue: '100',
-    doc: 'How often an idle relay checks for new messages (ms). While messages flow it checks every 3 ms; a NOTIFY on `<schema>.messages` wakes it at once.',
+    doc:
+      'How often an idle relay checks for new messages (ms). While messages flow' +
+      ' it checks every 3 ms; a NOTIFY on `<schema>.messages` wakes it at once.',
     schema: integer(10, 3_600_000),
   } satisfies Setting<number>,
   maxAttempts: {
@@ -180,7 +182,9 @@ export const SETTINGS = {
   unroutable: {
     env: 'OUTBOX_UNROUTABLE',
     defaultValue: 'publish',
-    doc: '`publish`: a message returned as unroutable by a named exchange counts as published (and is counted); `retry`: it fails and is retried. Unroutable commands (default exchange) always fail.',
+    doc:
+      '`publish`: a message returned as unroutable by a named exchange counts as published (and is counted);' +
+      ' `retry`: it fails and is retried. Unroutable commands (default exchange) always fail.',
     schema: oneOf(['publish', 'retry']),
   } satisfies Setting<'publish' | 'retry'>,
   orderingOnDead: {

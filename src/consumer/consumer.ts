@@ -134,7 +134,10 @@ export async function createConsumer<TPayload = unknown>(options: ConsumerOption
     try {
       // A duplicate's INSERT did nothing: committing that empty transaction is the same as rolling it back.
       return await inTransaction(client, async () => {
-        const { rowCount } = await client.query(`INSERT INTO ${inbox} (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [name, messageId]);
+        const { rowCount } = await client.query(`INSERT INTO ${inbox} (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [
+          name,
+          messageId,
+        ]);
         if (rowCount === 0) return 'duplicate';
         await options.handler(
           {
@@ -160,7 +163,10 @@ export async function createConsumer<TPayload = unknown>(options: ConsumerOption
   async function onMessage(msg: ConsumeMessage): Promise<void> {
     const messageId = msg.properties.messageId as unknown;
     if (typeof messageId !== 'string' || messageId === '') {
-      log.error({ queue: options.queue, routingKey: msg.fields.routingKey }, 'message without a message-id cannot be deduplicated: rejected');
+      log.error(
+        { queue: options.queue, routingKey: msg.fields.routingKey },
+        'message without a message-id cannot be deduplicated: rejected',
+      );
       stats.rejected += 1;
       channel.nack(msg, false, false);
       return;
@@ -199,7 +205,11 @@ export async function createConsumer<TPayload = unknown>(options: ConsumerOption
   const retentionMs = options.inboxRetentionMs ?? 7 * 86_400_000;
   const cleanupTimer = setInterval(() => {
     options.pool
-      .query(`DELETE FROM ${inbox} WHERE ctid IN (SELECT ctid FROM ${inbox} WHERE processed_at < now() - $1 * interval '1 millisecond' LIMIT 10000)`, [retentionMs])
+      .query(
+        `DELETE FROM ${inbox} WHERE ctid IN (SELECT ctid FROM ${inbox} WHERE` +
+          ` processed_at < now() - $1 * interval '1 millisecond' LIMIT 10000)`,
+        [retentionMs],
+      )
       .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'inbox cleanup failed'));
   }, options.inboxCleanupIntervalMs ?? 3_600_000);
   cleanupTimer.unref();
@@ -224,6 +234,9 @@ export async function createConsumer<TPayload = unknown>(options: ConsumerOption
 /** Deletes inbox rows older than `retentionMs`; returns how many. */
 export async function cleanupInbox(pool: Pool, retentionMs: number, schema = 'outbox'): Promise<number> {
   if (!Number.isFinite(retentionMs) || retentionMs < 0) throw new OutboxError('INVALID_ARGUMENT', 'cleanupInbox: retentionMs must be ≥ 0');
-  const { rowCount } = await pool.query(`DELETE FROM ${qualified(schema, 'inbox')} WHERE processed_at < now() - $1 * interval '1 millisecond'`, [retentionMs]);
+  const { rowCount } = await pool.query(
+    `DELETE FROM ${qualified(schema, 'inbox')} WHERE processed_at < now() - $1 * interval '1 millisecond'`,
+    [retentionMs],
+  );
   return rowCount ?? 0;
 }

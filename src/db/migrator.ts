@@ -75,11 +75,11 @@ export function loadMigrations(dir: string = MIGRATIONS_DIR): readonly Migration
     })
     .sort((a, b) => a.version - b.version);
   migrations.forEach((m, index) => {
-    if (m.version !== index + 1) throw new Error(`migrations must be numbered 0001, 0002, … without gaps; ${m.fileName} is out of sequence`);
+    if (m.version !== index + 1)
+      throw new Error(`migrations must be numbered 0001, 0002, … without gaps; ${m.fileName} is out of sequence`);
   });
   return Object.freeze(migrations);
 }
-
 
 function ledgerDdl(schema: string, ledger: Ledger): string {
   return `CREATE TABLE IF NOT EXISTS ${qualified(schema, ledger)} (
@@ -97,10 +97,9 @@ interface LedgerRow {
 }
 
 async function readLedger(client: ClientBase, schema: string, ledger: Ledger): Promise<LedgerRow[] | undefined> {
-  const exists = await client.query<{ exists: boolean }>(
-    `SELECT to_regclass($1) IS NOT NULL AS exists`,
-    [`${quoteIdent(schema)}.${ledger}`],
-  );
+  const exists = await client.query<{ exists: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS exists`, [
+    `${quoteIdent(schema)}.${ledger}`,
+  ]);
   if (!exists.rows[0]?.exists) return undefined;
   const { rows } = await client.query<LedgerRow>(`SELECT version, name, checksum FROM ${qualified(schema, ledger)} ORDER BY version`);
   return rows;
@@ -118,7 +117,8 @@ function compare(ledger: readonly LedgerRow[], migrations: readonly Migration[])
     if (!migration.acceptedChecksums.includes(row.checksum)) {
       throw new OutboxError(
         'MIGRATION_CHANGED',
-        `migration ${migration.fileName} was changed after it was applied (checksum differs from the ledger); restore the original file and add a new migration instead`,
+        `migration ${migration.fileName} was changed after it was applied (checksum differs` +
+          ` from the ledger); restore the original file and add a new migration instead`,
       );
     }
   }
@@ -170,7 +170,11 @@ export async function migrate(
  * psql or another tool. It records itself in the same ledger, so a later
  * `outbox-relay migrate` sees the migrations as applied.
  */
-export function renderMigrationSql(schema: string, migrations: readonly Migration[] = loadMigrations(), ledger: Ledger = 'schema_migrations'): string {
+export function renderMigrationSql(
+  schema: string,
+  migrations: readonly Migration[] = loadMigrations(),
+  ledger: Ledger = 'schema_migrations',
+): string {
   const parts = [
     `-- outbox-relay migrations for schema ${quoteIdent(schema)}; apply as it is, e.g. psql -v ON_ERROR_STOP=1 -f`,
     'BEGIN;',
@@ -183,7 +187,8 @@ export function renderMigrationSql(schema: string, migrations: readonly Migratio
       `\n-- ${m.fileName}`,
       `SET LOCAL search_path TO ${quoteIdent(schema)};`,
       m.sql.trimEnd(),
-      `INSERT INTO ${qualified(schema, ledger)} (version, name, checksum) VALUES (${m.version}, ${escapeLiteral(m.name)}, ${escapeLiteral(m.checksum)});`,
+      `INSERT INTO ${qualified(schema, ledger)} (version, name, checksum) VALUES` +
+        ` (${m.version}, ${escapeLiteral(m.name)}, ${escapeLiteral(m.checksum)});`,
     );
   }
   parts.push('COMMIT;', '');

@@ -72,8 +72,14 @@ export async function runDemo(config: Config, log: Logger, io: Io, options: Demo
     try {
       await migrate(client, schema);
       await migrate(client, schema, loadMigrations(INBOX_MIGRATIONS_DIR), 'inbox_schema_migrations');
-      await client.query(`CREATE TABLE ${quoteIdent(schema)}.orders (id uuid PRIMARY KEY, customer text NOT NULL, total_cents int NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`);
-      await client.query(`CREATE TABLE ${quoteIdent(schema)}.shipments (order_id uuid PRIMARY KEY, message_id text NOT NULL, shipped_at timestamptz NOT NULL DEFAULT now())`);
+      await client.query(
+        `CREATE TABLE ${quoteIdent(schema)}.orders (id uuid PRIMARY KEY, customer text NOT` +
+          ` NULL, total_cents int NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`,
+      );
+      await client.query(
+        `CREATE TABLE ${quoteIdent(schema)}.shipments (order_id uuid PRIMARY KEY,` +
+          ` message_id text NOT NULL, shipped_at timestamptz NOT NULL DEFAULT now())`,
+      );
     } finally {
       client.release();
     }
@@ -110,7 +116,10 @@ export async function runDemo(config: Config, log: Logger, io: Io, options: Demo
       schema,
       prefetch: 50,
       handler: async (msg, tx) => {
-        await tx.query(`INSERT INTO ${quoteIdent(schema)}.shipments (order_id, message_id) VALUES ($1, $2)`, [msg.payload.orderId, msg.messageId]);
+        await tx.query(`INSERT INTO ${quoteIdent(schema)}.shipments (order_id, message_id) VALUES ($1, $2)`, [
+          msg.payload.orderId,
+          msg.messageId,
+        ]);
         const committed = committedAt.get(msg.payload.orderId);
         if (committed !== undefined) latencies.push(Date.now() - committed);
         lastDelivery = { messageId: msg.messageId, payload: msg.payload };
@@ -124,9 +133,17 @@ export async function runDemo(config: Config, log: Logger, io: Io, options: Demo
     let duplicatesSent = 0;
     const started = Date.now();
     const placeOrder = async (): Promise<void> => {
-      const order: OrderCreated = { orderId: randomUUID(), customer: `customer-${1 + (written % 97)}`, totalCents: 500 + ((written * 7919) % 20_000) };
+      const order: OrderCreated = {
+        orderId: randomUUID(),
+        customer: `customer-${1 + (written % 97)}`,
+        totalCents: 500 + ((written * 7919) % 20_000),
+      };
       await withPoolTransaction(pool, async (tx) => {
-        await tx.query(`INSERT INTO ${quoteIdent(schema)}.orders (id, customer, total_cents) VALUES ($1, $2, $3)`, [order.orderId, order.customer, order.totalCents]);
+        await tx.query(`INSERT INTO ${quoteIdent(schema)}.orders (id, customer, total_cents) VALUES ($1, $2, $3)`, [
+          order.orderId,
+          order.customer,
+          order.totalCents,
+        ]);
         await enqueue(tx, OrderCreatedEvent, order, { schema, partitionKey: order.orderId });
       });
       committedAt.set(order.orderId, Date.now());
@@ -138,7 +155,8 @@ export async function runDemo(config: Config, log: Logger, io: Io, options: Demo
       const lag = (await relay.metrics.lagSeconds.get()).values[0]?.value ?? 0;
       return (
         `[${elapsed.toFixed(1).padStart(5)} s] written ${written} · published ${await published()} · consumed ${consumer.stats.handled}` +
-        ` · duplicates skipped ${consumer.stats.duplicates} · lag ${lag.toFixed(3)} s · ${(consumer.stats.handled / Math.max(elapsed, 0.001)).toFixed(1)} events/s`
+        ` · duplicates skipped ${consumer.stats.duplicates} · lag ${lag.toFixed(3)} s` +
+        ` · ${(consumer.stats.handled / Math.max(elapsed, 0.001)).toFixed(1)} events/s`
       );
     };
 
@@ -183,7 +201,8 @@ export async function runDemo(config: Config, log: Logger, io: Io, options: Demo
       published: await published(),
       // An order counts when its shipment exists and the handler ran exactly once per
       // order (shipments.order_id is unique, so a second run could not commit).
-      consumedOnce: consumer.stats.handled === written ? Number(rows[0]?.once ?? 0) : Math.min(Number(rows[0]?.once ?? 0), consumer.stats.handled),
+      consumedOnce:
+        consumer.stats.handled === written ? Number(rows[0]?.once ?? 0) : Math.min(Number(rows[0]?.once ?? 0), consumer.stats.handled),
       duplicatesSkipped: consumer.stats.duplicates,
       latencyP50Ms: percentile(latencies, 50),
       latencyP99Ms: percentile(latencies, 99),
@@ -203,7 +222,10 @@ export async function runDemo(config: Config, log: Logger, io: Io, options: Demo
       ].join('\n'),
     );
     if (summary.consumedOnce !== summary.written) {
-      throw new OutboxError('CHECK_FAILED', `demo: ${summary.written - summary.consumedOnce} of ${summary.written} orders were not consumed exactly once`);
+      throw new OutboxError(
+        'CHECK_FAILED',
+        `demo: ${summary.written - summary.consumedOnce} of ${summary.written} orders were not consumed exactly once`,
+      );
     }
     return summary;
   } finally {

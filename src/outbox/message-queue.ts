@@ -33,7 +33,12 @@ export class ClaimSession {
    */
   async keyRows(keys: readonly KeyWindow[], deadHoldsKey: boolean): Promise<KeyRow[]> {
     if (keys.length === 0) return [];
-    const { rows } = await this.run<KeyRow>('keyRows', [keys.map((k) => k.key), keys.map((k) => k.maxId), keys.map((k) => k.count + 1), deadHoldsKey]);
+    const { rows } = await this.run<KeyRow>('keyRows', [
+      keys.map((k) => k.key),
+      keys.map((k) => k.maxId),
+      keys.map((k) => k.count + 1),
+      deadHoldsKey,
+    ]);
     return rows;
   }
 

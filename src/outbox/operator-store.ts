@@ -53,7 +53,9 @@ export class OperatorStore {
   }
 
   /** Published count and the oldest pending message, for `status`. */
-  async statusDetails(db: Pool | ClientBase): Promise<{ published: number; oldestPending: { messageId: string; createdAt: Date; dueAt: Date } | null }> {
+  async statusDetails(
+    db: Pool | ClientBase,
+  ): Promise<{ published: number; oldestPending: { messageId: string; createdAt: Date; dueAt: Date } | null }> {
     const published = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${this.table} WHERE published_at IS NOT NULL`);
     const oldest = await db.query<{ message_id: string; created_at: Date; due_at: Date }>(
       `SELECT message_id, created_at, ${DUE} AS due_at FROM ${this.table} WHERE ${PENDING} ORDER BY ${DUE} LIMIT 1`,
@@ -132,7 +134,9 @@ export class OperatorStore {
 
   /** Distinct exchanges named by pending messages, for `check`. */
   async pendingExchanges(db: Pool | ClientBase): Promise<string[]> {
-    const { rows } = await db.query<{ exchange: string }>(`SELECT DISTINCT exchange FROM ${this.table} WHERE ${PENDING} AND exchange <> ''`);
+    const { rows } = await db.query<{ exchange: string }>(
+      `SELECT DISTINCT exchange FROM ${this.table} WHERE ${PENDING} AND exchange <> ''`,
+    );
     return rows.map((r) => r.exchange);
   }
 }

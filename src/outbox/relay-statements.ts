@@ -66,6 +66,9 @@ const snakeCase = (key: string): string => key.replace(/[A-Z]/g, (c) => `_${c.to
  */
 export function relayStatements(schema: string): Readonly<Record<RelayStatementKey, NamedStatement>> {
   const suffix = createHash('sha1').update(schema).digest('hex').slice(0, 12);
-  const entries = Object.entries(texts(qualified(schema, 'messages'))).map(([key, text]) => [key, { name: `outbox_${snakeCase(key)}_${suffix}`, text }]);
+  const entries = Object.entries(texts(qualified(schema, 'messages'))).map(([key, text]) => [
+    key,
+    { name: `outbox_${snakeCase(key)}_${suffix}`, text },
+  ]);
   return Object.freeze(Object.fromEntries(entries) as Record<RelayStatementKey, NamedStatement>);
 }

@@ -40,7 +40,12 @@ async function deletePublishedBefore(
  * lock, tried, never waited for, and the deletes run on the connection that holds it.
  * Returns how many were deleted, or undefined when another relay is cleaning.
  */
-export async function runCleanup(pool: Pool, schema: string, retentionMs: number, shouldStop: () => boolean = () => false): Promise<number | undefined> {
+export async function runCleanup(
+  pool: Pool,
+  schema: string,
+  retentionMs: number,
+  shouldStop: () => boolean = () => false,
+): Promise<number | undefined> {
   const client = await pool.connect();
   const lockKey = [ADVISORY_LOCK_NAMESPACE, `cleanup:${schema}`];
   let locked = false;

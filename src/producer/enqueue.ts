@@ -82,7 +82,11 @@ export interface AnyEnqueueItem {
 export type CheckedItem<TItem> = TItem extends { readonly definition: MessageDefinition<infer TPayload> } ? EnqueueItem<TPayload> : never;
 
 /** Builds an item with its payload type checked against the definition. */
-export function message<TPayload>(definition: MessageDefinition<TPayload>, payload: NoInfer<TPayload>, options?: EnqueueOptions): EnqueueItem<TPayload> {
+export function message<TPayload>(
+  definition: MessageDefinition<TPayload>,
+  payload: NoInfer<TPayload>,
+  options?: EnqueueOptions,
+): EnqueueItem<TPayload> {
   return options === undefined ? { definition, payload } : { definition, payload, options };
 }
 
@@ -125,10 +129,14 @@ function toRow(item: AnyEnqueueItem): Row {
   const route = definition.routingKey as string | ((payload: unknown) => string);
   const routingKey = options.routingKey ?? (typeof route === 'function' ? route(payload) : route);
   if (typeof routingKey !== 'string') throw invalid(type, 'routing key must be a string');
-  if (definition.exchange === '' && routingKey === '') throw invalid(type, 'a command (default exchange) needs a routing key naming the target queue');
+  if (definition.exchange === '' && routingKey === '')
+    throw invalid(type, 'a command (default exchange) needs a routing key naming the target queue');
   const messageId = options.messageId ?? randomUUID();
   if (!UUID.test(messageId)) throw invalid(type, `messageId "${messageId}" is not a UUID`);
-  if (options.headers !== undefined && (options.headers === null || typeof options.headers !== 'object' || Array.isArray(options.headers))) {
+  if (
+    options.headers !== undefined &&
+    (options.headers === null || typeof options.headers !== 'object' || Array.isArray(options.headers))
+  ) {
     throw invalid(type, 'headers must be an object');
   }
   const headers: Record<string, unknown> = { ...options.headers };

@@ -51,7 +51,8 @@ export async function runBatch(deps: BatchDeps, settings: BatchSettings, abandon
     const keyRows = await claim.keyRows(keysToCheck(claimed), settings.orderingOnDead === 'block');
     const plan = planBatch(claimed, keyRows);
     const publishStarted = clock.now();
-    const outcomes = plan.publish.length > 0 ? await sendBatch(broker, plan.publish, { timeoutMs: settings.publishTimeoutMs, signal: abandon }) : [];
+    const outcomes =
+      plan.publish.length > 0 ? await sendBatch(broker, plan.publish, { timeoutMs: settings.publishTimeoutMs, signal: abandon }) : [];
     const verdicts = decideVerdicts(plan.publish, outcomes, settings, backoff, broker.blockedAtAnyTimeSince(publishStarted));
     const marks = marksOf(plan.publish, verdicts);
     await claim.markPublished(marks.published, settings.retentionMs === 0);

@@ -93,7 +93,8 @@ export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly K
         publish.push(m);
       } else if (blocker && compareIds(m.id, blocker.id) > 0) {
         // A blocker parked behind a dead message is due at 'infinity' (not a Date).
-        if (blocker.dead || (blocker.waiting && !Number.isFinite(new Date(blocker.due).getTime()))) park.push({ id: m.id, until: { forever: true } });
+        if (blocker.dead || (blocker.waiting && !Number.isFinite(new Date(blocker.due).getTime())))
+          park.push({ id: m.id, until: { forever: true } });
         else if (blocker.waiting) park.push({ id: m.id, until: { at: blocker.due } });
         else held += 1;
       } else {

@@ -46,7 +46,12 @@ function unroutableError(message: OutboxMessage, replyText: string): string {
 /** What a message's own outcome makes of it, before its key is considered. */
 type OwnFailure = Failure & { readonly returned: boolean };
 
-function ownVerdict(message: OutboxMessage, outcome: PublishOutcome, settings: VerdictSettings, brokerWasBlocked: boolean): Verdict | OwnFailure {
+function ownVerdict(
+  message: OutboxMessage,
+  outcome: PublishOutcome,
+  settings: VerdictSettings,
+  brokerWasBlocked: boolean,
+): Verdict | OwnFailure {
   switch (outcome.kind) {
     case 'confirmed':
       return { kind: 'published', returned: false };
