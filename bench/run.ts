@@ -87,22 +87,35 @@ async function main(): Promise<void> {
     latencies.push(r);
     console.log(`  #${i + 1}: p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms, max ${ms(r.max)} ms (${r.count} events)`);
   }
-  const lat = { p50: figure(latencies.map((l) => l.p50)), p99: figure(latencies.map((l) => l.p99)), max: figure(latencies.map((l) => l.max)) };
+  const lat = {
+    p50: figure(latencies.map((l) => l.p50)),
+    p99: figure(latencies.map((l) => l.p99)),
+    max: figure(latencies.map((l) => l.max)),
+  };
 
   console.log(`\nproducer cost: 8 clients, ${PRODUCER_SECONDS} s each`);
   const producer: Partial<Record<ProducerVariant, { tx: Figure; p50: Figure }>> = {};
-  for (const variant of ['domain only', '+ outbox INSERT = default wake-up', '+ relay publishing alongside', '+ optional NOTIFY trigger'] as const) {
+  for (const variant of [
+    'domain only',
+    '+ outbox INSERT = default wake-up',
+    '+ relay publishing alongside',
+    '+ optional NOTIFY trigger',
+  ] as const) {
     const runs = [];
     for (let i = 0; i < REPS; i += 1) runs.push(await producerCost(pool, variant, PRODUCER_SECONDS));
     producer[variant] = { tx: figure(runs.map((r) => r.txPerSecond)), p50: figure(runs.map((r) => r.p50Ms)) };
-    console.log(`  ${variant}: ${fmt(producer[variant].tx.median)} tx/s (${spread(producer[variant].tx)}), p50 ${ms(producer[variant].p50.median)} ms`);
+    console.log(
+      `  ${variant}: ${fmt(producer[variant].tx.median)} tx/s (${spread(producer[variant].tx)}), p50 ${ms(producer[variant].p50.median)} ms`,
+    );
   }
 
   console.log(`\nscale: a ${fmt(SCALE_BACKLOG)}-message backlog`);
   const big: ScaleResult = await scale(pool, SCALE_BACKLOG);
   const scrape = [...big.metricsScrapeMs].sort((a, b) => a - b);
   const status = [...big.statusMs].sort((a, b) => a - b);
-  console.log(`  peak RSS ${big.peakRssMiB.toFixed(0)} MiB; /metrics p50 ${ms(percentile(scrape, 50))} ms, max ${ms(scrape[scrape.length - 1] ?? 0)} ms; status ${status.map(ms).join(' / ')} ms`);
+  console.log(
+    `  peak RSS ${big.peakRssMiB.toFixed(0)} MiB; /metrics p50 ${ms(percentile(scrape, 50))} ms, max ${ms(scrape[scrape.length - 1] ?? 0)} ms; status ${status.map(ms).join(' / ')} ms`,
+  );
   await pool.end();
 
   const domainTx = producer['domain only']?.tx.median ?? Number.NaN;
@@ -111,8 +124,18 @@ async function main(): Promise<void> {
     ['drain, unkeyed', `${fmt(unkeyed.median)} msg/s`, spread(unkeyed), (unkeyed.median / ceiling.median).toFixed(2)],
     ['drain, 1,000 partition keys', `${fmt(keyed.median)} msg/s`, spread(keyed), (keyed.median / ceiling.median).toFixed(2)],
     ['drain, a single key', `${fmt(hotKey.median)} msg/s`, spread(hotKey), (hotKey.median / ceiling.median).toFixed(2)],
-    [`drain, a single key, ${HOT_KEY_RELAYS} relays (${fmt(HOT_KEY_BACKLOG)})`, `${fmt(hotKeyRelays.median)} msg/s`, spread(hotKeyRelays), (hotKeyRelays.median / ceiling.median).toFixed(2)],
-    ...[1, 2, 4].map((n): [string, string, string, string] => [`drain, ${n} relay${n > 1 ? 's' : ''}`, `${fmt(replicas[n]!.median)} msg/s`, spread(replicas[n]!), (replicas[n]!.median / ceiling.median).toFixed(2)]),
+    [
+      `drain, a single key, ${HOT_KEY_RELAYS} relays (${fmt(HOT_KEY_BACKLOG)})`,
+      `${fmt(hotKeyRelays.median)} msg/s`,
+      spread(hotKeyRelays),
+      (hotKeyRelays.median / ceiling.median).toFixed(2),
+    ],
+    ...[1, 2, 4].map((n): [string, string, string, string] => [
+      `drain, ${n} relay${n > 1 ? 's' : ''}`,
+      `${fmt(replicas[n]!.median)} msg/s`,
+      spread(replicas[n]!),
+      (replicas[n]!.median / ceiling.median).toFixed(2),
+    ]),
     ['latency p50 at 500 events/s', `${ms(lat.p50.median)} ms`, `${ms(lat.p50.min)}–${ms(lat.p50.max)}`, ''],
     ['latency p99 at 500 events/s', `${ms(lat.p99.median)} ms`, `${ms(lat.p99.min)}–${ms(lat.p99.max)}`, ''],
     ['latency max at 500 events/s', `${ms(lat.max.median)} ms`, `${ms(lat.max.min)}–${ms(lat.max.max)}`, ''],
@@ -123,8 +146,18 @@ async function main(): Promise<void> {
       (r.tx.median / domainTx).toFixed(2),
     ]),
     [`peak RSS draining ${fmt(SCALE_BACKLOG)}`, `${big.peakRssMiB.toFixed(0)} MiB`, '', ''],
-    [`/metrics scrape under ${fmt(SCALE_BACKLOG)} pending`, `${ms(percentile(scrape, 50))} ms`, `max ${ms(scrape[scrape.length - 1] ?? 0)}`, ''],
-    [`status under ${fmt(SCALE_BACKLOG)} pending`, `${ms(percentile(status, 50))} ms`, `${ms(status[0] ?? 0)}–${ms(status[status.length - 1] ?? 0)}`, ''],
+    [
+      `/metrics scrape under ${fmt(SCALE_BACKLOG)} pending`,
+      `${ms(percentile(scrape, 50))} ms`,
+      `max ${ms(scrape[scrape.length - 1] ?? 0)}`,
+      '',
+    ],
+    [
+      `status under ${fmt(SCALE_BACKLOG)} pending`,
+      `${ms(percentile(status, 50))} ms`,
+      `${ms(status[0] ?? 0)}–${ms(status[status.length - 1] ?? 0)}`,
+      '',
+    ],
   ];
   const table = [
     '| figure | median | spread (min–max of 3) | ratio |',
@@ -138,7 +171,20 @@ async function main(): Promise<void> {
   console.log(`\n${markdown}\nbench took ${Math.round((Date.now() - started) / 1000)} s`);
   const dir = join(__dirname, 'results');
   mkdirSync(dir, { recursive: true });
-  const results = { date: new Date().toISOString(), quick, machine: env, ceiling, unkeyed, keyed, hotKey, hotKeyRelays, replicas, latency: lat, producer, scale: big };
+  const results = {
+    date: new Date().toISOString(),
+    quick,
+    machine: env,
+    ceiling,
+    unkeyed,
+    keyed,
+    hotKey,
+    hotKeyRelays,
+    replicas,
+    latency: lat,
+    producer,
+    scale: big,
+  };
   writeFileSync(join(dir, quick ? 'quick.json' : 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(dir, quick ? 'quick.md' : 'latest.md'), markdown);
 }
@@ -151,9 +197,12 @@ process.on('exit', (code) => {
   }
 });
 
-main().then(() => {
-  finished = true;
-}, (err: unknown) => {
-  console.error(`bench failed: ${(err as Error).message}`);
-  process.exit(1);
-});
+main().then(
+  () => {
+    finished = true;
+  },
+  (err: unknown) => {
+    console.error(`bench failed: ${(err as Error).message}`);
+    process.exit(1);
+  },
+);

@@ -20,13 +20,19 @@ export async function bare(count: number): Promise<number> {
         inFlight += 1;
         // A fresh body per message, as a relay has one per row.
         const body = Buffer.from(JSON.stringify({ n: sent, pad: PAD }));
-        channel.publish(topo.exchange, 'bench', body, { persistent: true, mandatory: true, messageId: String(sent), contentType: 'application/json' }, (err: unknown) => {
-          if (err) return reject(err as Error);
-          inFlight -= 1;
-          confirmed += 1;
-          if (confirmed === count) resolve();
-          else pump();
-        });
+        channel.publish(
+          topo.exchange,
+          'bench',
+          body,
+          { persistent: true, mandatory: true, messageId: String(sent), contentType: 'application/json' },
+          (err: unknown) => {
+            if (err) return reject(err as Error);
+            inFlight -= 1;
+            confirmed += 1;
+            if (confirmed === count) resolve();
+            else pump();
+          },
+        );
       }
     };
     pump();
@@ -43,7 +49,9 @@ export async function drain(pool: Pool, count: number, keys: number, relays: num
   const outbox = await outboxSchema(pool);
   try {
     await insertBacklog(pool, outbox.schema, topo.exchange, count, keys);
-    const processes = await Promise.all(Array.from({ length: relays }, () => startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env })));
+    const processes = await Promise.all(
+      Array.from({ length: relays }, () => startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env })),
+    );
     try {
       await Promise.all(processes.map((p) => p.ready()));
       const published = (): Promise<number> => publishedBy(processes);
@@ -107,7 +115,10 @@ export async function latency(pool: Pool, rate: number, seconds: number, env: Re
           if (wait > 1) await sleep(wait);
           await client.query('BEGIN');
           await client.query(`UPDATE "${outbox.schema}".accounts SET balance = balance + 1 WHERE id = $1`, [1 + (n % 1000)]);
-          await client.query(`INSERT INTO "${outbox.schema}".messages (exchange, routing_key, payload) VALUES ($1, 'bench', $2)`, [topo.exchange, JSON.stringify({ n: n + 1, pad: PAD })]);
+          await client.query(`INSERT INTO "${outbox.schema}".messages (exchange, routing_key, payload) VALUES ($1, 'bench', $2)`, [
+            topo.exchange,
+            JSON.stringify({ n: n + 1, pad: PAD }),
+          ]);
           await client.query('COMMIT');
           committedAt.set(n + 1, performance.now());
         }
@@ -122,7 +133,12 @@ export async function latency(pool: Pool, rate: number, seconds: number, env: Re
     await topo.drop();
   }
   latencies.sort((a, b) => a - b);
-  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99), max: latencies[latencies.length - 1] ?? Number.NaN, count: latencies.length };
+  return {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    max: latencies[latencies.length - 1] ?? Number.NaN,
+    count: latencies.length,
+  };
 }
 
 export interface ScaleResult {
@@ -177,7 +193,8 @@ export async function scale(pool: Pool, backlog: number, env: Record<string, str
   }
 }
 
-export type ProducerVariant = 'domain only' | '+ outbox INSERT = default wake-up' | '+ relay publishing alongside' | '+ optional NOTIFY trigger';
+export type ProducerVariant =
+  'domain only' | '+ outbox INSERT = default wake-up' | '+ relay publishing alongside' | '+ optional NOTIFY trigger';
 
 /**
  * A service transaction with 8 clients: a domain-table update, alone; plus the outbox
@@ -193,9 +210,12 @@ export async function producerCost(pool: Pool, variant: ProducerVariant, seconds
   await pool.query(`CREATE TABLE ${s}.accounts (id int PRIMARY KEY, balance bigint NOT NULL)`);
   await pool.query(`INSERT INTO ${s}.accounts SELECT g, 0 FROM generate_series(1, 1000) g`);
   if (variant === '+ optional NOTIFY trigger') {
-    await pool.query(`CREATE TRIGGER bench_notify AFTER INSERT ON ${s}.messages FOR EACH STATEMENT EXECUTE FUNCTION ${s}.notify_messages_inserted()`);
+    await pool.query(
+      `CREATE TRIGGER bench_notify AFTER INSERT ON ${s}.messages FOR EACH STATEMENT EXECUTE FUNCTION ${s}.notify_messages_inserted()`,
+    );
   }
-  const relay = variant === '+ relay publishing alongside' ? await startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn' }) : undefined;
+  const relay =
+    variant === '+ relay publishing alongside' ? await startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn' }) : undefined;
   try {
     await relay?.ready();
     const clients = await Promise.all(Array.from({ length: 8 }, () => pool.connect()));
@@ -207,7 +227,11 @@ export async function producerCost(pool: Pool, variant: ProducerVariant, seconds
         while (performance.now() < endAt) {
           const t = performance.now();
           await client.query('BEGIN');
-          await client.query({ name: `bench_domain_${outbox.schema}`, text: `UPDATE ${s}.accounts SET balance = balance + 1 WHERE id = $1`, values: [1 + ((i * 7919) % 1000)] });
+          await client.query({
+            name: `bench_domain_${outbox.schema}`,
+            text: `UPDATE ${s}.accounts SET balance = balance + 1 WHERE id = $1`,
+            values: [1 + ((i * 7919) % 1000)],
+          });
           if (variant !== 'domain only') {
             await client.query({
               name: `bench_outbox_${outbox.schema}`,

@@ -26,7 +26,12 @@ export interface Figure {
 
 export function figure(runs: readonly number[]): Figure {
   const sorted = [...runs].sort((a, b) => a - b);
-  return { median: sorted[Math.floor(sorted.length / 2)] as number, min: sorted[0] as number, max: sorted[sorted.length - 1] as number, runs };
+  return {
+    median: sorted[Math.floor(sorted.length / 2)] as number,
+    min: sorted[0] as number,
+    max: sorted[sorted.length - 1] as number,
+    runs,
+  };
 }
 
 export function percentile(sorted: readonly number[], p: number): number {
@@ -60,7 +65,12 @@ export async function topology(): Promise<{ exchange: string; queue: string; bro
  * an exit nobody asked for is reported with the relay's last output.
  */
 export async function startRelay(env: Record<string, string>): Promise<RelayProcess> {
-  const relay = await RelayProcess.start({ OUTBOX_DATABASE_URL: DATABASE_URL, OUTBOX_AMQP_URL: AMQP_URL, OUTBOX_HTTP_HOST: '127.0.0.1', ...env });
+  const relay = await RelayProcess.start({
+    OUTBOX_DATABASE_URL: DATABASE_URL,
+    OUTBOX_AMQP_URL: AMQP_URL,
+    OUTBOX_HTTP_HOST: '127.0.0.1',
+    ...env,
+  });
   void relay.exited.then(() => {
     if (relay.crashed) console.error(`relay exited unexpectedly: ${relay.lastOutput(20)}`);
   });

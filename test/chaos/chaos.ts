@@ -79,7 +79,6 @@ const KEYS = 40;
 const PUBLISH_TIMEOUT_MS = 2_000;
 const SHUTDOWN_TIMEOUT_MS = 3_000;
 
-
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
@@ -167,7 +166,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
         let version = 0;
         if (keyed) {
           key = `agg-${1 + Math.floor(producerRandom() * KEYS)}`;
-          const { rows } = await pg.query<{ version: number }>(`UPDATE "${schema}".aggregates SET version = version + 1 WHERE id = $1 RETURNING version`, [key]);
+          const { rows } = await pg.query<{ version: number }>(
+            `UPDATE "${schema}".aggregates SET version = version + 1 WHERE id = $1 RETURNING version`,
+            [key],
+          );
           version = rows[0]!.version;
         }
         await pg.query(
@@ -214,8 +216,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       fault.end = Date.now();
       (fault as { detail: string }).detail = `relay ${index}: exit ${exit.code ?? exit.signal}`;
       if (kind === 'SIGTERM') {
-        if (exit.code !== 0) violations.push(`SIGTERM: relay ${index} exited ${exit.code ?? exit.signal}, not 0: ${relay.stderr.slice(-3).join(' | ')}`);
-        if (fault.end - fault.start > SHUTDOWN_TIMEOUT_MS + 3_000) violations.push(`SIGTERM: relay ${index} took ${fault.end - fault.start} ms to stop`);
+        if (exit.code !== 0)
+          violations.push(`SIGTERM: relay ${index} exited ${exit.code ?? exit.signal}, not 0: ${relay.stderr.slice(-3).join(' | ')}`);
+        if (fault.end - fault.start > SHUTDOWN_TIMEOUT_MS + 3_000)
+          violations.push(`SIGTERM: relay ${index} took ${fault.end - fault.start} ms to stop`);
       }
       await sleep(between(random, 300, 1_500));
       await restart(index);
@@ -231,7 +235,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       brokerProxy.latencyMs = 0;
     } else {
       const id = randomUUID();
-      await admin.query(`INSERT INTO "${schema}".messages (message_id, exchange, routing_key, payload) VALUES ($1, $2, 'poison', '{}')`, [id, `${exchange}.missing`]);
+      await admin.query(`INSERT INTO "${schema}".messages (message_id, exchange, routing_key, payload) VALUES ($1, $2, 'poison', '{}')`, [
+        id,
+        `${exchange}.missing`,
+      ]);
       written.push({ id, key: null, version: 0, poison: true });
     }
     fault.end = Math.max(fault.end, Date.now());
@@ -239,7 +246,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     // Only the schedule stops relays: one that exited by itself crashed.
     for (const [index, relay] of relays.entries()) {
       if (relay.crashed) {
-        violations.push(`relay ${index} crashed (exit ${relay.child.exitCode ?? relay.child.signalCode}): ${[...relay.stderr, ...relay.stdout].slice(-3).join(' | ')}`);
+        violations.push(
+          `relay ${index} crashed (exit ${relay.child.exitCode ?? relay.child.signalCode}): ${[...relay.stderr, ...relay.stdout].slice(-3).join(' | ')}`,
+        );
         await restart(index);
       }
     }
@@ -262,7 +271,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const poisonIds = written.filter((w) => w.poison).map((w) => w.id);
   const poisonDeadline = Date.now() + 20_000;
   while (Date.now() < poisonDeadline) {
-    const { rows } = await admin.query<{ n: string }>(`SELECT count(*) AS n FROM "${schema}".messages WHERE message_id = ANY($1::uuid[]) AND dead_at IS NULL`, [poisonIds]);
+    const { rows } = await admin.query<{ n: string }>(
+      `SELECT count(*) AS n FROM "${schema}".messages WHERE message_id = ANY($1::uuid[]) AND dead_at IS NULL`,
+      [poisonIds],
+    );
     if (Number(rows[0]?.n) === 0) break;
     await sleep(200);
   }
@@ -288,7 +300,10 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     for (let i = 1; i < arrived.length; i += 1) {
       if ((arrived[i] as Written).version < (arrived[i - 1] as Written).version) {
         orderViolations += 1;
-        if (orderViolations <= 5) violations.push(`order: key ${key} version ${(arrived[i] as Written).version} first arrived after ${(arrived[i - 1] as Written).version}`);
+        if (orderViolations <= 5)
+          violations.push(
+            `order: key ${key} version ${(arrived[i] as Written).version} first arrived after ${(arrived[i - 1] as Written).version}`,
+          );
       }
     }
   }
@@ -318,14 +333,25 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const s = state.rows[0]!;
   const lockedOrHalfMarked = Number(locked.rows[0]?.n) + Number(s.half) + Number(s.unpublished);
 
-  if (lost.length > 0) violations.push(`${lost.length} committed message(s) never delivered, e.g. ${lost.slice(0, 3).map((w) => w.id).join(', ')}`);
+  if (lost.length > 0)
+    violations.push(
+      `${lost.length} committed message(s) never delivered, e.g. ${lost
+        .slice(0, 3)
+        .map((w) => w.id)
+        .join(', ')}`,
+    );
   if (rolledBackDelivered.length > 0) violations.push(`${rolledBackDelivered.length} rolled-back message(s) delivered`);
   if (Number(s.poison_not_dead) > 0) violations.push(`${s.poison_not_dead} poison message(s) not dead`);
   if (Number(s.others_dead) > 0) violations.push(`${s.others_dead} good message(s) dead`);
   if (lockedOrHalfMarked > 0) violations.push(`${lockedOrHalfMarked} row(s) locked, half-marked or unpublished at the end`);
   if (notReady.length > 0) violations.push(`relay(s) ${notReady.join(', ')} not ready at the end`);
 
-  const counts = Object.fromEntries((['kill -9', 'SIGTERM', 'broker cut', 'database cut', 'broker slow', 'poison'] as const).map((k) => [k, faults.filter((f) => f.kind === k).length])) as Record<FaultKind, number>;
+  const counts = Object.fromEntries(
+    (['kill -9', 'SIGTERM', 'broker cut', 'database cut', 'broker slow', 'poison'] as const).map((k) => [
+      k,
+      faults.filter((f) => f.kind === k).length,
+    ]),
+  ) as Record<FaultKind, number>;
   const report: ChaosReport = {
     seed: options.seed,
     seconds: options.seconds,
@@ -368,7 +394,9 @@ export function formatReport(r: ChaosReport): string {
     `relay 0 RSS ${x.longLivedRelay.rssMiB} MiB, fds ${x.longLivedRelay.openFds}; relay DB connections ${x.databaseConnections}; AMQP channels ${x.amqpChannels ?? 'n/a'}`;
   return [
     `seed ${r.seed}, ${r.seconds} s: ${r.committed} committed, ${r.rolledBack} rolled back, ${r.poison} poison`,
-    `faults: ${Object.entries(r.faults).map(([k, n]) => `${k} ${n}`).join(', ')}`,
+    `faults: ${Object.entries(r.faults)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ')}`,
     `lost ${r.lost} · rolled back delivered ${r.rolledBackDelivered} · per-key order violations ${r.orderViolations}`,
     `duplicates ${r.duplicates} (unexplained ${r.unexplainedDuplicates}) · poison not dead ${r.poisonNotDead} · good dead ${r.othersDead}`,
     `locked/half-marked/unpublished rows ${r.lockedOrHalfMarked} · relays not ready ${r.relaysNotReady}`,

@@ -18,7 +18,9 @@ export function processResources(pid: number): ProcessResources {
 
 /** Database connections opened by relays (application_name outbox-relay*). */
 export async function relayDatabaseConnections(pool: Pool): Promise<number> {
-  const { rows } = await pool.query<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'outbox-relay%'`);
+  const { rows } = await pool.query<{ n: string }>(
+    `SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'outbox-relay%'`,
+  );
   return Number(rows[0]?.n ?? 0);
 }
 

@@ -32,7 +32,13 @@ afterAll(async () => {
  * SQL interval: how long ago the row was created and (for published/dead rows) reached
  * that state.
  */
-async function insertRows(target: OutboxFixture, count: number, state: 'published' | 'dead' | 'pending', age: string, label: string): Promise<void> {
+async function insertRows(
+  target: OutboxFixture,
+  count: number,
+  state: 'published' | 'dead' | 'pending',
+  age: string,
+  label: string,
+): Promise<void> {
   const publishedAt = state === 'published' ? `now() - $2::interval` : 'NULL';
   const deadAt = state === 'dead' ? `now() - $2::interval` : 'NULL';
   await target.pool.query(
@@ -82,7 +88,10 @@ describe('retention cleanup', () => {
 
     await waitFor('the first scheduled cleanup', async () => (await cleanupDeleted(relay.port)) === 3, 10_000);
     expect(await countByLabel(fx)).toEqual({ 'recent-published': 4, 'old-dead': 2 });
-    expect(logs.entries().find((e) => e['msg'] === 'deleted published messages past retention')).toMatchObject({ component: 'cleanup', deleted: 3 });
+    expect(logs.entries().find((e) => e['msg'] === 'deleted published messages past retention')).toMatchObject({
+      component: 'cleanup',
+      deleted: 3,
+    });
 
     // It keeps running every second: rows that age past the retention later go too.
     await insertRows(fx, 2, 'published', '3 hours', 'later-published');
@@ -155,7 +164,8 @@ describe('a large cleanup', () => {
       await broker.consume(queue, (msg) => arrivals.set((JSON.parse(msg.content.toString()) as { n: number }).n, Date.now()));
 
       const { relay, logs } = await big.startRelay({ OUTBOX_CLEANUP_CRON: '*/1 * * * * *', OUTBOX_RETENTION: '7d' });
-      const cleanupDone = (): Record<string, unknown> | undefined => logs.entries().find((e) => e['msg'] === 'deleted published messages past retention');
+      const cleanupDone = (): Record<string, unknown> | undefined =>
+        logs.entries().find((e) => e['msg'] === 'deleted published messages past retention');
 
       // While the cleanup runs: a producer writes one message every 20 ms (each its own
       // transaction), and a sampler watches the cleanup's DELETE statements.

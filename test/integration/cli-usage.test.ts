@@ -32,7 +32,8 @@ describe('configuration and usage errors exit 2', () => {
 
   test.each(BAD)('%s=%j: exit 2, one stderr line naming it, no stack trace, no password', async (name, value) => {
     const env: Record<string, string> = { OUTBOX_SCHEMA: 'outbox_cli_never_created', [name]: value };
-    if (name !== 'OUTBOX_DATABASE_URL' && name !== 'DATABASE_URL' && name !== 'OUTBOX_DATABASE_URL_FILE') env['OUTBOX_DATABASE_URL'] = testDatabaseUrl();
+    if (name !== 'OUTBOX_DATABASE_URL' && name !== 'DATABASE_URL' && name !== 'OUTBOX_DATABASE_URL_FILE')
+      env['OUTBOX_DATABASE_URL'] = testDatabaseUrl();
     if (name !== 'OUTBOX_AMQP_URL' && name !== 'OUTBOX_AMQP_URL_FILE') env['OUTBOX_AMQP_URL'] = testAmqpUrl();
     const result = await cli(['status'], env);
     const stderr = expectOneLineFailure(result, 2);
@@ -48,7 +49,10 @@ describe('configuration and usage errors exit 2', () => {
   });
 
   test('OUTBOX_BACKOFF_BASE_MS above OUTBOX_BACKOFF_MAX_MS: exit 2', async () => {
-    const result = await cli(['status'], envFor('outbox_cli_never_created', { OUTBOX_BACKOFF_BASE_MS: '5000', OUTBOX_BACKOFF_MAX_MS: '1000' }));
+    const result = await cli(
+      ['status'],
+      envFor('outbox_cli_never_created', { OUTBOX_BACKOFF_BASE_MS: '5000', OUTBOX_BACKOFF_MAX_MS: '1000' }),
+    );
     expect(expectOneLineFailure(result, 2)).toContain('OUTBOX_BACKOFF_BASE_MS');
   });
 
@@ -104,4 +108,3 @@ describe('configuration and usage errors exit 2', () => {
     }
   });
 });
-

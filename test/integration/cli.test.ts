@@ -93,7 +93,10 @@ describe('status', () => {
       ]);
       // Waiting for its retry: delayed too.
       const [retrying] = await fx.insert([{ routing_key: queue, payload: { n: 6 } }]);
-      await fx.pool.query(`UPDATE ${fx.table} SET attempts = 1, next_attempt_at = now() + interval '1 hour', last_error = 'nack' WHERE message_id = $1`, [retrying]);
+      await fx.pool.query(
+        `UPDATE ${fx.table} SET attempts = 1, next_attempt_at = now() + interval '1 hour', last_error = 'nack' WHERE message_id = $1`,
+        [retrying],
+      );
       const [dead] = await fx.insert([{ routing_key: queue, payload: { n: 7 } }]);
       await fx.pool.query(`UPDATE ${fx.table} SET dead_at = now(), attempts = 10 WHERE message_id = $1`, [dead]);
       const published = await fx.insert([
@@ -127,7 +130,16 @@ describe('status', () => {
     try {
       const result = await cli(['status', '--json'], envFor(fx.schema));
       expect(result.code).toBe(0);
-      expect(JSON.parse(result.stdout)).toEqual({ schema: fx.schema, pending: 0, due: 0, delayed: 0, dead: 0, published: 0, lagSeconds: 0, oldestPending: null });
+      expect(JSON.parse(result.stdout)).toEqual({
+        schema: fx.schema,
+        pending: 0,
+        due: 0,
+        delayed: 0,
+        dead: 0,
+        published: 0,
+        lagSeconds: 0,
+        oldestPending: null,
+      });
     } finally {
       await fx.close();
     }
@@ -145,7 +157,9 @@ describe('dead', () => {
 
   /** Inserts messages and makes them dead, the n-th dead `n` minutes ago with error "boom n". */
   async function deadMessages(count: number): Promise<string[]> {
-    const ids = await fx.insert(Array.from({ length: count }, (_, i) => ({ exchange: 'orders', routing_key: `order.${i + 1}`, payload: { n: i + 1 } })));
+    const ids = await fx.insert(
+      Array.from({ length: count }, (_, i) => ({ exchange: 'orders', routing_key: `order.${i + 1}`, payload: { n: i + 1 } })),
+    );
     for (const [i, id] of ids.entries()) {
       await fx.pool.query(
         `UPDATE ${fx.table} SET dead_at = now() - $2 * interval '1 minute', attempts = 10, last_error = $3, next_attempt_at = now() + interval '1 hour' WHERE message_id = $1`,
@@ -319,7 +333,11 @@ describe('check', () => {
   });
 
   test('a list of AMQP URLs: an unreachable node is reported, the next one is used, the check passes', async () => {
-    const result = await cli(['check'], envFor(fx.schema, { OUTBOX_AMQP_URL: `amqp://guest:secretpw@127.0.0.1:1,${testAmqpUrl()}` }), 40_000);
+    const result = await cli(
+      ['check'],
+      envFor(fx.schema, { OUTBOX_AMQP_URL: `amqp://guest:secretpw@127.0.0.1:1,${testAmqpUrl()}` }),
+      40_000,
+    );
     expect(result).toMatchObject({ code: 0, stderr: '' });
     const output = lines(result.stdout);
     expect(output.filter((l) => !/^ok\b/.test(l))).toEqual([expect.stringMatching(/broker not reachable.*127\.0\.0\.1:1/)]);
@@ -359,7 +377,9 @@ describe('cleanup', () => {
   test('deletes published messages older than OUTBOX_RETENTION, never dead or pending ones', async () => {
     const fx = await OutboxFixture.create('cli_cleanup');
     try {
-      const ids = await fx.insert(['8d', '2h', '10m', 'dead-old', 'pending-old', 'dead-new'].map((label) => ({ routing_key: 'q', payload: { label } })));
+      const ids = await fx.insert(
+        ['8d', '2h', '10m', 'dead-old', 'pending-old', 'dead-new'].map((label) => ({ routing_key: 'q', payload: { label } })),
+      );
       const [old8d, old2h, old10m, deadOld, pendingOld, deadNew] = ids as [string, string, string, string, string, string];
       const set = (id: string, sql: string): Promise<unknown> => fx.pool.query(`UPDATE ${fx.table} SET ${sql} WHERE message_id = $1`, [id]);
       await set(old8d, `published_at = now() - interval '8 days', created_at = now() - interval '8 days'`);

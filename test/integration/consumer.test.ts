@@ -37,7 +37,11 @@ async function queueWithDlx(): Promise<{ queue: string; dead: { content: Buffer;
 }
 
 function send(queue: string, messageId: string, payload: unknown): void {
-  broker.channel.sendToQueue(queue, Buffer.from(JSON.stringify(payload)), { messageId, contentType: 'application/json', type: 'ship.order' });
+  broker.channel.sendToQueue(queue, Buffer.from(JSON.stringify(payload)), {
+    messageId,
+    contentType: 'application/json',
+    type: 'ship.order',
+  });
 }
 
 async function shipments(): Promise<{ order_id: string; message_id: string }[]> {

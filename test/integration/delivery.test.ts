@@ -9,7 +9,7 @@ const fx = OutboxFixture.forFile('delivery');
 const broker = TestBroker.forFile();
 
 describe('delivery', () => {
-  test('every column reaches the AMQP message as the README\'s SQL contract says', async () => {
+  test("every column reaches the AMQP message as the README's SQL contract says", async () => {
     const exchange = await broker.exchange(uniqueName('ex'));
     const received = await broker.queue(uniqueName('q'), { exchange, pattern: 'order.#' });
     const messageId = randomUUID();
@@ -80,7 +80,11 @@ describe('delivery', () => {
     await fx.startRelay();
     await waitFor('the undelayed message', () => received.length === 1);
     expect(bodies(received)).toEqual([{ late: false }]);
-    await staysFalse('the delayed message', () => received.length > 1 && Date.now() < availableAt.getTime(), availableAt.getTime() - Date.now() - 100);
+    await staysFalse(
+      'the delayed message',
+      () => received.length > 1 && Date.now() < availableAt.getTime(),
+      availableAt.getTime() - Date.now() - 100,
+    );
     await waitFor('the delayed message', () => received.length === 2);
     expect(Date.now()).toBeGreaterThanOrEqual(availableAt.getTime());
     expect(bodies(received)[1]).toEqual({ late: true });

@@ -9,11 +9,16 @@ test('the demo ends with every order consumed exactly once, and removes what it 
   const out: string[] = [];
   const config = loadConfig({ OUTBOX_DATABASE_URL: testDatabaseUrl(), OUTBOX_AMQP_URL: testAmqpUrl() });
   const logs = new LogCapture();
-  const summary = await runDemo(config, createLogger({ level: 'error', secrets: [], destination: logs.stream }), { out: (t) => out.push(t), err: (t) => out.push(t) }, {
-    seconds: 3,
-    rate: 40,
-    interactive: false,
-  });
+  const summary = await runDemo(
+    config,
+    createLogger({ level: 'error', secrets: [], destination: logs.stream }),
+    { out: (t) => out.push(t), err: (t) => out.push(t) },
+    {
+      seconds: 3,
+      rate: 40,
+      interactive: false,
+    },
+  );
   expect(summary.written).toBeGreaterThan(60);
   expect(summary.consumedOnce).toBe(summary.written);
   expect(summary.published).toBe(summary.written);

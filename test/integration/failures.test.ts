@@ -36,7 +36,10 @@ test('a message to a missing exchange goes dead after the configured attempts wh
   // The exchange appears; the operator retries the dead message.
   await broker.exchange(missing);
   const late = await broker.queue(uniqueName('lateq'), { exchange: missing, pattern: '#' });
-  const { rowCount } = await fx.pool.query(`UPDATE ${fx.table} SET dead_at = NULL, attempts = 0, next_attempt_at = now() WHERE message_id = $1 AND dead_at IS NOT NULL`, [poisonId]);
+  const { rowCount } = await fx.pool.query(
+    `UPDATE ${fx.table} SET dead_at = NULL, attempts = 0, next_attempt_at = now() WHERE message_id = $1 AND dead_at IS NOT NULL`,
+    [poisonId],
+  );
   expect(rowCount).toBe(1);
   await waitFor('the retried message', () => late.length === 1);
   expect(bodies(late)).toEqual([{ poison: true }]);
@@ -48,7 +51,10 @@ test('an exchange deleted while the relay runs fails only its own messages; the 
   await broker.queue(uniqueName('doomedq'), { exchange: doomed, pattern: '#' });
   const { logs } = await fx.startRelay({ OUTBOX_MAX_ATTEMPTS: '1000' });
   // Warm the relay's exchange cache with both exchanges.
-  await fx.insert([{ exchange: doomed, routing_key: 'a', payload: {} }, { exchange: other, routing_key: 'a', payload: {} }]);
+  await fx.insert([
+    { exchange: doomed, routing_key: 'a', payload: {} },
+    { exchange: other, routing_key: 'a', payload: {} },
+  ]);
   await waitFor('the first message', () => otherQueue.length === 1);
   await broker.channel.deleteExchange(doomed);
   for (let round = 0; round < 5; round += 1) {

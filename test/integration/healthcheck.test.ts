@@ -21,9 +21,14 @@ function runHealthcheck(port: number): Promise<number> {
   const [command, ...args] = healthcheckCommand();
   expect(command).toBe('node');
   return new Promise((resolve) => {
-    execFile(process.execPath, args, { env: { PATH: process.env['PATH'] ?? '', OUTBOX_HTTP_PORT: String(port) }, timeout: 10_000 }, (err) => {
-      resolve(err ? Number((err as { code?: unknown }).code ?? 1) : 0);
-    });
+    execFile(
+      process.execPath,
+      args,
+      { env: { PATH: process.env['PATH'] ?? '', OUTBOX_HTTP_PORT: String(port) }, timeout: 10_000 },
+      (err) => {
+        resolve(err ? Number((err as { code?: unknown }).code ?? 1) : 0);
+      },
+    );
   });
 }
 

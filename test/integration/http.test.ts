@@ -57,7 +57,10 @@ test('lag, pending and dead gauges follow the table', async () => {
 test('the lag gauge grows while due messages wait, and a scrape never touches the database', async () => {
   const proxy = await TcpProxy.inFrontOf(testDatabaseUrl());
   try {
-    const { relay } = await fx.startRelay({ OUTBOX_DATABASE_URL: proxy.url(testDatabaseUrl()), OUTBOX_AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' });
+    const { relay } = await fx.startRelay({
+      OUTBOX_DATABASE_URL: proxy.url(testDatabaseUrl()),
+      OUTBOX_AMQP_URL: 'amqp://guest:guest@127.0.0.1:1',
+    });
     await fx.insert([{ routing_key: uniqueName('waiting'), payload: {} }]);
     await waitFor('lag > 0.3 s', async () => Number((await readMetrics(relay.port)).value('outbox_lag_seconds')) > 0.3);
     expect(await endpointStatus(relay.port, '/readyz')).toBe(503);

@@ -23,8 +23,22 @@ let results: Map<string, FileResult>;
 /** Runs Jest on the fixtures; returns its exit code and the result of each fixture file. */
 async function runFixtures(leftoversFile: string, outputFile: string): Promise<{ code: number | null; output: string }> {
   const jest = join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js');
-  const args = [jest, '--config', join(ROOT, 'test', 'fixtures', 'leaks', 'jest.config.ts'), '--runInBand', '--ci', '--forceExit', '--json', '--outputFile', outputFile];
-  const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, OUTBOX_LEAK_FIXTURE_LEFTOVERS: leftoversFile }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = [
+    jest,
+    '--config',
+    join(ROOT, 'test', 'fixtures', 'leaks', 'jest.config.ts'),
+    '--runInBand',
+    '--ci',
+    '--forceExit',
+    '--json',
+    '--outputFile',
+    outputFile,
+  ];
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, OUTBOX_LEAK_FIXTURE_LEFTOVERS: leftoversFile },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
   child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
@@ -36,7 +50,9 @@ async function runFixtures(leftoversFile: string, outputFile: string): Promise<{
 async function removeLeftovers(leftoversFile: string): Promise<void> {
   if (!existsSync(leftoversFile)) return;
   const leftovers = readFileSync(leftoversFile, 'utf8')
-    .split('\n').filter((l) => l.length > 0).map((l) => JSON.parse(l) as { pid?: number; schema?: string });
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((l) => JSON.parse(l) as { pid?: number; schema?: string });
   for (const { pid } of leftovers) {
     if (pid === undefined) continue;
     try {

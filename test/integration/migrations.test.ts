@@ -55,14 +55,39 @@ afterAll(async () => {
   await fx.close();
 });
 
-describe('producer contract constraints (the README\'s SQL contract)', () => {
+describe("producer contract constraints (the README's SQL contract)", () => {
   const cases: readonly [string, string, readonly unknown[], string][] = [
-    ['both payload and body', '(routing_key, payload, body) VALUES ($1, $2, $3)', ['q', '{"a":1}', Buffer.from('x')], 'messages_payload_xor_body'],
+    [
+      'both payload and body',
+      '(routing_key, payload, body) VALUES ($1, $2, $3)',
+      ['q', '{"a":1}', Buffer.from('x')],
+      'messages_payload_xor_body',
+    ],
     ['neither payload nor body', '(routing_key, message_type) VALUES ($1, $2)', ['q', 't'], 'messages_payload_xor_body'],
-    ['an empty routing key on the default exchange', "(exchange, routing_key, payload) VALUES ('', $1, $2)", ['', '{}'], 'messages_command_needs_queue'],
-    ['an empty routing key, exchange left to its default', '(routing_key, payload) VALUES ($1, $2)', ['', '{}'], 'messages_command_needs_queue'],
-    ['headers that are an array', '(routing_key, payload, headers) VALUES ($1, $2, $3)', ['q', '{}', '["a"]'], 'messages_headers_is_object'],
-    ['headers that are a string', '(routing_key, payload, headers) VALUES ($1, $2, $3)', ['q', '{}', '"x-tenant"'], 'messages_headers_is_object'],
+    [
+      'an empty routing key on the default exchange',
+      "(exchange, routing_key, payload) VALUES ('', $1, $2)",
+      ['', '{}'],
+      'messages_command_needs_queue',
+    ],
+    [
+      'an empty routing key, exchange left to its default',
+      '(routing_key, payload) VALUES ($1, $2)',
+      ['', '{}'],
+      'messages_command_needs_queue',
+    ],
+    [
+      'headers that are an array',
+      '(routing_key, payload, headers) VALUES ($1, $2, $3)',
+      ['q', '{}', '["a"]'],
+      'messages_headers_is_object',
+    ],
+    [
+      'headers that are a string',
+      '(routing_key, payload, headers) VALUES ($1, $2, $3)',
+      ['q', '{}', '"x-tenant"'],
+      'messages_headers_is_object',
+    ],
     ['headers that are a number', '(routing_key, payload, headers) VALUES ($1, $2, $3)', ['q', '{}', '42'], 'messages_headers_is_object'],
   ];
 
@@ -89,9 +114,14 @@ describe('producer contract constraints (the README\'s SQL contract)', () => {
   test('accepts the valid shapes: JSON payload, raw body, an event with an empty routing key on a named exchange', async () => {
     const queue = uniqueName('ok');
     await fx.pool.query(`INSERT INTO ${fx.table} (routing_key, payload) VALUES ($1, 'null'::jsonb)`, [queue]);
-    await fx.pool.query(`INSERT INTO ${fx.table} (routing_key, body, content_type) VALUES ($1, $2, 'application/octet-stream')`, [queue, Buffer.alloc(0)]);
+    await fx.pool.query(`INSERT INTO ${fx.table} (routing_key, body, content_type) VALUES ($1, $2, 'application/octet-stream')`, [
+      queue,
+      Buffer.alloc(0),
+    ]);
     await fx.pool.query(`INSERT INTO ${fx.table} (exchange, routing_key, payload) VALUES ('fanout_ex', '', '{}')`);
-    const { rows } = await fx.pool.query(`SELECT count(*)::int AS n FROM ${fx.table} WHERE routing_key = $1 OR exchange = 'fanout_ex'`, [queue]);
+    const { rows } = await fx.pool.query(`SELECT count(*)::int AS n FROM ${fx.table} WHERE routing_key = $1 OR exchange = 'fanout_ex'`, [
+      queue,
+    ]);
     expect(rows[0].n).toBe(3);
   });
 
@@ -99,8 +129,12 @@ describe('producer contract constraints (the README\'s SQL contract)', () => {
     const missingKey = await rejection(fx.pool.query(`INSERT INTO ${fx.table} (payload) VALUES ('{}')`));
     expect(missingKey.code).toBe('23502'); // not_null_violation
     expect(missingKey.message).toContain('routing_key');
-    const { rows } = await fx.pool.query<{ message_id: string }>(`INSERT INTO ${fx.table} (routing_key, payload) VALUES ('q', '{}') RETURNING message_id`);
-    const duplicate = await rejection(fx.pool.query(`INSERT INTO ${fx.table} (message_id, routing_key, payload) VALUES ($1, 'q', '{}')`, [rows[0]!.message_id]));
+    const { rows } = await fx.pool.query<{ message_id: string }>(
+      `INSERT INTO ${fx.table} (routing_key, payload) VALUES ('q', '{}') RETURNING message_id`,
+    );
+    const duplicate = await rejection(
+      fx.pool.query(`INSERT INTO ${fx.table} (message_id, routing_key, payload) VALUES ($1, 'q', '{}')`, [rows[0]!.message_id]),
+    );
     expect(duplicate.code).toBe('23505');
     expect(duplicate.constraint).toBe('messages_message_id_key');
   });
@@ -159,7 +193,12 @@ describe('migrate', () => {
       const results = await Promise.all(clients.map((client) => migrate(client, schema)));
       const migrations = loadMigrations();
       // Exactly one caller applied each migration; the others found it applied.
-      expect(results.flat().map((m) => m.version).sort()).toEqual(migrations.map((m) => m.version));
+      expect(
+        results
+          .flat()
+          .map((m) => m.version)
+          .sort(),
+      ).toEqual(migrations.map((m) => m.version));
       const { rows } = await fx.pool.query<{ version: number; n: number }>(
         `SELECT version, count(*)::int AS n FROM ${escapeIdentifier(schema)}.schema_migrations GROUP BY version ORDER BY version`,
       );
@@ -198,7 +237,10 @@ describe('migrate', () => {
     const other = await OutboxFixture.create('mig_new');
     try {
       const next = loadMigrations().length + 1;
-      await other.pool.query(`INSERT INTO "${other.schema}".schema_migrations (version, name, checksum) VALUES ($1, 'from_the_future', 'x')`, [next]);
+      await other.pool.query(
+        `INSERT INTO "${other.schema}".schema_migrations (version, name, checksum) VALUES ($1, 'from_the_future', 'x')`,
+        [next],
+      );
       await withClient(async (client) => {
         const err = await rejection(verifySchema(client, other.schema));
         expect(err).toBeInstanceOf(OutboxError);
@@ -226,7 +268,9 @@ describe('migrate', () => {
         expect(err.message).toContain(schema);
       }
       // An empty ledger is not migrated either.
-      await client.query(`CREATE TABLE ${escapeIdentifier(empty)}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+      await client.query(
+        `CREATE TABLE ${escapeIdentifier(empty)}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
       expect(((await rejection(verifySchema(client, empty))) as OutboxError).code).toBe('SCHEMA_NOT_MIGRATED');
     });
   });
@@ -248,7 +292,10 @@ describe('migrate', () => {
     expect(out.join('\n')).toMatch(/up to date/);
 
     // The schema exists under its exact, mixed-case name, and not folded to lower case.
-    const { rows } = await fx.pool.query<{ nspname: string }>(`SELECT nspname FROM pg_namespace WHERE nspname IN ($1, $2)`, [schema, lower]);
+    const { rows } = await fx.pool.query<{ nspname: string }>(`SELECT nspname FROM pg_namespace WHERE nspname IN ($1, $2)`, [
+      schema,
+      lower,
+    ]);
     expect(rows.map((r) => r.nspname)).toEqual([schema]);
     await fx.pool.query(`INSERT INTO ${escapeIdentifier(schema)}.messages (routing_key, payload) VALUES ('q', '{}')`);
 
@@ -356,7 +403,11 @@ describe('migrations whose comments were reworded after their release', () => {
   });
 
   test.each([
-    ['a changed statement', '0002_ordering.sql', (sql: string) => sql.replace('WHERE published_at IS NULL AND partition_key IS NOT NULL', 'WHERE published_at IS NULL')],
+    [
+      'a changed statement',
+      '0002_ordering.sql',
+      (sql: string) => sql.replace('WHERE published_at IS NULL AND partition_key IS NOT NULL', 'WHERE published_at IS NULL'),
+    ],
     ['a further comment edit', '0001_messages.sql', (sql: string) => `${sql}\n-- an innocent-looking edit\n`],
   ] as const)('on that schema, %s is still MIGRATION_CHANGED', async (_what, file, edit) => {
     const dir = editedMigrationsDir({ [file]: edit });
@@ -377,7 +428,10 @@ describe('migrations whose comments were reworded after their release', () => {
 
 /** Applies migrations/optional/notify-on-insert.sql to `schema` (it is written for "outbox"). */
 async function installOptionalTrigger(schema: string): Promise<void> {
-  const sql = readFileSync(join(MIGRATIONS_DIR, 'optional', 'notify-on-insert.sql'), 'utf8').replace(/\boutbox\./g, `${escapeIdentifier(schema)}.`);
+  const sql = readFileSync(join(MIGRATIONS_DIR, 'optional', 'notify-on-insert.sql'), 'utf8').replace(
+    /\boutbox\./g,
+    `${escapeIdentifier(schema)}.`,
+  );
   await fx.pool.query(sql);
 }
 
@@ -421,7 +475,9 @@ describe('the optional NOTIFY trigger', () => {
     await withClient(async (producer) => {
       await sync(producer, 'start');
       await producer.query('BEGIN');
-      await producer.query(`INSERT INTO ${fx.table} (routing_key, payload) SELECT 'q', jsonb_build_object('n', g) FROM generate_series(1, 3) g`);
+      await producer.query(
+        `INSERT INTO ${fx.table} (routing_key, payload) SELECT 'q', jsonb_build_object('n', g) FROM generate_series(1, 3) g`,
+      );
       // Not delivered while the transaction is open.
       await withClient(async (other) => {
         expect(await sync(other, 'still-open')).toEqual([]);

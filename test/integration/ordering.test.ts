@@ -73,7 +73,9 @@ test('insertion order, not transaction-id order: the writer that held the older 
       client.query(
         `UPDATE "${fx.schema}".aggregates SET version = version + 1 WHERE id = 'order-1';
          INSERT INTO ${fx.table} (exchange, routing_key, partition_key, payload)
-           SELECT $1, 'k', 'order-1', jsonb_build_object('who', $2::text, 'version', version) FROM "${fx.schema}".aggregates WHERE id = 'order-1'`.replace(/\$1/g, `'${exchange}'`).replace(/\$2::text/g, `'${who}'`),
+           SELECT $1, 'k', 'order-1', jsonb_build_object('who', $2::text, 'version', version) FROM "${fx.schema}".aggregates WHERE id = 'order-1'`
+          .replace(/\$1/g, `'${exchange}'`)
+          .replace(/\$2::text/g, `'${who}'`),
       );
     await older.query('BEGIN');
     const olderXid = (await older.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x; // wrote something else first
@@ -120,9 +122,15 @@ describe('a message that keeps failing holds back only its own key', () => {
     expect(decode(queue).filter((m) => m.key === 'K')).toEqual([]);
     await waitFor('the head dead', async () => (await fx.row(poisonId))['dead_at'] !== null, 20_000);
     await waitFor("K's later messages", () => decode(queue).filter((m) => m.key === 'K').length === 2);
-    expect(decode(queue).filter((m) => m.key === 'K').map((m) => m.seq)).toEqual([2, 3]);
+    expect(
+      decode(queue)
+        .filter((m) => m.key === 'K')
+        .map((m) => m.seq),
+    ).toEqual([2, 3]);
     const deadAt = (await fx.row(poisonId))['dead_at'] as Date;
-    const { rows } = await fx.pool.query(`SELECT min(published_at) AS first FROM ${fx.table} WHERE partition_key = 'K' AND published_at IS NOT NULL`);
+    const { rows } = await fx.pool.query(
+      `SELECT min(published_at) AS first FROM ${fx.table} WHERE partition_key = 'K' AND published_at IS NOT NULL`,
+    );
     expect((rows[0].first as Date).getTime()).toBeGreaterThanOrEqual(deadAt.getTime());
   }, 60_000);
 
@@ -141,8 +149,14 @@ describe('a message that keeps failing holds back only its own key', () => {
     expect(await new OperatorStore(fx.schema).retryDead(fx.pool, [poisonId])).toEqual([poisonId]);
     await waitFor('the retried head', () => late.length === 1);
     await waitFor("K's later messages", () => decode(queue).filter((m) => m.key === 'K').length === 2);
-    expect(decode(queue).filter((m) => m.key === 'K').map((m) => m.seq)).toEqual([2, 3]);
-    const published = await fx.pool.query(`SELECT payload->>'seq' AS seq FROM ${fx.table} WHERE partition_key = 'K' ORDER BY published_at, id`);
+    expect(
+      decode(queue)
+        .filter((m) => m.key === 'K')
+        .map((m) => m.seq),
+    ).toEqual([2, 3]);
+    const published = await fx.pool.query(
+      `SELECT payload->>'seq' AS seq FROM ${fx.table} WHERE partition_key = 'K' ORDER BY published_at, id`,
+    );
     expect(published.rows.map((r) => Number(r.seq))).toEqual([1, 2, 3]);
   }, 60_000);
 
@@ -153,7 +167,11 @@ describe('a message that keeps failing holds back only its own key', () => {
     await staysFalse("K's later messages", () => decode(queue).some((m) => m.key === 'K'), 500);
     expect(await new OperatorStore(fx.schema).discardDead(fx.pool, [poisonId])).toEqual([poisonId]);
     await waitFor("K's later messages", () => decode(queue).filter((m) => m.key === 'K').length === 2);
-    expect(decode(queue).filter((m) => m.key === 'K').map((m) => m.seq)).toEqual([2, 3]);
+    expect(
+      decode(queue)
+        .filter((m) => m.key === 'K')
+        .map((m) => m.seq),
+    ).toEqual([2, 3]);
   }, 60_000);
 });
 
@@ -165,7 +183,11 @@ test('kill -9 of one of three relays mid-stream: every key still sees its first 
   relays[0]!.kill('SIGKILL');
   expect((await relays[0]!.exited).signal).toBe('SIGKILL');
   await waitFor('every message published', async () => (await fx.counts()).published === 10_000, 60_000);
-  await waitFor('every message received', () => firstDeliveries(queue).size === 100 && [...firstDeliveries(queue).values()].every((ns) => ns.length === 100), 30_000);
+  await waitFor(
+    'every message received',
+    () => firstDeliveries(queue).size === 100 && [...firstDeliveries(queue).values()].every((ns) => ns.length === 100),
+    30_000,
+  );
   expectInOrder(firstDeliveries(queue), 100, 100);
 }, 120_000);
 

@@ -30,7 +30,9 @@ function renderRolesSql(vars: Record<string, string>): string {
     if (v === undefined) throw new Error(`roles.example.sql uses psql variable ${name}, which the test does not set`);
     return v;
   };
-  const sql = text.replace(/:"([A-Za-z_]+)"/g, (_, name: string) => escapeIdentifier(value(name))).replace(/:'([A-Za-z_]+)'/g, (_, name: string) => escapeLiteral(value(name)));
+  const sql = text
+    .replace(/:"([A-Za-z_]+)"/g, (_, name: string) => escapeIdentifier(value(name)))
+    .replace(/:'([A-Za-z_]+)'/g, (_, name: string) => escapeLiteral(value(name)));
   const metaCommand = sql.split('\n').find((l) => l.trimStart().startsWith('\\'));
   if (metaCommand) throw new Error(`roles.example.sql contains a psql meta-command: ${metaCommand}`);
   return sql;
@@ -73,7 +75,8 @@ beforeAll(async () => {
   const sql = renderRolesSql({ schema: fx.schema, service_role: serviceRole, relay_role: relayRole, DBNAME: database });
   await fx.pool.query(sql);
   await fx.pool.query(sql); // re-runnable, as the file says
-  for (const role of [serviceRole, relayRole]) await fx.pool.query(`ALTER ROLE ${escapeIdentifier(role)} PASSWORD ${escapeLiteral(password)}`);
+  for (const role of [serviceRole, relayRole])
+    await fx.pool.query(`ALTER ROLE ${escapeIdentifier(role)} PASSWORD ${escapeLiteral(password)}`);
 
   // The service's own data, in its own schema, owned by the service's role.
   await fx.pool.query(`CREATE SCHEMA ${escapeIdentifier(serviceSchema)} AUTHORIZATION ${escapeIdentifier(serviceRole)}`);
@@ -121,7 +124,9 @@ test('the relay, running as its role, publishes what the service, as its role, w
   const messageId = await enqueue(service, OrderPlaced, { orderId: 'o-1' }, { routingKey: queue, schema: fx.schema });
   await service.query('COMMIT');
   // And the bare SQL INSERT of the README's contract.
-  await service.query(`INSERT INTO ${fx.table} (routing_key, message_type, payload) VALUES ($1, 'order.placed', '{"orderId": "o-2"}')`, [queue]);
+  await service.query(`INSERT INTO ${fx.table} (routing_key, message_type, payload) VALUES ($1, 'order.placed', '{"orderId": "o-2"}')`, [
+    queue,
+  ]);
 
   await waitFor('both messages delivered', () => received.length === 2);
   expect(received.map((m) => m.properties.messageId)).toContain(messageId);
@@ -141,12 +146,15 @@ test('the service role can only insert producer columns: it cannot read, change,
   await denied(service, `CREATE TABLE "${fx.schema}".sneaky (id int)`);
 });
 
-test('the relay role cannot read or touch the service\'s tables, insert messages or create objects', async () => {
+test("the relay role cannot read or touch the service's tables, insert messages or create objects", async () => {
   expect(await denied(relayClient, `SELECT * FROM ${escapeIdentifier(serviceSchema)}.orders`)).toMatch(/permission denied for schema/);
   await denied(relayClient, `INSERT INTO ${fx.table} (routing_key, payload) VALUES ('q', '{}')`);
   await denied(relayClient, `CREATE TABLE "${fx.schema}".sneaky (id int)`);
   await denied(relayClient, `DELETE FROM "${fx.schema}".schema_migrations`);
-  const { rows } = await relayClient.query<{ usage: boolean }>('SELECT has_schema_privilege($1, $2, \'USAGE\') AS usage', [relayRole, serviceSchema]);
+  const { rows } = await relayClient.query<{ usage: boolean }>("SELECT has_schema_privilege($1, $2, 'USAGE') AS usage", [
+    relayRole,
+    serviceSchema,
+  ]);
   expect(rows[0]!.usage).toBe(false);
 });
 
@@ -176,8 +184,15 @@ test('`outbox-relay status` works for the relay role', async () => {
 test('the relay role can run the retention cleanup and the dead-message commands', async () => {
   const env = envFor(fx.schema, { OUTBOX_DATABASE_URL: urlAs(relayRole, password), OUTBOX_RETENTION: '0' });
   const cleanup = await cli(['cleanup'], env);
-  expect({ code: cleanup.code, stdout: cleanup.stdout.trim() }).toEqual({ code: 0, stdout: 'deleted 2 published messages older than OUTBOX_RETENTION' });
-  for (const args of [['dead', 'list'], ['dead', 'retry', '--all'], ['dead', 'discard', '--all']]) {
+  expect({ code: cleanup.code, stdout: cleanup.stdout.trim() }).toEqual({
+    code: 0,
+    stdout: 'deleted 2 published messages older than OUTBOX_RETENTION',
+  });
+  for (const args of [
+    ['dead', 'list'],
+    ['dead', 'retry', '--all'],
+    ['dead', 'discard', '--all'],
+  ]) {
     const result = await cli(args, env);
     expect({ args, code: result.code, stderr: result.stderr }).toEqual({ args, code: 0, stderr: '' });
   }

@@ -50,7 +50,8 @@ test('two relays on one database publish every message exactly once', async () =
   expect(unique.size).toBe(total);
   expect(duplicates).toBe(0);
   // Both did part of the work.
-  const publishedBy = async (relay: RelayProcess): Promise<number> => Number((await relay.metrics()).value('outbox_messages_published_total'));
+  const publishedBy = async (relay: RelayProcess): Promise<number> =>
+    Number((await relay.metrics()).value('outbox_messages_published_total'));
   const [byA, byB] = await Promise.all([publishedBy(a!), publishedBy(b!)]);
   expect(byA + byB).toBe(total);
   expect(byA).toBeGreaterThan(0);

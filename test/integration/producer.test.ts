@@ -44,13 +44,18 @@ test('a node-postgres transaction: the relay publishes the message with its key,
   try {
     await client.query('BEGIN');
     await client.query(`INSERT INTO "${fx.schema}".orders VALUES ('o-1', 1990)`);
-    id = await enqueue(client, OrderCreated, { orderId: 'o-1', total: 1990 }, {
-      schema: fx.schema,
-      partitionKey: 'o-1',
-      correlationId: 'req-1',
-      headers: { 'x-tenant': 'acme' },
-      traceparent: TRACEPARENT,
-    });
+    id = await enqueue(
+      client,
+      OrderCreated,
+      { orderId: 'o-1', total: 1990 },
+      {
+        schema: fx.schema,
+        partitionKey: 'o-1',
+        correlationId: 'req-1',
+        headers: { 'x-tenant': 'acme' },
+        traceparent: TRACEPARENT,
+      },
+    );
     await client.query('COMMIT');
   } finally {
     client.release();
@@ -73,10 +78,18 @@ test('a Kysely transaction: enqueue and enqueueMany write rows the relay publish
   const commands = await broker.queue(commandQueue);
   await fx.startRelay();
   const ids = await db.transaction().execute(async (trx) => {
-    const one = await enqueue(trx, OrderCreated, { orderId: 'k-1', total: 5 }, { schema: fx.schema, partitionKey: 'k-1', correlationId: 'c-k' });
+    const one = await enqueue(
+      trx,
+      OrderCreated,
+      { orderId: 'k-1', total: 5 },
+      { schema: fx.schema, partitionKey: 'k-1', correlationId: 'c-k' },
+    );
     const many = await enqueueMany(
       trx,
-      [message(OrderCreated, { orderId: 'k-2', total: 6 }, { headers: { traceparent: TRACEPARENT } }), message(ShipOrder, { orderId: 'k-2' }, { routingKey: commandQueue })],
+      [
+        message(OrderCreated, { orderId: 'k-2', total: 6 }, { headers: { traceparent: TRACEPARENT } }),
+        message(ShipOrder, { orderId: 'k-2' }, { routingKey: commandQueue }),
+      ],
       { schema: fx.schema },
     );
     return [one, ...many];
@@ -110,7 +123,11 @@ test('enqueueMany writes every message with one INSERT statement, in order', asy
   }
   // In order: identity ids follow the order of the items.
   const ids = await db.transaction().execute((trx) =>
-    enqueueMany(trx, Array.from({ length: 20 }, (_, i) => message(OrderCreated, { orderId: `n-${i}`, total: i })), { schema: fx.schema }),
+    enqueueMany(
+      trx,
+      Array.from({ length: 20 }, (_, i) => message(OrderCreated, { orderId: `n-${i}`, total: i })),
+      { schema: fx.schema },
+    ),
   );
   const { rows } = await fx.pool.query(`SELECT message_id FROM ${fx.table} WHERE message_id = ANY($1::uuid[]) ORDER BY id`, [ids]);
   expect(rows.map((r) => r.message_id)).toEqual(ids);
@@ -140,7 +157,9 @@ test('while messages flow, a commit is published within milliseconds — no NOTI
   // A long idle interval: only the hot peeking can explain a fast pickup.
   await fx.startRelay({ OUTBOX_POLL_INTERVAL_MS: '60000' });
   const send = (n: number): Promise<string> =>
-    db.transaction().execute((trx) => enqueue(trx, OrderCreated, { orderId: `h${n}`, total: n }, { schema: fx.schema, routingKey: 'hot.created' }));
+    db
+      .transaction()
+      .execute((trx) => enqueue(trx, OrderCreated, { orderId: `h${n}`, total: n }, { schema: fx.schema, routingKey: 'hot.created' }));
   // The relay claims once at start (finds nothing) and idles: a NOTIFY from the
   // producer's transaction wakes it; from then on it peeks every few milliseconds.
   await db.transaction().execute(async (trx) => {
@@ -156,16 +175,18 @@ test('while messages flow, a commit is published within milliseconds — no NOTI
 
 test('delayMs and availableAt delay publication', async () => {
   const { OrderCreated } = definitions();
-  const ids = await db.transaction().execute((trx) =>
-    enqueueMany(
-      trx,
-      [
-        message(OrderCreated, { orderId: 'd1', total: 1 }, { delayMs: 60_000 }),
-        message(OrderCreated, { orderId: 'd2', total: 1 }, { availableAt: new Date(Date.now() + 3_600_000) }),
-      ],
-      { schema: fx.schema },
-    ),
-  );
+  const ids = await db
+    .transaction()
+    .execute((trx) =>
+      enqueueMany(
+        trx,
+        [
+          message(OrderCreated, { orderId: 'd1', total: 1 }, { delayMs: 60_000 }),
+          message(OrderCreated, { orderId: 'd2', total: 1 }, { availableAt: new Date(Date.now() + 3_600_000) }),
+        ],
+        { schema: fx.schema },
+      ),
+    );
   const { rows } = await fx.pool.query(
     `SELECT extract(epoch FROM available_at - created_at)::int AS delay_s FROM ${fx.table} WHERE message_id = ANY($1::uuid[]) ORDER BY id`,
     [ids],
@@ -179,7 +200,10 @@ test('bad arguments throw a clear error before anything is written', async () =>
   const { OrderCreated } = definitions();
   const before = (await fx.counts()).pending + (await fx.counts()).published;
   const cases: [unknown[], RegExp][] = [
-    [[message(OrderCreated, { orderId: 'ok', total: 1 }), message(OrderCreated, undefined as never)], /enqueue\(order\.created\): payload is undefined/],
+    [
+      [message(OrderCreated, { orderId: 'ok', total: 1 }), message(OrderCreated, undefined as never)],
+      /enqueue\(order\.created\): payload is undefined/,
+    ],
     [[message(OrderCreated, { orderId: 'x', total: 1 }, { messageId: 'not-a-uuid' })], /messageId "not-a-uuid" is not a UUID/],
     [[message(OrderCreated, { orderId: 'x', total: 1n as never })], /payload is not JSON-serialisable/],
     [[message(OrderCreated, { orderId: 'x', total: 1 }, { delayMs: -5 })], /delayMs must be a finite number/],

@@ -33,7 +33,6 @@ function prometheusBinary(): string {
   return path;
 }
 
-
 type Doc = Record<string, any>;
 
 /**
@@ -104,10 +103,15 @@ beforeAll(async () => {
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
   try {
-    await waitFor('Prometheus to be ready', async () => {
-      if (child.exitCode !== null) throw new Error(`prometheus exited with ${child.exitCode}`);
-      return (await fetch(`${apiBase}/-/ready`)).ok;
-    }, 30_000, 100);
+    await waitFor(
+      'Prometheus to be ready',
+      async () => {
+        if (child.exitCode !== null) throw new Error(`prometheus exited with ${child.exitCode}`);
+        return (await fetch(`${apiBase}/-/ready`)).ok;
+      },
+      30_000,
+      100,
+    );
   } catch (err) {
     throw new Error(`${(err as Error).message}\n--- prometheus log ---\n${prometheusLog}`, { cause: err });
   }
@@ -129,16 +133,26 @@ test('Prometheus scrapes the relay with the shipped job: outbox_lag_seconds and 
   await fx.insertBacklog({ count: 5, routingKey: queue });
   await waitFor('5 messages delivered', () => received.length === 5);
 
-  const target = await waitFor('the relay target up', async () => {
-    const { activeTargets } = await api<{ activeTargets: Doc[] }>('/api/v1/targets');
-    return activeTargets.find((t) => t['labels']['job'] === 'outbox-relay' && t['health'] === 'up');
-  }, 20_000, 200);
+  const target = await waitFor(
+    'the relay target up',
+    async () => {
+      const { activeTargets } = await api<{ activeTargets: Doc[] }>('/api/v1/targets');
+      return activeTargets.find((t) => t['labels']['job'] === 'outbox-relay' && t['health'] === 'up');
+    },
+    20_000,
+    200,
+  );
   expect(target['scrapeUrl']).toBe(`http://127.0.0.1:${relayPort}/metrics`);
 
-  const published = await waitFor('outbox_messages_published_total >= 5 in Prometheus', async () => {
-    const [sample] = await query('outbox_messages_published_total{job="outbox-relay"}');
-    return sample && Number(sample.value[1]) >= 5 ? sample : undefined;
-  }, 20_000, 250);
+  const published = await waitFor(
+    'outbox_messages_published_total >= 5 in Prometheus',
+    async () => {
+      const [sample] = await query('outbox_messages_published_total{job="outbox-relay"}');
+      return sample && Number(sample.value[1]) >= 5 ? sample : undefined;
+    },
+    20_000,
+    250,
+  );
   expect(Number(published.value[1])).toBe(5);
   expect(published.metric).toMatchObject({ job: 'outbox-relay', instance: `127.0.0.1:${relayPort}` });
 
@@ -152,11 +166,16 @@ test('Prometheus scrapes the relay with the shipped job: outbox_lag_seconds and 
 test('the shipped alert rules are loaded and evaluate without errors', async () => {
   const shipped = (parse(readFileSync(join(PROMETHEUS_DIR, 'alerts.yml'), 'utf8')) as Doc)['groups'] as Doc[];
   const names = shipped.flatMap((g) => (g['rules'] as Doc[]).map((r) => r['alert'] as string)).sort();
-  const groups = await waitFor('every rule evaluated', async () => {
-    const data = await api<{ groups: Doc[] }>('/api/v1/rules?type=alert');
-    const rules = data.groups.flatMap((g) => g['rules'] as Doc[]);
-    return rules.length === names.length && rules.every((r) => r['health'] === 'ok') ? data.groups : undefined;
-  }, 20_000, 250);
+  const groups = await waitFor(
+    'every rule evaluated',
+    async () => {
+      const data = await api<{ groups: Doc[] }>('/api/v1/rules?type=alert');
+      const rules = data.groups.flatMap((g) => g['rules'] as Doc[]);
+      return rules.length === names.length && rules.every((r) => r['health'] === 'ok') ? data.groups : undefined;
+    },
+    20_000,
+    250,
+  );
   expect(groups.map((g) => g['name'])).toEqual(shipped.map((g) => g['name']));
   expect(groups.flatMap((g) => (g['rules'] as Doc[]).map((r) => r['name'] as string)).sort()).toEqual(names);
   // A healthy relay: nothing fires (OutboxRelayDown would, were the job name wrong).
@@ -166,14 +185,24 @@ test('the shipped alert rules are loaded and evaluate without errors', async () 
 
 test('a dead message makes OutboxDeadMessages pending from the scraped gauge', async () => {
   await fx.insert([{ exchange: uniqueName('missing'), routing_key: 'x', payload: { dead: true } }]);
-  await waitFor('the dead gauge in Prometheus', async () => {
-    const [sample] = await query('outbox_dead_messages{job="outbox-relay"}');
-    return sample?.value[1] === '1';
-  }, 20_000, 250);
-  const alert = await waitFor('OutboxDeadMessages pending', async () => {
-    const { alerts } = await api<{ alerts: Doc[] }>('/api/v1/alerts');
-    return alerts.find((a) => a['labels']['alertname'] === 'OutboxDeadMessages');
-  }, 20_000, 250);
+  await waitFor(
+    'the dead gauge in Prometheus',
+    async () => {
+      const [sample] = await query('outbox_dead_messages{job="outbox-relay"}');
+      return sample?.value[1] === '1';
+    },
+    20_000,
+    250,
+  );
+  const alert = await waitFor(
+    'OutboxDeadMessages pending',
+    async () => {
+      const { alerts } = await api<{ alerts: Doc[] }>('/api/v1/alerts');
+      return alerts.find((a) => a['labels']['alertname'] === 'OutboxDeadMessages');
+    },
+    20_000,
+    250,
+  );
   // `for: 1m` keeps it pending within this test.
   expect(alert).toMatchObject({ state: 'pending', labels: { severity: 'warning', job: 'outbox-relay' } });
   expect(alert['annotations']['summary']).toBe(`1 dead outbox message(s) on 127.0.0.1:${relayPort}`);

@@ -18,7 +18,10 @@ test('the database connection dropping while a batch waits for confirms does not
   process.on('uncaughtException', onUncaught);
   try {
     const { exchange, received: queue } = await broker.exchangeWithQueue('drop');
-    const { relay } = await fx.startRelay({ OUTBOX_DATABASE_URL: dbProxy.url(testDatabaseUrl()), OUTBOX_AMQP_URL: brokerProxy.url(testAmqpUrl()) });
+    const { relay } = await fx.startRelay({
+      OUTBOX_DATABASE_URL: dbProxy.url(testDatabaseUrl()),
+      OUTBOX_AMQP_URL: brokerProxy.url(testAmqpUrl()),
+    });
     await fx.insertBacklog({ count: 10, exchange, routingKey: 'warm' });
     await waitFor('warm-up', () => queue.length === 10);
     // Confirms now take 1.5 s: the claim transaction sits idle while the database goes away.

@@ -48,7 +48,11 @@ export function activeHandleObjects(): readonly object[] {
  * The connected TCP sockets among `handles` that are not in `baseline`, as
  * "127.0.0.1:51234 → 127.0.0.1:5432 (PostgreSQL)"; `services` names known ports.
  */
-export function describeNewSockets(baseline: ReadonlySet<object>, handles: readonly object[], services: ReadonlyMap<number, string>): string[] {
+export function describeNewSockets(
+  baseline: ReadonlySet<object>,
+  handles: readonly object[],
+  services: ReadonlyMap<number, string>,
+): string[] {
   return handles.flatMap((handle) => {
     const socket = handle as SocketLike;
     if (baseline.has(handle) || socket.remotePort === undefined) return [];

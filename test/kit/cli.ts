@@ -18,7 +18,11 @@ export interface CliResult {
  */
 export function cli(args: readonly string[], env: Record<string, string>, timeoutMs = 30_000): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { PATH: process.env['PATH'] ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd: ROOT,
+      env: { PATH: process.env['PATH'] ?? '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
@@ -54,4 +58,3 @@ export function expectOneLineFailure(result: CliResult, code: 1 | 2): string {
   expect(result.stderr).not.toContain(STACK_FRAME);
   return result.stderr;
 }
-

@@ -114,7 +114,10 @@ export class DockerIgnore {
 }
 
 function clean(path: string): string {
-  return path.replace(/^\.?\/+/, '').replace(/\/+$/, '').replace(/\/+/g, '/');
+  return path
+    .replace(/^\.?\/+/, '')
+    .replace(/\/+$/, '')
+    .replace(/\/+/g, '/');
 }
 
 function globToRegex(pattern: string): RegExp {

@@ -20,7 +20,10 @@ export default async function globalSetup(): Promise<void> {
   const [dbOk, brokerOk] = await Promise.all([databaseReachable(testDatabaseUrl()), brokerReachable(testAmqpUrl())]);
   if (dbOk && brokerOk) return;
   if (!dockerAvailable()) {
-    const missing = [!dbOk && `PostgreSQL at ${testDatabaseUrl()}`, !brokerOk && `RabbitMQ at ${testAmqpUrl().replace(/:[^:@/]*@/, ':***@')}`].filter(Boolean);
+    const missing = [
+      !dbOk && `PostgreSQL at ${testDatabaseUrl()}`,
+      !brokerOk && `RabbitMQ at ${testAmqpUrl().replace(/:[^:@/]*@/, ':***@')}`,
+    ].filter(Boolean);
     throw new Error(
       `integration tests need ${missing.join(' and ')}, which cannot be reached, and no Docker engine runs to start them with testcontainers. ` +
         'Start the services or set OUTBOX_TEST_DATABASE_URL / OUTBOX_TEST_AMQP_URL.',
@@ -29,7 +32,11 @@ export default async function globalSetup(): Promise<void> {
   const started: { stop(): Promise<unknown> }[] = [];
   if (!dbOk) {
     const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
-    const pg = await new PostgreSqlContainer('postgres:15-alpine').withDatabase('test').withUsername('postgres').withPassword('postgres').start();
+    const pg = await new PostgreSqlContainer('postgres:15-alpine')
+      .withDatabase('test')
+      .withUsername('postgres')
+      .withPassword('postgres')
+      .start();
     started.push(pg);
     process.env['OUTBOX_TEST_DATABASE_URL'] = pg.getConnectionUri();
   }

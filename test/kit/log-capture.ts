@@ -5,7 +5,12 @@ export class LogCapture {
   readonly lines: string[] = [];
   readonly stream = new Writable({
     write: (chunk: Buffer, _encoding, callback) => {
-      this.lines.push(...chunk.toString('utf8').split('\n').filter((l) => l.length > 0));
+      this.lines.push(
+        ...chunk
+          .toString('utf8')
+          .split('\n')
+          .filter((l) => l.length > 0),
+      );
       callback();
     },
   });

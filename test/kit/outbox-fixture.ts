@@ -70,12 +70,18 @@ export class OutboxFixture {
   }
 
   /** Starts an in-process relay; logs are captured, not printed. */
-  async startRelay(overrides: Record<string, string> = {}, tuning: RelayTuning = { statsIntervalMs: 200 }): Promise<{ relay: RunningRelay; logs: LogCapture; baseUrl: string }> {
+  async startRelay(
+    overrides: Record<string, string> = {},
+    tuning: RelayTuning = { statsIntervalMs: 200 },
+  ): Promise<{ relay: RunningRelay; logs: LogCapture; baseUrl: string }> {
     const config = loadConfig(this.env(overrides));
     const logs = new LogCapture();
     const log = createLogger({ level: config.logLevel, secrets: [], destination: logs.stream });
     const relay = await startRelay(config, log, tuning);
-    this.relays.push({ relay, untrack: trackOpen(relay, { kind: 'in-process relay', detail: `schema ${config.schema}, port ${relay.port}` }) });
+    this.relays.push({
+      relay,
+      untrack: trackOpen(relay, { kind: 'in-process relay', detail: `schema ${config.schema}, port ${relay.port}` }),
+    });
     await relay.started;
     return { relay, logs, baseUrl: `http://127.0.0.1:${relay.port}` };
   }

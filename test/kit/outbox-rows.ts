@@ -86,7 +86,15 @@ export async function insertBacklog(pool: Pool, table: string, backlog: Backlog)
          FROM generate_series($7::int + 1, $7::int + $3::int) AS g,
               LATERAL (SELECT CASE WHEN $4::int > 0 THEN $5::text || (1 + (g - 1) % $4::int) END AS key) AS k
         ORDER BY g`,
-      [backlog.exchange ?? '', backlog.routingKey, Math.min(ROWS_PER_STATEMENT, backlog.count - done), keys, backlog.keyPrefix ?? 'key', backlog.pad ?? null, done],
+      [
+        backlog.exchange ?? '',
+        backlog.routingKey,
+        Math.min(ROWS_PER_STATEMENT, backlog.count - done),
+        keys,
+        backlog.keyPrefix ?? 'key',
+        backlog.pad ?? null,
+        done,
+      ],
     );
   }
 }

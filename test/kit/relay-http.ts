@@ -49,7 +49,8 @@ export function parseMetrics(text: string): Metrics {
     const match = SAMPLE.exec(line);
     if (!match) throw new Error(`not a line of the Prometheus text format: ${line}`);
     const labels: Record<string, string> = {};
-    for (const [, key, value] of (match[2] ?? '').matchAll(LABEL)) labels[key!] = value!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+    for (const [, key, value] of (match[2] ?? '').matchAll(LABEL))
+      labels[key!] = value!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
     samples.push({ name: match[1]!, labels, value: sampleValue(match[3]!) });
   }
   return {

@@ -34,8 +34,13 @@ export class RelayProcess {
     child.stdout?.setEncoding('utf8').on('data', (chunk: string) => this.stdout.push(...chunk.split('\n').filter((l) => l.length > 0)));
     child.stderr?.setEncoding('utf8').on('data', (chunk: string) => this.stderr.push(...chunk.split('\n').filter((l) => l.length > 0)));
     // 'close', not 'exit': the stdout and stderr pipes are drained and closed too.
-    this.exited = new Promise((resolve) => child.once('close', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal })));
-    const untrack = trackOpen(this, { kind: 'relay process', detail: `pid ${child.pid}, \`outbox-relay ${child.spawnargs.slice(2 + PRODUCTION_NODE_FLAGS.length).join(' ')}\`, port ${port}` });
+    this.exited = new Promise((resolve) =>
+      child.once('close', (code: number | null, signal: NodeJS.Signals | null) => resolve({ code, signal })),
+    );
+    const untrack = trackOpen(this, {
+      kind: 'relay process',
+      detail: `pid ${child.pid}, \`outbox-relay ${child.spawnargs.slice(2 + PRODUCTION_NODE_FLAGS.length).join(' ')}\`, port ${port}`,
+    });
     void this.exited.then(untrack);
   }
 

@@ -14,7 +14,9 @@ export async function waitFor<T>(what: string, probe: () => T | Promise<T>, time
       last = err;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }

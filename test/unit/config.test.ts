@@ -167,7 +167,9 @@ describe('loadConfig rejects bad values', () => {
     expect(err.message).toContain('OUTBOX_BATCH_SIZE');
     expect(err.message).toContain('"ten"');
     expect(err.message).toMatch(/whole number from 1 to 10000/);
-    expect(configError({ OUTBOX_LOG_LEVEL: 'verbose' }).message).toMatch(/OUTBOX_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/);
+    expect(configError({ OUTBOX_LOG_LEVEL: 'verbose' }).message).toMatch(
+      /OUTBOX_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent/,
+    );
   });
 
   test('several bad variables are reported at once, in one error', () => {

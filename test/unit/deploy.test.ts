@@ -45,7 +45,22 @@ function durationSeconds(text: string): number {
   return total;
 }
 
-const PROMQL_KEYWORDS = new Set(['and', 'or', 'unless', 'bool', 'offset', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'inf', 'nan', 'atan2']);
+const PROMQL_KEYWORDS = new Set([
+  'and',
+  'or',
+  'unless',
+  'bool',
+  'offset',
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'inf',
+  'nan',
+  'atan2',
+]);
 
 /** The metric names a PromQL expression selects (functions, keywords, labels removed). */
 function metricNames(expr: string): string[] {
@@ -82,16 +97,26 @@ describe('deploy/ files', () => {
 
   test('are YAML, JSON or Markdown only', () => {
     expect(files.filter((f) => !/\.(ya?ml|json|md)$/.test(f))).toEqual([]);
-    expect(files).toEqual(expect.arrayContaining(['compose.yaml', 'prometheus/prometheus.yml', 'prometheus/alerts.yml', 'grafana/outbox-relay.json']));
+    expect(files).toEqual(
+      expect.arrayContaining(['compose.yaml', 'prometheus/prometheus.yml', 'prometheus/alerts.yml', 'grafana/outbox-relay.json']),
+    );
   });
 
-  test.each(filesUnder(DEPLOY).filter((f) => /\.ya?ml$/.test(f)).map((f) => [relative(DEPLOY, f)]))('%s parses as YAML', (file) => {
+  test.each(
+    filesUnder(DEPLOY)
+      .filter((f) => /\.ya?ml$/.test(f))
+      .map((f) => [relative(DEPLOY, f)]),
+  )('%s parses as YAML', (file) => {
     const docs = yamlDocs(join(DEPLOY, file));
     expect(docs.length).toBeGreaterThan(0);
     for (const doc of docs) expect(typeof doc).toBe('object');
   });
 
-  test.each(filesUnder(DEPLOY).filter((f) => f.endsWith('.json')).map((f) => [relative(DEPLOY, f)]))('%s parses as JSON', (file) => {
+  test.each(
+    filesUnder(DEPLOY)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => [relative(DEPLOY, f)]),
+  )('%s parses as JSON', (file) => {
     expect(() => JSON.parse(readFileSync(join(DEPLOY, file), 'utf8')) as unknown).not.toThrow();
   });
 });
@@ -139,7 +164,8 @@ describe('kubernetes/', () => {
     expect(relay['livenessProbe']['httpGet']['path']).toBe('/healthz');
     expect(relay['readinessProbe']['httpGet']['path']).toBe('/readyz');
     if (relay['startupProbe']) expect(relay['startupProbe']['httpGet']['path']).toBe('/healthz');
-    for (const probe of [relay['livenessProbe'], relay['readinessProbe']]) expect([port['name'], port['containerPort']]).toContain(probePort(probe));
+    for (const probe of [relay['livenessProbe'], relay['readinessProbe']])
+      expect([port['name'], port['containerPort']]).toContain(probePort(probe));
     expect(String(port['containerPort'])).toBe(env(relay)['OUTBOX_HTTP_PORT'] ?? '9464');
   });
 
@@ -190,7 +216,9 @@ describe('kubernetes/', () => {
     expect(pod['metadata']['labels']).toMatchObject(monitor['spec']['selector']['matchLabels']);
     const endpoint = (monitor['spec']['podMetricsEndpoints'] as Doc[])[0]!;
     expect(endpoint['port']).toBe((relay['ports'] as Doc[])[0]!['name']);
-    expect(endpoint['relabelings']).toEqual(expect.arrayContaining([expect.objectContaining({ targetLabel: 'job', replacement: 'outbox-relay' })]));
+    expect(endpoint['relabelings']).toEqual(
+      expect.arrayContaining([expect.objectContaining({ targetLabel: 'job', replacement: 'outbox-relay' })]),
+    );
   });
 });
 
@@ -199,7 +227,9 @@ describe('compose.yaml', () => {
   const services = compose['services'] as Record<string, Doc>;
 
   test('runs PostgreSQL, RabbitMQ, a one-shot migration, the relay, Prometheus and Grafana', () => {
-    expect(Object.keys(services)).toEqual(expect.arrayContaining(['postgres', 'rabbitmq', 'migrate', 'outbox-relay', 'prometheus', 'grafana']));
+    expect(Object.keys(services)).toEqual(
+      expect.arrayContaining(['postgres', 'rabbitmq', 'migrate', 'outbox-relay', 'prometheus', 'grafana']),
+    );
     expect(services['migrate']!['command']).toEqual(['migrate']);
     expect(services['outbox-relay']!['depends_on']['migrate']).toEqual({ condition: 'service_completed_successfully' });
   });
@@ -270,8 +300,13 @@ describe('prometheus/ and grafana/', () => {
   });
 
   test('metricNames() finds the selected metrics, not functions, labels or durations', () => {
-    expect(metricNames('sum without (reason) (rate(outbox_publish_failures_total{reason="nack"}[5m])) > 1').sort()).toEqual(['outbox_publish_failures_total']);
+    expect(metricNames('sum without (reason) (rate(outbox_publish_failures_total{reason="nack"}[5m])) > 1').sort()).toEqual([
+      'outbox_publish_failures_total',
+    ]);
     expect(metricNames('up{job="outbox-relay"} == 0 or absent(up{job="outbox-relay"})')).toEqual(['up']);
-    expect(metricNames('histogram_quantile(0.99, sum by (le) (rate(x_bucket[$__rate_interval]))) / y offset 5m')).toEqual(['x_bucket', 'y']);
+    expect(metricNames('histogram_quantile(0.99, sum by (le) (rate(x_bucket[$__rate_interval]))) / y offset 5m')).toEqual([
+      'x_bucket',
+      'y',
+    ]);
   });
 });

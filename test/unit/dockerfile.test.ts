@@ -69,7 +69,10 @@ describe('Dockerfile', () => {
     // node, then V8 flags (the same as `npm start`), then the package's bin.
     expect(entrypoint![0]).toBe('node');
     expect(entrypoint!.slice(1, -1).every((flag) => flag.startsWith('--'))).toBe(true);
-    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string>; scripts: Record<string, string> };
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
+      bin: Record<string, string>;
+      scripts: Record<string, string>;
+    };
     expect(pkg.bin['outbox-relay']).toBe(entrypoint![entrypoint!.length - 1]);
     expect(pkg.scripts['start']).toBe(`${entrypoint!.join(' ')} run`);
     expect(execForm(last(runtime, 'CMD')?.args ?? '')).toEqual(['run']);
@@ -100,7 +103,16 @@ describe('Dockerfile', () => {
   });
 
   test('.dockerignore keeps the local build output, dependencies and secrets out of the context', () => {
-    for (const path of ['node_modules', 'node_modules/pg/package.json', 'dist/cli.js', '.git', '.env', '.env.local', 'test/unit', 'deploy/compose.yaml']) {
+    for (const path of [
+      'node_modules',
+      'node_modules/pg/package.json',
+      'dist/cli.js',
+      '.git',
+      '.env',
+      '.env.local',
+      'test/unit',
+      'deploy/compose.yaml',
+    ]) {
       expect({ path, excluded: dockerignore.excludes(path) }).toEqual({ path, excluded: true });
     }
     for (const path of ['src/cli.ts', 'migrations/0001_messages.sql', 'bin/outbox-relay.js', 'tsconfig.build.json']) {
@@ -108,7 +120,7 @@ describe('Dockerfile', () => {
     }
   });
 
-  test('.ci/run rebuilds exactly the runtime stage\'s contents with the same npm ci flags', () => {
+  test(".ci/run rebuilds exactly the runtime stage's contents with the same npm ci flags", () => {
     const ci = readFileSync(join(ROOT, '.ci', 'run'), 'utf8');
     const copied = all(runtime, 'COPY')
       .map((c) => copyParts(c.args))
