@@ -8,7 +8,7 @@ import type { Io } from './commands/io';
 import { migrateCommand } from './commands/migrate';
 import { statusCommand } from './commands/status';
 import { loadConfig, secretsOf, type Config } from './config/load-config';
-import { maskSecrets } from './config/redact';
+import { maskUrlsInOutput, maskUrlsInText } from './config/redact';
 import { errorMessage, exitCodeFor, OutboxError } from './errors';
 import { createLogger, type Logger } from './observability/logger';
 
@@ -18,10 +18,13 @@ import { createLogger, type Logger } from './observability/logger';
  * failure, with a one-line reason on stderr and no stack trace.
  */
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  // Commands print URLs through `redactUrl`; this is the last line of defence for URL
+  // credentials quoted by a driver's error. It masks URLs only, never a bare password:
+  // JSON output stays JSON, numbers and words stay as they are.
   let secrets: readonly string[] = [];
   const io: Io = {
-    out: (text) => process.stdout.write(`${maskSecrets(text, secrets)}\n`),
-    err: (text) => process.stderr.write(`${maskSecrets(text, secrets)}\n`),
+    out: (text) => process.stdout.write(`${maskUrlsInOutput(text, secrets)}\n`),
+    err: (text) => process.stderr.write(`${maskUrlsInText(text, secrets)}\n`),
   };
   let config: Config | undefined;
   const configured = (): Config => {

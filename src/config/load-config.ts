@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { OutboxError } from '../errors';
+import { redactUrl } from './redact';
 import { SETTINGS, type SettingKey } from './settings';
 
 /** The zod shape of the whole configuration: each setting's own schema under its key. */
@@ -96,19 +97,12 @@ export function loadConfig(env: NodeJS.ProcessEnv, readFile: FileReader = readUt
   throw new OutboxError('CONFIG_INVALID', `invalid configuration: ${problems.join('; ')}`);
 }
 
-/** The passwords held by the configured URLs, so logs and errors can mask them. */
+/**
+ * The configured values that hold credentials, as given (from the variable or its
+ * `<NAME>_FILE`): the database URL and each AMQP URL. Output masking looks for these
+ * whole URLs as a last line of defence (`maskUrlsInText`), never for their passwords
+ * alone; URLs without a password are left out.
+ */
 export function secretsOf(config: Pick<Config, 'databaseUrl' | 'amqpUrls'>): readonly string[] {
-  const secrets = new Set<string>();
-  for (const url of [config.databaseUrl, ...config.amqpUrls]) {
-    try {
-      const password = new URL(url).password;
-      if (password) {
-        secrets.add(password);
-        secrets.add(decodeURIComponent(password));
-      }
-    } catch {
-      // An unparsable URL was rejected by loadConfig already.
-    }
-  }
-  return [...secrets].filter((s) => s.length > 0);
+  return [...new Set([config.databaseUrl, ...config.amqpUrls])].filter((url) => redactUrl(url) !== url);
 }

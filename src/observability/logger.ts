@@ -1,15 +1,18 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
-import { maskSecrets } from '../config/redact';
+import { maskUrlsInJson } from '../config/redact';
 
 export type { Logger } from 'pino';
 
 /**
- * The root logger: JSON lines on stdout. Every line passes through `maskSecrets`
- * before it is written, so a password that reaches a log line by any path (a driver's
- * error message, say) is still masked.
+ * The root logger: JSON lines on stdout. Code logs URLs through `redactUrl`; as a last
+ * line of defence every line passes through `maskUrlsInJson` before it is written, so
+ * a URL credential that reaches a log line by another path (a driver's error message
+ * quoting a connection string, say) is masked too. That masking only rewrites the
+ * contents of JSON strings, so each line stays valid JSON whatever the password.
  */
 export function createLogger(options: {
   level: string;
+  /** The configured URLs holding credentials (`secretsOf`), looked for whole in each line. */
   secrets: readonly string[];
   /** Default: stdout (1). Commands other than `run` log to stderr (2). */
   fd?: 1 | 2;
@@ -23,7 +26,7 @@ export function createLogger(options: {
       base: { service: 'outbox-relay' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      hooks: secrets.length > 0 ? { streamWrite: (line: string) => maskSecrets(line, secrets) } : {},
+      hooks: { streamWrite: (line: string) => maskUrlsInJson(line, secrets) },
     },
     // Synchronous writes: the relay logs per event, not per message, and a log line
     // must not be lost when the process exits right after writing it.

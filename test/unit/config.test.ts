@@ -226,18 +226,21 @@ describe('secrets in URLs', () => {
     expect(err.message).not.toMatch(/#1/);
   });
 
-  test('secretsOf returns the passwords of every URL, raw and decoded', () => {
+  // Output masks these whole URLs (test/unit/redact.test.ts), never a bare password.
+  test('secretsOf returns every URL that holds a password, as configured', () => {
     const secrets = secretsOf({
       databaseUrl: 'postgres://relay:p%40ss%2Fword@db:5432/orders',
       amqpUrls: ['amqp://guest:guestpw@mq1:5672', 'amqp://mq2:5672', 'amqps://u:other@mq3'],
     });
-    expect([...secrets].sort()).toEqual(['guestpw', 'other', 'p%40ss%2Fword', 'p@ss/word'].sort());
+    expect([...secrets].sort()).toEqual(
+      ['postgres://relay:p%40ss%2Fword@db:5432/orders', 'amqp://guest:guestpw@mq1:5672', 'amqps://u:other@mq3'].sort(),
+    );
   });
 
-  test('secretsOf has no empty entries when no URL holds a password', () => {
+  test('secretsOf leaves out URLs without a password', () => {
     expect(secretsOf({ databaseUrl: 'postgres://postgres@localhost/db', amqpUrls: ['amqp://localhost', 'amqp://user@mq'] })).toEqual([]);
     expect(secretsOf(loadConfig({ OUTBOX_AMQP_URL: 'amqp://mq' }))).toEqual([]);
-    expect(secretsOf(loadConfig({}))).toEqual(['guest']);
+    expect(secretsOf(loadConfig({}))).toEqual(['amqp://guest:guest@localhost:5672']);
   });
 });
 
