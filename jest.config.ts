@@ -2,8 +2,9 @@ import type { Config } from 'jest';
 
 const config: Config = {
   // A test file that leaves a relay, a pool, a connection, a socket, a child process or
-  // a timer open fails (test/kit/leak-check-environment.ts names what it left); the
-  // run is not cut short with forceExit, and open handles are not merely reported.
+  // a timer that keeps the process alive open fails, 2 s after its last afterAll
+  // (test/kit/leak-check-environment.ts names what it left); the run is not cut short
+  // with forceExit, and open handles are not merely reported.
   testEnvironment: '<rootDir>/test/kit/leak-check-environment.ts',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
