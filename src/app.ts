@@ -4,7 +4,7 @@ import type { Config } from './config/load-config';
 import { verifySchema } from './db/migrator';
 import { connectionConfig, createPool } from './db/pool';
 import { withClient } from './db/transaction';
-import { errorMessage } from './errors';
+import { errorMessage, OutboxError } from './errors';
 import { RelayHealth } from './observability/health';
 import { HttpServer } from './observability/http-server';
 import type { Logger } from './observability/logger';
@@ -12,6 +12,7 @@ import { createMetrics, type RelayMetrics } from './observability/metrics';
 import { StatsPoller } from './observability/stats-poller';
 import { MessageQueue } from './outbox/message-queue';
 import { OperatorStore } from './outbox/operator-store';
+import { missingPrivileges } from './outbox/privileges';
 import { CleanupJob } from './outbox/retention';
 import { Wakeup } from './outbox/wakeup';
 import { RelayLoop } from './relay/loop';
@@ -101,6 +102,13 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
   const started = (async () => {
     await waitForSchema(pool, config.schema, startup.signal, log);
     if (startup.signal.aborted) return;
+    const missing = await missingPrivileges(pool, config.schema);
+    if (missing.length > 0) {
+      throw new OutboxError(
+        'PRIVILEGES_MISSING',
+        `the relay's database role lacks ${missing.join(', ')}: grant them (see migrations/roles.example.sql)`,
+      );
+    }
     if (config.orderingOnDead === 'skip') {
       // Rows parked behind a dead message while a relay ran with `block` are free now.
       const released = await queue.unparkAll();

@@ -3,11 +3,12 @@ import { TopologyProbe } from '../broker/topology';
 import type { Config } from '../config/load-config';
 import { redactUrl } from '../config/redact';
 import { verifySchema } from '../db/migrator';
-import { qualified, quoteIdent } from '../db/sql';
+import { quoteIdent } from '../db/sql';
 import { withClient } from '../db/transaction';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { OperatorStore } from '../outbox/operator-store';
+import { missingPrivileges } from '../outbox/privileges';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -41,24 +42,12 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
         report(false, errorMessage(err));
         return;
       }
-      const privileges = await pool.query<{ usage: boolean; sel: boolean; upd: boolean; del: boolean }>(
-        `SELECT has_schema_privilege($1, 'USAGE') AS usage,
-                has_table_privilege($2, 'SELECT') AS sel,
-                has_table_privilege($2, 'UPDATE') AS upd,
-                has_table_privilege($2, 'DELETE') AS del`,
-        [config.schema, qualified(config.schema, 'messages')],
-      );
-      const p = privileges.rows[0];
-      const missing = p
-        ? Object.entries({ 'USAGE on schema': p.usage, SELECT: p.sel, UPDATE: p.upd, DELETE: p.del })
-            .filter(([, has]) => !has)
-            .map(([name]) => name)
-        : ['all'];
+      const missing = await missingPrivileges(pool, config.schema);
       report(
         missing.length === 0,
         missing.length === 0
           ? `role may claim, mark and delete in ${quoteIdent(config.schema)}.messages`
-          : `role lacks ${missing.join(', ')} on ${quoteIdent(config.schema)}.messages`,
+          : `role lacks ${missing.join(', ')}`,
       );
       if (missing.length === 0) exchanges = await new OperatorStore(config.schema).pendingExchanges(pool);
     });

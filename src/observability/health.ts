@@ -10,6 +10,8 @@ export class RelayHealth {
   private broker = false;
   private lastBeat = Date.now();
   private running = false;
+  /** Why the relay is not ready although its dependencies are up (stalled, its writes fail), by kind. */
+  private readonly problems = new Map<'stalled' | 'writes', string>();
 
   constructor(
     private readonly metrics: RelayMetrics,
@@ -48,8 +50,24 @@ export class RelayHealth {
     return !this.running || Date.now() - this.lastBeat < this.stuckAfterMs;
   }
 
-  /** Ready: connected to both the database and the broker, and running. */
+  /**
+   * Reports (a reason) or clears (undefined) a problem that makes the relay not ready
+   * while its dependencies are up: `stalled` (nothing published or failed while due
+   * messages wait) or `writes` (its own writes to the outbox table fail).
+   */
+  setProblem(kind: 'stalled' | 'writes', reason: string | undefined): void {
+    if (reason === undefined) this.problems.delete(kind);
+    else this.problems.set(kind, reason);
+    if (kind === 'stalled') this.metrics.stalled.set(reason === undefined ? 0 : 1);
+  }
+
+  /** The current problems, one line each (empty when none). */
+  problemLines(): string[] {
+    return [...this.problems].map(([kind, reason]) => `${kind}: ${reason}`);
+  }
+
+  /** Ready: connected to both the database and the broker, running, and no problem reported. */
   ready(): boolean {
-    return this.running && this.database && this.broker;
+    return this.running && this.database && this.broker && this.problems.size === 0;
   }
 }

@@ -4,7 +4,7 @@ import type { RelayHealth } from './health';
 import type { Logger } from './logger';
 import type { RelayMetrics } from './metrics';
 
-/** GET /metrics (Prometheus text), /healthz (the loop is not stuck), /readyz (database and broker connected). */
+/** GET /metrics (Prometheus text), /healthz (the loop is not stuck), /readyz (database and broker connected, not stalled, writes succeed; the body says why not). */
 export class HttpServer {
   private readonly server: Server;
 
@@ -29,7 +29,8 @@ export class HttpServer {
         res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'relay loop stuck\n');
       } else if (path === '/readyz') {
         const ok = this.health.ready();
-        const body = `database=${this.health.databaseUp ? 'up' : 'down'} broker=${this.health.brokerUp ? 'up' : 'down'}\n`;
+        const problems = this.health.problemLines().map((line) => `${line}\n`);
+        const body = `database=${this.health.databaseUp ? 'up' : 'down'} broker=${this.health.brokerUp ? 'up' : 'down'}\n${problems.join('')}`;
         res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(body);
       } else {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz or /readyz\n');

@@ -15,6 +15,7 @@ export interface RelayMetrics {
   readonly batchDurationSeconds: Histogram;
   readonly up: Gauge<'dependency'>;
   readonly blockedKeys: Gauge;
+  readonly stalled: Gauge;
   readonly cleanupDeletedTotal: Counter;
 }
 
@@ -76,6 +77,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
       help: 'Partition keys held by a dead message under OUTBOX_ORDERING_ON_DEAD=block.',
       registers,
     }),
+    stalled: new Gauge({
+      name: 'outbox_stalled',
+      help: 'Whether the relay is stalled (1): due messages wait, database and broker are up, and nothing was published or failed within OUTBOX_STALL_TIMEOUT_MS.',
+      registers,
+    }),
     cleanupDeletedTotal: new Counter({
       name: 'outbox_cleanup_deleted_total',
       help: 'Published messages deleted by the retention cleanup.',
@@ -89,5 +95,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
   metrics.lagSeconds.set(0);
   metrics.deadMessages.set(0);
   metrics.blockedKeys.set(0);
+  metrics.stalled.set(0);
   return metrics;
 }

@@ -2,12 +2,45 @@ import type { ClientBase, Pool, PoolClient } from 'pg';
 import { qualified } from '../db/sql';
 import { withPoolTransaction } from '../db/transaction';
 import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
+import { errorMessage } from '../errors';
 import { relayStatements, type NamedStatement, type RelayStatementKey } from './relay-statements';
 import { toMessage, type ClaimedRow } from './rows';
 import { DUE, PENDING, UNPARKED } from './sql';
 
+/** Ends the write probe's transaction with a rollback. */
+class ProbeDone extends Error {}
+
 /** Longest stored error text (characters). */
 const MAX_ERROR_CHARS = 2_000;
+
+/** An error text PostgreSQL's text type accepts (no NUL), bounded in length. */
+function storableError(error: string): string {
+  return error.split(String.fromCharCode(0)).join('\\0').slice(0, MAX_ERROR_CHARS);
+}
+
+/** A claimed row as a message; a row that cannot be read becomes a message with a defect, which fails unsent. */
+function readRow(row: ClaimedRow): OutboxMessage {
+  try {
+    return toMessage(row);
+  } catch (err: unknown) {
+    return {
+      id: String(row.id),
+      messageId: String(row.message_id),
+      exchange: String(row.exchange),
+      routingKey: String(row.routing_key),
+      messageType: null,
+      content: Buffer.alloc(0),
+      contentType: 'application/octet-stream',
+      headers: {},
+      partitionKey: row.partition_key === null ? null : String(row.partition_key),
+      correlationId: null,
+      createdAt: new Date(),
+      availableAt: new Date(),
+      attempts: Number(row.attempts),
+      defect: `cannot read the row: ${errorMessage(err)}`,
+    };
+  }
+}
 
 /** What one claim transaction can do with the rows it locked. */
 export class ClaimSession {
@@ -24,7 +57,7 @@ export class ClaimSession {
   /** Locks and returns up to `limit` due messages; the transaction holds the locks. */
   async claim(limit: number): Promise<OutboxMessage[]> {
     const { rows } = await this.run<ClaimedRow>('claim', [limit]);
-    return rows.map(toMessage);
+    return rows.map(readRow);
   }
 
   /**
@@ -64,7 +97,7 @@ export class ClaimSession {
     if (failures.length === 0) return;
     await this.run('markFailed', [
       failures.map((f) => f.id),
-      failures.map((f) => f.error.slice(0, MAX_ERROR_CHARS)),
+      failures.map((f) => storableError(f.error)),
       failures.map((f) => f.retryInMs),
       failures.map((f) => f.dead),
     ]);
@@ -107,6 +140,23 @@ export class MessageQueue {
     return withPoolTransaction(this.pool, (client) => work(new ClaimSession(client, this.statements)), {
       local: { idle_in_transaction_session_timeout: this.idleClaimTimeoutMs, synchronous_commit: 'off' },
       track: this.openClaims,
+    });
+  }
+
+  /**
+   * Tries, without changing anything, the statements a batch writes with (a transaction
+   * rolled back): throws what a batch's marks would throw, e.g. a missing privilege.
+   */
+  async probeWrites(deleteNow: boolean): Promise<void> {
+    await withPoolTransaction(this.pool, async (client) => {
+      await client.query(
+        `UPDATE ${this.table} SET published_at = published_at, attempts = attempts, last_error = last_error,
+                next_attempt_at = next_attempt_at, dead_at = dead_at WHERE false`,
+      );
+      if (deleteNow) await client.query(`DELETE FROM ${this.table} WHERE false`);
+      throw new ProbeDone();
+    }).catch((err: unknown) => {
+      if (!(err instanceof ProbeDone)) throw err;
     });
   }
 

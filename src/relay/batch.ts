@@ -1,4 +1,5 @@
 import type { OutboxMessage } from '../domain/message';
+import { inPhase } from './faults';
 import type { BackoffPolicy } from '../retry/backoff';
 import { keysToCheck, planBatch } from './ordering';
 import type { BrokerPort, Clock, QueuePort } from './ports';
@@ -39,25 +40,35 @@ export interface BatchDeps {
  * One pass: claim due rows, keep each key's order, send, decide a verdict for every
  * message, write the marks, commit. The claim transaction stays open across the
  * publish (see docs/architecture.md for why): a relay that dies releases its rows at
- * once. Throws when the database or the broker connection fails; the transaction is
- * then rolled back and every claimed row stays as it was.
+ * once. Throws when the database or the broker connection fails, and a BatchFault
+ * (relay/faults.ts) for any other failure; the transaction is then rolled back and every
+ * claimed row stays as it was.
  */
-export async function runBatch(deps: BatchDeps, settings: BatchSettings, abandon: AbortSignal): Promise<BatchReport> {
+export async function runBatch(
+  deps: BatchDeps,
+  settings: BatchSettings,
+  abandon: AbortSignal,
+  claimLimit = settings.batchSize,
+): Promise<BatchReport> {
   const { queue, broker, backoff, clock } = deps;
   const started = clock.now();
   const report = await queue.withClaim(async (claim): Promise<Omit<BatchReport, 'durationMs'>> => {
-    const claimed = await claim.claim(settings.batchSize);
+    const claimed = await inPhase('writes', [], () => claim.claim(claimLimit));
     if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, noProgress: false };
-    const keyRows = await claim.keyRows(keysToCheck(claimed), settings.orderingOnDead === 'block');
-    const plan = planBatch(claimed, keyRows);
-    const publishStarted = clock.now();
-    const outcomes =
-      plan.publish.length > 0 ? await sendBatch(broker, plan.publish, { timeoutMs: settings.publishTimeoutMs, signal: abandon }) : [];
-    const verdicts = decideVerdicts(plan.publish, outcomes, settings, backoff, broker.blockedAtAnyTimeSince(publishStarted));
+    const keyRows = await inPhase('writes', claimed, () => claim.keyRows(keysToCheck(claimed), settings.orderingOnDead === 'block'));
+    const { plan, verdicts } = await inPhase('messages', claimed, async () => {
+      const plan = planBatch(claimed, keyRows);
+      const publishStarted = clock.now();
+      const outcomes =
+        plan.publish.length > 0 ? await sendBatch(broker, plan.publish, { timeoutMs: settings.publishTimeoutMs, signal: abandon }) : [];
+      return { plan, verdicts: decideVerdicts(plan.publish, outcomes, settings, backoff, broker.blockedAtAnyTimeSince(publishStarted)) };
+    });
     const marks = marksOf(plan.publish, verdicts);
-    await claim.markPublished(marks.published, settings.retentionMs === 0);
-    await claim.markFailed(marks.failed);
-    await claim.park([...plan.park, ...marks.park]);
+    await inPhase('writes', claimed, async () => {
+      await claim.markPublished(marks.published, settings.retentionMs === 0);
+      await claim.markFailed(marks.failed);
+      await claim.park([...plan.park, ...marks.park]);
+    });
     return {
       claimed: claimed.length,
       messages: plan.publish,

@@ -24,6 +24,8 @@ export interface QueuePort {
   withClaim<T>(work: (claim: ClaimPort) => Promise<T>): Promise<T>;
   /** Drops open claims whose database does not answer (shutdown). */
   abandonClaims(): void;
+  /** Tries the statements a batch writes with, changing nothing; throws what they would throw. */
+  probeWrites(deleteNow: boolean): Promise<void>;
 }
 
 /** The broker, as far as publishing goes. */
@@ -64,4 +66,6 @@ export interface HealthPort {
   beat(): void;
   setRunning(running: boolean): void;
   setDatabaseUp(up: boolean): void;
+  /** Reports (a reason) or clears (undefined) why the relay is not ready while its dependencies are up. */
+  setProblem(kind: 'stalled' | 'writes', reason: string | undefined): void;
 }

@@ -1,7 +1,9 @@
 import type { OutboxMessage } from '../domain/message';
-import type { PublishOutcome } from '../domain/outcome';
+import type { Preflight, PublishOutcome } from '../domain/outcome';
 import { KeyStops } from './key-stops';
 import type { BrokerPort } from './ports';
+
+const SEND: Preflight = { kind: 'send' };
 
 /**
  * Sends a batch (in id order) and returns one outcome per message. What the broker
@@ -15,15 +17,19 @@ export async function sendBatch(
   messages: readonly OutboxMessage[],
   options: { timeoutMs: number; signal: AbortSignal },
 ): Promise<PublishOutcome[]> {
-  const preflight = await broker.preflight(messages);
+  const preflight = await broker.preflight(messages.filter((m) => m.defect === undefined));
+  let checked = 0;
   const outcomes: (PublishOutcome | undefined)[] = new Array(messages.length).fill(undefined);
   const stops = new KeyStops();
   const together: number[] = [];
   const apart: number[] = [];
   messages.forEach((message, index) => {
-    const check = preflight[index] ?? { kind: 'send' };
+    const check: Preflight = message.defect === undefined ? (preflight[checked++] ?? SEND) : SEND;
     if (stops.isStopped(message)) {
       outcomes[index] = { kind: 'held' };
+    } else if (message.defect !== undefined) {
+      outcomes[index] = { kind: 'failed', reason: 'invalid_message', error: message.defect };
+      stops.stop(message);
     } else if (check.kind === 'fail') {
       outcomes[index] = { kind: 'failed', reason: check.reason, error: check.error };
       stops.stop(message);

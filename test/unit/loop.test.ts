@@ -17,6 +17,7 @@ const SETTINGS: LoopSettings = {
   retentionMs: 60_000,
   shutdownTimeoutMs: 200,
   concurrency: 2,
+  stallTimeoutMs: 60_000,
 };
 
 function setup(settings: Partial<LoopSettings> = {}) {

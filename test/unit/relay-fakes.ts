@@ -5,7 +5,6 @@ import { abortableDelay, Waiters } from '../../src/util/delay';
 
 /** Fakes of the loop's ports, for fast unit tests of the loop and the batch. */
 
-
 interface Row {
   message: OutboxMessage;
   published: boolean;
@@ -23,9 +22,12 @@ export class FakeQueue implements QueuePort {
   abandoned = 0;
   /** Makes every claim throw this (a database outage) while set. */
   failWith: Error | undefined;
+  /** Makes marking published throw this (e.g. a missing privilege) while set. */
+  failWritesWith: Error | undefined;
 
   add(...messages: OutboxMessage[]): void {
-    for (const message of messages) this.rows.push({ message, published: false, dead: false, attempts: 0, dueAt: 0, locked: false, errors: [] });
+    for (const message of messages)
+      this.rows.push({ message, published: false, dead: false, attempts: 0, dueAt: 0, locked: false, errors: [] });
   }
 
   pending(): Row[] {
@@ -48,7 +50,9 @@ export class FakeQueue implements QueuePort {
     const byId = (id: string): Row => this.rows.find((r) => r.message.id === id) as Row;
     const claim: ClaimPort = {
       claim: (limit) => {
-        const due = this.pending().filter((r) => !r.locked && r.dueAt <= Date.now()).slice(0, limit);
+        const due = this.pending()
+          .filter((r) => !r.locked && r.dueAt <= Date.now())
+          .slice(0, limit);
         for (const r of due) r.locked = true;
         locked.push(...due);
         return Promise.resolve(due.map((r) => ({ ...r.message, attempts: r.attempts })));
@@ -62,6 +66,7 @@ export class FakeQueue implements QueuePort {
           ),
         ),
       markPublished: (ids: readonly string[]) => {
+        if (this.failWritesWith) return Promise.reject(this.failWritesWith);
         writes.push(() => ids.forEach((id) => (byId(id).published = true)));
         return Promise.resolve();
       },
@@ -99,6 +104,15 @@ export class FakeQueue implements QueuePort {
   abandonClaims(): void {
     this.abandoned += 1;
   }
+
+  /** Makes the write probe throw this while set. */
+  probeFailsWith: Error | undefined;
+  probes = 0;
+
+  probeWrites(): Promise<void> {
+    this.probes += 1;
+    return this.probeFailsWith ? Promise.reject(this.probeFailsWith) : Promise.resolve();
+  }
 }
 
 /** A broker that answers each publish with `decide` (confirm by default), after `confirmDelayMs`. */
@@ -129,7 +143,12 @@ export class FakeBroker implements BrokerPort {
     return Promise.resolve(messages.map((m) => this.preflightOf(m)));
   }
 
+  /** Makes publishing a batch that contains this message throw (as a client library that cannot encode it may). */
+  throwFor: string | undefined;
+
   async publish(messages: readonly OutboxMessage[], options: { timeoutMs: number; signal: AbortSignal }): Promise<PublishOutcome[]> {
+    if (messages.some((m) => m.messageId === this.throwFor))
+      throw new TypeError("Field 'exchange' is the wrong type; must be a string (up to 255 chars)");
     this.sent.push(...messages);
     if (this.confirmDelayMs > 0) await abortableDelay(this.confirmDelayMs, options.signal);
     if (options.signal.aborted) return messages.map(() => ({ kind: 'unconfirmed', error: 'shutting down' }));
@@ -168,5 +187,12 @@ export class FakeHealth implements HealthPort {
 
   setDatabaseUp(up: boolean): void {
     this.databaseUp = up;
+  }
+
+  readonly problems = new Map<string, string>();
+
+  setProblem(kind: 'stalled' | 'writes', reason: string | undefined): void {
+    if (reason === undefined) this.problems.delete(kind);
+    else this.problems.set(kind, reason);
   }
 }

@@ -1,0 +1,31 @@
+import type { ClientBase, Pool } from 'pg';
+import { qualified, quoteIdent } from '../db/sql';
+
+/** The columns the relay writes: marks, failures, parking. */
+const WRITTEN_COLUMNS = ['published_at', 'attempts', 'last_error', 'next_attempt_at', 'dead_at'] as const;
+
+/**
+ * What the connected role lacks of the privileges the relay needs on `<schema>.messages`:
+ * USAGE on the schema, SELECT, UPDATE of the columns it writes (table- or column-level
+ * grants both count), DELETE (retention cleanup, or delete at publish). One entry per
+ * missing privilege, named as GRANT would name it; empty when nothing is missing.
+ */
+export async function missingPrivileges(db: Pool | ClientBase, schema: string): Promise<string[]> {
+  const table = qualified(schema, 'messages');
+  const { rows } = await db.query<{ usage: boolean; sel: boolean; del: boolean; upd: boolean[] }>(
+    `SELECT has_schema_privilege($1, 'USAGE') AS usage,
+            has_table_privilege($2, 'SELECT') AS sel,
+            has_table_privilege($2, 'DELETE') AS del,
+            ARRAY(SELECT has_column_privilege($2, c, 'UPDATE') FROM unnest($3::text[]) WITH ORDINALITY AS u(c, n) ORDER BY n) AS upd`,
+    [schema, table, WRITTEN_COLUMNS],
+  );
+  const row = rows[0];
+  if (!row) return [`USAGE on schema ${quoteIdent(schema)}`];
+  const missing: string[] = [];
+  if (!row.usage) missing.push(`USAGE on schema ${quoteIdent(schema)}`);
+  if (!row.sel) missing.push(`SELECT on ${table}`);
+  const notUpdatable = WRITTEN_COLUMNS.filter((_, i) => !row.upd[i]);
+  if (notUpdatable.length > 0) missing.push(`UPDATE (${notUpdatable.join(', ')}) on ${table}`);
+  if (!row.del) missing.push(`DELETE on ${table}`);
+  return missing;
+}

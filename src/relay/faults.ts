@@ -1,0 +1,38 @@
+import type { OutboxMessage } from '../domain/message';
+import { errorMessage, OutboxError } from '../errors';
+import { isTransientDatabaseError } from '../retry/classify';
+
+/** Whether an error means a dependency went away (no message or write is to blame). */
+export function isConnectionLoss(err: unknown): boolean {
+  return (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') || isTransientDatabaseError(err);
+}
+
+/**
+ * A batch failed for a reason that is not a lost connection:
+ * - `messages`: while handling its messages (reading, checking, encoding, publishing):
+ *   some of the claimed messages caused it; the loop finds which by itself;
+ * - `writes`: the relay's own statements on the outbox table failed (a missing
+ *   privilege, a constraint, a trigger): no message is to blame.
+ * The batch's transaction was rolled back.
+ */
+export class BatchFault extends Error {
+  override readonly name = 'BatchFault';
+
+  constructor(
+    readonly phase: 'messages' | 'writes',
+    readonly claimed: readonly OutboxMessage[],
+    override readonly cause: unknown,
+  ) {
+    super(errorMessage(cause), { cause });
+  }
+}
+
+/** Runs `work`; a failure that is not a lost connection becomes a BatchFault of `phase`. */
+export async function inPhase<T>(phase: BatchFault['phase'], claimed: readonly OutboxMessage[], work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err: unknown) {
+    if (err instanceof BatchFault || isConnectionLoss(err)) throw err;
+    throw new BatchFault(phase, claimed, err);
+  }
+}
