@@ -133,7 +133,9 @@ afterAll(async () => {
 test('the tarball holds the build of the current sources and nothing else of dist/', async () => {
   const { stdout } = await run('tar', ['-tzf', tarball]);
   const compiled = stdout.split('\n').filter((entry) => /^package\/dist\/.*\.js$/.test(entry));
-  expect(compiled).toEqual(expect.arrayContaining(['package/dist/index.js', 'package/dist/producer/index.js', 'package/dist/consumer/index.js']));
+  expect(compiled).toEqual(
+    expect.arrayContaining(['package/dist/index.js', 'package/dist/producer/index.js', 'package/dist/consumer/index.js']),
+  );
   // prepack empties dist/, so a module whose source is gone is not published.
   const orphans = compiled.filter((entry) => !existsSync(join(ROOT, 'src', entry.slice('package/dist/'.length).replace(/\.js$/, '.ts'))));
   expect(orphans).toEqual([]);
@@ -141,7 +143,13 @@ test('the tarball holds the build of the current sources and nothing else of dis
 
 test('outbox-relay/producer loads neither amqplib, prom-client, node-cron, zod nor kysely (which is not even installed)', async () => {
   const loaded = await probe('outbox-relay/producer');
-  expect(loaded.exports).toMatchObject({ defineMessage: 'function', enqueue: 'function', enqueueMany: 'function', message: 'function', OutboxError: 'function' });
+  expect(loaded.exports).toMatchObject({
+    defineMessage: 'function',
+    enqueue: 'function',
+    enqueueMany: 'function',
+    message: 'function',
+    OutboxError: 'function',
+  });
   expect(loaded.packages).toContain('outbox-relay');
   expect(loaded.packages.filter((name) => NOT_FOR_PRODUCERS.includes(name))).toEqual([]);
   expect(loaded.kyselyResolvable).toBe(false);

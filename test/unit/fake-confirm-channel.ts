@@ -86,4 +86,3 @@ export function fakeChannel(): { fake: FakeConfirmChannel; target: PublishChanne
   const fake = new FakeConfirmChannel();
   return { fake, target: new PublishChannel(fake as unknown as ConfirmChannel) };
 }
-

@@ -22,4 +22,3 @@ export function fakeMessage(overrides: Partial<OutboxMessage> = {}): OutboxMessa
     ...overrides,
   };
 }
-

@@ -28,7 +28,9 @@ class LimitedChannel extends EventEmitter {
         this.closed = true;
         this.emit(
           'error',
-          new Error(`Channel closed by server: 406 (PRECONDITION-FAILED) with message "PRECONDITION_FAILED - message size ${content.length} is larger than configured max size ${this.broker.maxBytes}"`),
+          new Error(
+            `Channel closed by server: 406 (PRECONDITION-FAILED) with message "PRECONDITION_FAILED - message size ${content.length} is larger than configured max size ${this.broker.maxBytes}"`,
+          ),
         );
         callback(new Error('channel closed'));
         this.emit('close');
@@ -110,7 +112,11 @@ describe('the broker adapter and what it learns from the broker', () => {
   test('a message over the broker limit fails as too_large with the limit in bytes; the limit is learned', async () => {
     const outcomes = await sendBatch(broker, [small, big], OPTIONS);
     expect(outcomes[0]).toEqual({ kind: 'confirmed' });
-    expect(outcomes[1]).toEqual({ kind: 'failed', reason: 'too_large', error: "message of 2000 bytes exceeds the broker's max message size of 1000 bytes" });
+    expect(outcomes[1]).toEqual({
+      kind: 'failed',
+      reason: 'too_large',
+      error: "message of 2000 bytes exceeds the broker's max message size of 1000 bytes",
+    });
     expect((await broker.preflight([small, big])).map((p) => p.kind)).toEqual(['send', 'apart']);
   });
 

@@ -25,8 +25,13 @@ describe('the loop schedule', () => {
   });
 
   test('rows held behind a key in flight elsewhere are claimed again after a few milliseconds', () => {
-    expect(nextStep({ kind: 'batch', claimed: 100, held: 3, noProgress: false }, 0, SETTINGS, backoff)).toMatchObject({ delayMs: HELD_RETRY_MS, idle: false });
-    expect(nextStep({ kind: 'batch', claimed: 5, held: 1, noProgress: false }, 0, { batchSize: 100, pollIntervalMs: 4 }, backoff)).toMatchObject({ delayMs: 4 });
+    expect(nextStep({ kind: 'batch', claimed: 100, held: 3, noProgress: false }, 0, SETTINGS, backoff)).toMatchObject({
+      delayMs: HELD_RETRY_MS,
+      idle: false,
+    });
+    expect(
+      nextStep({ kind: 'batch', claimed: 5, held: 1, noProgress: false }, 0, { batchSize: 100, pollIntervalMs: 4 }, backoff),
+    ).toMatchObject({ delayMs: 4 });
   });
 
   test('errors back off more with each consecutive one and reset after a good batch', () => {
@@ -34,14 +39,25 @@ describe('the loop schedule', () => {
     expect(first).toMatchObject({ delayMs: 1_000, consecutiveErrors: 1, idle: false });
     const second = nextStep({ kind: 'error' }, first.consecutiveErrors, SETTINGS, backoff);
     expect(second).toMatchObject({ delayMs: 2_000, consecutiveErrors: 2 });
-    expect(nextStep({ kind: 'batch', claimed: 0, held: 0, noProgress: false }, second.consecutiveErrors, SETTINGS, backoff).consecutiveErrors).toBe(0);
+    expect(
+      nextStep({ kind: 'batch', claimed: 0, held: 0, noProgress: false }, second.consecutiveErrors, SETTINGS, backoff).consecutiveErrors,
+    ).toBe(0);
   });
 
   test('a batch whose messages all went without a verdict backs off like an error', () => {
-    expect(nextStep({ kind: 'batch', claimed: 100, held: 0, noProgress: true }, 1, SETTINGS, backoff)).toMatchObject({ delayMs: 2_000, consecutiveErrors: 2, wakeOthers: false });
+    expect(nextStep({ kind: 'batch', claimed: 100, held: 0, noProgress: true }, 1, SETTINGS, backoff)).toMatchObject({
+      delayMs: 2_000,
+      consecutiveErrors: 2,
+      wakeOthers: false,
+    });
   });
 
   test('while the broker blocks publishers the loop waits a poll interval and keeps its error count', () => {
-    expect(nextStep({ kind: 'broker_blocked' }, 2, SETTINGS, backoff)).toEqual({ delayMs: 500, idle: false, wakeOthers: false, consecutiveErrors: 2 });
+    expect(nextStep({ kind: 'broker_blocked' }, 2, SETTINGS, backoff)).toEqual({
+      delayMs: 500,
+      idle: false,
+      wakeOthers: false,
+      consecutiveErrors: 2,
+    });
   });
 });

@@ -66,7 +66,9 @@ describe('within a key, the first message that does not go through stops the res
 
   test('dead under block: parked forever; dead under skip: held for the next claim', () => {
     const dying = [msg(1, { key: 'K', attempts: 2 }), msg(2, { key: 'K' })];
-    expect(decideMarks(dying, [nack, ok], { ...SETTINGS, orderingOnDead: 'block' }, backoff, false).park).toEqual([{ id: '2', until: { forever: true } }]);
+    expect(decideMarks(dying, [nack, ok], { ...SETTINGS, orderingOnDead: 'block' }, backoff, false).park).toEqual([
+      { id: '2', until: { forever: true } },
+    ]);
     const skip = decideMarks(dying, [nack, ok], SETTINGS, backoff, false);
     expect(skip.park).toEqual([]);
     expect(skip.held).toBe(1);
