@@ -107,7 +107,7 @@ describe('maskUrlsInText', () => {
     expect(maskUrlsInText(many)).toBe(many);
     const longWord = `${'a'.repeat(500_000)}://u:p@h`;
     expect(maskUrlsInText(longWord)).toBe(`${'a'.repeat(500_000)}://u:***@h`);
-    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 });
 
