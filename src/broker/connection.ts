@@ -36,6 +36,7 @@ export class BrokerConnection {
   private blockedSince: number | undefined;
   private lastUnblockedAt = 0;
   private readonly connectListeners: (() => void)[] = [];
+  private closeReason: string | undefined;
 
   constructor(private readonly options: BrokerOptions) {}
 
@@ -51,6 +52,11 @@ export class BrokerConnection {
   /** Whether the broker was blocked at any time since `since` (epoch ms). */
   blockedAtAnyTimeSince(since: number): boolean {
     return this.blockedSince !== undefined || this.lastUnblockedAt >= since;
+  }
+
+  /** The server's reason for closing the last connection (e.g. 501 FRAME_ERROR), undefined after a plain network loss. */
+  get lastCloseReason(): string | undefined {
+    return this.closeReason;
   }
 
   /** Calls `listener` on every new connection (what was learned on the last one is stale). */
@@ -97,10 +103,15 @@ export class BrokerConnection {
   private attach(model: ChannelModel, url: string): void {
     const { log } = this.options;
     this.model = model;
+    this.closeReason = undefined;
     const outageMs = this.downSince === undefined ? undefined : Date.now() - this.downSince;
     this.downSince = undefined;
     log.info({ broker: redactUrl(url), outageMs }, 'connected to the broker');
-    model.on('error', (err: Error) => log.warn({ err: errorMessage(err) }, 'broker connection error'));
+    model.on('error', (err: Error) => {
+      // amqplib emits the server's connection.close reason here, just before 'close'.
+      if (this.model === model) this.closeReason = errorMessage(err);
+      log.warn({ err: errorMessage(err) }, 'broker connection error');
+    });
     model.on('blocked', (reason: string) => {
       this.blockedSince = Date.now();
       log.warn({ reason }, 'broker blocked publishing (resource alarm): holding messages until it unblocks');

@@ -26,6 +26,8 @@ export interface BatchReport {
   readonly held: number;
   /** Messages were sent but none got a verdict (the broker went away mid-batch). */
   readonly noProgress: boolean;
+  /** The oldest claimed message that was neither published nor failed, if any (what a stall is stuck on). */
+  readonly waitingMessageId?: string;
   readonly durationMs: number;
 }
 
@@ -64,6 +66,7 @@ export async function runBatch(
       return { plan, verdicts: decideVerdicts(plan.publish, outcomes, settings, backoff, broker.blockedAtAnyTimeSince(publishStarted)) };
     });
     const marks = marksOf(plan.publish, verdicts);
+    const settled = new Set([...marks.published, ...marks.failed.map((f) => f.id)]);
     await inPhase('writes', claimed, async () => {
       await claim.markPublished(marks.published, settings.retentionMs === 0);
       await claim.markFailed(marks.failed);
@@ -76,6 +79,7 @@ export async function runBatch(
       parkedBehindKey: plan.park.length,
       held: plan.held + marks.held,
       noProgress: plan.publish.length > 0 && marks.published.length === 0 && marks.failed.length === 0 && marks.park.length === 0,
+      waitingMessageId: claimed.find((m) => !settled.has(m.id))?.messageId,
     };
   });
   return { ...report, durationMs: clock.now() - started };

@@ -145,12 +145,11 @@ export class RelayLoop {
     } else if (report.verdicts.some((v) => v.kind === 'published' || v.kind === 'failed')) {
       this.stall.progressed();
     } else {
-      const first = report.messages[0];
       this.stall.sawDue(
         report.noProgress
           ? 'the broker confirmed nothing (connection lost mid-batch)'
           : 'due messages wait for an earlier message of their key',
-        first?.messageId,
+        report.waitingMessageId,
       );
     }
   }
