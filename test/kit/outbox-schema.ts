@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { escapeIdentifier, type Pool } from 'pg';
-import { migrate } from '../../src/db/migrator';
+import { migrate, MIGRATIONS_DIR } from '../../src/db/migrator';
 
 /** Creates `schema` with every migration applied, as `outbox-relay migrate` does. */
 export async function migrateSchema(pool: Pool, schema: string): Promise<void> {
@@ -14,4 +16,13 @@ export async function migrateSchema(pool: Pool, schema: string): Promise<void> {
 /** Drops `schema` and everything in it, if it exists. */
 export async function dropSchema(pool: Pool, schema: string): Promise<void> {
   await pool.query(`DROP SCHEMA IF EXISTS ${escapeIdentifier(schema)} CASCADE`);
+}
+
+/** Applies migrations/optional/notify-on-insert.sql to `schema` (it is written for "outbox"). */
+export async function installOptionalTrigger(pool: Pool, schema: string): Promise<void> {
+  const sql = readFileSync(join(MIGRATIONS_DIR, 'optional', 'notify-on-insert.sql'), 'utf8').replace(
+    /\boutbox\./g,
+    `${escapeIdentifier(schema)}.`,
+  );
+  await pool.query(sql);
 }
