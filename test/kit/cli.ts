@@ -1,10 +1,16 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { testAmqpUrl, testDatabaseUrl } from './services';
 
 export const ROOT = join(__dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'outbox-relay.js');
 export const STACK_FRAME = '    at ';
+
+/** Runs `npm run build` when dist/ has no CLI yet: `cli()` runs bin/outbox-relay.js, which loads dist/cli.js. */
+export function buildIfMissing(): void {
+  if (!existsSync(join(ROOT, 'dist', 'cli.js'))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
+}
 
 export interface CliResult {
   readonly code: number | null;

@@ -1,0 +1,145 @@
+import { escapeIdentifier, Pool } from 'pg';
+import { buildIfMissing, cli, envFor, expectOneLineFailure, lines } from '../kit/cli';
+import { OutboxFixture } from '../kit/outbox-fixture';
+import { testDatabaseUrl } from '../kit/services';
+import { uniqueName } from '../kit/unique-name';
+
+// `outbox-relay migrate` and `status`. (cli-dead.test.ts: `dead`; cli-check.test.ts: `check`
+// and an unreachable database; cli-cleanup.test.ts: `cleanup`; cli-usage.test.ts: exit 2.)
+
+let admin: Pool;
+const droppedAfterAll: string[] = [];
+
+beforeAll(() => {
+  buildIfMissing();
+  admin = new Pool({ connectionString: testDatabaseUrl(), max: 2 });
+});
+
+afterAll(async () => {
+  for (const schema of droppedAfterAll) await admin.query(`DROP SCHEMA IF EXISTS ${escapeIdentifier(schema)} CASCADE`);
+  await admin.end();
+});
+
+async function schemaExists(schema: string): Promise<boolean> {
+  const { rows } = await admin.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]);
+  return rows.length === 1;
+}
+
+describe('migrate', () => {
+  test('prints what it applied; a second run says the schema is up to date', async () => {
+    const schema = uniqueName('t_cli_migrate');
+    droppedAfterAll.push(schema);
+    const first = await cli(['migrate'], envFor(schema));
+    expect(first).toMatchObject({ code: 0, stderr: '' });
+    expect(first.stdout).toContain(`applied 0001_messages.sql to schema "${schema}"`);
+    const second = await cli(['migrate'], envFor(schema));
+    expect(second).toMatchObject({ code: 0, stderr: '' });
+    expect(second.stdout).toMatch(/up to date/);
+    expect(second.stdout).not.toMatch(/applied 0001/);
+    expect((await cli(['status'], envFor(schema))).code).toBe(0);
+  });
+
+  test('--print needs no database, applies nothing, and its SQL gives a schema `status` accepts', async () => {
+    const schema = uniqueName('t_cli_print');
+    droppedAfterAll.push(schema);
+    // Not even a reachable database is needed to print.
+    const printed = await cli(['migrate', '--print'], envFor(schema, { OUTBOX_DATABASE_URL: 'postgres://postgres@127.0.0.1:1/test' }));
+    expect(printed).toMatchObject({ code: 0, stderr: '' });
+    expect(printed.stdout).toContain(`"${schema}"`);
+    expect(await schemaExists(schema)).toBe(false);
+
+    // What a DBA does with it: run it as one script (here through the pg client, as psql would).
+    const client = await admin.connect();
+    try {
+      await client.query(printed.stdout);
+    } finally {
+      client.release();
+    }
+    expect(await schemaExists(schema)).toBe(true);
+    const status = await cli(['status', '--json'], envFor(schema));
+    expect(status).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(status.stdout)).toMatchObject({ schema, pending: 0, dead: 0 });
+    // The printed script recorded itself in the ledger: migrate has nothing left to do.
+    const migrate = await cli(['migrate'], envFor(schema));
+    expect(migrate.code).toBe(0);
+    expect(migrate.stdout).toMatch(/up to date/);
+  });
+});
+
+describe('status', () => {
+  test('on a schema that is not migrated: exit 1, "run outbox-relay migrate"', async () => {
+    const schema = uniqueName('t_cli_unmigrated');
+    const result = await cli(['status'], envFor(schema));
+    expect(expectOneLineFailure(result, 1)).toContain('run outbox-relay migrate');
+    expect(result.stdout).toBe('');
+    expect(await schemaExists(schema)).toBe(false);
+  });
+
+  test('--json prints one object with pending, due, delayed, dead, published and lagSeconds', async () => {
+    const fx = await OutboxFixture.create('cli_status');
+    try {
+      const queue = uniqueName('q');
+      const [oldest] = await fx.insert([{ routing_key: queue, payload: { n: 1 }, available_at: new Date(Date.now() - 60_000) }]);
+      await fx.insert([
+        { routing_key: queue, payload: { n: 2 } },
+        { routing_key: queue, payload: { n: 3 } },
+      ]);
+      const future = new Date(Date.now() + 3_600_000);
+      await fx.insert([
+        { routing_key: queue, payload: { n: 4 }, available_at: future },
+        { routing_key: queue, payload: { n: 5 }, available_at: future },
+      ]);
+      // Waiting for its retry: delayed too.
+      const [retrying] = await fx.insert([{ routing_key: queue, payload: { n: 6 } }]);
+      await fx.pool.query(
+        `UPDATE ${fx.table} SET attempts = 1, next_attempt_at = now() + interval '1 hour', last_error = 'nack' WHERE message_id = $1`,
+        [retrying],
+      );
+      const [dead] = await fx.insert([{ routing_key: queue, payload: { n: 7 } }]);
+      await fx.pool.query(`UPDATE ${fx.table} SET dead_at = now(), attempts = 10 WHERE message_id = $1`, [dead]);
+      const published = await fx.insert([
+        { routing_key: queue, payload: { n: 8 } },
+        { routing_key: queue, payload: { n: 9 } },
+      ]);
+      await fx.pool.query(`UPDATE ${fx.table} SET published_at = now() WHERE message_id = ANY($1::uuid[])`, [published]);
+
+      const result = await cli(['status', '--json'], envFor(fx.schema));
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      expect(lines(result.stdout)).toHaveLength(1);
+      const report = JSON.parse(result.stdout) as Record<string, unknown>;
+      expect(report).toMatchObject({ schema: fx.schema, pending: 6, due: 3, delayed: 3, dead: 1, published: 2 });
+      expect(report['lagSeconds']).toEqual(expect.any(Number));
+      expect(report['lagSeconds'] as number).toBeGreaterThanOrEqual(59);
+      expect(report['lagSeconds'] as number).toBeLessThan(120);
+      expect(report['oldestPending']).toMatchObject({ messageId: oldest });
+
+      const text = await cli(['status'], envFor(fx.schema));
+      expect(text).toMatchObject({ code: 0, stderr: '' });
+      expect(text.stdout).toMatch(/pending\s+6 \(due 3, delayed 3\)/);
+      expect(text.stdout).toMatch(/dead\s+1/);
+      expect(text.stdout).toContain(oldest);
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('an empty outbox has zero lag and no oldest message', async () => {
+    const fx = await OutboxFixture.create('cli_empty');
+    try {
+      const result = await cli(['status', '--json'], envFor(fx.schema));
+      expect(result.code).toBe(0);
+      expect(JSON.parse(result.stdout)).toEqual({
+        schema: fx.schema,
+        pending: 0,
+        due: 0,
+        delayed: 0,
+        dead: 0,
+        published: 0,
+        lagSeconds: 0,
+        oldestPending: null,
+      });
+    } finally {
+      await fx.close();
+    }
+  });
+});
