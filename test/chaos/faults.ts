@@ -1,0 +1,111 @@
+import { randomUUID } from 'node:crypto';
+import type { Pool } from 'pg';
+import type { Written } from './producers';
+import { between, pick } from './random';
+import { SHUTDOWN_TIMEOUT_MS, type ChaosRelays } from './relays';
+import { processResources } from './resources';
+import { sleep } from './sleep';
+
+export type FaultKind = 'kill -9' | 'SIGTERM' | 'broker cut' | 'database cut' | 'broker slow' | 'poison';
+
+export interface Fault {
+  readonly kind: FaultKind;
+  readonly start: number;
+  end: number;
+  readonly detail: string;
+}
+
+/** What the fault schedule acts on, and where it records what it did. */
+export interface FaultTargets {
+  readonly cluster: ChaosRelays;
+  /** Relay 0's first pid: relay 0 lives through the run, its RSS is sampled once per fault. */
+  readonly relay0Pid: number;
+  readonly admin: Pool;
+  readonly schema: string;
+  readonly exchange: string;
+  /** Poison messages are added here. */
+  readonly written: Written[];
+  readonly violations: string[];
+  readonly log: (line: string) => void;
+}
+
+/**
+ * The fault schedule: for `seconds`, a fault drawn from `random` every 1.5–4 s (relays
+ * killed or stopped and restarted, a proxy cut or slowed, a poison message); relays that
+ * crashed meanwhile are violations, and restarted. Returns the faults and relay 0's RSS
+ * once per fault.
+ */
+export async function runFaultSchedule(
+  random: () => number,
+  seconds: number,
+  targets: FaultTargets,
+): Promise<{ faults: Fault[]; rssSamples: number[] }> {
+  const { cluster, relay0Pid, admin, schema, exchange, written, violations, log } = targets;
+  const { relays, dbProxy, brokerProxy, restart } = cluster;
+  const faults: Fault[] = [];
+  const rssSamples: number[] = [];
+  const endAt = Date.now() + seconds * 1000;
+  while (Date.now() < endAt) {
+    await sleep(between(random, 1_500, 4_000));
+    if (Date.now() >= endAt) break;
+    const kind = pick<FaultKind>(random, ['kill -9', 'SIGTERM', 'broker cut', 'database cut', 'broker slow', 'poison']);
+    const fault: Fault = { kind, start: Date.now(), end: Date.now(), detail: '' };
+    faults.push(fault);
+    if (kind === 'kill -9' || kind === 'SIGTERM') {
+      const index = 1 + Math.floor(random() * 2); // relay 0 lives through the run (resource figures)
+      const relay = relays[index]!;
+      relay.kill(kind === 'kill -9' ? 'SIGKILL' : 'SIGTERM');
+      const exit = await relay.exited;
+      fault.end = Date.now();
+      (fault as { detail: string }).detail = `relay ${index}: exit ${exit.code ?? exit.signal}`;
+      if (kind === 'SIGTERM') {
+        if (exit.code !== 0)
+          violations.push(`SIGTERM: relay ${index} exited ${exit.code ?? exit.signal}, not 0: ${relay.stderr.slice(-3).join(' | ')}`);
+        if (fault.end - fault.start > SHUTDOWN_TIMEOUT_MS + 3_000)
+          violations.push(`SIGTERM: relay ${index} took ${fault.end - fault.start} ms to stop`);
+      }
+      await sleep(between(random, 300, 1_500));
+      await restart(index);
+    } else if (kind === 'broker cut' || kind === 'database cut') {
+      const proxy = kind === 'broker cut' ? brokerProxy : dbProxy;
+      proxy.cut();
+      await sleep(between(random, 500, 3_000));
+      proxy.restore();
+    } else if (kind === 'broker slow') {
+      brokerProxy.latencyMs = Math.round(between(random, 50, 400));
+      (fault as { detail: string }).detail = `${brokerProxy.latencyMs} ms`;
+      await sleep(between(random, 2_000, 5_000));
+      brokerProxy.latencyMs = 0;
+    } else {
+      const id = randomUUID();
+      await admin.query(`INSERT INTO "${schema}".messages (message_id, exchange, routing_key, payload) VALUES ($1, $2, 'poison', '{}')`, [
+        id,
+        `${exchange}.missing`,
+      ]);
+      written.push({ id, key: null, version: 0, poison: true });
+    }
+    fault.end = Math.max(fault.end, Date.now());
+    if (relays[0]!.pid === relay0Pid && relays[0]!.running) rssSamples.push(processResources(relay0Pid).rssMiB);
+    // Only the schedule stops relays: one that exited by itself crashed.
+    for (const [index, relay] of relays.entries()) {
+      if (relay.crashed) {
+        violations.push(
+          `relay ${index} crashed (exit ${relay.child.exitCode ?? relay.child.signalCode}): ${[...relay.stderr, ...relay.stdout].slice(-3).join(' | ')}`,
+        );
+        await restart(index);
+      }
+    }
+    log(`  ${new Date(fault.start).toISOString().slice(11, 23)} ${kind}${fault.detail ? ` (${fault.detail})` : ''}`);
+  }
+  return { faults, rssSamples };
+}
+
+/** How many faults of each kind the schedule caused. */
+export function countFaults(faults: readonly Fault[]): Record<FaultKind, number> {
+  return Object.fromEntries(
+    (['kill -9', 'SIGTERM', 'broker cut', 'database cut', 'broker slow', 'poison'] as const).map((k) => [
+      k,
+      faults.filter((f) => f.kind === k).length,
+    ]),
+  ) as Record<FaultKind, number>;
+}

@@ -1,0 +1,61 @@
+import { freePort } from '../kit/free-port';
+import { endpointStatus } from '../kit/relay-http';
+import { RelayProcess } from '../kit/relay-process';
+import { testAmqpUrl, testDatabaseUrl } from '../kit/services';
+import { TcpProxy } from '../kit/tcp-proxy';
+import { sleep } from './sleep';
+
+export const PUBLISH_TIMEOUT_MS = 2_000;
+export const SHUTDOWN_TIMEOUT_MS = 3_000;
+
+/** The three relays of a chaos run, as processes, and the proxies in front of the services they use. */
+export interface ChaosRelays {
+  /** Relay i (restarted in place: `restart(i)` puts the new process here). */
+  readonly relays: RelayProcess[];
+  readonly dbProxy: TcpProxy;
+  readonly brokerProxy: TcpProxy;
+  /** OUTBOX_APP_ID of every relay (names their AMQP connections). */
+  readonly appId: string;
+  /** Polls /readyz of every relay until all answer 200 or `deadlineMs` passes; the indexes of those not ready. */
+  waitReady(deadlineMs: number): Promise<number[]>;
+  /** Starts relay `index` again, with the same environment and port. */
+  restart(index: number): Promise<void>;
+}
+
+export async function startRelays(schema: string, seed: number): Promise<ChaosRelays> {
+  // Relays reach both services only through proxies: that is where faults happen.
+  const dbProxy = await TcpProxy.inFrontOf(testDatabaseUrl());
+  const brokerProxy = await TcpProxy.inFrontOf(testAmqpUrl());
+  const appId = `chaos-${seed}`;
+  const ports = await Promise.all([0, 1, 2].map(() => freePort()));
+  const relayEnv = (index: number): NodeJS.ProcessEnv => ({
+    OUTBOX_DATABASE_URL: dbProxy.url(testDatabaseUrl()),
+    OUTBOX_AMQP_URL: brokerProxy.url(testAmqpUrl()),
+    OUTBOX_SCHEMA: schema,
+    OUTBOX_HTTP_HOST: '127.0.0.1',
+    OUTBOX_HTTP_PORT: String(ports[index]),
+    OUTBOX_APP_ID: appId,
+    OUTBOX_BATCH_SIZE: '100',
+    OUTBOX_MAX_ATTEMPTS: '3',
+    OUTBOX_BACKOFF_BASE_MS: '100',
+    OUTBOX_BACKOFF_MAX_MS: '500',
+    OUTBOX_PUBLISH_TIMEOUT_MS: String(PUBLISH_TIMEOUT_MS),
+    OUTBOX_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
+    OUTBOX_LOG_LEVEL: 'warn',
+  });
+  const relays: RelayProcess[] = await Promise.all([0, 1, 2].map((i) => RelayProcess.start(relayEnv(i))));
+  const readyz = async (index: number): Promise<boolean> => (await endpointStatus(ports[index]!, '/readyz')) === 200;
+  const waitReady = async (deadlineMs: number): Promise<number[]> => {
+    const deadline = Date.now() + deadlineMs;
+    for (;;) {
+      const states = await Promise.all([0, 1, 2].map(readyz));
+      const notReady = states.flatMap((ok, i) => (ok ? [] : [i]));
+      if (notReady.length === 0 || Date.now() > deadline) return notReady;
+      await sleep(100);
+    }
+  };
+  const restart = async (index: number): Promise<void> => {
+    relays[index] = await RelayProcess.start(relayEnv(index));
+  };
+  return { relays, dbProxy, brokerProxy, appId, waitReady, restart };
+}
