@@ -35,7 +35,7 @@ const FILE_PATTERN = /^(\d{4})_([a-z0-9_]+)\.sql$/;
  * good as today's. It is accepted only while the file still hashes to `current`: any
  * further edit is MIGRATION_CHANGED again. `released` is this module's checksum (sha256
  * of the bytes) of the file as of commit 7bc2138 (`git show 7bc2138:migrations/<file> |
- * sha256sum`); test/integration/migrations.test.ts rebuilds those files from today's by
+ * sha256sum`); test/integration/migrations-released.test.ts rebuilds those files from today's by
  * putting the old comment lines back and checks both sums. Only for comment edits: a
  * changed statement needs a new migration file.
  */
