@@ -2,6 +2,7 @@ import type { Options } from 'amqplib';
 import type { OutboxMessage } from '../domain/message';
 import type { PublishOutcome } from '../domain/outcome';
 import { closeVerdict } from './close-reason';
+import { encodeHeaders } from './headers';
 import type { PublishChannel } from './publish-channel';
 
 export interface PublishOptions {
@@ -11,8 +12,15 @@ export interface PublishOptions {
   readonly signal?: AbortSignal;
 }
 
-/** The AMQP properties of a published message (see the README's "The SQL contract"). */
+/**
+ * The AMQP properties of a published message (see the README's "The SQL contract").
+ * The headers are encoded exactly (`encodeHeaders`); headers that cannot be throw,
+ * naming the header and the limit (the broker adapter's preflight fails such a message
+ * before it gets here).
+ */
 export function publishProperties(message: OutboxMessage, appId: string): Options.Publish {
+  const headers = encodeHeaders(message.headers);
+  if (!headers.ok) throw new Error(headers.error);
   return {
     persistent: true,
     mandatory: true,
@@ -22,7 +30,7 @@ export function publishProperties(message: OutboxMessage, appId: string): Option
     correlationId: message.correlationId ?? undefined,
     timestamp: Math.floor(message.createdAt.getTime() / 1000),
     appId,
-    headers: message.headers,
+    headers: headers.table,
   };
 }
 

@@ -15,7 +15,8 @@ export interface OutboxMessage {
   /** The bytes to publish: `payload::text` for JSON rows (no re-serialisation), `body` otherwise. */
   readonly content: Buffer;
   readonly contentType: string;
-  readonly headers: Readonly<Record<string, unknown>>;
+  /** The row's `headers` object, parsed exactly (see `HeaderValue`). */
+  readonly headers: HeaderTable;
   readonly partitionKey: string | null;
   readonly correlationId: string | null;
   readonly createdAt: Date;
@@ -23,6 +24,19 @@ export interface OutboxMessage {
   readonly availableAt: Date;
   /** Failed attempts so far. */
   readonly attempts: number;
+}
+
+/**
+ * A JSON value of the row's `headers`, read without loss: a JSON integer (a sign and
+ * digits only; jsonb prints `1e3` as `1000`) is a `bigint`, whatever its size; any other
+ * number (`1.5`, `1.0`) is a `number`, a double. Whether a value fits AMQP is the broker
+ * adapter's judgement, not the reader's.
+ */
+export type HeaderValue = string | number | bigint | boolean | null | readonly HeaderValue[] | HeaderTable;
+
+/** A JSON object of the headers (the top level, or nested): an AMQP field table. */
+export interface HeaderTable {
+  readonly [key: string]: HeaderValue;
 }
 
 /** One unpublished row of a key, as the ordering check reads it. */

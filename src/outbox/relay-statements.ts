@@ -20,8 +20,9 @@ function texts(table: string): Record<RelayStatementKey, string> {
     // scan, SKIP LOCKED passes over the rows another batch or replica holds. Rows a
     // concurrent batch has just marked are re-checked by PostgreSQL against the WHERE
     // clause after locking, so they drop out.
+    // headers::text: parsed without loss by outbox/rows.ts (node-postgres would round big integers).
     claim: `SELECT id, message_id, exchange, routing_key, message_type, payload::text AS payload_text, body,
-       content_type, headers, partition_key, correlation_id, created_at, available_at, attempts
+       content_type, headers::text AS headers_text, partition_key, correlation_id, created_at, available_at, attempts
   FROM ${table}
  WHERE ${PENDING} AND ${DUE} <= now()
  ORDER BY ${DUE}

@@ -3,7 +3,8 @@ import { publishProperties } from '../../src/broker/publisher';
 import { fakeMessage as message } from './fake-message';
 
 const NO_EXCHANGE_CLOSE = `Channel closed by server: 404 (NOT-FOUND) with message "NOT_FOUND - no exchange 'missing' in vhost '/'"`;
-const TOO_LARGE_CLOSE = 'Channel closed by server: 406 (PRECONDITION-FAILED) with message "PRECONDITION_FAILED - message size 2000 is larger than configured max size 1000"';
+const TOO_LARGE_CLOSE =
+  'Channel closed by server: 406 (PRECONDITION-FAILED) with message "PRECONDITION_FAILED - message size 2000 is larger than configured max size 1000"';
 describe('publishProperties: the AMQP properties of a message', () => {
   test('maps every column to its AMQP property', () => {
     const m = message({
@@ -11,7 +12,7 @@ describe('publishProperties: the AMQP properties of a message', () => {
       messageType: 'order.shipped',
       contentType: 'application/x-protobuf',
       correlationId: 'corr-42',
-      headers: { traceparent: '00-abc-01', 'x-n': 3 },
+      headers: { traceparent: '00-abc-01', 'x-n': 3n, 'x-ratio': 0.5 },
       createdAt: new Date('2024-05-01T12:34:56.789Z'),
     });
     expect(publishProperties(m, 'orders-service')).toEqual({
@@ -23,7 +24,8 @@ describe('publishProperties: the AMQP properties of a message', () => {
       correlationId: 'corr-42',
       timestamp: 1_714_566_896, // seconds, not milliseconds
       appId: 'orders-service',
-      headers: { traceparent: '00-abc-01', 'x-n': 3 },
+      // Integers as AMQP 64-bit integers, other numbers as doubles: nothing left to amqplib's guess.
+      headers: { traceparent: '00-abc-01', 'x-n': { '!': 'int64', value: 3n }, 'x-ratio': { '!': 'double', value: 0.5 } },
     });
   });
 
@@ -67,7 +69,8 @@ describe('closeVerdict', () => {
 
   test('404 for exchange names RabbitMQ prints verbatim (it does not escape quotes)', () => {
     // Reasons exactly as RabbitMQ 3.x/4.x sends them (recorded from the local broker).
-    const reasonFor = (name: string): string => `Channel closed by server: 404 (NOT-FOUND) with message "NOT_FOUND - no exchange '${name}' in vhost '/'"`;
+    const reasonFor = (name: string): string =>
+      `Channel closed by server: 404 (NOT-FOUND) with message "NOT_FOUND - no exchange '${name}' in vhost '/'"`;
     for (const name of ['ü-ex', 'a b', "it's", "o'neil.events"]) {
       expect(closeVerdict(reasonFor(name), message({ exchange: name }))?.reason).toBe('unknown_exchange');
     }
