@@ -1,10 +1,12 @@
 import type { OutboxMessage } from '../domain/message';
 import type { Preflight, PublishOutcome } from '../domain/outcome';
+import { errorMessage } from '../errors';
+import { messageProblem } from './amqp-limits';
 import { parseCloseReason } from './close-reason';
 import type { BrokerConnection } from './connection';
 import type { PublishChannel } from './publish-channel';
 import { publishBatch } from './publisher';
-import { CachedTopology, TopologyProbe } from './topology';
+import { CachedTopology, TopologyProbe, type TargetKind, type TargetProblem } from './topology';
 
 /** The part of the broker connection the adapter uses. */
 export type RelayConnection = Pick<
@@ -58,28 +60,63 @@ export class RelayBroker {
   }
 
   /**
-   * A missing exchange or command queue (checked by passive declare, cached) fails the
-   * message before it is sent: the channel stays open for the rest of the batch.
+   * What is known against each message before it is sent:
+   * - a value amqplib would refuse (`messageProblem`: a field over AMQP's byte limits,
+   *   headers it cannot encode exactly) fails it as `invalid_message`, and its exchange
+   *   or queue is never checked (amqplib would throw on such a name);
+   * - a missing exchange or command queue (checked by passive declare, cached) fails it
+   *   before it is sent: the channel stays open for the rest of the batch. A check that
+   *   fails for one name fails only that name's messages; while the connection is gone
+   *   it throws (the whole batch waits, no attempt is counted).
    */
   async preflight(messages: readonly OutboxMessage[]): Promise<Preflight[]> {
-    const missingExchanges = await this.topology.missing(
+    const problems = messages.map((m) => messageProblem(m, this.appId));
+    const valid = messages.filter((_, i) => problems[i] === undefined);
+    const exchanges = await this.targetProblems(
       'exchange',
-      messages.map((m) => m.exchange),
+      valid.map((m) => m.exchange),
     );
-    const missingQueues = await this.topology.missing(
+    const queues = await this.targetProblems(
       'queue',
-      messages.filter((m) => m.exchange === '').map((m) => m.routingKey),
+      valid.filter((m) => m.exchange === '').map((m) => m.routingKey),
     );
-    return messages.map((message): Preflight => {
-      if (missingExchanges.has(message.exchange)) {
+    return messages.map((message, index): Preflight => {
+      const problem = problems[index];
+      if (problem !== undefined) return { kind: 'fail', reason: 'invalid_message', error: problem };
+      const exchange = exchanges.get(message.exchange);
+      if (exchange?.kind === 'missing') {
         return { kind: 'fail', reason: 'unknown_exchange', error: `exchange "${message.exchange}" does not exist` };
       }
-      if (message.exchange === '' && missingQueues.has(message.routingKey)) {
+      if (exchange?.kind === 'error') {
+        return {
+          kind: 'fail',
+          reason: 'unknown_exchange',
+          error: `cannot check exchange "${message.exchange}": ${errorMessage(exchange.error)}`,
+        };
+      }
+      const queue = message.exchange === '' ? queues.get(message.routingKey) : undefined;
+      if (queue?.kind === 'missing') {
         return { kind: 'fail', reason: 'unroutable', error: `no queue named "${message.routingKey}" for this command (default exchange)` };
+      }
+      if (queue?.kind === 'error') {
+        return {
+          kind: 'fail',
+          reason: 'unroutable',
+          error: `cannot check queue "${message.routingKey}" for this command: ${errorMessage(queue.error)}`,
+        };
       }
       if (this.maxMessageBytes !== undefined && message.content.length > this.maxMessageBytes) return { kind: 'apart' };
       return { kind: 'send' };
     });
+  }
+
+  /** The topology's problems with `names`; a check that failed because the connection is gone throws. */
+  private async targetProblems(kind: TargetKind, names: readonly string[]): Promise<Map<string, TargetProblem>> {
+    const problems = await this.topology.problems(kind, names);
+    if (!this.connection.connected) {
+      for (const problem of problems.values()) if (problem.kind === 'error') throw problem.error;
+    }
+    return problems;
   }
 
   async publish(messages: readonly OutboxMessage[], options: { timeoutMs: number; signal: AbortSignal }): Promise<PublishOutcome[]> {

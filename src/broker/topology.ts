@@ -1,6 +1,10 @@
 import type { Channel } from 'amqplib';
+import { SHORT_STRING_MAX_BYTES } from './amqp-limits';
 
 export type TargetKind = 'exchange' | 'queue';
+
+/** Why a target cannot be used: it does not exist, or checking it failed (the error). */
+export type TargetProblem = { readonly kind: 'missing' } | { readonly kind: 'error'; readonly error: unknown };
 
 /**
  * Whether exchanges and queues exist, by passive declare on a channel of its own: a
@@ -14,6 +18,8 @@ export class TopologyProbe {
 
   async exists(kind: TargetKind, name: string): Promise<boolean> {
     if (kind === 'exchange' && name === '') return true; // the default exchange
+    // No exchange or queue has a longer name; amqplib would throw on it.
+    if (Buffer.byteLength(name, 'utf8') > SHORT_STRING_MAX_BYTES) return false;
     this.channel ??= this.openChannel().then((channel) => {
       channel.on('error', () => undefined);
       channel.on('close', () => {
@@ -64,16 +70,25 @@ export class CachedTopology {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async missing(kind: TargetKind, names: Iterable<string>): Promise<Set<string>> {
-    const missing = new Set<string>();
+  /**
+   * The names among `names` that cannot be used, each with its problem. A check that
+   * throws (access refused, a channel error) is that name's problem only: the other
+   * names are still checked.
+   */
+  async problems(kind: TargetKind, names: Iterable<string>): Promise<Map<string, TargetProblem>> {
+    const problems = new Map<string, TargetProblem>();
     const now = this.now();
     for (const name of new Set(names)) {
       const key = `${kind}:${name}`;
       if ((this.known.get(key) ?? 0) > now) continue;
-      if (await this.probe.exists(kind, name)) this.known.set(key, now + this.ttlMs);
-      else missing.add(name);
+      try {
+        if (await this.probe.exists(kind, name)) this.known.set(key, now + this.ttlMs);
+        else problems.set(name, { kind: 'missing' });
+      } catch (error: unknown) {
+        problems.set(name, { kind: 'error', error });
+      }
     }
-    return missing;
+    return problems;
   }
 
   forget(): void {
