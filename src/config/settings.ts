@@ -27,6 +27,9 @@ export interface Setting<T> {
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+/** AMQP's `app-id` is a short string: one length octet, at most 255 bytes. */
+const APP_ID_MAX_BYTES = 255;
+
 function integer(min: number, max: number): z.ZodType<number, string> {
   return z
     .string()
@@ -227,7 +230,20 @@ export const SETTINGS = {
     env: 'OUTBOX_APP_ID',
     defaultValue: 'outbox-relay',
     doc: 'AMQP `app-id` property of every published message.',
-    schema: z.string().trim().min(1, { message: 'must not be empty' }).max(255, { message: 'must be at most 255 characters' }),
+    schema: z
+      .string()
+      .trim()
+      .min(1, { message: 'must not be empty' })
+      .superRefine((value, ctx) => {
+        // AMQP counts the bytes of a short string, not its characters: 100 × "€" is 300 bytes.
+        const bytes = Buffer.byteLength(value, 'utf8');
+        if (bytes > APP_ID_MAX_BYTES) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `must be at most ${APP_ID_MAX_BYTES} bytes of UTF-8, AMQP's limit for app-id (it is ${bytes} bytes)`,
+          });
+        }
+      }),
   } satisfies Setting<string>,
   logLevel: {
     env: 'OUTBOX_LOG_LEVEL',
