@@ -79,6 +79,17 @@ async function storedRows(): Promise<Map<string, StoredRow>> {
   return new Map(rows.map((r) => [r.message_id, r]));
 }
 
+/** Headers `{"d": {"d": … 1 …}}`, `levels` objects deep (the top level included). */
+function nestedText(levels: number): string {
+  return `${'{"d": '.repeat(levels - 1)}{"d": 1}${'}'.repeat(levels - 1)}`;
+}
+
+function nestedValue(levels: number): { [key: string]: WireValue } {
+  let value: { [key: string]: WireValue } = { d: 1n };
+  for (let level = 1; level < levels; level += 1) value = { d: value };
+  return value;
+}
+
 /** What one unusual row must become: published with exactly these headers on the wire, or failed with this error. */
 type Expected = { readonly published: { readonly [key: string]: WireValue } } | { readonly error: string | RegExp };
 
@@ -161,6 +172,12 @@ test('14 unusual rows before 200 good ones: every good message arrives once, in 
     { row: { exchange, routing_key: 'r', body: Buffer.alloc(0), content_type: 'application/octet-stream' }, expected: { published: {} } },
     // Not one of the 14: a row due since forever is published, and its delivery latency is finite.
     { row: { exchange, routing_key: 'r', payload: '{"since": "-infinity"}', available_at: '-infinity' }, expected: { published: {} } },
+    // Nor these: headers nested as deeply as the relay reads them, and one level more.
+    { row: { exchange, routing_key: 'r', headers: nestedText(1_000), payload: '{}' }, expected: { published: nestedValue(1_000) } },
+    {
+      row: { exchange, routing_key: 'r', headers: nestedText(1_001), payload: '{}' },
+      expected: { error: /headers nest more than 1000 levels deep; the relay reads at most 1000$/ },
+    },
   ];
   const rows = unusual.map(({ row }, i) => ({ partition_key: key(i), ...row }));
   const unusualIds = await insertRaw(rows);
@@ -218,7 +235,8 @@ test('14 unusual rows before 200 good ones: every good message arrives once, in 
       expectExactly(wireById.get(id), amqplibById.get(id), row, expected.published);
     } else {
       expect({ id, dead: row.dead_at !== null, attempts: row.attempts }).toEqual({ id, dead: true, attempts: 1 });
-      expect(row.last_error).toEqual(expected.error);
+      if (typeof expected.error === 'string') expect(row.last_error).toBe(expected.error);
+      else expect(row.last_error).toMatch(expected.error);
       expect(wireById.has(id)).toBe(false);
     }
   });
