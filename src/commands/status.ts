@@ -2,11 +2,14 @@ import type { Config } from '../config/load-config';
 import { verifySchema } from '../db/migrator';
 import { withClient } from '../db/transaction';
 import type { Logger } from '../observability/logger';
-import { OperatorStore } from '../outbox/operator-store';
+import { OperatorStore, type Instant } from '../outbox/operator-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
-/** What `status --json` prints: one object. */
+/**
+ * What `status --json` prints: one object. Instants are ISO 8601 in UTC
+ * (`2026-11-24T07:12:27.047Z`), or `infinity` / `-infinity`.
+ */
 export interface StatusReport {
   readonly schema: string;
   readonly pending: number;
@@ -33,8 +36,8 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
       lagSeconds: Math.round(stats.lagSeconds * 1000) / 1000,
       oldestPending: details.oldestPending && {
         messageId: details.oldestPending.messageId,
-        createdAt: details.oldestPending.createdAt.toISOString(),
-        dueAt: details.oldestPending.dueAt.toISOString(),
+        createdAt: instantText(details.oldestPending.createdAt),
+        dueAt: instantText(details.oldestPending.dueAt),
       },
     };
   });
@@ -55,4 +58,9 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
       `oldest pending  ${oldest}`,
     ].join('\n'),
   );
+}
+
+/** An instant as `status` prints it: ISO 8601 in UTC; `infinity`, `-infinity` and instants past a Date's range as PostgreSQL writes them. */
+function instantText(instant: Instant): string {
+  return typeof instant === 'string' ? instant : instant.toISOString();
 }
