@@ -17,6 +17,10 @@ export interface RelayMetrics {
   readonly blockedKeys: Gauge;
   readonly stalled: Gauge;
   readonly cleanupDeletedTotal: Counter;
+  /** Failed refreshes of the table gauges, by part: `lag` (the lag probe) or `counts` (pending, dead, blocked keys). */
+  readonly gaugeRefreshFailuresTotal: Counter<'part'>;
+  /** When the table gauges of each part were last refreshed (Unix seconds). */
+  readonly gaugeLastRefreshSeconds: Gauge<'part'>;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): RelayMetrics {
@@ -87,11 +91,27 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
       help: 'Published messages deleted by the retention cleanup.',
       registers,
     }),
+    gaugeRefreshFailuresTotal: new Counter({
+      name: 'outbox_gauge_refresh_failures_total',
+      help: 'Failed refreshes of the table gauges: part="lag" (outbox_lag_seconds) or part="counts" (pending, dead, blocked keys), which then keep their last values.',
+      labelNames: ['part'],
+      registers,
+    }),
+    gaugeLastRefreshSeconds: new Gauge({
+      name: 'outbox_gauge_last_refresh_timestamp_seconds',
+      help: 'When the table gauges of part="lag" or part="counts" were last refreshed (Unix time; 0 before the first refresh).',
+      labelNames: ['part'],
+      registers,
+    }),
   };
   // Every label value exists from the start, so rate() and alerts see zeros, not gaps.
   for (const reason of FAILURE_REASONS) metrics.publishFailuresTotal.inc({ reason }, 0);
   for (const state of ['due', 'delayed']) metrics.pendingMessages.set({ state }, 0);
   for (const dependency of ['database', 'broker']) metrics.up.set({ dependency }, 0);
+  for (const part of ['lag', 'counts']) {
+    metrics.gaugeRefreshFailuresTotal.inc({ part }, 0);
+    metrics.gaugeLastRefreshSeconds.set({ part }, 0);
+  }
   metrics.lagSeconds.set(0);
   metrics.deadMessages.set(0);
   metrics.blockedKeys.set(0);
