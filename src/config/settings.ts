@@ -214,6 +214,14 @@ export const SETTINGS = {
     doc: 'On SIGTERM/SIGINT, how long the in-flight batch may take before it is abandoned (ms).',
     schema: integer(0, 600_000),
   } satisfies Setting<number>,
+  stallTimeoutMs: {
+    env: 'OUTBOX_STALL_TIMEOUT_MS',
+    defaultValue: '60000',
+    doc:
+      'While due messages wait and the database and broker are up, how long the relay may go without publishing a message' +
+      ' or recording a failure before it reports itself stalled (`outbox_stalled` 1, `/readyz` 503, one log line) (ms).',
+    schema: integer(1_000, 86_400_000),
+  } satisfies Setting<number>,
   httpHost: {
     env: 'OUTBOX_HTTP_HOST',
     defaultValue: '0.0.0.0',

@@ -24,6 +24,8 @@ export interface OutboxMessage {
   readonly availableAt: Date;
   /** Failed attempts so far. */
   readonly attempts: number;
+  /** Set when the row could not be read into a message (the other fields are then best effort): it fails unsent. */
+  readonly defect?: string;
 }
 
 /**
