@@ -93,6 +93,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     metrics,
     log.child({ component: 'stats' }),
     tuning.statsIntervalMs ?? STATS_INTERVAL_MS,
+    () => operator.lag(pool),
   );
   const cleanup = new CleanupJob(pool, config, log.child({ component: 'cleanup' }), (deleted) => metrics.cleanupDeletedTotal.inc(deleted));
   const http = new HttpServer(metrics, health, log.child({ component: 'http' }));

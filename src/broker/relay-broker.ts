@@ -6,12 +6,14 @@ import { parseCloseReason } from './close-reason';
 import type { BrokerConnection } from './connection';
 import type { PublishChannel } from './publish-channel';
 import { publishBatch } from './publisher';
+import { Suspects } from './suspects';
+import { SharedExclusive } from '../util/exclusive';
 import { CachedTopology, TopologyProbe, type TargetKind, type TargetProblem } from './topology';
 
 /** The part of the broker connection the adapter uses. */
 export type RelayConnection = Pick<
   BrokerConnection,
-  'connected' | 'blocked' | 'blockedAtAnyTimeSince' | 'waitUntilConnected' | 'onConnected' | 'channel' | 'openChannel'
+  'connected' | 'blocked' | 'blockedAtAnyTimeSince' | 'waitUntilConnected' | 'onConnected' | 'channel' | 'openChannel' | 'lastCloseReason'
 >;
 
 /** How long a positive exchange or queue check stays cached (ms). */
@@ -29,6 +31,9 @@ const TOPOLOGY_CACHE_MS = 30_000;
  */
 export class RelayBroker {
   private maxMessageBytes: number | undefined;
+  /** Messages in flight when the broker refused something without naming it (broker/suspects.ts). */
+  private readonly suspects = new Suspects();
+  private readonly inFlight = new SharedExclusive();
   private readonly topology: CachedTopology;
 
   constructor(
@@ -106,6 +111,7 @@ export class RelayBroker {
         };
       }
       if (this.maxMessageBytes !== undefined && message.content.length > this.maxMessageBytes) return { kind: 'apart' };
+      if (this.suspects.has(message)) return { kind: 'apart' };
       return { kind: 'send' };
     });
   }
@@ -119,11 +125,25 @@ export class RelayBroker {
     return problems;
   }
 
+  /**
+   * Publishes pipelined with confirms. A suspect goes out alone on the connection (no
+   * other publish in flight, from any worker), so a close that follows it is its own.
+   */
   async publish(messages: readonly OutboxMessage[], options: { timeoutMs: number; signal: AbortSignal }): Promise<PublishOutcome[]> {
+    const alone = messages.length === 1 && this.suspects.has(messages[0] as OutboxMessage);
+    return this.inFlight.run(alone, () => this.publishNow(messages, options));
+  }
+
+  private async publishNow(
+    messages: readonly OutboxMessage[],
+    options: { timeoutMs: number; signal: AbortSignal },
+  ): Promise<PublishOutcome[]> {
     const channel = await this.connection.channel();
     const outcomes = await publishBatch(channel, messages, { appId: this.appId, ...options });
     this.learnFromClose(channel);
-    return outcomes;
+    // A close the server gave a reason for: the channel's own, or the connection's when it is gone.
+    const closeReason = channel.closeReason ?? (this.connection.connected ? undefined : this.connection.lastCloseReason);
+    return this.suspects.judge(messages, outcomes, channel.closed ? closeReason : undefined);
   }
 
   private learnFromClose(channel: PublishChannel): void {

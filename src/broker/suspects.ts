@@ -34,7 +34,7 @@ export class Suspects {
     const unconfirmed = messages.filter((_, index) => outcomes[index]?.kind === 'unconfirmed');
     const only = messages.length === 1 ? messages[0] : undefined;
     if (only && unconfirmed.length === 1 && this.has(only)) {
-      this.byMessageId.delete(only.messageId);
+      // Still a suspect: its next attempt goes out alone too.
       return [
         {
           kind: 'failed',

@@ -14,6 +14,7 @@ class TopologyConnection implements RelayConnection {
   readonly missing = new Set<string>();
   readonly refused = new Set<string>();
   connected = true;
+  lastCloseReason: string | undefined = undefined;
   blocked = false;
 
   blockedAtAnyTimeSince(): boolean {

@@ -54,6 +54,7 @@ class FakeConnection implements RelayConnection {
   private current: PublishChannel | undefined;
   private readonly listeners: (() => void)[] = [];
   connected = true;
+  lastCloseReason: string | undefined = undefined;
   blocked = false;
 
   blockedAtAnyTimeSince(): boolean {
