@@ -60,6 +60,13 @@ export class ClaimSession {
     return rows.map(readRow);
   }
 
+  /** Locks and returns those of `ids` that are still due and not locked by another batch. */
+  async claimIds(ids: readonly string[]): Promise<OutboxMessage[]> {
+    if (ids.length === 0) return [];
+    const { rows } = await this.run<ClaimedRow>('claimIds', [ids]);
+    return rows.map(readRow);
+  }
+
   /**
    * For each key: its unpublished rows in id order up to `maxId`, at most `count + 1`.
    * Dead rows count only when `deadHoldsKey` (OUTBOX_ORDERING_ON_DEAD=block).

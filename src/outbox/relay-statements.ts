@@ -9,7 +9,7 @@ export interface NamedStatement {
 }
 
 /** The statements that run on every batch or peek, by what they do. */
-export type RelayStatementKey = 'peek' | 'claim' | 'keyRows' | 'park' | 'markPublished' | 'deletePublished' | 'markFailed';
+export type RelayStatementKey = 'peek' | 'claim' | 'claimIds' | 'keyRows' | 'park' | 'markPublished' | 'deletePublished' | 'markFailed';
 
 function texts(table: string): Record<RelayStatementKey, string> {
   return {
@@ -27,6 +27,12 @@ function texts(table: string): Record<RelayStatementKey, string> {
  WHERE ${PENDING} AND ${DUE} <= now()
  ORDER BY ${DUE}
  LIMIT $1
+   FOR UPDATE SKIP LOCKED`,
+    // The blockers of held rows (relay/ordering.ts dueBlockers), by primary key.
+    claimIds: `SELECT id, message_id, exchange, routing_key, message_type, payload::text AS payload_text, body,
+       content_type, headers::text AS headers_text, partition_key, correlation_id, created_at, available_at, attempts
+  FROM ${table}
+ WHERE id = ANY($1::bigint[]) AND ${PENDING} AND ${DUE} <= now()
    FOR UPDATE SKIP LOCKED`,
     // For each key: its unpublished rows in id order up to the batch's last one (one
     // index range scan per key on messages_pending_key_idx, bounded by the batch).
@@ -54,7 +60,7 @@ function texts(table: string): Record<RelayStatementKey, string> {
        next_attempt_at = now() + f.retry_in_ms * interval '1 millisecond',
        dead_at = CASE WHEN f.dead THEN now() END
   FROM unnest($1::bigint[], $2::text[], $3::double precision[], $4::boolean[]) AS f(id, error, retry_in_ms, dead)
- WHERE m.id = f.id`,
+ WHERE m.id = f.id AND m.published_at IS NULL AND m.dead_at IS NULL`,
   };
 }
 

@@ -1,8 +1,8 @@
-import type { OutboxMessage } from '../domain/message';
+import type { KeyRow, OutboxMessage } from '../domain/message';
 import { inPhase } from './faults';
 import type { BackoffPolicy } from '../retry/backoff';
 import { keysToCheck, planBatch } from './ordering';
-import type { BrokerPort, Clock, QueuePort } from './ports';
+import type { BrokerPort, ClaimPort, Clock, QueuePort } from './ports';
 import { sendBatch } from './send';
 import { decideVerdicts, marksOf, type Verdict, type VerdictSettings } from './verdicts';
 
@@ -55,9 +55,12 @@ export async function runBatch(
   const { queue, broker, backoff, clock } = deps;
   const started = clock.now();
   const report = await queue.withClaim(async (claim): Promise<Omit<BatchReport, 'durationMs'>> => {
-    const claimed = await inPhase('writes', [], () => claim.claim(claimLimit));
+    let claimed = await inPhase('writes', [], () => claim.claim(claimLimit));
     if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, noProgress: false };
-    const keyRows = await inPhase('writes', claimed, () => claim.keyRows(keysToCheck(claimed), settings.orderingOnDead === 'block'));
+    const { claimed: all, keyRows } = await inPhase('writes', claimed, () =>
+      withDueBlockers(claim, claimed, settings.orderingOnDead === 'block'),
+    );
+    claimed = all;
     const { plan, verdicts } = await inPhase('messages', claimed, async () => {
       const plan = planBatch(claimed, keyRows);
       const publishStarted = clock.now();
@@ -83,4 +86,31 @@ export async function runBatch(
     };
   });
   return { ...report, durationMs: clock.now() - started };
+}
+
+/** Rounds of claiming the blockers of held rows (a chain of them is rare and short). */
+const BLOCKER_ROUNDS = 3;
+
+/**
+ * The ordering reads of a claim, with the blockers of held rows claimed too when they
+ * are due and free: a key's later message that became due before its earlier one (an
+ * older `available_at`) is claimed first, and without this its batch would hold it
+ * every time while the earlier one waited outside the claim window.
+ */
+async function withDueBlockers(
+  claim: ClaimPort,
+  first: readonly OutboxMessage[],
+  deadHoldsKey: boolean,
+): Promise<{ claimed: OutboxMessage[]; keyRows: KeyRow[] }> {
+  let claimed = [...first];
+  let keyRows = await claim.keyRows(keysToCheck(claimed), deadHoldsKey);
+  for (let round = 0; round < BLOCKER_ROUNDS; round += 1) {
+    const blockers = planBatch(claimed, keyRows).dueBlockers;
+    if (blockers.length === 0) break;
+    const more = await claim.claimIds(blockers);
+    if (more.length === 0) break;
+    claimed = [...claimed, ...more];
+    keyRows = await claim.keyRows(keysToCheck(claimed), deadHoldsKey);
+  }
+  return { claimed, keyRows };
 }

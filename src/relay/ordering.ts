@@ -28,6 +28,13 @@ export interface BatchPlan {
   readonly park: ParkOrder[];
   /** Claimed rows that wait for a blocker in flight elsewhere (released at commit). */
   readonly held: number;
+  /**
+   * Blockers that are due but were not claimed: in flight elsewhere, or outside this
+   * claim's window (a later message of the key became due earlier, e.g. an older
+   * `available_at`). The batch tries to claim them too, so such rows never fill every
+   * claim while their blocker waits behind them.
+   */
+  readonly dueBlockers: string[];
 }
 
 /** bigint ids arrive as decimal strings; compare them as numbers. */
@@ -54,6 +61,7 @@ export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly K
   const publish: OutboxMessage[] = [];
   const park: ParkOrder[] = [];
   let held = 0;
+  const dueBlockers = new Set<string>();
   const claimedByKey = new Map<string, OutboxMessage[]>();
   for (const m of claimed) {
     if (m.partitionKey === null) publish.push(m);
@@ -96,7 +104,10 @@ export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly K
         if (blocker.dead || (blocker.waiting && !Number.isFinite(new Date(blocker.due).getTime())))
           park.push({ id: m.id, until: { forever: true } });
         else if (blocker.waiting) park.push({ id: m.id, until: { at: blocker.due } });
-        else held += 1;
+        else {
+          held += 1;
+          dueBlockers.add(blocker.id);
+        }
       } else {
         // Behind a message of this batch that goes out alone (it failed before).
         held += 1;
@@ -104,5 +115,5 @@ export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly K
     }
   }
   publish.sort((a, b) => compareIds(a.id, b.id));
-  return { publish, park, held };
+  return { publish, park, held, dueBlockers: [...dueBlockers] };
 }

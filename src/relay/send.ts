@@ -1,5 +1,7 @@
 import type { OutboxMessage } from '../domain/message';
 import type { Preflight, PublishOutcome } from '../domain/outcome';
+import { errorMessage } from '../errors';
+import { isConnectionLoss } from './faults';
 import { KeyStops } from './key-stops';
 import type { BrokerPort } from './ports';
 
@@ -52,7 +54,16 @@ export async function sendBatch(
   if (together.length > 0) await publish(together);
   for (const index of apart) {
     if (options.signal.aborted) outcomes[index] = { kind: 'unconfirmed', error: 'shutting down' };
-    else await publish([index]);
+    else {
+      try {
+        await publish([index]);
+      } catch (err: unknown) {
+        // The connection went away (perhaps this very message's doing, judged by the
+        // adapter): what was decided so far stands; the rest waits for the next batch.
+        if (!isConnectionLoss(err)) throw err;
+        outcomes[index] = { kind: 'unconfirmed', error: errorMessage(err) };
+      }
+    }
   }
   return outcomes as PublishOutcome[];
 }

@@ -74,6 +74,16 @@ describe('the relay loop, with fakes of the queue, the broker and the wake sourc
     expect(health.running).toBe(true);
   });
 
+  test('a later message of a key that became due first never hogs the claim: its earlier message is claimed with it', async () => {
+    const parts = setup({ batchSize: 1, concurrency: 1 });
+    const earlier = fakeMessage({ partitionKey: 'k' });
+    const later = fakeMessage({ partitionKey: 'k' });
+    parts.queue.add(later, earlier); // the claim (which reads in due order) meets the later one first
+    started(parts);
+    await waitFor('both published', () => parts.queue.published().length === 2, 5_000);
+    expect(parts.broker.sent.map((m) => m.id)).toEqual([earlier.id, later.id]);
+  });
+
   test('an idle loop picks up a message soon after it appears (peek), without a notification', async () => {
     const { queue } = started(setup());
     await waitFor('queue.claims > 0', () => queue.claims > 0);

@@ -57,6 +57,12 @@ export class FakeQueue implements QueuePort {
         locked.push(...due);
         return Promise.resolve(due.map((r) => ({ ...r.message, attempts: r.attempts })));
       },
+      claimIds: (ids: readonly string[]) => {
+        const due = this.pending().filter((r) => ids.includes(r.message.id) && !r.locked && r.dueAt <= Date.now());
+        for (const r of due) r.locked = true;
+        locked.push(...due);
+        return Promise.resolve(due.map((r) => ({ ...r.message, attempts: r.attempts })));
+      },
       keyRows: (keys: readonly KeyWindow[]) =>
         Promise.resolve(
           keys.flatMap((k): KeyRow[] =>
