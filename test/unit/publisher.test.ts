@@ -6,7 +6,8 @@ import { fakeMessage as message } from './fake-message';
 
 const OPTIONS = { appId: 'orders-service', timeoutMs: 10_000 };
 const NO_EXCHANGE_CLOSE = `Channel closed by server: 404 (NOT-FOUND) with message "NOT_FOUND - no exchange 'missing' in vhost '/'"`;
-const TOO_LARGE_CLOSE = 'Channel closed by server: 406 (PRECONDITION-FAILED) with message "PRECONDITION_FAILED - message size 2000 is larger than configured max size 1000"';
+const TOO_LARGE_CLOSE =
+  'Channel closed by server: 406 (PRECONDITION-FAILED) with message "PRECONDITION_FAILED - message size 2000 is larger than configured max size 1000"';
 describe('publishBatch', () => {
   test('an empty batch publishes nothing', async () => {
     const { fake, target } = fakeChannel();
@@ -74,7 +75,11 @@ describe('publishBatch', () => {
       expect(fake.closeCalls).toBe(0);
       jest.advanceTimersByTime(1);
       const settled = await result;
-      expect(settled[0]).toMatchObject({ kind: 'failed', reason: 'timeout', error: expect.stringContaining('5000 ms') as unknown as string });
+      expect(settled[0]).toMatchObject({
+        kind: 'failed',
+        reason: 'timeout',
+        error: expect.stringContaining('5000 ms') as unknown as string,
+      });
       expect(settled[1]).toEqual({ kind: 'confirmed' });
       expect(settled[2]).toMatchObject({ kind: 'failed', reason: 'timeout' });
       expect(fake.closeCalls).toBe(1);
@@ -86,7 +91,13 @@ describe('publishBatch', () => {
 
   test('the channel closed by the server mid-batch (404 no exchange): that exchange fails, the rest is unconfirmed', async () => {
     const { fake, target } = fakeChannel();
-    const batch = [message({ exchange: 'orders' }), message({ exchange: 'missing' }), message({ exchange: 'orders' }), message({ exchange: 'missing' }), message({ exchange: '' })];
+    const batch = [
+      message({ exchange: 'orders' }),
+      message({ exchange: 'missing' }),
+      message({ exchange: 'orders' }),
+      message({ exchange: 'missing' }),
+      message({ exchange: '' }),
+    ];
     const result = publishBatch(target, batch, OPTIONS);
     fake.ack(0);
     fake.serverClose(NO_EXCHANGE_CLOSE);
