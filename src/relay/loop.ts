@@ -1,4 +1,3 @@
-import type { OutboxMessage } from '../domain/message';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import type { BackoffPolicy } from '../retry/backoff';
@@ -6,11 +5,10 @@ import { isTransientDatabaseError } from '../retry/classify';
 import { unrefSleep } from '../util/delay';
 import { runBatch, type BatchReport, type BatchSettings } from './batch';
 import { BatchFault } from './faults';
-import { Isolation } from './isolation';
 import type { BrokerPort, Clock, HealthPort, QueuePort, WakePort } from './ports';
 import { nextStep, type Turn } from './schedule';
+import { Recovery } from './recovery';
 import { StallWatch } from './stall';
-import { WriteGuard } from './write-guard';
 
 /** Peek interval while messages flow (ms): bounds the latency of a commit to a few ms. */
 const HOT_POLL_MS = 3;
@@ -56,9 +54,8 @@ export class RelayLoop {
   private stopping: Promise<void> | undefined;
   /** When a claim last found messages (epoch ms): decides hot or idle peeking. */
   private lastFoundAt = 0;
-  private readonly isolation: Isolation;
   private readonly stall: StallWatch;
-  private readonly writes: WriteGuard;
+  private readonly recovery: Recovery;
   private stalledReason: string | undefined;
   private inFlight = 0;
 
@@ -66,9 +63,8 @@ export class RelayLoop {
     private readonly settings: LoopSettings,
     private readonly deps: LoopDeps,
   ) {
-    this.isolation = new Isolation(settings.batchSize);
     this.stall = new StallWatch(settings.stallTimeoutMs, deps.clock);
-    this.writes = new WriteGuard(deps.clock);
+    this.recovery = new Recovery(settings, deps, this.stall, (report) => this.observe(report));
   }
 
   /** Starts the workers. */
@@ -93,7 +89,7 @@ export class RelayLoop {
       const seen = wake.generation;
       let turn: Turn;
       if (broker.blocked) turn = await this.blockedTurn();
-      else if (this.writes.failing) turn = await this.probeTurn();
+      else if (this.recovery.writesFailing) turn = await this.recovery.probeTurn();
       else turn = await this.batchTurn(worker, consecutiveErrors);
       this.reportStall();
       const next = nextStep(turn, consecutiveErrors, this.settings, this.deps.errorBackoffMs);
@@ -108,19 +104,15 @@ export class RelayLoop {
     const { health, log } = this.deps;
     this.inFlight += 1;
     try {
-      const report = await runBatch(this.deps, this.settings, this.abandon.signal, this.isolation.claimLimit);
+      const report = await runBatch(this.deps, this.settings, this.abandon.signal, this.recovery.claimLimit);
       if (!health.databaseUp) log.info('database reachable again');
       health.setDatabaseUp(true);
-      this.isolation.succeeded();
-      if (this.writes.recovered()) {
-        health.setProblem('writes', undefined);
-        log.info('writes to the outbox table succeed again');
-      }
+      this.recovery.succeeded();
       this.track(report);
       this.observe(report);
       return { kind: 'batch', claimed: report.claimed, held: report.held, noProgress: report.noProgress };
     } catch (err: unknown) {
-      if (err instanceof BatchFault) return await this.onFault(err);
+      if (err instanceof BatchFault) return await this.recovery.onFault(err);
       if (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') {
         log.debug({ worker }, 'broker unavailable; waiting');
       } else if (isTransientDatabaseError(err)) {
@@ -162,68 +154,6 @@ export class RelayLoop {
     }
   }
 
-  /**
-   * A batch failed for a reason that is not a lost connection. While handling messages:
-   * narrow the claim until the culprit is alone, then record its failure (an attempt, the
-   * error), so it retries with backoff and dies like any failing message while the rest
-   * flows on. The relay's own writes: stop claiming and probe them (relay/write-guard.ts).
-   */
-  private async onFault(fault: BatchFault): Promise<Turn> {
-    const { health, log } = this.deps;
-    health.setDatabaseUp(true);
-    if (fault.phase === 'writes') {
-      const reason = `the relay's writes to the outbox table fail: ${fault.message}`;
-      if (this.writes.failed())
-        log.error(
-          { err: fault.message, claimed: fault.claimed.length },
-          'writes to the outbox table fail: claiming stops until they succeed',
-        );
-      health.setProblem('writes', reason);
-      this.isolation.narrowToOne();
-      if (fault.claimed.length > 0) this.stall.sawDue(reason, fault.claimed[0]?.messageId);
-      return { kind: 'error' };
-    }
-    const culprit = this.isolation.failed(fault.claimed);
-    if (!culprit) {
-      log.warn(
-        { err: fault.message, claimed: fault.claimed.length, next: this.isolation.claimLimit },
-        'a batch failed: narrowing it down to the message that causes it',
-      );
-      this.stall.sawDue(`a batch failed (${fault.message})`, fault.claimed[0]?.messageId);
-      return { kind: 'batch', claimed: 0, held: 1, noProgress: false };
-    }
-    await this.recordCulprit(culprit, fault.message);
-    return { kind: 'batch', claimed: 0, held: 1, noProgress: false };
-  }
-
-  private async recordCulprit(culprit: OutboxMessage, cause: string): Promise<void> {
-    const attempts = culprit.attempts + 1;
-    const dead = attempts >= this.settings.maxAttempts;
-    const retryInMs = this.deps.backoff.delayMs(attempts);
-    const error = `cannot publish: ${cause}`;
-    const started = this.deps.clock.now();
-    try {
-      await this.deps.queue.withClaim((claim) => claim.markFailed([{ id: culprit.id, error, retryInMs, dead }]));
-    } catch (err: unknown) {
-      this.deps.log.error(
-        { messageId: culprit.messageId, err: errorMessage(err) },
-        'cannot record the failure of the message that makes its batch fail',
-      );
-      return;
-    }
-    this.deps.log.warn({ messageId: culprit.messageId, attempts, dead, err: cause }, 'this message makes its batch fail: failure recorded');
-    this.stall.progressed();
-    this.observe({
-      claimed: 1,
-      messages: [culprit],
-      verdicts: [{ kind: 'failed', reason: 'invalid_message', error, retryInMs, dead, returned: false }],
-      parkedBehindKey: 0,
-      held: 0,
-      noProgress: false,
-      durationMs: this.deps.clock.now() - started,
-    });
-  }
-
   /** The broker blocks publishers: claim nothing, but know whether due messages wait. */
   private async blockedTurn(): Promise<Turn> {
     try {
@@ -233,22 +163,6 @@ export class RelayLoop {
       this.stall.paused(); // the next batch reports the database's state
     }
     return { kind: 'broker_blocked' };
-  }
-
-  /** The relay's writes failed: until they pass a probe (changing nothing), nothing is claimed or published. */
-  private async probeTurn(): Promise<Turn> {
-    if (!this.writes.dueForProbe()) return { kind: 'broker_blocked' }; // wait a poll interval
-    try {
-      await this.deps.queue.probeWrites(this.settings.retentionMs === 0);
-      this.writes.probePassed();
-      this.deps.log.info("the outbox table accepts the relay's writes again: resuming, one message at a time at first");
-      return { kind: 'batch', claimed: 0, held: 1, noProgress: false };
-    } catch (err: unknown) {
-      this.writes.probeFailed();
-      if (isTransientDatabaseError(err)) this.stall.paused();
-      else this.deps.health.setProblem('writes', `the relay's writes to the outbox table fail: ${errorMessage(err)}`);
-      return { kind: 'error' };
-    }
   }
 
   /** Shows a stall (or its end) in /readyz, the gauge and one log line. */
