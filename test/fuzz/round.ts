@@ -1,9 +1,10 @@
 import type { ConsumeMessage } from 'amqplib';
-import type { Pool } from 'pg';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { endpointStatus, readMetrics } from '../kit/relay-http';
 import { TestBroker } from '../kit/test-broker';
 import { uniqueName } from '../kit/unique-name';
+import { reasonOf, sortKeys } from './compare';
+import { insert } from './insert';
 import { jsonText, safeForComparison, type FuzzRow } from './rows';
 
 /** What one round saw; the fuzz run adds them up. */
@@ -28,93 +29,6 @@ export interface RoundReport {
 
 const STALL_TIMEOUT_MS = 3_000;
 const QUIET_MS = 1_500;
-
-const AVAILABLE_AT: Record<FuzzRow['availableAt'], string> = {
-  now: 'now',
-  past: '2020-01-01T00:00:00Z',
-  '-infinity': '-infinity',
-  infinity: 'infinity',
-};
-
-interface Inserted {
-  readonly messageId: string;
-  readonly row: FuzzRow | undefined; // undefined: a good message
-  readonly key: string | null;
-  readonly committedAt: number;
-  readonly id: bigint;
-  /** A good message's payload is `{"good": goodIndex}`. */
-  readonly goodIndex: number;
-}
-
-async function insert(
-  pool: Pool,
-  table: string,
-  rows: readonly (FuzzRow | undefined)[],
-  exchange: string,
-  queue: string,
-): Promise<Inserted[]> {
-  const inserted: Inserted[] = [];
-  for (const [index, row] of rows.entries()) {
-    const good = row === undefined;
-    const values = good
-      ? [
-          exchange,
-          'good',
-          'fuzz.good',
-          JSON.stringify({ good: index }),
-          null,
-          'application/json',
-          '{"x-good":1}',
-          `key-${index % 5}`,
-          null,
-          'now',
-        ]
-      : [
-          row.exchange.kind === 'target' ? exchange : row.exchange.kind === 'command' ? '' : row.exchange.name,
-          row.routingKey.kind === 'queue' ? queue : row.routingKey.text,
-          row.messageType,
-          row.body.kind === 'payload' ? jsonText(row.body.json) : null,
-          row.body.kind === 'bytes' ? Buffer.from(row.body.bytes) : null,
-          row.contentType ?? 'application/json',
-          jsonText(row.headers),
-          row.partitionKey,
-          row.correlationId,
-          AVAILABLE_AT[row.availableAt],
-        ];
-    let result;
-    try {
-      result = await pool.query<{ message_id: string; id: string; partition_key: string | null }>(
-        `INSERT INTO ${table} (exchange, routing_key, message_type, payload, body, content_type, headers, partition_key, correlation_id, available_at)
-         VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7::jsonb, $8, $9, $10::timestamptz) RETURNING message_id, id, partition_key`,
-        values,
-      );
-    } catch (err: unknown) {
-      // A row the table refuses (the producer contract's constraints) was never accepted: not part of the domain.
-      if (!good && (err as { code?: string }).code === '23514') continue;
-      throw err;
-    }
-    const r = result.rows[0]!;
-    inserted.push({ messageId: r.message_id, row, key: r.partition_key, committedAt: Date.now(), id: BigInt(r.id), goodIndex: index });
-  }
-  return inserted;
-}
-
-/** The class of a stored error, for the totals. */
-function reasonOf(error: string): string {
-  const classes: [RegExp, string][] = [
-    [/^header key .* bytes/, 'header key over 255 bytes'],
-    [/^header .* is the integer .* beyond/, 'header integer beyond 64 bits'],
-    [/^header/, 'header that cannot be encoded'],
-    [/ is \d+ bytes; AMQP allows at most 255 bytes/, 'field over 255 bytes'],
-    [/^exchange ".*" does not exist/, 'unknown exchange'],
-    [/^no queue named|returned as unroutable/, 'command to a missing queue'],
-    [/^cannot check/, 'topology check refused the name'],
-    [/^cannot read the row/, 'row that cannot be read'],
-    [/^cannot publish/, 'isolated by narrowing'],
-    [/broker closed the connection/, 'refused by the broker'],
-  ];
-  return classes.find(([pattern]) => pattern.test(error))?.[1] ?? `other: ${error.slice(0, 60)}`;
-}
 
 /**
  * One round: a fresh schema, exchange and queue; the generated rows with good messages
@@ -313,16 +227,4 @@ export async function runRound(rows: readonly FuzzRow[], options: { goodPerRow?:
     await broker.close();
     await fx.close();
   }
-}
-
-function sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortKeys);
-  if (value && typeof value === 'object' && !Buffer.isBuffer(value)) {
-    return Object.fromEntries(
-      Object.entries(value as Record<string, unknown>)
-        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-        .map(([k, v]) => [k, sortKeys(v)]),
-    );
-  }
-  return value;
 }
