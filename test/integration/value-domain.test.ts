@@ -1,10 +1,10 @@
-import type { ConsumeMessage } from 'amqplib';
-import { decodeFieldTable, WireTap, type WireDelivery, type WireValue } from '../helpers/amqp-wire';
+import { decodeFieldTable, WireTap, type WireValue } from '../helpers/amqp-wire';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { testAmqpUrl } from '../kit/services';
 import { TestBroker } from '../kit/test-broker';
 import { uniqueName } from '../kit/unique-name';
 import { waitFor } from '../kit/wait';
+import { APP_ID, expectExactly, type StoredRow } from './value-domain-exact';
 
 /**
  * Rows the table accepts but AMQP may not: each is either published exactly as
@@ -55,21 +55,6 @@ async function insertRaw(rows: readonly RawRow[]): Promise<string[]> {
   }
 }
 
-interface StoredRow {
-  message_id: string;
-  exchange: string;
-  routing_key: string;
-  message_type: string | null;
-  content_type: string;
-  correlation_id: string | null;
-  content: Buffer;
-  created_at: Date;
-  attempts: number;
-  last_error: string | null;
-  published_at: Date | null;
-  dead_at: Date | null;
-}
-
 async function storedRows(): Promise<Map<string, StoredRow>> {
   const { rows } = await fx.pool.query<StoredRow>(
     `SELECT message_id, exchange, routing_key, message_type, content_type, correlation_id,
@@ -92,8 +77,6 @@ function nestedValue(levels: number): { [key: string]: WireValue } {
 
 /** What one unusual row must become: published with exactly these headers on the wire, or failed with this error. */
 type Expected = { readonly published: { readonly [key: string]: WireValue } } | { readonly error: string | RegExp };
-
-const APP_ID = 'релé-€-应用';
 
 test('14 unusual rows before 200 good ones: every good message arrives once, in key order; each unusual row is published exactly or fails naming the field and the byte limit', async () => {
   const { exchange, queue, received } = await broker.exchangeWithQueue('vd');
@@ -243,52 +226,6 @@ test('14 unusual rows before 200 good ones: every good message arrives once, in 
   expect(metrics.value('outbox_publish_failures_total', { reason: 'invalid_message' })).toBe(failed);
   expect(metrics.value('outbox_messages_published_total')).toBe(200 + expectedPublished);
 });
-
-/** The delivery on the wire carries exactly the row's values; amqplib reads the same (its numbers are doubles). */
-function expectExactly(
-  wire: WireDelivery | undefined,
-  viaAmqplib: ConsumeMessage | undefined,
-  row: StoredRow,
-  headers: Record<string, WireValue>,
-): void {
-  expect(wire).toBeDefined();
-  expect(viaAmqplib).toBeDefined();
-  expect({
-    exchange: wire!.exchange,
-    routingKey: wire!.routingKey,
-    type: wire!.type,
-    contentType: wire!.contentType,
-    correlationId: wire!.correlationId,
-    appId: wire!.appId,
-    deliveryMode: wire!.deliveryMode,
-    timestamp: wire!.timestamp,
-    headers: wire!.headers,
-  }).toEqual({
-    exchange: row.exchange,
-    routingKey: row.routing_key,
-    type: row.message_type ?? undefined,
-    contentType: row.content_type,
-    correlationId: row.correlation_id ?? undefined,
-    appId: APP_ID,
-    deliveryMode: 2,
-    timestamp: BigInt(Math.floor(row.created_at.getTime() / 1000)),
-    headers,
-  });
-  expect(wire!.body.equals(row.content)).toBe(true);
-  expect(viaAmqplib!.content.equals(row.content)).toBe(true);
-  expect(viaAmqplib!.fields.exchange).toBe(row.exchange);
-  expect(viaAmqplib!.fields.routingKey).toBe(row.routing_key);
-  // amqplib decodes a 64-bit integer into a JavaScript number: exact up to 2^53.
-  expect(viaAmqplib!.properties.headers).toEqual(asAmqplibReadsIt(headers));
-}
-
-function asAmqplibReadsIt(value: WireValue): unknown {
-  if (typeof value === 'bigint') return Number(value);
-  if (Array.isArray(value)) return value.map(asAmqplibReadsIt);
-  if (value !== null && typeof value === 'object')
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, asAmqplibReadsIt(v as WireValue)]));
-  return value;
-}
 
 test('OUTBOX_APP_ID of 100 × "€" (300 bytes) is refused at start: exit 2, naming the variable and the byte limit', async () => {
   const relay = await fx.spawnRelay({ OUTBOX_APP_ID: '€'.repeat(100) });

@@ -1,0 +1,103 @@
+import { join } from 'node:path';
+import { DEPLOY, yamlDoc, yamlDocs, type Doc } from './deploy-yaml';
+
+describe('kubernetes/', () => {
+  const deployment = yamlDoc('kubernetes/deployment.yaml');
+  const pod = deployment['spec']['template'];
+  const containers: Doc[] = pod['spec']['containers'];
+  const relay = containers.find((c) => c['name'] === 'outbox-relay')!;
+  const env = (container: Doc): Record<string, string> =>
+    Object.fromEntries((container['env'] as Doc[]).map((e) => [e['name'] as string, e['value'] as string]));
+  const secrets = yamlDocs(join(DEPLOY, 'kubernetes', 'secret.example.yaml'));
+
+  /** The Secret key a file path inside `container` comes from, or undefined if no secret volume holds it. */
+  function secretKeyOf(container: Doc, path: string): { secretName: string; key: string } | undefined {
+    for (const mount of (container['volumeMounts'] ?? []) as Doc[]) {
+      const dir = String(mount['mountPath']).replace(/\/$/, '');
+      if (!path.startsWith(`${dir}/`)) continue;
+      const volume = (pod['spec']['volumes'] as Doc[]).find((v) => v['name'] === mount['name']);
+      if (!volume?.['secret']) return undefined;
+      const file = path.slice(dir.length + 1);
+      const items = volume['secret']['items'] as Doc[] | undefined;
+      const key = items ? items.find((i) => i['path'] === file)?.['key'] : file;
+      return key === undefined ? undefined : { secretName: volume['secret']['secretName'], key };
+    }
+    return undefined;
+  }
+
+  function secretHasKey(secretName: string, key: string): boolean {
+    const secret = secrets.find((s) => s['kind'] === 'Secret' && s['metadata']['name'] === secretName);
+    return secret !== undefined && key in { ...secret['stringData'], ...secret['data'] };
+  }
+
+  test('a Deployment runs the service with the relay as a sidecar container', () => {
+    expect(deployment).toMatchObject({ apiVersion: 'apps/v1', kind: 'Deployment' });
+    expect(containers.length).toBeGreaterThanOrEqual(2);
+    expect(relay).toBeDefined();
+    expect(relay['image']).toMatch(/outbox-relay/);
+    expect(relay['args'] ?? ['run']).toEqual(['run']);
+  });
+
+  test('the relay has a /healthz liveness (and startup) probe and a /readyz readiness probe on its HTTP port', () => {
+    const port = (relay['ports'] as Doc[])[0]!;
+    const probePort = (probe: Doc): unknown => probe['httpGet']['port'];
+    expect(relay['livenessProbe']['httpGet']['path']).toBe('/healthz');
+    expect(relay['readinessProbe']['httpGet']['path']).toBe('/readyz');
+    if (relay['startupProbe']) expect(relay['startupProbe']['httpGet']['path']).toBe('/healthz');
+    for (const probe of [relay['livenessProbe'], relay['readinessProbe']])
+      expect([port['name'], port['containerPort']]).toContain(probePort(probe));
+    expect(String(port['containerPort'])).toBe(env(relay)['OUTBOX_HTTP_PORT'] ?? '9464');
+  });
+
+  test('the relay has resource requests and limits', () => {
+    expect(relay['resources']['requests']).toEqual(expect.objectContaining({ cpu: expect.anything(), memory: expect.anything() }));
+    expect(relay['resources']['limits']).toEqual(expect.objectContaining({ memory: expect.anything() }));
+  });
+
+  test('the URLs come from a Secret mounted as files (OUTBOX_*_URL_FILE), never from plain env values', () => {
+    const vars = env(relay);
+    for (const name of ['OUTBOX_DATABASE_URL', 'OUTBOX_AMQP_URL', 'DATABASE_URL']) expect(vars[name]).toBeUndefined();
+    for (const name of ['OUTBOX_DATABASE_URL_FILE', 'OUTBOX_AMQP_URL_FILE']) {
+      const source = secretKeyOf(relay, vars[name]!);
+      expect({ name, source }).toEqual({ name, source: expect.objectContaining({ key: expect.any(String) }) });
+      expect(secretHasKey(source!.secretName, source!.key)).toBe(true);
+    }
+    for (const mount of relay['volumeMounts'] as Doc[]) expect(mount['readOnly']).toBe(true);
+  });
+
+  test('terminationGracePeriodSeconds exceeds OUTBOX_SHUTDOWN_TIMEOUT_MS', () => {
+    const shutdownMs = Number(env(relay)['OUTBOX_SHUTDOWN_TIMEOUT_MS'] ?? 10_000);
+    expect(pod['spec']['terminationGracePeriodSeconds']).toBeGreaterThan(shutdownMs / 1000);
+  });
+
+  test('the pod runs as non-root and carries the prometheus.io scrape annotations for the relay port', () => {
+    expect(pod['spec']['securityContext']['runAsNonRoot']).toBe(true);
+    expect(pod['metadata']['annotations']).toMatchObject({ 'prometheus.io/scrape': 'true', 'prometheus.io/path': '/metrics' });
+    expect(pod['metadata']['annotations']['prometheus.io/port']).toBe(String((relay['ports'] as Doc[])[0]!['containerPort']));
+  });
+
+  test('the migration Job runs `migrate` with the same image and its URL from a mounted Secret', () => {
+    const job = yamlDoc('kubernetes/migration-job.yaml');
+    expect(job).toMatchObject({ apiVersion: 'batch/v1', kind: 'Job' });
+    const container = (job['spec']['template']['spec']['containers'] as Doc[])[0]!;
+    expect(container['image']).toBe(relay['image']);
+    expect(container['args']).toEqual(['migrate']);
+    expect(job['spec']['template']['spec']['restartPolicy']).toBe('Never');
+    const path = env(container)['OUTBOX_DATABASE_URL_FILE']!;
+    const mount = (container['volumeMounts'] as Doc[]).find((m) => path.startsWith(`${m['mountPath']}/`))!;
+    const volume = (job['spec']['template']['spec']['volumes'] as Doc[]).find((v) => v['name'] === mount['name'])!;
+    const item = (volume['secret']['items'] as Doc[]).find((i) => path.endsWith(`/${i['path']}`))!;
+    expect(secretHasKey(volume['secret']['secretName'], item['key'])).toBe(true);
+  });
+
+  test('the PodMonitor selects the sidecar pods, scrapes the metrics port and sets job="outbox-relay" for the alerts', () => {
+    const monitor = yamlDoc('kubernetes/podmonitor.yaml');
+    expect(monitor).toMatchObject({ apiVersion: 'monitoring.coreos.com/v1', kind: 'PodMonitor' });
+    expect(pod['metadata']['labels']).toMatchObject(monitor['spec']['selector']['matchLabels']);
+    const endpoint = (monitor['spec']['podMetricsEndpoints'] as Doc[])[0]!;
+    expect(endpoint['port']).toBe((relay['ports'] as Doc[])[0]!['name']);
+    expect(endpoint['relabelings']).toEqual(
+      expect.arrayContaining([expect.objectContaining({ targetLabel: 'job', replacement: 'outbox-relay' })]),
+    );
+  });
+});
