@@ -13,10 +13,26 @@ export type TargetProblem = { readonly kind: 'missing' } | { readonly kind: 'err
  */
 export class TopologyProbe {
   private channel: Promise<Channel> | undefined;
+  /** The last check queued: checks run one after another. */
+  private serial: Promise<void> = Promise.resolve();
 
   constructor(private readonly openChannel: () => Promise<Channel>) {}
 
-  async exists(kind: TargetKind, name: string): Promise<boolean> {
+  /**
+   * Whether `kind` `name` exists. Checks run one at a time (a 404 closes the channel,
+   * which must not fail a check of another name in flight on it), and a check whose
+   * channel closed under it without a reply for this name is tried once more.
+   */
+  exists(kind: TargetKind, name: string): Promise<boolean> {
+    const run = this.serial.then(() => this.check(kind, name, true));
+    this.serial = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  private async check(kind: TargetKind, name: string, retry: boolean): Promise<boolean> {
     if (kind === 'exchange' && name === '') return true; // the default exchange
     // No exchange or queue has a longer name; amqplib would throw on it.
     if (Buffer.byteLength(name, 'utf8') > SHORT_STRING_MAX_BYTES) return false;
@@ -38,6 +54,8 @@ export class TopologyProbe {
       if (code === 404) return false;
       // 405 RESOURCE_LOCKED: an exclusive queue of another connection — it exists.
       if (code === 405) return true;
+      // No reply code: the channel went away, not an answer about this name.
+      if (typeof code !== 'number' && retry) return this.check(kind, name, false);
       throw err;
     }
   }

@@ -8,12 +8,14 @@ import { BatchFault } from './faults';
 import type { BrokerPort, Clock, HealthPort, QueuePort, WakePort } from './ports';
 import { nextStep, type Turn } from './schedule';
 import { Recovery } from './recovery';
-import { StallWatch } from './stall';
+import { StallWatch, type DueHead } from './stall';
 
 /** Peek interval while messages flow (ms): bounds the latency of a commit to a few ms. */
 const HOT_POLL_MS = 3;
 /** How long after the last message found the relay keeps peeking fast (ms). */
 const HOT_WINDOW_MS = 2_000;
+/** How often the oldest due message is read for the stall check (ms). */
+const STALL_CHECK_MS = 1_000;
 /** How long abandoned batches get to roll back before their connections are dropped (ms). */
 const ABANDON_GRACE_MS = 2_000;
 
@@ -58,6 +60,7 @@ export class RelayLoop {
   private readonly recovery: Recovery;
   private stalledReason: string | undefined;
   private inFlight = 0;
+  private stallTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly settings: LoopSettings,
@@ -71,6 +74,8 @@ export class RelayLoop {
   start(): void {
     if (this.workers.length > 0 || this.stopping) return;
     this.deps.health.setRunning(true);
+    this.stallTimer = setInterval(() => void this.checkStall(), STALL_CHECK_MS);
+    this.stallTimer.unref();
     for (let worker = 0; worker < this.settings.concurrency; worker += 1) this.workers.push(this.work(worker));
   }
 
@@ -81,7 +86,6 @@ export class RelayLoop {
     while (!signal.aborted) {
       health.beat();
       if (!broker.connected) {
-        this.stall.paused();
         // Wake now and then while waiting: the loop is not stuck, /healthz stays 200.
         await broker.waitUntilConnected(signal, this.settings.pollIntervalMs);
         continue;
@@ -118,7 +122,6 @@ export class RelayLoop {
       } else if (isTransientDatabaseError(err)) {
         if (health.databaseUp || consecutiveErrors === 0) log.warn({ err: errorMessage(err) }, 'database unavailable; retrying');
         health.setDatabaseUp(false);
-        this.stall.paused();
       } else {
         log.error({ err: errorMessage(err) }, 'batch failed');
       }
@@ -131,17 +134,13 @@ export class RelayLoop {
   /** What a committed batch says about progress. */
   private track(report: BatchReport): void {
     if (report.claimed > 0) this.lastFoundAt = this.deps.clock.now();
-    if (report.claimed === 0) {
-      // Rows another worker holds are its business: only an empty claim with nothing else in flight means nothing is due.
-      if (this.inFlight === 1) this.stall.nothingDue();
-    } else if (report.verdicts.some((v) => v.kind === 'published' || v.kind === 'failed')) {
-      this.stall.progressed();
-    } else {
+    if (report.claimed === 0) return;
+    if (report.verdicts.some((v) => v.kind === 'published' || v.kind === 'failed')) this.stall.progressed();
+    else {
       this.stall.sawDue(
         report.noProgress
           ? 'the broker confirmed nothing (connection lost mid-batch)'
           : 'due messages wait for an earlier message of their key',
-        report.waitingMessageId,
       );
     }
   }
@@ -158,11 +157,23 @@ export class RelayLoop {
   private async blockedTurn(): Promise<Turn> {
     try {
       if (await this.deps.queue.peek()) this.stall.sawDue('the broker blocks publishers (a memory or disk alarm)');
-      else this.stall.nothingDue();
     } catch {
-      this.stall.paused(); // the next batch reports the database's state
+      // The next batch reports the database's state.
     }
     return { kind: 'broker_blocked' };
+  }
+
+  /** Reads the oldest due message for the stall check (every second while running). */
+  private async checkStall(): Promise<void> {
+    const { queue, health, broker } = this.deps;
+    let head: DueHead | undefined;
+    try {
+      head = await queue.oldestDue();
+    } catch {
+      head = undefined; // the database's state is the batches' to report
+    }
+    this.stall.observe(head, health.databaseUp && broker.connected);
+    this.reportStall();
   }
 
   /** Shows a stall (or its end) in /readyz, the gauge and one log line. */
@@ -210,6 +221,7 @@ export class RelayLoop {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.controller.abort();
+      clearInterval(this.stallTimer);
       const all = Promise.all(this.workers);
       const finishedInTime = await Promise.race([all.then(() => true), unrefSleep(this.settings.shutdownTimeoutMs).then(() => false)]);
       if (!finishedInTime) {

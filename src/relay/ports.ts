@@ -22,6 +22,8 @@ export interface ClaimPort {
 export interface QueuePort {
   /** Whether any message is due (cheap; no lock). */
   peek(): Promise<boolean>;
+  /** The oldest due message, locked or not (cheap; no lock); undefined when none is due. */
+  oldestDue(): Promise<{ id: string; messageId: string } | undefined>;
   /** Runs `work` in one claim transaction: committed when it resolves, rolled back when it throws. */
   withClaim<T>(work: (claim: ClaimPort) => Promise<T>): Promise<T>;
   /** Drops open claims whose database does not answer (shutdown). */

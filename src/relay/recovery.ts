@@ -82,7 +82,7 @@ export class Recovery {
         );
       health.setProblem('writes', reason);
       this.isolation.narrowToOne();
-      if (fault.claimed.length > 0) this.stall.sawDue(reason, fault.claimed[0]?.messageId);
+      this.stall.sawDue(reason);
       return { kind: 'error' };
     }
     const culprit = this.isolation.failed(fault.claimed);
@@ -91,7 +91,7 @@ export class Recovery {
         { err: fault.message, claimed: fault.claimed.length, next: this.isolation.claimLimit },
         'a batch failed: narrowing it down to the message that causes it',
       );
-      this.stall.sawDue(`a batch failed (${fault.message})`, fault.claimed[0]?.messageId);
+      this.stall.sawDue(`a batch failed (${fault.message})`);
       return { kind: 'batch', claimed: 0, held: 1, noProgress: false };
     }
     await this.recordCulprit(culprit, fault.message);
@@ -136,8 +136,8 @@ export class Recovery {
       return { kind: 'batch', claimed: 0, held: 1, noProgress: false };
     } catch (err: unknown) {
       this.writes.probeFailed();
-      if (isTransientDatabaseError(err)) this.stall.paused();
-      else this.deps.health.setProblem('writes', `the relay's writes to the outbox table fail: ${errorMessage(err)}`);
+      if (!isTransientDatabaseError(err))
+        this.deps.health.setProblem('writes', `the relay's writes to the outbox table fail: ${errorMessage(err)}`);
       return { kind: 'error' };
     }
   }

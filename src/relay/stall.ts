@@ -1,15 +1,24 @@
 import type { Clock } from './ports';
 
+/** The oldest due message, as the stall check reads it. */
+export interface DueHead {
+  readonly id: string;
+  readonly messageId: string;
+}
+
 /**
  * Whether the relay makes progress: while due messages exist and the database and
  * broker are up, some message must be published or get its failure recorded within
- * `timeoutMs`. Fed by the loop; read on every turn.
+ * `timeoutMs`. Two facts decide it, so that neither a worker's empty claim (the rows
+ * are locked by another batch) nor a busy replica beside this one can hide a stall:
+ * the oldest due message in the table (read every second, locked rows included) has
+ * stayed the same for the timeout, and this relay has published or failed nothing for
+ * as long. The loop adds why it thinks it is stuck.
  */
 export class StallWatch {
   private lastProgressAt: number;
-  /** Since when due messages are known to wait without progress; undefined: nothing due. */
-  private dueSince: number | undefined;
-  private stuckOn: { messageId?: string; why: string } | undefined;
+  private head: (DueHead & { readonly since: number }) | undefined;
+  private why: string | undefined;
 
   constructor(
     private readonly timeoutMs: number,
@@ -21,36 +30,34 @@ export class StallWatch {
   /** A message was published or its failure recorded. */
   progressed(): void {
     this.lastProgressAt = this.clock.now();
-    this.dueSince = undefined;
-    this.stuckOn = undefined;
+    this.why = undefined;
   }
 
-  /** Due messages wait; `why` says what keeps them (with the message it is stuck on, when known). */
-  sawDue(why: string, messageId?: string): void {
-    this.dueSince ??= this.clock.now();
-    if (messageId !== undefined || this.stuckOn === undefined) this.stuckOn = { messageId, why };
+  /** What keeps due messages waiting, as the loop sees it (said with the stall). */
+  sawDue(why: string): void {
+    this.why = why;
   }
 
-  /** Nothing is due: not stalled. */
-  nothingDue(): void {
-    this.dueSince = undefined;
-    this.stuckOn = undefined;
-    this.lastProgressAt = this.clock.now();
-  }
-
-  /** A dependency is down: that is reported as such, and the clock starts again when it is back. */
-  paused(): void {
-    this.lastProgressAt = this.clock.now();
-    this.dueSince = undefined;
+  /** The oldest due message now (undefined: nothing due), and whether both dependencies are up. */
+  observe(head: DueHead | undefined, dependenciesUp: boolean): void {
+    if (!dependenciesUp || head === undefined) {
+      // A dependency that is down is reported as such; the clock starts again when it is back.
+      this.head = undefined;
+      if (!dependenciesUp) this.lastProgressAt = this.clock.now();
+      return;
+    }
+    if (this.head?.id !== head.id) this.head = { ...head, since: this.clock.now() };
   }
 
   /** The reason the relay is stalled, or undefined while it is not. */
   stalledReason(): string | undefined {
-    if (this.dueSince === undefined) return undefined;
-    const since = Math.max(this.lastProgressAt, this.dueSince);
-    const waitedMs = this.clock.now() - since;
+    if (this.head === undefined) return undefined;
+    const now = this.clock.now();
+    const waitedMs = Math.min(now - this.head.since, now - this.lastProgressAt);
     if (waitedMs < this.timeoutMs) return undefined;
-    const on = this.stuckOn?.messageId === undefined ? '' : ` (stuck on message ${this.stuckOn.messageId})`;
-    return `nothing published or failed for ${Math.round(waitedMs / 1000)} s while due messages wait: ${this.stuckOn?.why ?? 'unknown'}${on}`;
+    return (
+      `nothing published or failed for ${Math.round(waitedMs / 1000)} s while due messages wait: ` +
+      `${this.why ?? 'no batch got a verdict'} (stuck on message ${this.head.messageId})`
+    );
   }
 }

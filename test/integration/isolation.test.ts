@@ -100,7 +100,7 @@ describe('the relay role’s privileges', () => {
 
 test('due messages that cannot move past OUTBOX_STALL_TIMEOUT_MS: stalled, /readyz 503 naming the message, outbox_stalled 1; cleared on progress', async () => {
   const { exchange, received } = await broker.exchangeWithQueue('stall');
-  const [headId, nextId] = await fx.insert([
+  const [headId] = await fx.insert([
     { exchange, routing_key: 'r', payload: { n: 1 }, partition_key: 'k' },
     { exchange, routing_key: 'r', payload: { n: 2 }, partition_key: 'k' },
   ]);
@@ -118,7 +118,7 @@ test('due messages that cannot move past OUTBOX_STALL_TIMEOUT_MS: stalled, /read
     });
     const { status, body } = await readyzBody(relay.port);
     expect(status).toBe(503);
-    expect(body).toContain(`stuck on message ${nextId}`);
+    expect(body).toContain(`stuck on message ${headId}`);
     expect((await readMetrics(relay.port)).value('outbox_stalled')).toBe(1);
     await holder.query('COMMIT');
     await waitFor('both published', () => received.length === 2, 20_000);

@@ -110,6 +110,7 @@ describe('the relay loop when something is wrong that is not a lost connection',
 
   test('a broker that blocks publishers while messages are due is a stall too, once the timeout is past', async () => {
     const parts = setup({ stallTimeoutMs: 1_000 });
+    parts.health.databaseUp = true; // as the relay starts: the schema was verified, no batch has run yet
     parts.broker.blocked = true;
     parts.queue.add(fakeMessage());
     parts.loop.start();

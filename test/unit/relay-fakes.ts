@@ -38,6 +38,11 @@ export class FakeQueue implements QueuePort {
     return this.rows.filter((r) => r.published).map((r) => r.message.id);
   }
 
+  oldestDue(): Promise<{ id: string; messageId: string } | undefined> {
+    const head = this.pending().find((r) => r.dueAt <= Date.now());
+    return Promise.resolve(head && { id: head.message.id, messageId: head.message.messageId });
+  }
+
   peek(): Promise<boolean> {
     return Promise.resolve(this.pending().some((r) => r.dueAt <= Date.now() && !r.locked));
   }
