@@ -1,5 +1,5 @@
 import type { ConsumeMessage } from 'amqplib';
-import type { WireDelivery, WireValue } from '../helpers/amqp-wire';
+import type { WireDelivery, WireValue } from '../kit/amqp-wire';
 
 // The exact-headers wire checks of value-domain.test.ts: a published row against what arrived.
 

@@ -1,4 +1,4 @@
-import { decodeFieldTable, WireTap, type WireValue } from '../helpers/amqp-wire';
+import { decodeFieldTable, WireTap, type WireValue } from '../kit/amqp-wire';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { testAmqpUrl } from '../kit/services';
 import { TestBroker } from '../kit/test-broker';

@@ -1,7 +1,7 @@
 import { encodeHeaders, HEADERS_MAX_BYTES } from '../../src/broker/headers';
 import type { HeaderTable } from '../../src/domain/message';
 import { parseHeaders } from '../../src/outbox/rows';
-import { decodeFieldTable } from '../helpers/amqp-wire';
+import { decodeFieldTable } from '../kit/amqp-wire';
 import { amqplibEncodeHeaders } from './amqplib-encoder';
 
 /** Encodes `headers` as the relay does, then through amqplib's codec, and reads the bytes back exactly. */
