@@ -59,7 +59,6 @@ export class RelayLoop {
   private readonly stall: StallWatch;
   private readonly recovery: Recovery;
   private stalledReason: string | undefined;
-  private inFlight = 0;
   private stallTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -106,7 +105,6 @@ export class RelayLoop {
 
   private async batchTurn(worker: number, consecutiveErrors: number): Promise<Turn> {
     const { health, log } = this.deps;
-    this.inFlight += 1;
     try {
       const report = await runBatch(this.deps, this.settings, this.abandon.signal, this.recovery.claimLimit);
       if (!health.databaseUp) log.info('database reachable again');
@@ -126,8 +124,6 @@ export class RelayLoop {
         log.error({ err: errorMessage(err) }, 'batch failed');
       }
       return { kind: 'error' };
-    } finally {
-      this.inFlight -= 1;
     }
   }
 
