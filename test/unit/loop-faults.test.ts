@@ -1,46 +1,10 @@
-import pino from 'pino';
-import type { BatchReport } from '../../src/relay/batch';
-import { RelayLoop, type LoopSettings } from '../../src/relay/loop';
-import { systemClock } from '../../src/relay/ports';
-import { fullJitterBackoff } from '../../src/retry/backoff';
+import type { LoopSettings, RelayLoop } from '../../src/relay/loop';
 import { staysFalse, waitFor } from '../kit/wait';
 import { fakeMessage } from './fake-message';
-import { FakeBroker, FakeHealth, FakeQueue, FakeWake } from './relay-fakes';
+import { loopUnderTest } from './loop-under-test';
 
-const SETTINGS: LoopSettings = {
-  batchSize: 16,
-  pollIntervalMs: 20,
-  maxAttempts: 1,
-  publishTimeoutMs: 1_000,
-  unroutable: 'publish',
-  orderingOnDead: 'skip',
-  retentionMs: 60_000,
-  shutdownTimeoutMs: 200,
-  concurrency: 2,
-  stallTimeoutMs: 60_000,
-};
-
-function setup(settings: Partial<LoopSettings> = {}) {
-  const queue = new FakeQueue();
-  const broker = new FakeBroker();
-  const health = new FakeHealth();
-  const reports: BatchReport[] = [];
-  const loop = new RelayLoop(
-    { ...SETTINGS, ...settings },
-    {
-      queue,
-      broker,
-      wake: new FakeWake(),
-      health,
-      backoff: fullJitterBackoff(1, 1),
-      log: pino({ level: 'silent' }),
-      clock: systemClock,
-      onBatch: (report) => reports.push(report),
-      errorBackoffMs: () => 5,
-    },
-  );
-  return { queue, broker, health, reports, loop };
-}
+const setup = (settings: Partial<LoopSettings> = {}): ReturnType<typeof loopUnderTest> =>
+  loopUnderTest({ batchSize: 16, maxAttempts: 1, ...settings });
 
 describe('the relay loop when something is wrong that is not a lost connection', () => {
   const running: RelayLoop[] = [];

@@ -1,47 +1,8 @@
-import pino from 'pino';
-import { fullJitterBackoff } from '../../src/retry/backoff';
-import { RelayLoop, type LoopSettings } from '../../src/relay/loop';
-import { systemClock } from '../../src/relay/ports';
-import type { BatchReport } from '../../src/relay/batch';
 import { waitFor } from '../kit/wait';
 import { fakeMessage } from './fake-message';
-import { FakeBroker, FakeHealth, FakeQueue, FakeWake } from './relay-fakes';
+import { loopUnderTest } from './loop-under-test';
 
-const SETTINGS: LoopSettings = {
-  batchSize: 10,
-  pollIntervalMs: 20,
-  maxAttempts: 3,
-  publishTimeoutMs: 1_000,
-  unroutable: 'publish',
-  orderingOnDead: 'skip',
-  retentionMs: 60_000,
-  shutdownTimeoutMs: 200,
-  concurrency: 2,
-  stallTimeoutMs: 60_000,
-};
-
-function setup(settings: Partial<LoopSettings> = {}) {
-  const queue = new FakeQueue();
-  const broker = new FakeBroker();
-  const wake = new FakeWake();
-  const health = new FakeHealth();
-  const reports: BatchReport[] = [];
-  const loop = new RelayLoop(
-    { ...SETTINGS, ...settings },
-    {
-      queue,
-      broker,
-      wake,
-      health,
-      backoff: fullJitterBackoff(1, 1),
-      log: pino({ level: 'silent' }),
-      clock: systemClock,
-      onBatch: (report) => reports.push(report),
-      errorBackoffMs: () => 5,
-    },
-  );
-  return { queue, broker, wake, health, reports, loop };
-}
+const setup = loopUnderTest;
 
 describe('the relay loop, with fakes of the queue, the broker and the wake source', () => {
   let stops: (() => Promise<void>)[] = [];
