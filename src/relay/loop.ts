@@ -2,7 +2,7 @@ import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import type { BackoffPolicy } from '../retry/backoff';
 import { isTransientDatabaseError } from '../retry/classify';
-import { unrefSleep } from '../util/delay';
+import { unrefSleep, Waiters } from '../util/delay';
 import { runBatch, type BatchReport, type BatchSettings } from './batch';
 import { BatchFault } from './faults';
 import type { BrokerPort, Clock, HealthPort, QueuePort, WakePort } from './ports';
@@ -56,6 +56,8 @@ export class RelayLoop {
   private stopping: Promise<void> | undefined;
   /** When a claim last found messages (epoch ms): decides hot or idle peeking. */
   private lastFoundAt = 0;
+  /** Woken when messages are found after a quiet spell (worker 0 starts peeking fast). */
+  private readonly hotStarted = new Waiters();
   private readonly stall: StallWatch;
   private readonly recovery: Recovery;
   private stalledReason: string | undefined;
@@ -129,7 +131,13 @@ export class RelayLoop {
 
   /** What a committed batch says about progress. */
   private track(report: BatchReport): void {
-    if (report.claimed > 0) this.lastFoundAt = this.deps.clock.now();
+    if (report.claimed > 0) {
+      const now = this.deps.clock.now();
+      const wasHot = now - this.lastFoundAt < HOT_WINDOW_MS;
+      this.lastFoundAt = now;
+      // Worker 0 may have gone to its long idle sleep just before another worker found this.
+      if (!wasHot) this.hotStarted.wakeAll();
+    }
     if (report.claimed === 0) return;
     if (report.verdicts.some((v) => v.kind === 'published' || v.kind === 'failed')) this.stall.progressed();
     else {
@@ -199,13 +207,25 @@ export class RelayLoop {
     while (!signal.aborted) {
       health.beat();
       const hot = worker === 0 && clock.now() - this.lastFoundAt < HOT_WINDOW_MS;
-      await wake.wait(hot ? HOT_POLL_MS : this.settings.pollIntervalMs, signal, seen);
+      if (hot || worker !== 0) await wake.wait(hot ? HOT_POLL_MS : this.settings.pollIntervalMs, signal, seen);
+      else await this.idleWait(signal, seen);
       if (wake.generation !== seen || signal.aborted || worker !== 0) return;
       try {
         if (await queue.peek()) return;
       } catch {
         return; // the claim reports the database's state
       }
+    }
+  }
+
+  /** Worker 0's idle sleep: a poll interval, cut short by a wake-up or by messages found by another worker. */
+  private async idleWait(signal: AbortSignal, seen: number): Promise<void> {
+    const hotNow = new AbortController();
+    const unsubscribe = this.hotStarted.subscribe(() => hotNow.abort());
+    try {
+      await this.deps.wake.wait(this.settings.pollIntervalMs, AbortSignal.any([signal, hotNow.signal]), seen);
+    } finally {
+      unsubscribe();
     }
   }
 
