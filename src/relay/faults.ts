@@ -33,6 +33,15 @@ export async function inPhase<T>(phase: BatchFault['phase'], claimed: readonly O
     return await work();
   } catch (err: unknown) {
     if (err instanceof BatchFault || isConnectionLoss(err)) throw err;
+    // The relay's own statements fail as PostgreSQL reports it, with an SQLSTATE (42501 a
+    // missing privilege, 23xxx a constraint, P0001 a trigger); a driver error without one is
+    // no verdict on the writes.
+    if (phase === 'writes' && !hasSqlState(err)) throw err;
     throw new BatchFault(phase, claimed, err);
   }
+}
+
+function hasSqlState(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
 }
