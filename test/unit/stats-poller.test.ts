@@ -131,7 +131,9 @@ describe('the lag probe', () => {
       { ...STATS, due: 5 },
     ]);
     const lag = scripted<number | null>([12.5, null, null]);
-    const { poller, metrics } = setup(counts.read, { readLag: lag.read });
+    // One instant for the whole test: the probe and the count of a refresh start together,
+    // whatever millisecond the real clock would show between them.
+    const { poller, metrics } = setup(counts.read, { readLag: lag.read, clock: () => 1_000_000 });
     await poller.refresh(); // counts: due 0; probe: something is due
     expect(tableGauges(await scrape(metrics))).toMatchObject({ lag: 12.5, due: 1 });
     await poller.refresh(); // counts: due 5 (already stale); probe: nothing is due
