@@ -6,18 +6,9 @@
 import fc from 'fast-check';
 import { runRound, type RoundReport } from './round';
 import { fuzzRow } from './rows';
+import { minutesAndSeed } from '../kit/run-options';
 
-function arg(name: string): string | undefined {
-  const index = process.argv.indexOf(`--${name}`);
-  return index >= 0 ? process.argv[index + 1] : undefined;
-}
-
-const minutes = Number(arg('minutes') ?? '1');
-const seed = Number(arg('seed') ?? Math.floor(Math.random() * 2 ** 31));
-if (!Number.isFinite(minutes) || minutes <= 0 || !Number.isInteger(seed)) {
-  console.error('usage: npm run fuzz -- [--minutes N] [--seed S]');
-  process.exit(2);
-}
+const { minutes, seed } = minutesAndSeed('usage: npm run fuzz -- [--minutes N] [--seed S]');
 
 async function main(): Promise<number> {
   const endAt = Date.now() + minutes * 60_000;
