@@ -3,8 +3,10 @@ import type { Config } from 'jest';
 const config: Config = {
   // A test file that leaves a relay, a pool, a connection, a socket, a child process or
   // a timer that keeps the process alive open fails, 2 s after its last afterAll
-  // (test/kit/leak-check-environment.ts names what it left); the run is not cut short
-  // with forceExit, and open handles are not merely reported.
+  // (test/kit/leak-check-environment.ts names what it left), so leaks fail the run
+  // without forceExit. forceExit is the safety net behind it: after a test that timed
+  // out and could not clean up, the run ends with its report instead of hanging until
+  // CI's own time limit kills it with nothing said.
   testEnvironment: '<rootDir>/test/kit/leak-check-environment.ts',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
@@ -13,7 +15,7 @@ const config: Config = {
   globalTeardown: '<rootDir>/test/kit/global-teardown.ts',
   testTimeout: 60_000,
   detectOpenHandles: false,
-  forceExit: false,
+  forceExit: true,
 };
 
 export default config;

@@ -131,7 +131,8 @@ test('database down: not ready, no attempt burnt, everything delivered after it 
     await fx.stopRelays();
     await proxy.close();
   }
-});
+  // Two 30 s waits: a slow recovery is reported by the wait that saw it, not by Jest's timeout.
+}, 120_000);
 
 test('a list of AMQP URLs is tried in turn: a dead first node does not stop the relay', async () => {
   const queue = uniqueName('cluster');
