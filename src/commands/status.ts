@@ -17,6 +17,8 @@ export interface StatusReport {
   readonly delayed: number;
   readonly dead: number;
   readonly published: number;
+  /** Whether `published` is an estimate (a table of more than 100,000 rows is not counted row by row). */
+  readonly publishedEstimated: boolean;
   readonly lagSeconds: number;
   readonly oldestPending: { readonly messageId: string; readonly createdAt: string; readonly dueAt: string } | null;
 }
@@ -26,13 +28,15 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
   const report = await withDatabase(config, log, async (pool): Promise<StatusReport> => {
     await withClient(pool, (client) => verifySchema(client, config.schema));
     const [stats, details] = await Promise.all([store.stats(pool), store.statusDetails(pool)]);
+    const { count, estimatedRows } = details.published;
     return {
       schema: config.schema,
       pending: stats.due + stats.delayed,
       due: stats.due,
       delayed: stats.delayed,
       dead: stats.dead,
-      published: details.published,
+      published: count ?? Math.max(0, estimatedRows - stats.due - stats.delayed - stats.dead),
+      publishedEstimated: count === null,
       lagSeconds: Math.round(stats.lagSeconds * 1000) / 1000,
       oldestPending: details.oldestPending && {
         messageId: details.oldestPending.messageId,
@@ -53,7 +57,9 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
       `schema          ${report.schema}`,
       `pending         ${report.pending} (due ${report.due}, delayed ${report.delayed})`,
       `dead            ${report.dead}`,
-      `published       ${report.published} (kept for OUTBOX_RETENTION)`,
+      report.publishedEstimated
+        ? `published       about ${report.published} (estimated from table statistics; kept for OUTBOX_RETENTION)`
+        : `published       ${report.published} (kept for OUTBOX_RETENTION)`,
       `lag             ${report.lagSeconds.toFixed(3)} s`,
       `oldest pending  ${oldest}`,
     ].join('\n'),

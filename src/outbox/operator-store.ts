@@ -43,6 +43,15 @@ const INSTANT_TYPES: CustomTypesConfig = {
 };
 
 /** The pending message `status` shows as the oldest. */
+/** Up to this many rows (by the planner's estimate) `status` counts the published messages exactly. */
+export const EXACT_PUBLISHED_COUNT_ROWS = 100_000;
+
+/**
+ * The published messages `status` reports: counted, or for a larger table the planner's
+ * estimate of all its rows (from which the exact pending and dead counts are subtracted).
+ */
+export type PublishedCount = { readonly count: number; readonly estimatedRows: null } | { readonly count: null; readonly estimatedRows: number };
+
 export interface PendingHead {
   readonly messageId: string;
   readonly createdAt: Instant;
@@ -148,8 +157,21 @@ export class OperatorStore {
    * lag is measured from (see `dueHeads`), or when none is due the next delayed one.
    * Timestamps beyond JavaScript's Date range come as text (see `Instant`).
    */
-  async statusDetails(db: Pool | ClientBase): Promise<{ published: number; oldestPending: PendingHead | null }> {
-    const published = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${this.table} WHERE published_at IS NOT NULL`);
+  async statusDetails(db: Pool | ClientBase): Promise<{ published: PublishedCount; oldestPending: PendingHead | null }> {
+    // No index serves published_at (each entry would cost every publish): up to
+    // EXACT_PUBLISHED_COUNT_ROWS rows the table is counted, beyond that the planner's
+    // estimate of its rows stands in for the count, and the caller subtracts the exact
+    // pending and dead counts from it.
+    const published = await db.query<{ exact: string | null; rows: string | null }>(
+      `SELECT CASE WHEN est.rows IS NULL OR est.rows <= $1
+                   THEN (SELECT count(*) FROM ${this.table} WHERE published_at IS NOT NULL) END AS exact,
+              round(est.rows)::bigint AS rows
+         FROM (SELECT CASE WHEN c.relpages > 0 AND c.reltuples >= 0
+                           THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int)
+                      END AS rows
+                 FROM pg_class c WHERE c.oid = $2::regclass) AS est`,
+      [EXACT_PUBLISHED_COUNT_ROWS, this.table],
+    );
     const oldest = await db.query<{ message_id: string; created_at: Instant; due_at: Instant }>({
       text: `WITH ${this.dueHeads()}
              SELECT message_id, created_at, due_at FROM (
@@ -165,7 +187,10 @@ export class OperatorStore {
     });
     const row = oldest.rows[0];
     return {
-      published: Number(published.rows[0]?.n ?? 0),
+      published:
+        published.rows[0]?.exact != null
+          ? { count: Number(published.rows[0].exact), estimatedRows: null }
+          : { count: null, estimatedRows: Number(published.rows[0]?.rows ?? 0) },
       oldestPending: row ? { messageId: row.message_id, createdAt: row.created_at, dueAt: row.due_at } : null,
     };
   }

@@ -8,9 +8,41 @@ import type { Logger } from '../observability/logger';
 export const CLEANUP_BATCH_SIZE = 5_000;
 
 /**
+ * The first id from which on messages were created at or after `cutoff`: a binary search
+ * on the primary key, one index probe per step (about 30 for a billion ids). Ids follow
+ * insertion order and created_at (the inserting transaction's start) follows it closely;
+ * where it does not (a long transaction), the bound is a little early or late, and a
+ * message left out is deleted by a later run, never one that must stay: the deletes
+ * check published_at themselves. LEAST with the relay's own timestamps: a created_at
+ * written by hand far in the future cannot hold the bound back once the row is published
+ * or dead.
+ */
+async function firstIdCreatedFrom(client: ClientBase, table: string, cutoff: string): Promise<bigint> {
+  const { rows } = await client.query<{ lo: string | null; hi: string | null }>(`SELECT min(id)::text AS lo, max(id)::text AS hi FROM ${table}`);
+  if (rows[0]?.lo == null || rows[0].hi == null) return 0n; // an empty table
+  let lo = BigInt(rows[0].lo);
+  let hi = BigInt(rows[0].hi) + 1n;
+  while (lo < hi) {
+    const mid = lo + (hi - lo) / 2n;
+    const probe = await client.query<{ late: boolean }>(
+      `SELECT LEAST(created_at, published_at, dead_at) >= $2::timestamptz AS late FROM ${table} WHERE id >= $1::bigint ORDER BY id LIMIT 1`,
+      [mid.toString(), cutoff],
+    );
+    if (probe.rows[0]?.late ?? true) hi = mid;
+    else lo = mid + 1n;
+  }
+  return lo;
+}
+
+/**
  * Deletes published messages older than `retentionMs`, `batchSize` rows per statement
  * (each its own short transaction), until none is left. Dead and pending messages are
  * never touched. Returns how many were deleted.
+ *
+ * There is no index on published_at (each one would cost the publish an index entry):
+ * a message is published after it is created, so every message published before the
+ * cutoff was created before it, and those come first in id order. The deletes walk the
+ * primary key from the oldest id up to the first message created after the cutoff.
  */
 async function deletePublishedBefore(
   client: ClientBase,
@@ -20,19 +52,34 @@ async function deletePublishedBefore(
   shouldStop: () => boolean,
 ): Promise<number> {
   const table = qualified(schema, 'messages');
+  const { rows } = await client.query<{ cutoff: string }>(`SELECT (now() - $1 * interval '1 millisecond')::text AS cutoff`, [retentionMs]);
+  const cutoff = rows[0]?.cutoff as string;
+  const bound = await firstIdCreatedFrom(client, table, cutoff);
   let total = 0;
-  for (;;) {
+  for (let from = await nextId(client, table, 0n); from !== undefined && from < bound; ) {
+    // A window of `batchSize` ids: the statement's work is bounded by the window, whatever
+    // plan PostgreSQL picks (a table not yet analyzed gets a bitmap scan of the range).
+    const until = from + BigInt(batchSize) < bound ? from + BigInt(batchSize) : bound;
     const { rowCount } = await client.query(
       `DELETE FROM ${table} WHERE id IN (
          SELECT id FROM ${table}
-          WHERE published_at IS NOT NULL AND published_at < now() - $1 * interval '1 millisecond'
-          ORDER BY published_at LIMIT $2
+          WHERE id >= $1::bigint AND id < $2::bigint AND published_at < $3::timestamptz
             FOR UPDATE SKIP LOCKED)`,
-      [retentionMs, batchSize],
+      [from.toString(), until.toString(), cutoff],
     );
     total += rowCount ?? 0;
-    if ((rowCount ?? 0) < batchSize || shouldStop()) return total;
+    if (shouldStop()) break;
+    from = await nextId(client, table, until);
   }
+  return total;
+}
+
+/** The first id at or after `from`, if any (one primary key probe: gaps of deleted ids are skipped). */
+async function nextId(client: ClientBase, table: string, from: bigint): Promise<bigint | undefined> {
+  const { rows } = await client.query<{ id: string | null }>(`SELECT min(id)::text AS id FROM ${table} WHERE id >= $1::bigint`, [
+    from.toString(),
+  ]);
+  return rows[0]?.id == null ? undefined : BigInt(rows[0].id);
 }
 
 /**

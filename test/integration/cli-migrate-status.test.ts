@@ -135,9 +135,34 @@ describe('status', () => {
         delayed: 0,
         dead: 0,
         published: 0,
+        publishedEstimated: false,
         lagSeconds: 0,
         oldestPending: null,
       });
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('a table of more than 100,000 rows: the published count is estimated (no scan of the retained history), pending and dead stay exact', async () => {
+    const fx = await OutboxFixture.create('cli_estimate');
+    try {
+      await fx.pool.query(
+        `INSERT INTO ${fx.table} (routing_key, payload, published_at)
+         SELECT 'q', jsonb_build_object('n', g), now() FROM generate_series(1, 150000) AS g`,
+      );
+      await fx.insert(Array.from({ length: 7 }, (_, n) => ({ routing_key: 'q', payload: { n } })));
+      const [dead] = await fx.insert([{ routing_key: 'q', payload: { dead: true } }]);
+      await fx.pool.query(`UPDATE ${fx.table} SET dead_at = now(), attempts = 10 WHERE message_id = $1`, [dead]);
+      await fx.pool.query(`ANALYZE ${fx.table}`);
+
+      const result = await cli(['status', '--json'], envFor(fx.schema));
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      const report = JSON.parse(result.stdout) as Record<string, unknown>;
+      expect(report).toMatchObject({ pending: 7, due: 7, dead: 1, publishedEstimated: true });
+      expect(Math.abs((report['published'] as number) - 150_000)).toBeLessThan(7_500);
+      const text = await cli(['status'], envFor(fx.schema));
+      expect(text.stdout).toMatch(/published\s+about \d+ \(estimated from table statistics; kept for OUTBOX_RETENTION\)/);
     } finally {
       await fx.close();
     }

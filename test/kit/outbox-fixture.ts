@@ -1,6 +1,7 @@
 import { Pool } from 'pg';
 import { startRelay, type RelayTuning, type RunningRelay } from '../../src/app';
 import { loadConfig } from '../../src/config/load-config';
+import type { Migration } from '../../src/db/migrator';
 import { createLogger } from '../../src/observability/logger';
 import { LogCapture } from './log-capture';
 import { trackOpen } from './open-resources';
@@ -27,9 +28,10 @@ export class OutboxFixture {
     this.untrackPool = trackOpen(this.pool, { kind: 'pg pool', detail: `OutboxFixture pool of schema ${schema}` });
   }
 
-  static async create(prefix: string): Promise<OutboxFixture> {
+  /** A migrated outbox; with `migrations`, only those are applied (the schema an earlier release left). */
+  static async create(prefix: string, migrations?: readonly Migration[]): Promise<OutboxFixture> {
     const fixture = new OutboxFixture(uniqueName(`t_${prefix}`));
-    await migrateSchema(fixture.pool, fixture.schema);
+    await migrateSchema(fixture.pool, fixture.schema, migrations);
     return fixture;
   }
 

@@ -1,13 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { escapeIdentifier, type Pool } from 'pg';
-import { migrate, MIGRATIONS_DIR } from '../../src/db/migrator';
+import { migrate, MIGRATIONS_DIR, type Migration } from '../../src/db/migrator';
 
-/** Creates `schema` with every migration applied, as `outbox-relay migrate` does. */
-export async function migrateSchema(pool: Pool, schema: string): Promise<void> {
+/** Creates `schema` with every migration applied (or those given: an earlier release's schema), as `outbox-relay migrate` does. */
+export async function migrateSchema(pool: Pool, schema: string, migrations?: readonly Migration[]): Promise<void> {
   const client = await pool.connect();
   try {
-    await migrate(client, schema);
+    await migrate(client, schema, migrations);
   } finally {
     client.release();
   }
