@@ -50,7 +50,8 @@ export const EXACT_PUBLISHED_COUNT_ROWS = 100_000;
  * The published messages `status` reports: counted, or for a larger table the planner's
  * estimate of all its rows (from which the exact pending and dead counts are subtracted).
  */
-export type PublishedCount = { readonly count: number; readonly estimatedRows: null } | { readonly count: null; readonly estimatedRows: number };
+export type PublishedCount =
+  { readonly count: number; readonly estimatedRows: null } | { readonly count: null; readonly estimatedRows: number };
 
 export interface PendingHead {
   readonly messageId: string;

@@ -18,7 +18,9 @@ export const CLEANUP_BATCH_SIZE = 5_000;
  * or dead.
  */
 async function firstIdCreatedFrom(client: ClientBase, table: string, cutoff: string): Promise<bigint> {
-  const { rows } = await client.query<{ lo: string | null; hi: string | null }>(`SELECT min(id)::text AS lo, max(id)::text AS hi FROM ${table}`);
+  const { rows } = await client.query<{ lo: string | null; hi: string | null }>(
+    `SELECT min(id)::text AS lo, max(id)::text AS hi FROM ${table}`,
+  );
   if (rows[0]?.lo == null || rows[0].hi == null) return 0n; // an empty table
   let lo = BigInt(rows[0].lo);
   let hi = BigInt(rows[0].hi) + 1n;
@@ -56,7 +58,7 @@ async function deletePublishedBefore(
   const cutoff = rows[0]?.cutoff as string;
   const bound = await firstIdCreatedFrom(client, table, cutoff);
   let total = 0;
-  for (let from = await nextId(client, table, 0n); from !== undefined && from < bound; ) {
+  for (let from = await nextId(client, table, 0n); from !== undefined && from < bound;) {
     // A window of `batchSize` ids: the statement's work is bounded by the window, whatever
     // plan PostgreSQL picks (a table not yet analyzed gets a bitmap scan of the range).
     const until = from + BigInt(batchSize) < bound ? from + BigInt(batchSize) : bound;
