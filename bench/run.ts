@@ -10,31 +10,47 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'amqplib';
-import { bare, drain, latency, producerCost, scale, type LatencyResult, type ProducerVariant, type ScaleResult } from './scenarios';
+import {
+  bare,
+  drain,
+  latency,
+  producerCost,
+  producerInsertWal,
+  scale,
+  type DrainResult,
+  type LatencyResult,
+  type ProducerVariant,
+  type ScaleResult,
+} from './scenarios';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
 
 const quick = process.argv.includes('--quick');
-const REPS = 3;
-const N = quick ? 20_000 : 100_000;
-const SCALE_BACKLOG = quick ? 100_000 : 1_000_000;
-const LATENCY_SECONDS = quick ? 4 : 10;
+const REPS = quick ? 1 : 3;
+const N = quick ? 10_000 : 100_000;
+/** A single hot key: 20,000 messages, the backlog the ordering test drains. */
+const HOT_KEY_BACKLOG = quick ? 5_000 : 20_000;
+const SCALE_BACKLOG = quick ? 50_000 : 1_000_000;
+const IDLE_SECONDS = quick ? 5 : 30;
+const LATENCY_SECONDS = quick ? 3 : 10;
 const PRODUCER_SECONDS = quick ? 2 : 5;
-/** A single hot key drained by 3 relays: 20,000 messages in both modes, the backlog the ordering test drains. */
-const HOT_KEY_BACKLOG = 20_000;
-const HOT_KEY_RELAYS = 3;
+const WAL_INSERTS = quick ? 5_000 : 20_000;
+const REPLICAS = [1, 3] as const;
 
-async function repeat(label: string, run: () => Promise<number>): Promise<Figure> {
-  const runs: number[] = [];
+/** Runs `run` REPS times, printing each result. */
+async function repeat<T>(label: string, run: () => Promise<T>, show: (result: T) => string): Promise<T[]> {
+  const results: T[] = [];
   for (let i = 0; i < REPS; i += 1) {
-    runs.push(await run());
-    process.stdout.write(`  ${label} #${i + 1}: ${Math.round(runs[i] as number).toLocaleString('en-US')}\n`);
+    const result = await run();
+    results.push(result);
+    process.stdout.write(`  ${label} #${i + 1}: ${show(result)}\n`);
   }
-  return figure(runs);
+  return results;
 }
 
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
-const spread = (f: Figure): string => `${fmt(f.min)}–${fmt(f.max)}`;
+const spread = (f: Figure, unit: (n: number) => string = fmt): string => (REPS > 1 ? `${unit(f.min)}–${unit(f.max)}` : '');
 const ms = (n: number): string => (n < 10 ? n.toFixed(2) : n.toFixed(1));
+const ratio = (a: number, b: number): string => (a / b).toFixed(2);
 
 async function machine(): Promise<Record<string, string>> {
   const pool = newPool(1);
@@ -59,39 +75,120 @@ async function machine(): Promise<Record<string, string>> {
   };
 }
 
+type Row = readonly [figure: string, median: string, spread: string, ratio: string];
+
 async function main(): Promise<void> {
   const started = Date.now();
-  const pool = newPool(12);
+  const pool = newPool(24);
   const env = await machine();
   console.log(`outbox-relay bench${quick ? ' (quick)' : ''}: ${Object.values(env).join(' · ')}`);
+  const rows: Row[] = [];
 
   console.log(`\nbare amqplib publisher, ${fmt(N)} persistent 1 KiB messages, 1,000 confirms outstanding`);
-  const ceiling = await repeat('msg/s', () => bare(N));
+  const bareRuns = await repeat(
+    'bare',
+    () => bare(N),
+    (r) => `${fmt(r.rate)} msg/s, ${fmt(r.cpu.machine)} µs CPU/msg`,
+  );
+  const ceiling = figure(bareRuns.map((r) => r.rate));
+  const bareCpu = figure(bareRuns.map((r) => r.cpu.machine));
+  rows.push(['bare amqplib publisher (ceiling)', `${fmt(ceiling.median)} msg/s`, spread(ceiling), '1.00']);
 
-  console.log(`\ndrain of a ${fmt(N)}-message backlog, one relay`);
-  const unkeyed = await repeat('unkeyed msg/s', () => drain(pool, N, 0, 1));
-  const keyed = await repeat('1,000 keys msg/s', () => drain(pool, N, 1_000, 1));
-  const hotKey = await repeat('1 key msg/s', () => drain(pool, quick ? N / 2 : N / 5, 1, 1));
+  console.log(`\nthe producer's own write: ${fmt(WAL_INSERTS)} 1 KiB events, one INSERT per transaction`);
+  const insertWal = figure(
+    await repeat(
+      'INSERT',
+      () => producerInsertWal(pool, WAL_INSERTS),
+      (b) => `${fmt(b)} B WAL/msg`,
+    ),
+  );
 
-  console.log(`\na single hot key: drain of a ${fmt(HOT_KEY_BACKLOG)}-message backlog by ${HOT_KEY_RELAYS} relays`);
-  const hotKeyRelays = await repeat(`1 key, ${HOT_KEY_RELAYS} relays msg/s`, () => drain(pool, HOT_KEY_BACKLOG, 1, HOT_KEY_RELAYS));
-
-  console.log(`\nreplicas: drain of ${fmt(N)} messages`);
-  const replicas: Record<string, Figure> = {};
-  for (const n of [1, 2, 4]) replicas[n] = await repeat(`${n} relay(s) msg/s`, () => drain(pool, N, 0, n));
-
-  console.log(`\nlatency: 500 producer transactions/s for ${LATENCY_SECONDS} s, commit → consumer`);
-  const latencies: LatencyResult[] = [];
-  for (let i = 0; i < REPS; i += 1) {
-    const r = await latency(pool, 500, LATENCY_SECONDS);
-    latencies.push(r);
-    console.log(`  #${i + 1}: p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms, max ${ms(r.max)} ms (${r.count} events)`);
+  const drains: Record<string, DrainResult[]> = {};
+  const drainKinds = [
+    { name: 'unkeyed', count: N, keys: 0 },
+    { name: '1,000 keys', count: N, keys: 1_000 },
+    { name: 'a single key', count: HOT_KEY_BACKLOG, keys: 1 },
+  ];
+  for (const kind of drainKinds) {
+    for (const relays of REPLICAS) {
+      const label = `${kind.name}, ${relays} relay${relays > 1 ? 's' : ''}`;
+      console.log(`\ndrain of a ${fmt(kind.count)}-message backlog: ${label}`);
+      drains[label] = await repeat(
+        label,
+        () => drain(pool, kind.count, kind.keys, relays),
+        (r) =>
+          `${fmt(r.rate)} msg/s, ${fmt(r.walPerMessage)} B WAL/msg, ${fmt(r.cpu.machine)} µs CPU/msg, lag 0 after ${fmt(r.lagClearedMs)} ms`,
+      );
+    }
   }
-  const lat = {
-    p50: figure(latencies.map((l) => l.p50)),
-    p99: figure(latencies.map((l) => l.p99)),
-    max: figure(latencies.map((l) => l.max)),
-  };
+  console.log(`\ndrain of ${fmt(N)} with OUTBOX_RETENTION=0 (deleted at publish)`);
+  const deleting = await repeat(
+    'retention 0',
+    () => drain(pool, N, 0, 1, { OUTBOX_RETENTION: '0' }),
+    (r) => `${fmt(r.rate)} msg/s, ${fmt(r.walPerMessage)} B WAL/msg`,
+  );
+
+  const one = drains['unkeyed, 1 relay'] ?? [];
+  const walDefault = figure(one.map((r) => r.walPerMessage));
+  const walDeleting = figure(deleting.map((r) => r.walPerMessage));
+  rows.push(['WAL per message: the producer’s INSERT', `${fmt(insertWal.median)} B`, spread(insertWal), '1.00']);
+  rows.push([
+    'WAL per message: relay, history kept (default)',
+    `${fmt(walDefault.median)} B`,
+    spread(walDefault),
+    ratio(walDefault.median, insertWal.median),
+  ]);
+  rows.push([
+    'WAL per message: relay, OUTBOX_RETENTION=0',
+    `${fmt(walDeleting.median)} B`,
+    spread(walDeleting),
+    ratio(walDeleting.median, insertWal.median),
+  ]);
+  const cpuMachine = figure(one.map((r) => r.cpu.machine));
+  const cpuOf = (part: 'relay' | 'postgresql' | 'rabbitmq'): Figure => figure(one.map((r) => r.cpu[part]));
+  const bareOf = (part: 'bench' | 'rabbitmq'): Figure => figure(bareRuns.map((r) => r.cpu[part]));
+  rows.push(['CPU per message, whole machine: bare publisher', `${fmt(bareCpu.median)} µs`, spread(bareCpu), '1.00']);
+  rows.push([
+    'CPU per message, whole machine: relay drain',
+    `${fmt(cpuMachine.median)} µs`,
+    spread(cpuMachine),
+    ratio(cpuMachine.median, bareCpu.median),
+  ]);
+  rows.push([
+    '… of it the publisher process: bare / relay',
+    `${fmt(bareOf('bench').median)} / ${fmt(cpuOf('relay').median)} µs`,
+    '',
+    ratio(cpuOf('relay').median, bareOf('bench').median),
+  ]);
+  rows.push([
+    '… RabbitMQ: bare / relay',
+    `${fmt(bareOf('rabbitmq').median)} / ${fmt(cpuOf('rabbitmq').median)} µs`,
+    '',
+    ratio(cpuOf('rabbitmq').median, bareOf('rabbitmq').median),
+  ]);
+  rows.push(['… PostgreSQL: relay', `${fmt(cpuOf('postgresql').median)} µs`, spread(cpuOf('postgresql')), '']);
+  for (const [label, results] of Object.entries(drains)) {
+    const rate = figure(results.map((r) => r.rate));
+    rows.push([`drain, ${label}`, `${fmt(rate.median)} msg/s`, spread(rate), ratio(rate.median, ceiling.median)]);
+  }
+  const lagCleared = figure(one.map((r) => r.lagClearedMs));
+  rows.push(['outbox_lag_seconds reads 0 after the last publish', `${fmt(lagCleared.median)} ms`, spread(lagCleared), '']);
+
+  for (const rate of [500, 5_000]) {
+    console.log(
+      `\nlatency: ${fmt(rate)} producer transactions/s (domain row + event, 1,000 keys) for ${LATENCY_SECONDS} s, commit → consumer`,
+    );
+    const runs: LatencyResult[] = await repeat(
+      `${fmt(rate)}/s`,
+      () => latency(pool, rate, LATENCY_SECONDS),
+      (r) => `p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms, max ${ms(r.max)} ms (${r.count} events, ${fmt(r.achievedRate)} tx/s reached)`,
+    );
+    const reached = figure(runs.map((r) => r.achievedRate));
+    for (const p of ['p50', 'p99', 'max'] as const) {
+      const f = figure(runs.map((r) => r[p]));
+      rows.push([`latency ${p} at ${fmt(rate)} events/s (${fmt(reached.median)} reached)`, `${ms(f.median)} ms`, spread(f, ms), '']);
+    }
+  }
 
   console.log(`\nproducer cost: 8 clients, ${PRODUCER_SECONDS} s each`);
   const producer: Partial<Record<ProducerVariant, { tx: Figure; p50: Figure }>> = {};
@@ -101,73 +198,71 @@ async function main(): Promise<void> {
     '+ relay publishing alongside',
     '+ optional NOTIFY trigger',
   ] as const) {
-    const runs = [];
-    for (let i = 0; i < REPS; i += 1) runs.push(await producerCost(pool, variant, PRODUCER_SECONDS));
-    producer[variant] = { tx: figure(runs.map((r) => r.txPerSecond)), p50: figure(runs.map((r) => r.p50Ms)) };
-    console.log(
-      `  ${variant}: ${fmt(producer[variant].tx.median)} tx/s (${spread(producer[variant].tx)}), p50 ${ms(producer[variant].p50.median)} ms`,
+    const runs = await repeat(
+      variant,
+      () => producerCost(pool, variant, PRODUCER_SECONDS),
+      (r) => `${fmt(r.txPerSecond)} tx/s`,
     );
+    producer[variant] = { tx: figure(runs.map((r) => r.txPerSecond)), p50: figure(runs.map((r) => r.p50Ms)) };
   }
-
-  console.log(`\nscale: a ${fmt(SCALE_BACKLOG)}-message backlog`);
-  const big: ScaleResult = await scale(pool, SCALE_BACKLOG);
-  const scrape = [...big.metricsScrapeMs].sort((a, b) => a - b);
-  const status = [...big.statusMs].sort((a, b) => a - b);
-  console.log(
-    `  peak RSS ${big.peakRssMiB.toFixed(0)} MiB; /metrics p50 ${ms(percentile(scrape, 50))} ms, max ${ms(scrape[scrape.length - 1] ?? 0)} ms; status ${status.map(ms).join(' / ')} ms`,
-  );
-  await pool.end();
-
   const domainTx = producer['domain only']?.tx.median ?? Number.NaN;
-  const rows: [string, string, string, string][] = [
-    ['bare amqplib publisher (ceiling)', `${fmt(ceiling.median)} msg/s`, spread(ceiling), '1.00'],
-    ['drain, unkeyed', `${fmt(unkeyed.median)} msg/s`, spread(unkeyed), (unkeyed.median / ceiling.median).toFixed(2)],
-    ['drain, 1,000 partition keys', `${fmt(keyed.median)} msg/s`, spread(keyed), (keyed.median / ceiling.median).toFixed(2)],
-    ['drain, a single key', `${fmt(hotKey.median)} msg/s`, spread(hotKey), (hotKey.median / ceiling.median).toFixed(2)],
-    [
-      `drain, a single key, ${HOT_KEY_RELAYS} relays (${fmt(HOT_KEY_BACKLOG)})`,
-      `${fmt(hotKeyRelays.median)} msg/s`,
-      spread(hotKeyRelays),
-      (hotKeyRelays.median / ceiling.median).toFixed(2),
-    ],
-    ...[1, 2, 4].map((n): [string, string, string, string] => [
-      `drain, ${n} relay${n > 1 ? 's' : ''}`,
-      `${fmt(replicas[n]!.median)} msg/s`,
-      spread(replicas[n]!),
-      (replicas[n]!.median / ceiling.median).toFixed(2),
-    ]),
-    ['latency p50 at 500 events/s', `${ms(lat.p50.median)} ms`, `${ms(lat.p50.min)}–${ms(lat.p50.max)}`, ''],
-    ['latency p99 at 500 events/s', `${ms(lat.p99.median)} ms`, `${ms(lat.p99.min)}–${ms(lat.p99.max)}`, ''],
-    ['latency max at 500 events/s', `${ms(lat.max.median)} ms`, `${ms(lat.max.min)}–${ms(lat.max.max)}`, ''],
-    ...Object.entries(producer).map(([variant, r]): [string, string, string, string] => [
+  for (const [variant, r] of Object.entries(producer)) {
+    rows.push([
       `producer tx, ${variant} (p50 ${ms(r.p50.median)} ms)`,
       `${fmt(r.tx.median)} tx/s`,
       spread(r.tx),
-      (r.tx.median / domainTx).toFixed(2),
-    ]),
-    [`peak RSS draining ${fmt(SCALE_BACKLOG)}`, `${big.peakRssMiB.toFixed(0)} MiB`, '', ''],
-    [
-      `/metrics scrape under ${fmt(SCALE_BACKLOG)} pending`,
-      `${ms(percentile(scrape, 50))} ms`,
-      `max ${ms(scrape[scrape.length - 1] ?? 0)}`,
-      '',
-    ],
-    [
-      `status under ${fmt(SCALE_BACKLOG)} pending`,
-      `${ms(percentile(status, 50))} ms`,
-      `${ms(status[0] ?? 0)}–${ms(status[status.length - 1] ?? 0)}`,
-      '',
-    ],
-  ];
+      ratio(r.tx.median, domainTx),
+    ]);
+  }
+
+  console.log(`\nscale: a ${fmt(SCALE_BACKLOG)}-message backlog, 1,000 keys`);
+  const big: ScaleResult = await scale(pool, SCALE_BACKLOG, IDLE_SECONDS);
+  const scrape = [...big.metricsScrapeMs].sort((a, b) => a - b);
+  const status = [...big.statusMs].sort((a, b) => a - b);
+  console.log(
+    `  drain ${fmt(big.drainPerSecond)} msg/s; peak RSS ${big.peakRssMiB.toFixed(0)} MiB; /metrics p50 ${ms(percentile(scrape, 50))} ms; status ${status.map(ms).join(' / ')} ms; ` +
+      `idle relay beside it: relay ${big.backgroundCorePercent.relay.toFixed(2)} %, PostgreSQL ${big.backgroundCorePercent.postgresql.toFixed(2)} % of a core`,
+  );
+  const keyed = figure((drains['1,000 keys, 1 relay'] ?? []).map((r) => r.rate));
+  rows.push([
+    `drain of ${fmt(SCALE_BACKLOG)} (1,000 keys), vs the ${fmt(N)} drain`,
+    `${fmt(big.drainPerSecond)} msg/s`,
+    '',
+    ratio(big.drainPerSecond, keyed.median),
+  ]);
+  rows.push([`peak RSS draining ${fmt(SCALE_BACKLOG)}`, `${big.peakRssMiB.toFixed(0)} MiB`, '', '']);
+  rows.push([
+    `/metrics scrape under ${fmt(SCALE_BACKLOG)} pending`,
+    `${ms(percentile(scrape, 50))} ms`,
+    `max ${ms(scrape[scrape.length - 1] ?? 0)}`,
+    '',
+  ]);
+  rows.push([
+    `status under ${fmt(SCALE_BACKLOG)} pending`,
+    `${ms(percentile(status, 50))} ms`,
+    `${ms(status[0] ?? 0)}–${ms(status[status.length - 1] ?? 0)}`,
+    '',
+  ]);
+  rows.push([
+    `background work beside ${fmt(SCALE_BACKLOG)} pending (gauges, lag, peeks)`,
+    `${(big.backgroundCorePercent.relay + big.backgroundCorePercent.postgresql).toFixed(2)} % of a core`,
+    `relay ${big.backgroundCorePercent.relay.toFixed(2)} + PostgreSQL ${big.backgroundCorePercent.postgresql.toFixed(2)}`,
+    '',
+  ]);
+  await pool.end();
+
   const table = [
-    '| figure | median | spread (min–max of 3) | ratio |',
+    `| figure | median | spread (min–max of ${REPS}) | ratio |`,
     '|---|---|---|---|',
     ...rows.map((r) => `| ${r.join(' | ')} |`),
   ].join('\n');
   const machineLine = Object.entries(env)
     .map(([k, v]) => `${k}: ${v}`)
     .join(' · ');
-  const markdown = `Measured ${new Date().toISOString().slice(0, 10)}${quick ? ' (--quick)' : ''} on ${machineLine}. Ratios: drain rows against the bare publisher, producer rows against "domain only".\n\n${table}\n`;
+  const markdown =
+    `Measured ${new Date().toISOString().slice(0, 10)}${quick ? ' (--quick: one run each, smaller backlogs)' : ''} on ${machineLine}. ` +
+    'Ratios: drains against the bare publisher, WAL against the producer’s INSERT, CPU against the bare publisher, producer rows against "domain only", the large drain against the 1,000-key drain.\n\n' +
+    `${table}\n`;
   console.log(`\n${markdown}\nbench took ${Math.round((Date.now() - started) / 1000)} s`);
   const dir = join(__dirname, 'results');
   mkdirSync(dir, { recursive: true });
@@ -175,15 +270,13 @@ async function main(): Promise<void> {
     date: new Date().toISOString(),
     quick,
     machine: env,
-    ceiling,
-    unkeyed,
-    keyed,
-    hotKey,
-    hotKeyRelays,
-    replicas,
-    latency: lat,
+    bare: bareRuns,
+    insertWal,
+    drains,
+    deleting,
     producer,
     scale: big,
+    rows,
   };
   writeFileSync(join(dir, quick ? 'quick.json' : 'latest.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(dir, quick ? 'quick.md' : 'latest.md'), markdown);

@@ -2,13 +2,21 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { connect } from 'amqplib';
 import type { Pool } from 'pg';
+import { cpuBetween, perMessage, sampleCpu, walDuring, walPosition, type CpuSpent } from './cost';
 import { AMQP_URL, DATABASE_URL, insertBacklog, outboxSchema, PAD, percentile, publishedBy, sleep, startRelay, topology } from './support';
 
 /** The ceiling: a plain amqplib confirm-channel publisher, 1,000 confirms outstanding. */
-export async function bare(count: number): Promise<number> {
+/** A rate and what each message cost the machine (CPU µs per message, by part). */
+export interface Throughput {
+  readonly rate: number;
+  readonly cpu: CpuSpent;
+}
+
+export async function bare(count: number): Promise<Throughput> {
   const topo = await topology();
   const model = await connect(AMQP_URL);
   const channel = await model.createConfirmChannel();
+  const cpuBefore = sampleCpu();
   const started = performance.now();
   await new Promise<void>((resolve, reject) => {
     let sent = 0;
@@ -38,13 +46,30 @@ export async function bare(count: number): Promise<number> {
     pump();
   });
   const rate = count / ((performance.now() - started) / 1000);
+  const cpu = perMessage(cpuBetween(cpuBefore, sampleCpu()), count);
   await model.close();
   await topo.drop();
-  return rate;
+  return { rate, cpu };
 }
 
-/** Drain rate of a pre-inserted backlog by `relays` relay processes, steady phase. */
-export async function drain(pool: Pool, count: number, keys: number, relays: number, env: Record<string, string> = {}): Promise<number> {
+export interface DrainResult extends Throughput {
+  /** WAL bytes PostgreSQL wrote per message while the relays drained. */
+  readonly walPerMessage: number;
+  /** From the last message published until every relay's outbox_lag_seconds read 0 (ms). */
+  readonly lagClearedMs: number;
+}
+
+/**
+ * Drain of a pre-inserted backlog by `relays` relay processes, steady phase (from the
+ * moment all are ready): the rate, the WAL written and the CPU spent per message.
+ */
+export async function drain(
+  pool: Pool,
+  count: number,
+  keys: number,
+  relays: number,
+  env: Record<string, string> = {},
+): Promise<DrainResult> {
   const topo = await topology();
   const outbox = await outboxSchema(pool);
   try {
@@ -55,18 +80,57 @@ export async function drain(pool: Pool, count: number, keys: number, relays: num
     try {
       await Promise.all(processes.map((p) => p.ready()));
       const published = (): Promise<number> => publishedBy(processes);
+      const pids = processes.map((p) => p.pid);
+      const walBefore = await walPosition(pool);
+      const cpuBefore = sampleCpu(pids);
       const startedAt = performance.now();
       const before = await published();
       let now = before;
       while (now < count) {
-        await sleep(25);
+        await sleep(10);
         now = await published();
       }
-      return (count - before) / ((performance.now() - startedAt) / 1000);
+      const endedAt = performance.now();
+      const cpu = perMessage(cpuBetween(cpuBefore, sampleCpu(pids)), count - before);
+      const walPerMessage = Number((await walPosition(pool)) - walBefore) / (count - before);
+      for (;;) {
+        const lags = await Promise.all(processes.map(async (p) => (await p.metrics()).value('outbox_lag_seconds') ?? Number.NaN));
+        if (lags.every((lag) => lag === 0) || performance.now() - endedAt > 30_000) break;
+        await sleep(20);
+      }
+      return { rate: (count - before) / ((endedAt - startedAt) / 1000), cpu, walPerMessage, lagClearedMs: performance.now() - endedAt };
     } finally {
       await Promise.all(processes.map((p) => p.stop()));
     }
   } finally {
+    await outbox.drop();
+    await topo.drop();
+  }
+}
+
+/** WAL bytes per message of the producer's own write: one 1 KiB event INSERT per transaction, 8 clients. */
+export async function producerInsertWal(pool: Pool, count: number): Promise<number> {
+  const topo = await topology();
+  const outbox = await outboxSchema(pool);
+  const clients = await Promise.all(Array.from({ length: 8 }, () => pool.connect()));
+  try {
+    let next = 0;
+    const wal = await walDuring(pool, async () => {
+      await Promise.all(
+        clients.map(async (client) => {
+          for (let n = next++; n < count; n = next++) {
+            await client.query({
+              name: `bench_wal_insert_${outbox.schema}`,
+              text: `INSERT INTO "${outbox.schema}".messages (exchange, routing_key, partition_key, payload) VALUES ($1, 'bench', $2, $3)`,
+              values: [topo.exchange, `key${n % 1000}`, JSON.stringify({ n, pad: PAD })],
+            });
+          }
+        }),
+      );
+    });
+    return wal / count;
+  } finally {
+    clients.forEach((c) => c.release());
     await outbox.drop();
     await topo.drop();
   }
@@ -77,11 +141,14 @@ export interface LatencyResult {
   readonly p99: number;
   readonly max: number;
   readonly count: number;
+  /** Producer transactions per second actually committed (the target may be out of reach). */
+  readonly achievedRate: number;
 }
 
 /**
- * Commit-to-consumer latency: producer transactions at a steady `rate` (each updates a
- * domain row and inserts one event), a consumer on the queue, the relay as a process.
+ * Commit-to-consumer latency: producer transactions at a steady `rate` (each updates one
+ * of 1,000 domain rows and inserts one event keyed by it), a consumer on the queue, the
+ * relay as a process. Clients: one per 250 transactions a second, at least 4.
  */
 export async function latency(pool: Pool, rate: number, seconds: number, env: Record<string, string> = {}): Promise<LatencyResult> {
   const topo = await topology();
@@ -92,6 +159,7 @@ export async function latency(pool: Pool, rate: number, seconds: number, env: Re
   const committedAt = new Map<number, number>();
   const latencies: number[] = [];
   const warmup = Math.floor(rate); // the first second is not measured
+  let achievedRate: number | undefined;
   await topo.broker.consume(topo.queue, (msg) => {
     const n = (JSON.parse(msg.content.toString()) as { n: number }).n;
     const at = committedAt.get(n);
@@ -99,7 +167,7 @@ export async function latency(pool: Pool, rate: number, seconds: number, env: Re
   });
   try {
     await relay.ready();
-    const clients = await Promise.all(Array.from({ length: 4 }, () => pool.connect()));
+    const clients = await Promise.all(Array.from({ length: Math.max(4, Math.ceil(rate / 250)) }, () => pool.connect()));
     const total = rate * seconds;
     const intervalMs = 1000 / rate;
     const startedAt = performance.now();
@@ -115,15 +183,16 @@ export async function latency(pool: Pool, rate: number, seconds: number, env: Re
           if (wait > 1) await sleep(wait);
           await client.query('BEGIN');
           await client.query(`UPDATE "${outbox.schema}".accounts SET balance = balance + 1 WHERE id = $1`, [1 + (n % 1000)]);
-          await client.query(`INSERT INTO "${outbox.schema}".messages (exchange, routing_key, payload) VALUES ($1, 'bench', $2)`, [
-            topo.exchange,
-            JSON.stringify({ n: n + 1, pad: PAD }),
-          ]);
+          await client.query(
+            `INSERT INTO "${outbox.schema}".messages (exchange, routing_key, partition_key, payload) VALUES ($1, 'bench', $2, $3)`,
+            [topo.exchange, `account-${1 + (n % 1000)}`, JSON.stringify({ n: n + 1, pad: PAD })],
+          );
           await client.query('COMMIT');
           committedAt.set(n + 1, performance.now());
         }
       }),
     );
+    achievedRate = total / ((performance.now() - startedAt) / 1000);
     clients.forEach((c) => c.release());
     const deadline = performance.now() + 10_000;
     while (latencies.length < total - warmup && performance.now() < deadline) await sleep(20);
@@ -138,6 +207,7 @@ export async function latency(pool: Pool, rate: number, seconds: number, env: Re
     p99: percentile(latencies, 99),
     max: latencies[latencies.length - 1] ?? Number.NaN,
     count: latencies.length,
+    achievedRate: achievedRate ?? Number.NaN,
   };
 }
 
@@ -147,6 +217,12 @@ export interface ScaleResult {
   readonly metricsScrapeMs: readonly number[];
   readonly statusMs: readonly number[];
   readonly drainPerSecond: number;
+  /**
+   * The background work of a relay that publishes nothing (its broker unreachable) beside
+   * the whole backlog — gauge refreshes, lag probe, wake-up peeks —: CPU of the relay and
+   * of PostgreSQL, in % of one core.
+   */
+  readonly backgroundCorePercent: { readonly relay: number; readonly postgresql: number };
 }
 
 function statusOnce(schema: string): Promise<number> {
@@ -160,14 +236,37 @@ function statusOnce(schema: string): Promise<number> {
   });
 }
 
-/** A large backlog: scrape and `status` times under it, peak RSS of the relay draining it. */
-export async function scale(pool: Pool, backlog: number, env: Record<string, string> = {}): Promise<ScaleResult> {
+/**
+ * A large backlog (1,000 keys): `status` under it, the background cost of an idle relay
+ * beside it, then the drain: its rate, scrape times and the relay's peak RSS.
+ */
+export async function scale(pool: Pool, backlog: number, idleSeconds: number, env: Record<string, string> = {}): Promise<ScaleResult> {
   const topo = await topology();
   const outbox = await outboxSchema(pool);
   try {
-    await insertBacklog(pool, outbox.schema, topo.exchange, backlog, 0);
+    await insertBacklog(pool, outbox.schema, topo.exchange, backlog, 1_000);
     const statusMs: number[] = [];
     for (let i = 0; i < 3; i += 1) statusMs.push(await statusOnce(outbox.schema));
+
+    // A relay whose broker is unreachable claims nothing; what it and PostgreSQL spend
+    // meanwhile is the background work (counted from its first refresh on).
+    const idle = await startRelay({
+      OUTBOX_SCHEMA: outbox.schema,
+      OUTBOX_LOG_LEVEL: 'error',
+      OUTBOX_AMQP_URL: 'amqp://guest:guest@127.0.0.1:1',
+      ...env,
+    });
+    let backgroundCorePercent = { relay: Number.NaN, postgresql: Number.NaN };
+    try {
+      await sleep(2_000);
+      const before = sampleCpu([idle.pid]);
+      await sleep(idleSeconds * 1000);
+      const spent = cpuBetween(before, sampleCpu([idle.pid]));
+      backgroundCorePercent = { relay: (spent.relay / idleSeconds) * 100, postgresql: (spent.postgresql / idleSeconds) * 100 };
+    } finally {
+      await idle.stop();
+    }
+
     const relay = await startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env });
     try {
       await relay.ready();
@@ -183,7 +282,14 @@ export async function scale(pool: Pool, backlog: number, env: Record<string, str
         peakRssMiB = Math.max(peakRssMiB, relay.peakRssMiB());
         await sleep(200);
       }
-      return { backlog, peakRssMiB, metricsScrapeMs, statusMs, drainPerSecond: backlog / ((performance.now() - startedAt) / 1000) };
+      return {
+        backlog,
+        peakRssMiB,
+        metricsScrapeMs,
+        statusMs,
+        drainPerSecond: backlog / ((performance.now() - startedAt) / 1000),
+        backgroundCorePercent,
+      };
     } finally {
       await relay.stop();
     }
