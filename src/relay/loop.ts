@@ -2,11 +2,11 @@ import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import type { BackoffPolicy } from '../retry/backoff';
 import { isTransientDatabaseError } from '../retry/classify';
-import { unrefSleep, Waiters } from '../util/delay';
+import { abortableDelay, unrefSleep, Waiters } from '../util/delay';
 import { runBatch, type BatchReport, type BatchSettings } from './batch';
 import { BatchFault } from './faults';
 import type { BrokerPort, Clock, HealthPort, QueuePort, WakePort } from './ports';
-import { nextStep, type Turn } from './schedule';
+import { nextStep, type Streaks, type Turn } from './schedule';
 import { Recovery } from './recovery';
 import { StallWatch, type DueHead } from './stall';
 
@@ -83,7 +83,7 @@ export class RelayLoop {
   private async work(worker: number): Promise<void> {
     const { broker, wake, health } = this.deps;
     const signal = this.controller.signal;
-    let consecutiveErrors = 0;
+    let streaks: Streaks = { consecutiveErrors: 0, consecutiveHeld: 0 };
     while (!signal.aborted) {
       health.beat();
       if (!broker.connected) {
@@ -95,12 +95,13 @@ export class RelayLoop {
       let turn: Turn;
       if (broker.blocked) turn = await this.blockedTurn();
       else if (this.recovery.writesFailing) turn = await this.recovery.probeTurn();
-      else turn = await this.batchTurn(worker, consecutiveErrors);
+      else turn = await this.batchTurn(worker, streaks.consecutiveErrors);
       this.reportStall();
-      const next = nextStep(turn, consecutiveErrors, this.settings, this.deps.errorBackoffMs);
-      consecutiveErrors = next.consecutiveErrors;
+      const next = nextStep(turn, streaks, this.settings, this.deps.errorBackoffMs);
+      streaks = next;
       if (next.wakeOthers) wake.trigger();
       if (next.idle) await this.waitForWork(worker, signal, seen);
+      else if (next.sleep) await abortableDelay(next.delayMs, signal);
       else await wake.wait(next.delayMs, signal, seen);
     }
   }
@@ -114,7 +115,8 @@ export class RelayLoop {
       this.recovery.succeeded();
       this.track(report);
       this.observe(report);
-      return { kind: 'batch', claimed: report.claimed, held: report.held, noProgress: report.noProgress };
+      const settled = report.verdicts.filter((v) => v.kind === 'published' || v.kind === 'failed').length;
+      return { kind: 'batch', claimed: report.claimed, held: report.held, noProgress: report.noProgress, settled };
     } catch (err: unknown) {
       if (err instanceof BatchFault) return await this.recovery.onFault(err);
       if (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') {

@@ -92,10 +92,10 @@ export class Recovery {
         'a batch failed: narrowing it down to the message that causes it',
       );
       this.stall.sawDue(`a batch failed (${fault.message})`);
-      return { kind: 'batch', claimed: 0, held: 1, noProgress: false };
+      return { kind: 'again' };
     }
     await this.recordCulprit(culprit, fault.message);
-    return { kind: 'batch', claimed: 0, held: 1, noProgress: false };
+    return { kind: 'again' };
   }
 
   private async recordCulprit(culprit: OutboxMessage, cause: string): Promise<void> {
@@ -133,7 +133,7 @@ export class Recovery {
       await this.deps.queue.probeWrites(this.settings.retentionMs === 0);
       this.writes.probePassed();
       this.deps.log.info("the outbox table accepts the relay's writes again: resuming, one message at a time at first");
-      return { kind: 'batch', claimed: 0, held: 1, noProgress: false };
+      return { kind: 'again' };
     } catch (err: unknown) {
       this.writes.probeFailed();
       if (!isTransientDatabaseError(err))

@@ -8,7 +8,16 @@ export const HELD_RETRY_MS = 10;
 
 /** What one turn of a worker ran into. */
 export type Turn =
-  | { readonly kind: 'batch'; readonly claimed: number; readonly held: number; readonly noProgress: boolean }
+  | {
+      readonly kind: 'batch';
+      readonly claimed: number;
+      readonly held: number;
+      readonly noProgress: boolean;
+      /** Messages that got a verdict (published, failed or dead); 0 with held > 0: the whole claim waited. */
+      readonly settled: number;
+    }
+  /** Claim again shortly (a recovery step: a batch narrowed down, a failure recorded, a probe passed). */
+  | { readonly kind: 'again' }
   /** The batch threw (database or broker connection lost, or a bug). */
   | { readonly kind: 'error' }
   /** The broker refuses publishes (a resource alarm): publishing would only time out. */
@@ -26,32 +35,62 @@ export interface NextStep {
   readonly idle: boolean;
   /** A backlog: wake the other workers so they join in. */
   readonly wakeOthers: boolean;
+  /** Sleep the whole delay: another worker's wake-up does not cut it short. */
+  readonly sleep: boolean;
   readonly consecutiveErrors: number;
+  /** Turns in a row whose whole claim waited for keys in flight elsewhere. */
+  readonly consecutiveHeld: number;
+}
+
+/** The streaks a worker carries from turn to turn. */
+export interface Streaks {
+  readonly consecutiveErrors: number;
+  readonly consecutiveHeld: number;
 }
 
 /**
  * The loop's schedule, pure: 0 after a full batch (and the other workers join in);
- * 10 ms when rows waited for an earlier message of their key in flight elsewhere;
- * after a partial or empty batch, wait for new work; after an error, or a batch whose
- * messages all went without a verdict, capped exponential backoff growing with each
- * consecutive error; while the broker blocks publishers, the poll interval.
+ * 10 ms when some rows waited for an earlier message of their key in flight elsewhere;
+ * when every claimed row waited (other batches own all the keys it found: more workers
+ * than keys can keep busy), a sleep that doubles with each such turn in a row, from
+ * 10 ms up to the poll interval — the batches owning those keys go on meanwhile, and
+ * claiming the same rows again every few milliseconds only cost the database and the
+ * relay; after a partial or empty batch, wait for new work; after an error, or a batch
+ * whose messages all went without a verdict, capped exponential backoff growing with
+ * each consecutive error; while the broker blocks publishers, the poll interval.
  */
 export function nextStep(
   turn: Turn,
-  consecutiveErrors: number,
+  streaks: Streaks,
   settings: ScheduleSettings,
   backoffMs: (consecutiveErrors: number) => number = reconnectDelayMs,
 ): NextStep {
-  const wait = (delayMs: number, idle = false, errors = 0): NextStep => ({ delayMs, idle, wakeOthers: false, consecutiveErrors: errors });
+  const { consecutiveErrors } = streaks;
+  const wait = (delayMs: number, idle = false, errors = 0): NextStep => ({
+    delayMs,
+    idle,
+    wakeOthers: false,
+    sleep: false,
+    consecutiveErrors: errors,
+    consecutiveHeld: 0,
+  });
   switch (turn.kind) {
     case 'broker_blocked':
       return wait(settings.pollIntervalMs, false, consecutiveErrors);
     case 'error':
       return wait(backoffMs(consecutiveErrors + 1), false, consecutiveErrors + 1);
-    case 'batch':
+    case 'again':
+      return wait(Math.min(HELD_RETRY_MS, settings.pollIntervalMs));
+    case 'batch': {
       if (turn.noProgress) return wait(backoffMs(consecutiveErrors + 1), false, consecutiveErrors + 1);
+      if (turn.held > 0 && turn.settled === 0) {
+        const held = streaks.consecutiveHeld + 1;
+        const delayMs = Math.min(HELD_RETRY_MS * 2 ** Math.min(held - 1, 20), settings.pollIntervalMs);
+        return { ...wait(delayMs), sleep: true, consecutiveHeld: held };
+      }
       if (turn.held > 0) return wait(Math.min(HELD_RETRY_MS, settings.pollIntervalMs));
-      if (turn.claimed >= settings.batchSize) return { delayMs: 0, idle: false, wakeOthers: true, consecutiveErrors: 0 };
+      if (turn.claimed >= settings.batchSize) return { ...wait(0), wakeOthers: true };
       return wait(settings.pollIntervalMs, true);
+    }
   }
 }

@@ -1,51 +1,91 @@
-import { HELD_RETRY_MS, nextStep } from '../../src/relay/schedule';
+import { HELD_RETRY_MS, nextStep, type Streaks, type Turn } from '../../src/relay/schedule';
 
 const SETTINGS = { batchSize: 100, pollIntervalMs: 500 };
 const backoff = (n: number): number => n * 1_000;
 
+/** A streak of `errors` consecutive errors and no held turns. */
+const errors = (consecutiveErrors: number): Streaks => ({ consecutiveErrors, consecutiveHeld: 0 });
+
+/** A committed batch: `settled` defaults to every claimed row not held. */
+function batch(claimed: number, held: number, noProgress = false, settled = claimed - held): Turn {
+  return { kind: 'batch', claimed, held, noProgress, settled };
+}
+
 describe('the loop schedule', () => {
   test('a full batch loops at once and wakes the other workers', () => {
-    expect(nextStep({ kind: 'batch', claimed: 100, held: 0, noProgress: false }, 3, SETTINGS, backoff)).toEqual({
+    expect(nextStep(batch(100, 0), errors(3), SETTINGS, backoff)).toEqual({
       delayMs: 0,
       idle: false,
       wakeOthers: true,
+      sleep: false,
       consecutiveErrors: 0,
+      consecutiveHeld: 0,
     });
   });
 
   test('a partial or empty batch waits for new work, the poll interval at most', () => {
     for (const claimed of [0, 1, 99]) {
-      expect(nextStep({ kind: 'batch', claimed, held: 0, noProgress: false }, 0, SETTINGS, backoff)).toEqual({
+      expect(nextStep(batch(claimed, 0), errors(0), SETTINGS, backoff)).toEqual({
         delayMs: 500,
         idle: true,
         wakeOthers: false,
+        sleep: false,
         consecutiveErrors: 0,
+        consecutiveHeld: 0,
       });
     }
   });
 
   test('rows held behind a key in flight elsewhere are claimed again after a few milliseconds', () => {
-    expect(nextStep({ kind: 'batch', claimed: 100, held: 3, noProgress: false }, 0, SETTINGS, backoff)).toMatchObject({
+    expect(nextStep(batch(100, 3), errors(0), SETTINGS, backoff)).toMatchObject({
       delayMs: HELD_RETRY_MS,
       idle: false,
+      sleep: false,
     });
-    expect(
-      nextStep({ kind: 'batch', claimed: 5, held: 1, noProgress: false }, 0, { batchSize: 100, pollIntervalMs: 4 }, backoff),
-    ).toMatchObject({ delayMs: 4 });
+    expect(nextStep(batch(5, 1), errors(0), { batchSize: 100, pollIntervalMs: 4 }, backoff)).toMatchObject({ delayMs: 4 });
+  });
+
+  test('a claim whose every row waited for keys in flight elsewhere sleeps longer each time in a row, up to the poll interval', () => {
+    let streaks: Streaks = errors(0);
+    const delays: number[] = [];
+    for (let turn = 0; turn < 8; turn += 1) {
+      const next = nextStep(batch(100, 100, false, 0), streaks, SETTINGS, backoff);
+      expect(next).toMatchObject({ idle: false, sleep: true, wakeOthers: false, consecutiveHeld: turn + 1 });
+      delays.push(next.delayMs);
+      streaks = next;
+    }
+    expect(delays).toEqual([
+      HELD_RETRY_MS,
+      2 * HELD_RETRY_MS,
+      4 * HELD_RETRY_MS,
+      8 * HELD_RETRY_MS,
+      16 * HELD_RETRY_MS,
+      32 * HELD_RETRY_MS,
+      500,
+      500,
+    ]);
+    // One message settled: the streak ends, the next wait is the short one again.
+    expect(nextStep(batch(100, 99, false, 1), streaks, SETTINGS, backoff)).toMatchObject({
+      delayMs: HELD_RETRY_MS,
+      sleep: false,
+      consecutiveHeld: 0,
+    });
+  });
+
+  test('a recovery step claims again after a few milliseconds', () => {
+    expect(nextStep({ kind: 'again' }, errors(2), SETTINGS, backoff)).toMatchObject({ delayMs: HELD_RETRY_MS, idle: false, sleep: false });
   });
 
   test('errors back off more with each consecutive one and reset after a good batch', () => {
-    const first = nextStep({ kind: 'error' }, 0, SETTINGS, backoff);
+    const first = nextStep({ kind: 'error' }, errors(0), SETTINGS, backoff);
     expect(first).toMatchObject({ delayMs: 1_000, consecutiveErrors: 1, idle: false });
-    const second = nextStep({ kind: 'error' }, first.consecutiveErrors, SETTINGS, backoff);
+    const second = nextStep({ kind: 'error' }, first, SETTINGS, backoff);
     expect(second).toMatchObject({ delayMs: 2_000, consecutiveErrors: 2 });
-    expect(
-      nextStep({ kind: 'batch', claimed: 0, held: 0, noProgress: false }, second.consecutiveErrors, SETTINGS, backoff).consecutiveErrors,
-    ).toBe(0);
+    expect(nextStep(batch(0, 0), second, SETTINGS, backoff).consecutiveErrors).toBe(0);
   });
 
   test('a batch whose messages all went without a verdict backs off like an error', () => {
-    expect(nextStep({ kind: 'batch', claimed: 100, held: 0, noProgress: true }, 1, SETTINGS, backoff)).toMatchObject({
+    expect(nextStep(batch(100, 0, true, 0), errors(1), SETTINGS, backoff)).toMatchObject({
       delayMs: 2_000,
       consecutiveErrors: 2,
       wakeOthers: false,
@@ -53,11 +93,13 @@ describe('the loop schedule', () => {
   });
 
   test('while the broker blocks publishers the loop waits a poll interval and keeps its error count', () => {
-    expect(nextStep({ kind: 'broker_blocked' }, 2, SETTINGS, backoff)).toEqual({
+    expect(nextStep({ kind: 'broker_blocked' }, errors(2), SETTINGS, backoff)).toEqual({
       delayMs: 500,
       idle: false,
       wakeOthers: false,
+      sleep: false,
       consecutiveErrors: 2,
+      consecutiveHeld: 0,
     });
   });
 });
