@@ -73,6 +73,7 @@ export async function drain(
   const topo = await topology();
   const outbox = await outboxSchema(pool);
   try {
+    await checkpoint(pool);
     await insertBacklog(pool, outbox.schema, topo.exchange, count, keys);
     const processes = await Promise.all(
       Array.from({ length: relays }, () => startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env })),
@@ -108,12 +109,30 @@ export async function drain(
   }
 }
 
+/**
+ * A checkpoint before a measured phase: the first change of a page after a checkpoint
+ * logs a full image of the page (8 KiB), and a timed checkpoint falling inside one run
+ * but not another would make the WAL figures incomparable. With one just before, the
+ * run's WAL is what its writes cost (a phase lasts far less than checkpoint_timeout).
+ */
+let checkpointRefused = false;
+async function checkpoint(pool: Pool): Promise<void> {
+  if (checkpointRefused) return;
+  try {
+    await pool.query('CHECKPOINT');
+  } catch (err: unknown) {
+    checkpointRefused = true;
+    console.warn(`  (CHECKPOINT refused: ${(err as Error).message}; WAL figures may include full-page images)`);
+  }
+}
+
 /** WAL bytes per message of the producer's own write: one 1 KiB event INSERT per transaction, 8 clients. */
 export async function producerInsertWal(pool: Pool, count: number): Promise<number> {
   const topo = await topology();
   const outbox = await outboxSchema(pool);
   const clients = await Promise.all(Array.from({ length: 8 }, () => pool.connect()));
   try {
+    await checkpoint(pool);
     let next = 0;
     const wal = await walDuring(pool, async () => {
       await Promise.all(
