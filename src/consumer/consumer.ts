@@ -1,242 +1,503 @@
-import { connect, type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
-import type { Pool, PoolClient } from 'pg';
-import { qualified } from '../db/sql';
-import { inTransaction } from '../db/transaction';
-import { errorMessage, OutboxError } from '../errors';
-import { abortableDelay } from '../util/delay';
+import { EventEmitter } from 'node:events';
+import type { ConsumeMessage, Options } from 'amqplib';
+import type { PoolClient } from 'pg';
+import { OutboxError } from '../errors';
+import { abortableDelay, unrefSleep } from '../util/delay';
+import { reconnectDelayMs, retryDelayMs } from './backoff';
+import {
+  cleanupInboxBatch,
+  failedAttempts,
+  HEADER,
+  headerText,
+  InboxUnavailable,
+  inboxMessage,
+  inboxTable,
+  processOnce,
+  type InboxTarget,
+} from './inbox';
+import { ConsumerMetrics, type MessageOutcome } from './metrics';
+import type { ConsumerOptions, ConsumerState, StateChange } from './options';
+import { bounded, describeError, isRefusal, Session, type SessionHooks } from './session';
+import { consumerSettings, type ConsumerSettings } from './settings';
+import { displayUrl } from './urls';
 
-/** What a handler receives: the delivery, decoded. */
-export interface InboxMessage<TPayload = unknown> {
-  /** AMQP `message-id`: the idempotency key. */
-  readonly messageId: string;
-  /** AMQP `type`, e.g. `order.created`. */
-  readonly type: string | undefined;
-  /** The body parsed as JSON when the content type is JSON; otherwise the raw bytes. */
-  readonly payload: TPayload;
-  readonly headers: Readonly<Record<string, unknown>>;
-  readonly correlationId: string | undefined;
-  readonly routingKey: string;
-  readonly exchange: string;
-  /** The raw amqplib delivery. */
-  readonly raw: ConsumeMessage;
+/** What a consumer has done since it started. */
+export interface ConsumerStats {
+  /** Processed: the handler's transaction committed. */
+  readonly handled: number;
+  /** Skipped: the inbox already held the message id. */
+  readonly duplicates: number;
+  /** Sent to the retry queue (or retried in place) after a handler failure. */
+  readonly retried: number;
+  /** Given up: dead-lettered after `maxRetries`, or rejected for want of a message id. */
+  readonly rejected: number;
+  /** Times consuming resumed after a lost connection or a cancel by the broker. */
+  readonly reconnects: number;
 }
 
 /**
- * Processes one message inside `tx`, the consumer's open database transaction. Throw
- * to roll it back; the message is retried, then rejected.
+ * A running consumer. It keeps consuming, through lost connections and cancels by the
+ * broker, until `stop()`.
  */
-export type MessageHandler<TPayload = unknown> = (message: InboxMessage<TPayload>, tx: PoolClient) => Promise<void>;
-
-/** Logging hooks; pass a pino logger or leave out. */
-export interface ConsumerLogger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-  error(obj: object, msg: string): void;
-}
-
-export interface ConsumerOptions<TPayload = unknown> {
-  /** RabbitMQ URL. */
-  readonly amqpUrl: string;
-  /** Queue to consume (must exist; declare it and its bindings and dead-letter exchange yourself). */
-  readonly queue: string;
-  /** The consuming service's database, holding the inbox table (`outbox-relay migrate --inbox`). */
-  readonly pool: Pool;
-  /** Name recorded with each processed message id. Default: the queue name. */
-  readonly name?: string;
-  /** Schema of the inbox table. Default `outbox`. */
-  readonly schema?: string;
-  /** Unacknowledged messages in flight, processed concurrently. Default 10. */
-  readonly prefetch?: number;
-  /** Attempts after the first failure before the message is rejected (dead-lettered). Default 3. */
-  readonly maxRetries?: number;
-  /** Delay before the first retry (ms), doubling per retry. Default 200. */
-  readonly retryDelayMs?: number;
-  /** How long processed message ids are remembered (ms). Default 7 days. */
-  readonly inboxRetentionMs?: number;
-  /** How often old inbox rows are deleted (ms). Default 1 hour. */
-  readonly inboxCleanupIntervalMs?: number;
-  readonly handler: MessageHandler<TPayload>;
-  readonly log?: ConsumerLogger;
-}
-
-/** A running consumer. */
 export interface Consumer {
-  /** Messages handled (committed and acked), skipped as duplicates, and rejected. */
-  readonly stats: { readonly handled: number; readonly duplicates: number; readonly rejected: number };
+  readonly stats: ConsumerStats;
+  /** Where it is now (see `ConsumerState`). */
+  readonly state: ConsumerState;
   /**
-   * Resolves when the AMQP connection is gone: with the error on a lost connection (the
-   * consumer does not reconnect by itself: restart it, or let the process exit), with
-   * undefined after `stop()`.
+   * Resolves once the consumer is stopped, and only then: a lost connection or a cancel
+   * by the broker no longer ends a consumer (it reconnects by itself), so there is no
+   * error to resolve with. Watch `state` events to log or alert on outages.
    */
-  readonly closed: Promise<Error | undefined>;
-  /** Stops consuming, waits for in-flight messages, closes the AMQP connection. Idempotent. */
+  readonly closed: Promise<void>;
+  /** `state`: every change of state (the same as the `onStateChange` option). */
+  on(event: 'state', listener: (change: StateChange) => void): this;
+  once(event: 'state', listener: (change: StateChange) => void): this;
+  off(event: 'state', listener: (change: StateChange) => void): this;
+  /**
+   * Stops consuming, waits for the handlers in flight (at most `shutdownTimeoutMs`; those
+   * still running then are rolled back, their messages redelivered later), returns the
+   * messages not started to the queue and closes the connection. Idempotent: every call
+   * returns the same promise.
+   */
   stop(): Promise<void>;
 }
 
-const silent: ConsumerLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+/** Broker headers a copy does not carry on: the consumer counts attempts itself. */
+const BROKER_HEADERS = /^x-(death|first-death-|last-death-|delivery-count)/;
 
-function decode(msg: ConsumeMessage): unknown {
-  const type = msg.properties.contentType as string | undefined;
-  if (type === undefined || /^application\/([\w.+-]*\+)?json\b/.test(type)) {
+/** The longest error text put in a header. */
+const MAX_ERROR_CHARS = 1_000;
+
+class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
+  private readonly counts = { handled: 0, duplicates: 0, retried: 0, rejected: 0, reconnects: 0 };
+  private current: ConsumerState = 'connecting';
+  private readonly stopController = new AbortController();
+  private session: Session | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly checkedOut = new Set<PoolClient>();
+  private readonly metrics: ConsumerMetrics;
+  private readonly target: InboxTarget<TPayload>;
+  private readonly cleanupTimer: NodeJS.Timeout;
+  private stopping: Promise<void> | undefined;
+  private loop: Promise<void> = Promise.resolve();
+  private interruptedAt: number | undefined;
+  private startError: OutboxError | undefined;
+  private inboxOutage = 0;
+  private readonly hooks: SessionHooks;
+  readonly closed: Promise<void>;
+  private resolveClosed: () => void = () => undefined;
+  private readonly firstConsuming: Promise<void>;
+  private resolveFirstConsuming: () => void = () => undefined;
+
+  constructor(private readonly settings: ConsumerSettings<TPayload>) {
+    super();
+    this.metrics = new ConsumerMetrics(settings.registry, settings.queue);
+    const table = inboxTable(settings.schema);
+    this.target = { pool: settings.pool, table, name: settings.name, handler: settings.handler, checkedOut: this.checkedOut };
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    this.firstConsuming = new Promise((resolve) => {
+      this.resolveFirstConsuming = resolve;
+    });
+    this.hooks = {
+      onMessage: (session, msg) => this.track(this.deliver(session, msg)),
+      onCancel: (session) => this.onCancel(session),
+    };
+    this.cleanupTimer = setInterval(() => {
+      cleanupInboxBatch(settings.pool, table, settings.inboxRetentionMs).catch((err: unknown) =>
+        settings.log.warn({ queue: settings.queue, err: describeError(err) }, 'inbox cleanup failed'),
+      );
+    }, settings.inboxCleanupIntervalMs);
+    this.cleanupTimer.unref();
+  }
+
+  get stats(): ConsumerStats {
+    return { ...this.counts };
+  }
+
+  get state(): ConsumerState {
+    return this.current;
+  }
+
+  private get stopSignal(): AbortSignal {
+    return this.stopController.signal;
+  }
+
+  /** Resolves once consuming; rejects (stopped) on a refusal or after `startTimeoutMs`. */
+  async start(): Promise<void> {
     try {
-      return JSON.parse(msg.content.toString('utf8'));
-    } catch {
-      return msg.content;
+      await this.checkInbox();
+    } catch (err: unknown) {
+      await this.stop();
+      throw err;
+    }
+    this.loop = this.run().catch((err: unknown) => {
+      this.settings.log.error({ queue: this.settings.queue, err: describeError(err) }, 'the consumer loop failed');
+    });
+    const outcome = await Promise.race([this.firstConsuming.then(() => 'consuming' as const), this.loop.then(() => 'ended' as const)]);
+    if (outcome === 'consuming') return;
+    await this.stop();
+    throw (
+      this.startError ?? new OutboxError('BROKER_UNAVAILABLE', `createConsumer: stopped before consuming queue "${this.settings.queue}"`)
+    );
+  }
+
+  /**
+   * A missing inbox table fails the start, clearly; a database that cannot be reached
+   * does not (the deliveries wait for it).
+   */
+  private async checkInbox(): Promise<void> {
+    try {
+      await this.settings.pool.query(`SELECT 1 FROM ${this.target.table} LIMIT 0`);
+    } catch (err: unknown) {
+      const code = (err as { code?: unknown }).code;
+      if (code !== '42P01' && code !== '3F000') return;
+      throw new OutboxError(
+        'SCHEMA_NOT_MIGRATED',
+        `createConsumer: the inbox table ${this.target.table} does not exist: create it with \`outbox-relay migrate --inbox\` in the consumer's database`,
+        { cause: err },
+      );
     }
   }
-  return msg.content;
+
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private setState(state: ConsumerState, extra: Omit<StateChange, 'state' | 'previous'> = {}): void {
+    const previous = this.current;
+    if (state === previous) return;
+    if ((previous === 'stopping' || previous === 'stopped') && state !== 'stopped') return;
+    this.current = state;
+    const change: StateChange = { state, previous, ...extra };
+    try {
+      this.settings.onStateChange?.(change);
+      this.emit('state', change);
+    } catch (err: unknown) {
+      this.settings.log.warn({ queue: this.settings.queue, err: describeError(err) }, 'a state listener threw');
+    }
+  }
+
+  /** The connection loop: connect, consume until the session ends, reconnect after a backoff. */
+  private async run(): Promise<void> {
+    const { urls, queue, log, reconnectBaseMs, reconnectMaxMs } = this.settings;
+    const startDeadline = Date.now() + this.settings.startTimeoutMs;
+    let failures = 0;
+    let urlIndex = 0;
+    let started = false;
+    while (!this.stopSignal.aborted) {
+      const url = urls[urlIndex % urls.length] as string;
+      let session: Session;
+      try {
+        session = await Session.open(this.settings as ConsumerSettings<unknown>, url, this.hooks, this.stopSignal);
+      } catch (err: unknown) {
+        urlIndex += 1;
+        failures += 1;
+        const reason = `${displayUrl(url)}: ${describeError(err)}`;
+        if (!started && (isRefusal(err) || Date.now() >= startDeadline)) {
+          this.startError = new OutboxError('BROKER_UNAVAILABLE', `createConsumer: cannot consume queue "${queue}" from ${reason}`, {
+            cause: err,
+          });
+          return;
+        }
+        const retryInMs = reconnectDelayMs(failures, reconnectBaseMs, reconnectMaxMs);
+        const loud = failures === 1 || failures % 10 === 0;
+        log[loud ? 'warn' : 'debug']({ queue, err: reason, failures, retryInMs }, 'consumer cannot connect; retrying');
+        await abortableDelay(retryInMs, this.stopSignal);
+        continue;
+      }
+      if (this.stopSignal.aborted) {
+        await session.close();
+        break;
+      }
+      this.session = session;
+      failures = 0;
+      if (started) this.resumed('connection');
+      this.consumingNow(session);
+      if (!started) {
+        started = true;
+        this.resolveFirstConsuming();
+      }
+      const reason = await session.ended;
+      this.session = undefined;
+      this.metrics.setConsuming(false);
+      if (this.stopSignal.aborted) break;
+      this.interruptedAt ??= Date.now();
+      this.setState('reconnecting', { reason });
+      log.warn({ queue, reason }, 'consumer lost its connection; reconnecting');
+      await abortableDelay(reconnectDelayMs(1, reconnectBaseMs, reconnectMaxMs), this.stopSignal);
+    }
+  }
+
+  private resumed(cause: 'connection' | 'cancel'): void {
+    this.counts.reconnects += 1;
+    this.metrics.reconnected(cause);
+  }
+
+  private consumingNow(session: Session): void {
+    const outageMs = this.interruptedAt === undefined ? undefined : Date.now() - this.interruptedAt;
+    this.interruptedAt = undefined;
+    this.metrics.setConsuming(true);
+    const broker = displayUrl(session.url);
+    this.settings.log.info({ queue: this.settings.queue, broker, outageMs }, 'consuming');
+    this.setState('consuming', { broker, ...(outageMs === undefined ? {} : { outageMs }) });
+  }
+
+  /** The broker cancelled the consumer: wait for the queue (declare it, with a topology), consume again. */
+  private onCancel(session: Session): void {
+    if (this.stopSignal.aborted || !session.isOpen) return;
+    const { queue, log } = this.settings;
+    this.metrics.setConsuming(false);
+    this.interruptedAt ??= Date.now();
+    const reason = 'the broker cancelled the consumer (queue deleted?)';
+    this.setState('reconnecting', { reason });
+    log.warn({ queue }, `${reason}; consuming again once the queue exists`);
+    void this.consumeAgain(session);
+  }
+
+  private async consumeAgain(session: Session): Promise<void> {
+    const { queue, log, topology, reconnectBaseMs, reconnectMaxMs } = this.settings;
+    const signal = session.signal;
+    for (let tries = 1; !signal.aborted; tries += 1) {
+      try {
+        if (topology) await session.prepareQueue();
+        else if (!(await session.queueExists())) throw new Error(`queue "${queue}" does not exist`);
+        if (signal.aborted) return;
+        await session.consume(this.hooks);
+        if (this.stopSignal.aborted) {
+          await session.cancel();
+          return;
+        }
+        this.resumed('cancel');
+        this.consumingNow(session);
+        return;
+      } catch (err: unknown) {
+        // A failed declaration closes the channel, and with it the session: the connection loop takes over.
+        if (!session.isOpen) return;
+        const retryInMs = reconnectDelayMs(tries, reconnectBaseMs, reconnectMaxMs);
+        const loud = tries === 1 || tries % 10 === 0;
+        log[loud ? 'warn' : 'debug']({ queue, err: describeError(err), retryInMs }, 'waiting for the queue to exist again');
+        await abortableDelay(retryInMs, signal);
+      }
+    }
+  }
+
+  private track(task: Promise<void>): void {
+    const settled = task.catch((err: unknown) =>
+      this.settings.log.error({ queue: this.settings.queue, err: describeError(err) }, 'cannot settle a message'),
+    );
+    this.inFlight.add(settled);
+    this.metrics.addInFlight(1);
+    void settled.finally(() => {
+      this.inFlight.delete(settled);
+      this.metrics.addInFlight(-1);
+    });
+  }
+
+  private count(outcome: MessageOutcome): void {
+    const key = (
+      { handled: 'handled', duplicate: 'duplicates', retried: 'retried', dead_lettered: 'rejected', rejected: 'rejected' } as const
+    )[outcome];
+    this.counts[key] += 1;
+    this.metrics.settled(outcome);
+  }
+
+  /**
+   * One delivery, to its settlement: processed (ack), a duplicate (ack), failed (to the
+   * retry queue, or held and run again in place; after `maxRetries` dead-lettered). A
+   * failure before the handler ran (the database is down) is nobody's attempt: the
+   * delivery waits and tries again. Once the session ended the delivery is dropped: the
+   * broker redelivers it on the next connection, where the inbox recognises it if it
+   * was processed.
+   */
+  private async deliver(session: Session, msg: ConsumeMessage): Promise<void> {
+    const { queue, log, maxRetries, retryMode, reconnectBaseMs, reconnectMaxMs } = this.settings;
+    const messageId = msg.properties.messageId as unknown;
+    if (typeof messageId !== 'string' || messageId === '') {
+      log.error({ queue, routingKey: msg.fields.routingKey }, 'message without a message-id cannot be deduplicated: rejected');
+      this.count('rejected');
+      session.nack(msg, false);
+      return;
+    }
+    const waitSignal = session.signal;
+    const proceed = (): boolean => !waitSignal.aborted;
+    let failures = failedAttempts(msg);
+    for (;;) {
+      // During a shutdown a delivery not started goes back to the queue.
+      if (!proceed()) {
+        session.nack(msg, true);
+        return;
+      }
+      const startedAt = performance.now();
+      let outcome: 'handled' | 'duplicate' | 'skipped';
+      try {
+        outcome = await processOnce(this.target, inboxMessage<TPayload>(msg, messageId, failures), proceed);
+        this.inboxOutage = 0;
+      } catch (err: unknown) {
+        if (err instanceof InboxUnavailable) {
+          this.inboxOutage += 1;
+          const retryInMs = reconnectDelayMs(Math.min(this.inboxOutage, 8), reconnectBaseMs, reconnectMaxMs);
+          const loud = this.inboxOutage === 1 || this.inboxOutage % 100 === 0;
+          log[loud ? 'warn' : 'debug']({ queue, err: describeError(err), retryInMs }, 'cannot reach the inbox: the message waits');
+          await abortableDelay(retryInMs, waitSignal);
+          continue;
+        }
+        this.metrics.attempt('failed', (performance.now() - startedAt) / 1000);
+        failures += 1;
+        if (!session.isOpen) return;
+        if (failures > maxRetries) {
+          await this.deadLetter(session, msg, messageId, failures, err);
+          return;
+        }
+        const delayMs = retryDelayMs(failures, this.settings.retryDelayMs, this.settings.retryMaxDelayMs);
+        const fields = { queue, messageId, attempt: failures, retryInMs: delayMs, err: describeError(err) };
+        if (retryMode === 'delay-queue') {
+          try {
+            await this.sendToRetryQueue(session, msg, failures, err, delayMs);
+            log.warn(fields, 'handler failed: retrying through the retry queue');
+            this.count('retried');
+            return;
+          } catch (publishErr: unknown) {
+            if (!session.isOpen) return;
+            log.error(
+              { ...fields, publishErr: describeError(publishErr) },
+              'cannot hand the message to the retry queue: retrying in place',
+            );
+          }
+        } else {
+          log.warn(fields, 'handler failed: retrying in place');
+        }
+        this.count('retried');
+        await abortableDelay(delayMs, waitSignal);
+        continue;
+      }
+      if (outcome === 'skipped') {
+        session.nack(msg, true);
+        return;
+      }
+      this.metrics.attempt(outcome, (performance.now() - startedAt) / 1000);
+      this.count(outcome);
+      // Not acknowledged when the connection is gone: redelivered, found in the inbox, skipped.
+      session.ack(msg);
+      return;
+    }
+  }
+
+  /** The retry: a copy to the retry queue with its headers, confirmed, then the original acknowledged. */
+  private async sendToRetryQueue(session: Session, msg: ConsumeMessage, failures: number, err: unknown, delayMs: number): Promise<void> {
+    await session.ensureRetryQueue();
+    await session.publishConfirmed('', this.settings.retryQueue, msg.content, {
+      ...copyProperties(msg, failures, err),
+      expiration: String(delayMs),
+    });
+    // Should the ack be lost with the connection, the original comes back too: two
+    // copies of one message id, which the inbox processes once.
+    session.ack(msg);
+  }
+
+  private async deadLetter(session: Session, msg: ConsumeMessage, messageId: string, failures: number, err: unknown): Promise<void> {
+    const { queue, log, deadLetterExchange } = this.settings;
+    log.error({ queue, messageId, attempts: failures, err: describeError(err) }, 'handler failed: message dead-lettered');
+    this.count('dead_lettered');
+    if (deadLetterExchange !== undefined) {
+      try {
+        const routingKey = headerText(msg, HEADER.routingKey) ?? msg.fields.routingKey;
+        await session.publishConfirmed(deadLetterExchange, routingKey, msg.content, copyProperties(msg, failures, err));
+        session.ack(msg);
+        return;
+      } catch (publishErr: unknown) {
+        if (!session.isOpen) return;
+        log.error(
+          { queue, messageId, err: describeError(publishErr) },
+          'cannot publish to the dead-letter exchange: rejecting the message',
+        );
+      }
+    }
+    // Without requeue: to the queue's own dead-letter exchange, if it has one.
+    session.nack(msg, false);
+  }
+
+  private async shutdown(): Promise<void> {
+    const { queue, log, shutdownTimeoutMs } = this.settings;
+    this.setState('stopping');
+    this.stopController.abort();
+    clearInterval(this.cleanupTimer);
+    const session = this.session;
+    if (session) await session.cancel();
+    if (this.inFlight.size > 0) {
+      const drained = await Promise.race([
+        Promise.allSettled([...this.inFlight]).then(() => true),
+        unrefSleep(shutdownTimeoutMs).then(() => false),
+      ]);
+      if (!drained) {
+        log.warn({ queue, inFlight: this.inFlight.size, shutdownTimeoutMs }, 'handlers still running at the shutdown timeout: rolled back');
+        for (const client of [...this.checkedOut]) {
+          this.checkedOut.delete(client);
+          client.release(new Error('consumer stopped'));
+        }
+      }
+    }
+    await session?.close();
+    await bounded(this.loop);
+    await this.session?.close();
+    this.metrics.setConsuming(false);
+    this.setState('stopped');
+    log.info({ queue }, 'consumer stopped');
+    this.resolveClosed();
+  }
+}
+
+/** The properties of a retried or dead-lettered copy: the original's, with the consumer's headers. */
+function copyProperties(msg: ConsumeMessage, failures: number, err: unknown): Options.Publish {
+  const p = msg.properties;
+  const headers: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries((p.headers ?? {}) as Record<string, unknown>))
+    if (!BROKER_HEADERS.test(name)) headers[name] = value;
+  headers[HEADER.attempts] = failures;
+  headers[HEADER.error] = describeError(err).slice(0, MAX_ERROR_CHARS);
+  headers[HEADER.exchange] = headerText(msg, HEADER.exchange) ?? msg.fields.exchange;
+  headers[HEADER.routingKey] = headerText(msg, HEADER.routingKey) ?? msg.fields.routingKey;
+  const copy: Options.Publish = { headers, persistent: p.deliveryMode !== 1 };
+  // userId is left out: the broker checks it against the publishing connection's user.
+  const optional = {
+    messageId: p.messageId as unknown,
+    correlationId: p.correlationId as unknown,
+    type: p.type as unknown,
+    contentType: p.contentType as unknown,
+    contentEncoding: p.contentEncoding as unknown,
+    timestamp: p.timestamp as unknown,
+    appId: p.appId as unknown,
+    priority: p.priority as unknown,
+    replyTo: p.replyTo as unknown,
+  };
+  for (const [name, value] of Object.entries(optional)) if (value !== undefined) (copy as Record<string, unknown>)[name] = value;
+  return copy;
 }
 
 /**
  * The idempotent consumer: exactly-once *processing* on top of at-least-once delivery.
  *
  * For each delivery: open a transaction in `pool`; insert `(name, message_id)` into the
- * inbox; if that row already exists the message was processed before — commit nothing,
- * ack, skip. Otherwise run the handler in the same transaction, commit, and only then
- * ack. A crash between commit and ack redelivers the message, which then finds its
- * inbox row and is skipped. Concurrent duplicates serialise on the inbox's primary key.
+ * inbox; if that row already exists the message was processed before — ack, skip.
+ * Otherwise run the handler in the same transaction, commit, and only then ack. A lost
+ * connection between commit and ack redelivers the message, which then finds its inbox
+ * row and is skipped.
  *
- * A handler error rolls back and is retried in place (`maxRetries` times, with
- * doubling delay); then the message is rejected without requeue, so a queue with a
- * dead-letter exchange hands it there. A delivery without a message id cannot be
- * deduplicated and is rejected at once.
+ * A handler error rolls back; the message is republished to the retry queue with a
+ * delay (or, with `retryMode: 'in-place'`, run again after it), and after `maxRetries`
+ * dead-lettered. A delivery without a message id cannot be deduplicated and is rejected
+ * at once.
+ *
+ * Resolves once it consumes. It then keeps consuming until `stop()`: after a lost
+ * connection it reconnects (capped, jittered backoff; the URLs in turn), after a cancel
+ * by the broker it consumes again once the queue exists. Rejects with a one-line
+ * `OutboxError` for bad options (`INVALID_ARGUMENT`), a refusal by the broker or no
+ * broker within `startTimeoutMs` (`BROKER_UNAVAILABLE`).
  */
 export async function createConsumer<TPayload = unknown>(options: ConsumerOptions<TPayload>): Promise<Consumer> {
-  const name = options.name ?? options.queue;
-  const inbox = qualified(options.schema ?? 'outbox', 'inbox');
-  const maxRetries = options.maxRetries ?? 3;
-  const retryDelayMs = options.retryDelayMs ?? 200;
-  const log = options.log ?? silent;
-  const stats = { handled: 0, duplicates: 0, rejected: 0 };
-  const controller = new AbortController();
-  const inFlight = new Set<Promise<void>>();
-
-  const model: ChannelModel = await connect(options.amqpUrl);
-  let connectionError: Error | undefined;
-  model.on('error', (err: Error) => {
-    connectionError = err;
-    log.warn({ err: errorMessage(err) }, 'consumer connection error');
-  });
-  const closed = new Promise<Error | undefined>((resolve) => model.once('close', () => resolve(connectionError)));
-  const channel: Channel = await model.createChannel();
-  channel.on('error', (err: Error) => log.warn({ err: errorMessage(err) }, 'consumer channel error'));
-  await channel.prefetch(options.prefetch ?? 10);
-
-  async function processOnce(msg: ConsumeMessage, messageId: string): Promise<'handled' | 'duplicate'> {
-    const client = await options.pool.connect();
-    let broken: Error | undefined;
-    // The connection may drop while the handler runs no query: keep that from crashing
-    // the process; the next query fails and the message is retried.
-    const onError = (err: Error): void => {
-      broken = err;
-    };
-    client.on('error', onError);
-    try {
-      // A duplicate's INSERT did nothing: committing that empty transaction is the same as rolling it back.
-      return await inTransaction(client, async () => {
-        const { rowCount } = await client.query(`INSERT INTO ${inbox} (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [
-          name,
-          messageId,
-        ]);
-        if (rowCount === 0) return 'duplicate';
-        await options.handler(
-          {
-            messageId,
-            type: msg.properties.type as string | undefined,
-            payload: decode(msg) as TPayload,
-            headers: (msg.properties.headers ?? {}) as Record<string, unknown>,
-            correlationId: msg.properties.correlationId as string | undefined,
-            routingKey: msg.fields.routingKey,
-            exchange: msg.fields.exchange,
-            raw: msg,
-          },
-          client,
-        );
-        return 'handled';
-      });
-    } finally {
-      client.off('error', onError);
-      client.release(broken);
-    }
-  }
-
-  async function onMessage(msg: ConsumeMessage): Promise<void> {
-    const messageId = msg.properties.messageId as unknown;
-    if (typeof messageId !== 'string' || messageId === '') {
-      log.error(
-        { queue: options.queue, routingKey: msg.fields.routingKey },
-        'message without a message-id cannot be deduplicated: rejected',
-      );
-      stats.rejected += 1;
-      channel.nack(msg, false, false);
-      return;
-    }
-    for (let attempt = 0; ; attempt += 1) {
-      try {
-        const result = await processOnce(msg, messageId);
-        if (result === 'duplicate') stats.duplicates += 1;
-        else stats.handled += 1;
-        channel.ack(msg);
-        return;
-      } catch (err: unknown) {
-        if (attempt >= maxRetries || controller.signal.aborted) {
-          log.error({ messageId, queue: options.queue, attempts: attempt + 1, err: errorMessage(err) }, 'handler failed: message rejected');
-          stats.rejected += 1;
-          // During shutdown the message goes back to the queue instead of to the DLX.
-          channel.nack(msg, false, controller.signal.aborted && attempt < maxRetries);
-          return;
-        }
-        log.warn({ messageId, queue: options.queue, attempt: attempt + 1, err: errorMessage(err) }, 'handler failed: retrying');
-        await abortableDelay(retryDelayMs * 2 ** attempt, controller.signal);
-      }
-    }
-  }
-
-  const { consumerTag } = await channel.consume(options.queue, (msg) => {
-    if (msg === null) {
-      log.warn({ queue: options.queue }, 'the broker cancelled the consumer (queue deleted?)');
-      return;
-    }
-    const task = onMessage(msg).catch((err: unknown) => log.error({ err: errorMessage(err) }, 'cannot settle message'));
-    inFlight.add(task);
-    void task.finally(() => inFlight.delete(task));
-  });
-
-  const retentionMs = options.inboxRetentionMs ?? 7 * 86_400_000;
-  const cleanupTimer = setInterval(() => {
-    options.pool
-      .query(
-        `DELETE FROM ${inbox} WHERE ctid IN (SELECT ctid FROM ${inbox} WHERE` +
-          ` processed_at < now() - $1 * interval '1 millisecond' LIMIT 10000)`,
-        [retentionMs],
-      )
-      .catch((err: unknown) => log.warn({ err: errorMessage(err) }, 'inbox cleanup failed'));
-  }, options.inboxCleanupIntervalMs ?? 3_600_000);
-  cleanupTimer.unref();
-
-  let stopping: Promise<void> | undefined;
-  return {
-    stats,
-    closed,
-    stop(): Promise<void> {
-      stopping ??= (async () => {
-        clearInterval(cleanupTimer);
-        await channel.cancel(consumerTag).catch(() => undefined);
-        controller.abort();
-        await Promise.all([...inFlight]);
-        await model.close().catch(() => undefined);
-      })();
-      return stopping;
-    },
-  };
-}
-
-/** Deletes inbox rows older than `retentionMs`; returns how many. */
-export async function cleanupInbox(pool: Pool, retentionMs: number, schema = 'outbox'): Promise<number> {
-  if (!Number.isFinite(retentionMs) || retentionMs < 0) throw new OutboxError('INVALID_ARGUMENT', 'cleanupInbox: retentionMs must be ≥ 0');
-  const { rowCount } = await pool.query(
-    `DELETE FROM ${qualified(schema, 'inbox')} WHERE processed_at < now() - $1 * interval '1 millisecond'`,
-    [retentionMs],
-  );
-  return rowCount ?? 0;
+  const consumer = new IdempotentConsumer<TPayload>(consumerSettings(options));
+  await consumer.start();
+  return consumer;
 }

@@ -22,17 +22,25 @@ beforeAll(async () => {
   await fx.pool.query(`CREATE TABLE "${fx.schema}".shipments (order_id text PRIMARY KEY, message_id text NOT NULL)`);
 });
 
+/** Queues whose retry queue the consumer declared (a failing handler), deleted after each test. */
+const retried: string[] = [];
+
 afterEach(async () => {
   await Promise.all(consumers.splice(0).map((c) => c.stop()));
+  for (const queue of retried.splice(0)) await broker.channel.deleteQueue(`${queue}.retry`).catch(() => undefined);
   await fx.pool.query(`TRUNCATE "${fx.schema}".shipments, "${fx.schema}".inbox`);
 });
 
 /** A work queue with a dead-letter exchange and its dead-letter queue. */
-async function queueWithDlx(): Promise<{ queue: string; dead: { content: Buffer; properties: { messageId?: unknown } }[] }> {
+async function queueWithDlx(): Promise<{
+  queue: string;
+  dead: { content: Buffer; properties: { messageId?: unknown; headers?: Record<string, unknown> } }[];
+}> {
   const dlx = await broker.exchange(uniqueName('dlx'), 'fanout');
   const dlq = uniqueName('dlq');
   const dead = await broker.queue(dlq, { exchange: dlx, pattern: '' });
   const queue = await broker.declareQueue(uniqueName('work'), undefined, { 'x-dead-letter-exchange': dlx });
+  retried.push(queue);
   return { queue, dead };
 }
 
@@ -67,7 +75,7 @@ test('a message delivered twice is handled once; the duplicate is acknowledged a
   send(queue, messageId, { orderId: 'o-1' }); // published twice by hand
   await waitFor('both deliveries settled', () => consumer.stats.handled + consumer.stats.duplicates === 2);
   expect(calls).toEqual([messageId]);
-  expect(consumer.stats).toEqual({ handled: 1, duplicates: 1, rejected: 0 });
+  expect(consumer.stats).toEqual({ handled: 1, duplicates: 1, retried: 0, rejected: 0, reconnects: 0 });
   expect(await shipments()).toEqual([{ order_id: 'o-1', message_id: messageId }]);
   // Both were acknowledged: nothing is left in the queue.
   await waitFor('an empty queue', async () => (await broker.channel.checkQueue(queue)).messageCount === 0);
@@ -75,7 +83,7 @@ test('a message delivered twice is handled once; the duplicate is acknowledged a
   expect(inbox.rows).toEqual([{ consumer: queue }]);
 });
 
-test('a handler that throws is retried, rolled back each time, then dead-lettered', async () => {
+test('a handler that throws is retried through the retry queue, rolled back each time, then dead-lettered', async () => {
   const { queue, dead } = await queueWithDlx();
   let calls = 0;
   const consumer = await createConsumer<{ orderId: string }>({
@@ -97,7 +105,9 @@ test('a handler that throws is retried, rolled back each time, then dead-lettere
   await waitFor('the dead-lettered message', () => dead.length === 1);
   expect(dead[0]!.properties.messageId).toBe(messageId);
   expect(calls).toBe(3);
-  expect(consumer.stats.rejected).toBe(1);
+  expect(consumer.stats).toMatchObject({ retried: 2, rejected: 1 });
+  // Rejected to the queue's own dead-letter exchange, with the headers of its last retry.
+  expect(dead[0]!.properties.headers).toMatchObject({ 'x-outbox-consumer-attempts': 2, 'x-outbox-consumer-error': 'carrier API down' });
   expect(await shipments()).toEqual([]);
   const inbox = await fx.pool.query(`SELECT 1 FROM "${fx.schema}".inbox WHERE message_id = $1`, [messageId]);
   expect(inbox.rowCount).toBe(0);

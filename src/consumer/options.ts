@@ -1,0 +1,144 @@
+import type { ConsumeMessage } from 'amqplib';
+import type { Pool, PoolClient } from 'pg';
+import type { ConsumerMetricsRegistry } from './metrics';
+
+/** What a handler receives: the delivery, decoded. */
+export interface InboxMessage<TPayload = unknown> {
+  /** AMQP `message-id`: the idempotency key. */
+  readonly messageId: string;
+  /** AMQP `type`, e.g. `order.created`. */
+  readonly type: string | undefined;
+  /** The body parsed as JSON when the content type is JSON; otherwise the raw bytes. */
+  readonly payload: TPayload;
+  readonly headers: Readonly<Record<string, unknown>>;
+  readonly correlationId: string | undefined;
+  /** The routing key the message was first published with (a retried copy keeps it). */
+  readonly routingKey: string;
+  /** The exchange the message was first published to (a retried copy keeps it). */
+  readonly exchange: string;
+  /** 1 on the first attempt, 2 on the first retry, … */
+  readonly attempt: number;
+  /** The raw amqplib delivery. */
+  readonly raw: ConsumeMessage;
+}
+
+/**
+ * Processes one message inside `tx`, the consumer's open database transaction. Throw
+ * to roll it back; the message is retried, then dead-lettered.
+ */
+export type MessageHandler<TPayload = unknown> = (message: InboxMessage<TPayload>, tx: PoolClient) => Promise<void>;
+
+/** Logging hooks, pino-compatible (`(obj, msg)`); pass a pino logger or leave out. */
+export interface ConsumerLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+  debug?(obj: object, msg: string): void;
+}
+
+/**
+ * Where the consumer is:
+ * - `connecting`: before the first connection;
+ * - `consuming`: connected, the queue consumed;
+ * - `reconnecting`: after a connection loss or a cancel by the broker, until consuming again;
+ * - `stopping`: `stop()` was called, in-flight messages drain;
+ * - `stopped`: for good.
+ */
+export type ConsumerState = 'connecting' | 'consuming' | 'reconnecting' | 'stopping' | 'stopped';
+
+/** One change of state, as `onStateChange` and the `state` event see it. */
+export interface StateChange {
+  readonly state: ConsumerState;
+  readonly previous: ConsumerState;
+  /** Why (the lost connection's error, "cancelled by the broker", …); never a password. */
+  readonly reason?: string;
+  /** The broker consumed from, on `consuming` (credentials masked). */
+  readonly broker?: string;
+  /** On `consuming` after `reconnecting`: how long consuming was interrupted (ms). */
+  readonly outageMs?: number;
+}
+
+/**
+ * The topology the consumer declares (all durable) and declares again on every
+ * connection: the queue bound to `exchange` with each of `bindingKeys`, with a
+ * dead-letter exchange (fanout) and queue, and the retry queue, whose expired messages
+ * the broker dead-letters back to the queue.
+ */
+export interface ConsumerTopology {
+  /** The exchange the queue is bound to. */
+  readonly exchange: string;
+  /** When given, the exchange is declared with this type (durable); otherwise it must exist. */
+  readonly exchangeType?: 'topic' | 'direct' | 'fanout' | 'headers';
+  /** At least one; `['#']` for everything of a topic exchange, `['']` for a fanout. */
+  readonly bindingKeys: readonly string[];
+  /** `quorum` for replicated queues (RabbitMQ ≥ 3.10). Default `classic`. */
+  readonly queueType?: 'classic' | 'quorum';
+  /** Default `<queue>.dead`. */
+  readonly deadLetterQueue?: string;
+  /** More arguments of the queue (e.g. `{ 'x-max-length': 100000 }`). */
+  readonly queueArguments?: Readonly<Record<string, unknown>>;
+}
+
+export interface ConsumerOptions<TPayload = unknown> {
+  /** RabbitMQ URL, or several (an array or a comma-separated list) tried in turn. */
+  readonly amqpUrl: string | readonly string[];
+  /** Queue to consume. Without `topology` it must exist. */
+  readonly queue: string;
+  /** The consuming service's database, holding the inbox table (`outbox-relay migrate --inbox`). */
+  readonly pool: Pool;
+  /** Name recorded with each processed message id, and in the connection name. Default: the queue name. */
+  readonly name?: string;
+  /** Schema of the inbox table. Default `outbox`. */
+  readonly schema?: string;
+  /** Unacknowledged messages in flight, processed concurrently (at most the pool's size at once). Default 10. */
+  readonly prefetch?: number;
+  readonly handler: MessageHandler<TPayload>;
+  /** Declares the queue, its bindings, dead-letter exchange and queue, and the retry queue. Default: none. */
+  readonly topology?: ConsumerTopology;
+  /** Retries after the first failure before the message is dead-lettered. Default 3. */
+  readonly maxRetries?: number;
+  /** Delay before the first retry (ms), doubling per retry. Default 200. */
+  readonly retryDelayMs?: number;
+  /** Longest retry delay (ms). Default 60000. */
+  readonly retryMaxDelayMs?: number;
+  /**
+   * `delay-queue` (default): a failed message is republished to the retry queue (with
+   * confirms) and acknowledged, so it leaves the prefetch window while it waits.
+   * `in-place`: the delivery is held and run again after the delay.
+   */
+  readonly retryMode?: 'delay-queue' | 'in-place';
+  /** The retry queue; declared by the consumer when first needed. Default `<queue>.retry`. */
+  readonly retryQueue?: string;
+  /**
+   * Where a message goes after `maxRetries` (published with confirms, with the error and
+   * attempt headers, under its original routing key). Default with `topology`:
+   * `<queue>.dead`; without: none, the message is rejected and the queue's own
+   * dead-letter exchange, if it has one, receives it.
+   */
+  readonly deadLetterExchange?: string;
+  /** How long processed message ids are remembered (ms). Default 7 days. */
+  readonly inboxRetentionMs?: number;
+  /** How often old inbox rows are deleted (ms). Default 1 hour. */
+  readonly inboxCleanupIntervalMs?: number;
+  /** AMQP heartbeat (s): a silent connection is given up after about twice this. Default 10. */
+  readonly heartbeatSeconds?: number;
+  /** Timeout of one connection attempt (ms). Default 10000. */
+  readonly connectTimeoutMs?: number;
+  /** First reconnect delay (ms), doubling per failed attempt, with jitter. Default 250. */
+  readonly reconnectBaseMs?: number;
+  /** Longest reconnect delay (ms). Default 15000. */
+  readonly reconnectMaxMs?: number;
+  /**
+   * How long `createConsumer` keeps trying to connect before it rejects (ms); `Infinity`
+   * waits for the broker however long it takes. Refusals (bad credentials, a queue that
+   * does not exist, a topology that disagrees with the broker's) reject at once. Default 30000.
+   */
+  readonly startTimeoutMs?: number;
+  /** How long `stop()` waits for in-flight handlers before it rolls them back (ms). Default 10000. */
+  readonly shutdownTimeoutMs?: number;
+  /** prom-client registry to register the consumer's metrics in. Default: none. */
+  readonly registry?: ConsumerMetricsRegistry;
+  readonly log?: ConsumerLogger;
+  /** Called on every change of state (also emitted as the consumer's `state` event). */
+  readonly onStateChange?: (change: StateChange) => void;
+}
