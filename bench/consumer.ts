@@ -1,0 +1,209 @@
+import { connect } from 'amqplib';
+import type { Pool } from 'pg';
+import { createConsumer } from '../src/consumer/index';
+import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate } from '../src/db/migrator';
+import { uniqueName } from '../test/kit/unique-name';
+import { walPosition } from './cost';
+import { AMQP_URL, newPool, PAD, topology } from './support';
+
+/**
+ * The idempotent consumer's throughput and what its inbox costs the consumer's
+ * database: a backlog of 1 KiB persistent messages drained by `createConsumer` with a
+ * trivial handler that writes one row, against a bare amqplib consumer that acks
+ * without a database, at a given prefetch. The consumer's pool has POOL_SIZE
+ * connections, as a service's would; prefetch above that only queues deliveries.
+ */
+
+/** The consumer's pg pool (a service's usual size). */
+const POOL_SIZE = 10;
+
+export interface ConsumerThroughput {
+  readonly prefetch: number;
+  readonly count: number;
+  /** Messages/s handled by createConsumer (inbox insert + one row + commit + ack). */
+  readonly consumerRate: number;
+  /** Messages/s acked by a bare amqplib consumer, no database. */
+  readonly bareRate: number;
+  /** WAL bytes per message while the consumer drained: its inbox row and the handler's row. */
+  readonly walPerMessage: number;
+  /** WAL bytes per message of the same transactions without the inbox (the handler's row alone). */
+  readonly walPerMessageWithoutInbox: number;
+  /** What the inbox adds per message (the difference of the two). */
+  readonly inboxWalPerMessage: number;
+}
+
+/** Publishes `count` 1 KiB persistent messages to `exchange`, 1,000 confirms outstanding at most. */
+async function fill(exchange: string, count: number): Promise<void> {
+  const model = await connect(AMQP_URL);
+  try {
+    const channel = await model.createConfirmChannel();
+    await new Promise<void>((resolve, reject) => {
+      let sent = 0;
+      let confirmed = 0;
+      let inFlight = 0;
+      const pump = (): void => {
+        while (sent < count && inFlight < 1_000) {
+          sent += 1;
+          inFlight += 1;
+          const body = Buffer.from(JSON.stringify({ n: sent, pad: PAD }));
+          channel.publish(
+            exchange,
+            'bench',
+            body,
+            { persistent: true, messageId: `${exchange}-${sent}`, contentType: 'application/json' },
+            (err: unknown) => {
+              if (err) return reject(err as Error);
+              inFlight -= 1;
+              confirmed += 1;
+              if (confirmed === count) resolve();
+              else pump();
+            },
+          );
+        }
+      };
+      pump();
+    });
+  } finally {
+    await model.close();
+  }
+}
+
+/** A CHECKPOINT first, so that the WAL measured is not mostly full-page images of pages touched before. */
+async function checkpoint(pool: Pool): Promise<void> {
+  await pool.query('CHECKPOINT').catch(() => undefined);
+}
+
+/** The bare ceiling: drains `count` messages from `queue`, acking each at once. */
+async function bareDrain(queue: string, prefetch: number, count: number): Promise<number> {
+  const model = await connect(AMQP_URL);
+  try {
+    const channel = await model.createChannel();
+    await channel.prefetch(prefetch);
+    let acked = 0;
+    const started = performance.now();
+    await new Promise<void>((resolve) => {
+      void channel.consume(queue, (msg) => {
+        if (!msg) return;
+        channel.ack(msg);
+        acked += 1;
+        if (acked === count) resolve();
+      });
+    });
+    return count / ((performance.now() - started) / 1000);
+  } finally {
+    await model.close();
+  }
+}
+
+/** The handler's transactions without the inbox, `POOL_SIZE` at once: the baseline WAL. */
+async function withoutInbox(pool: Pool, table: string, count: number): Promise<number> {
+  await checkpoint(pool);
+  const before = await walPosition(pool);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: POOL_SIZE }, async () => {
+      const client = await pool.connect();
+      try {
+        for (let n = next++; n < count; n = next++) {
+          await client.query('BEGIN');
+          await client.query(`INSERT INTO ${table} (message_id, n) VALUES ($1, $2)`, [`baseline-${n}`, n]);
+          await client.query('COMMIT');
+        }
+      } finally {
+        client.release();
+      }
+    }),
+  );
+  return Number((await walPosition(pool)) - before) / count;
+}
+
+/**
+ * Drains a backlog of `count` messages with `createConsumer` at `prefetch`, then the same
+ * backlog with a bare amqplib consumer; measures the WAL the consumer's database wrote.
+ */
+export async function consumerThroughput(prefetch: number, count: number): Promise<ConsumerThroughput> {
+  const pool = newPool(POOL_SIZE);
+  const schema = uniqueName('bench_consumer');
+  const table = `"${schema}".handled`;
+  const topo = await topology();
+  try {
+    await pool.query(`CREATE SCHEMA "${schema}"`);
+    const client = await pool.connect();
+    try {
+      await migrate(client, schema, loadMigrations(INBOX_MIGRATIONS_DIR), 'inbox_schema_migrations');
+    } finally {
+      client.release();
+    }
+    await pool.query(`CREATE TABLE ${table} (message_id text PRIMARY KEY, n int NOT NULL)`);
+
+    await fill(topo.exchange, count);
+    await checkpoint(pool);
+    const walBefore = await walPosition(pool);
+    let started = 0;
+    const consumer = await createConsumer<{ n: number }>({
+      amqpUrl: AMQP_URL,
+      queue: topo.queue,
+      name: 'bench',
+      pool,
+      schema,
+      prefetch,
+      handler: async (msg, tx) => {
+        started ||= performance.now();
+        await tx.query(`INSERT INTO ${table} (message_id, n) VALUES ($1, $2)`, [msg.messageId, msg.payload.n]);
+      },
+    });
+    // stats.handled counts a message once its transaction committed, just before its ack.
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        if (consumer.stats.handled < count) return;
+        clearInterval(timer);
+        resolve();
+      }, 2);
+    });
+    const consumerRate = count / ((performance.now() - started) / 1000);
+    await consumer.stop();
+    const walPerMessage = Number((await walPosition(pool)) - walBefore) / count;
+    const walPerMessageWithoutInbox = await withoutInbox(pool, table, count);
+
+    await fill(topo.exchange, count);
+    const bareRate = await bareDrain(topo.queue, prefetch, count);
+    return {
+      prefetch,
+      count,
+      consumerRate,
+      bareRate,
+      walPerMessage,
+      walPerMessageWithoutInbox,
+      inboxWalPerMessage: walPerMessage - walPerMessageWithoutInbox,
+    };
+  } finally {
+    await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`).catch(() => undefined);
+    await pool.end();
+    await topo.drop();
+  }
+}
+
+/** The figures for prefetch 1, 100 and 500. */
+export async function consumerFigures(count: number): Promise<ConsumerThroughput[]> {
+  const results: ConsumerThroughput[] = [];
+  for (const prefetch of [1, 100, 500]) results.push(await consumerThroughput(prefetch, count));
+  return results;
+}
+
+if (require.main === module) {
+  const count = Number(process.argv[2] ?? 5_000);
+  void (async () => {
+    console.log(`idempotent consumer: ${count} messages of 1 KiB, handler writes one row, pool of ${POOL_SIZE}`);
+    for (const r of await consumerFigures(count)) {
+      console.log(
+        `  prefetch ${String(r.prefetch).padStart(3)}: consumer ${r.consumerRate.toFixed(0).padStart(6)} msg/s · bare amqplib ${r.bareRate
+          .toFixed(0)
+          .padStart(6)} msg/s · WAL ${r.walPerMessage.toFixed(0)} B/msg (without the inbox ${r.walPerMessageWithoutInbox.toFixed(0)},` +
+          ` the inbox ${r.inboxWalPerMessage.toFixed(0)})`,
+      );
+    }
+  })().catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
+}
