@@ -1,7 +1,8 @@
-import { connect } from 'amqplib';
+import { connect, type ChannelModel } from 'amqplib';
 import { createConsumer, type Consumer, type StateChange } from '../../src/consumer/index';
 import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate } from '../../src/db/migrator';
 import { OutboxFixture } from '../kit/outbox-fixture';
+import { FreezingProxy } from '../kit/freezing-proxy';
 import { closeConnectionsNamed } from '../kit/rabbitmqctl';
 import { testAmqpUrl } from '../kit/services';
 import { SteadyPublisher } from '../kit/steady-publisher';
@@ -63,7 +64,12 @@ interface Scenario {
  * `failEvery`-th message fails on purpose, always. A SteadyPublisher sends a message
  * every 10 ms.
  */
-async function scenario(options: { topology: boolean; amqpUrl?: string | string[]; failEvery?: number }): Promise<Scenario> {
+async function scenario(options: {
+  topology: boolean;
+  amqpUrl?: string | string[];
+  failEvery?: number;
+  heartbeatSeconds?: number;
+}): Promise<Scenario> {
   const name = uniqueName('faults');
   const queue = uniqueName('faults_q');
   const failing = new Set<string>();
@@ -91,6 +97,7 @@ async function scenario(options: { topology: boolean; amqpUrl?: string | string[
     retryDelayMs: 50,
     reconnectBaseMs: 100,
     reconnectMaxMs: 1_000,
+    ...(options.heartbeatSeconds === undefined ? {} : { heartbeatSeconds: options.heartbeatSeconds }),
     ...(options.topology ? { topology: { exchange, bindingKeys: ['order.#'] } } : {}),
     onStateChange: (change) => states.push(change),
     handler: async (msg, tx) => {
@@ -131,6 +138,30 @@ async function scenario(options: { topology: boolean; amqpUrl?: string | string[
       return rows[0]!.n;
     },
   };
+}
+
+/**
+ * Deletes `queue` at a moment it holds no ready message (messages in flight are the
+ * consumer's), so that no message is lost with the queue and exactly-once can be checked
+ * for all of them.
+ */
+async function deleteWhenEmpty(admin: ChannelModel, queue: string): Promise<void> {
+  await waitFor(
+    'the queue deleted',
+    async () => {
+      const ch = await admin.createChannel();
+      ch.on('error', () => undefined);
+      try {
+        await ch.deleteQueue(queue, { ifEmpty: true });
+        await ch.close();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    20_000,
+    5,
+  );
 }
 
 /** Waits until the consumer processes messages and a handler is inside its transaction. */
@@ -242,28 +273,37 @@ test('the queue deleted and declared again (a cancel by the broker): it waits fo
   const admin = await connect(testAmqpUrl());
   cleanups.push(() => admin.close());
   await midTransaction(s);
-  // Deleted only while it holds no ready message (messages in flight are the consumer's),
-  // so that no message is lost with the queue and exactly-once can be checked for all.
-  await waitFor(
-    'the queue deleted',
-    async () => {
-      const ch = await admin.createChannel();
-      ch.on('error', () => undefined);
-      try {
-        await ch.deleteQueue(s.queue, { ifEmpty: true });
-        await ch.close();
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    20_000,
-    5,
-  );
+  await deleteWhenEmpty(admin, s.queue);
   await waitFor('reconnecting after the cancel', () => s.states.some((c) => c.state === 'reconnecting' && /cancel/.test(c.reason ?? '')));
   await waitFor('messages returned while the queue is gone', () => s.publisher.returns >= 5);
   await broker.channel.assertQueue(s.queue, { durable: false, autoDelete: false });
   const reconnectMs = await resumed(s);
   expect(s.consumer.state).toBe('consuming');
   await verify(s, 'queue deleted and declared again', reconnectMs, false);
+});
+
+test('the queue deleted under a consumer that declares its topology: it declares the queue again and consumes; every message once', async () => {
+  const s = await scenario({ topology: true, failEvery: 25 });
+  const admin = await connect(testAmqpUrl());
+  cleanups.push(() => admin.close());
+  await midTransaction(s);
+  await deleteWhenEmpty(admin, s.queue);
+  const reconnectMs = await resumed(s);
+  expect(s.states.find((c) => c.state === 'reconnecting')?.reason).toMatch(/cancel/);
+  expect(s.consumer.stats.reconnects).toBe(1);
+  await verify(s, 'queue deleted, declared again by the consumer', reconnectMs, true);
+});
+
+test('a silent network (heartbeat timeout): the consumer gives the connection up and reconnects; every message once', async () => {
+  const proxy = await FreezingProxy.inFrontOf(testAmqpUrl());
+  cleanups.push(() => proxy.close());
+  const s = await scenario({ topology: true, failEvery: 25, amqpUrl: proxy.url(testAmqpUrl()), heartbeatSeconds: 1 });
+  await midTransaction(s);
+  // No reset, no close: only the missed heartbeats tell the consumer its connection is gone.
+  proxy.freeze();
+  await waitFor('reconnecting', () => s.consumer.state === 'reconnecting', 15_000);
+  const reason = s.states.find((c) => c.state === 'reconnecting')?.reason ?? '';
+  const reconnectMs = await resumed(s);
+  expect(reason).toMatch(/heartbeat/i);
+  await verify(s, 'heartbeat timeout', reconnectMs, true);
 });

@@ -203,3 +203,37 @@ test('stop() waits for the message in flight and then stops consuming', async ()
   send(queue, randomUUID(), { orderId: 's-2' });
   await staysFalse('a message consumed after stop', async () => (await shipments()).length > 1, 300);
 });
+
+test('stop() past its shutdown timeout rolls back the handler in flight; its message goes back to the queue', async () => {
+  const { queue } = await queueWithDlx();
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let entered = false;
+  const consumer = await createConsumer<{ orderId: string }>({
+    amqpUrl: testAmqpUrl(),
+    queue,
+    pool: fx.pool,
+    schema: fx.schema,
+    shutdownTimeoutMs: 200,
+    handler: async (msg, tx) => {
+      await tx.query(`INSERT INTO "${fx.schema}".shipments VALUES ($1, $2)`, [msg.payload.orderId, msg.messageId]);
+      entered = true;
+      await gate;
+      await tx.query('SELECT 1');
+    },
+  });
+  const states: string[] = [];
+  consumer.on('state', (change) => states.push(`${change.previous}→${change.state}`));
+  send(queue, randomUUID(), { orderId: 't-1' });
+  await waitFor('the handler inside its transaction', () => entered);
+  await consumer.stop();
+  expect(states).toEqual(['consuming→stopping', 'stopping→stopped']);
+  expect(consumer.state).toBe('stopped');
+  release();
+  await waitFor('the message back in the queue', async () => (await broker.channel.checkQueue(queue)).messageCount === 1);
+  expect(await shipments()).toEqual([]);
+  expect((await fx.pool.query(`SELECT 1 FROM "${fx.schema}".inbox`)).rowCount).toBe(0);
+  expect(consumer.stats.handled).toBe(0);
+});
