@@ -16,6 +16,7 @@ import {
   latency,
   producerCost,
   producerInsertWal,
+  cleanupWal,
   scale,
   type DrainResult,
   type LatencyResult,
@@ -128,6 +129,15 @@ async function main(): Promise<void> {
     (r) => `${fmt(r.rate)} msg/s, ${fmt(r.walPerMessage)} B WAL/msg`,
   );
 
+  console.log(`\nthe retention cleanup of ${fmt(WAL_INSERTS)} published messages, after a vacuum and a checkpoint`);
+  const cleanups = await repeat(
+    'cleanup',
+    () => cleanupWal(pool, WAL_INSERTS),
+    (c) => `${fmt(c.asConfigured)} B WAL/msg, with lz4 page images ${c.lz4 === null ? '-' : fmt(c.lz4)} B`,
+  );
+  const cleanupAsIs = figure(cleanups.map((c) => c.asConfigured));
+  const cleanupLz4 = cleanups.every((c) => c.lz4 !== null) ? figure(cleanups.map((c) => c.lz4 as number)) : undefined;
+
   const one = drains['unkeyed, 1 relay'] ?? [];
   const walDefault = figure(one.map((r) => r.walPerMessage));
   const walDeleting = figure(deleting.map((r) => r.walPerMessage));
@@ -144,6 +154,20 @@ async function main(): Promise<void> {
     spread(walDeleting),
     ratio(walDeleting.median, insertWal.median),
   ]);
+  rows.push([
+    'WAL per message: the retention cleanup days later (page images)',
+    `${fmt(cleanupAsIs.median)} B`,
+    spread(cleanupAsIs),
+    ratio(cleanupAsIs.median, insertWal.median),
+  ]);
+  if (cleanupLz4) {
+    rows.push([
+      '… the same with wal_compression = lz4',
+      `${fmt(cleanupLz4.median)} B`,
+      spread(cleanupLz4),
+      ratio(cleanupLz4.median, insertWal.median),
+    ]);
+  }
   const cpuMachine = figure(one.map((r) => r.cpu.machine));
   const cpuOf = (part: 'relay' | 'postgresql' | 'rabbitmq'): Figure => figure(one.map((r) => r.cpu[part]));
   const bareOf = (part: 'bench' | 'rabbitmq'): Figure => figure(bareRuns.map((r) => r.cpu[part]));
@@ -272,6 +296,7 @@ async function main(): Promise<void> {
     machine: env,
     bare: bareRuns,
     insertWal,
+    cleanups,
     drains,
     deleting,
     producer,

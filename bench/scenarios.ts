@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { connect } from 'amqplib';
-import type { Pool } from 'pg';
+import { Pool } from 'pg';
+import { runCleanup } from '../src/outbox/retention';
 import { cpuBetween, perMessage, sampleCpu, walDuring, walPosition, type CpuSpent } from './cost';
 import { AMQP_URL, DATABASE_URL, insertBacklog, outboxSchema, PAD, percentile, publishedBy, sleep, startRelay, topology } from './support';
 
@@ -124,6 +125,66 @@ async function checkpoint(pool: Pool): Promise<void> {
     checkpointRefused = true;
     console.warn(`  (CHECKPOINT refused: ${(err as Error).message}; WAL figures may include full-page images)`);
   }
+}
+
+/** WAL per message of the retention cleanup, as it runs days after the publish. */
+export interface CleanupWal {
+  /** With the server's settings (full-page images as they are). */
+  readonly asConfigured: number;
+  /** With wal_compression = lz4 set for the cleanup's session (null when the role may not set it). */
+  readonly lz4: number | null;
+}
+
+/**
+ * The WAL the retention cleanup writes per message: a backlog is published, vacuumed
+ * (as autovacuum does soon after), a checkpoint passes (as many do in a retention
+ * period), then the cleanup deletes it. The first change of each page after a
+ * checkpoint logs the page's image (without its free hole), so this is where history
+ * kept for OUTBOX_RETENTION costs WAL. Measured twice: once as configured, once on a
+ * fresh backlog with the cleanup's session compressing page images with lz4.
+ */
+export async function cleanupWal(pool: Pool, count: number): Promise<CleanupWal> {
+  const once = async (compression: string | null): Promise<number> => {
+    const topo = await topology();
+    const outbox = await outboxSchema(pool);
+    try {
+      await insertBacklog(pool, outbox.schema, topo.exchange, count, 0);
+      const relay = await startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn' });
+      try {
+        await relay.ready();
+        while ((await publishedBy([relay])) < count) await sleep(20);
+      } finally {
+        await relay.stop();
+      }
+      await pool.query(`VACUUM "${outbox.schema}".messages`);
+      await checkpoint(pool);
+      const cleaner = new Pool({
+        connectionString: DATABASE_URL,
+        max: 1,
+        ...(compression ? { options: `-c wal_compression=${compression}` } : {}),
+      });
+      try {
+        const wal = await walDuring(pool, async () => {
+          const deleted = await runCleanup(cleaner, outbox.schema, 0);
+          if (deleted !== count) throw new Error(`cleanup deleted ${deleted} of ${count}`);
+        });
+        return wal / count;
+      } finally {
+        await cleaner.end();
+      }
+    } finally {
+      await outbox.drop();
+      await topo.drop();
+    }
+  };
+  const asConfigured = await once(null);
+  let lz4: number | null = null;
+  try {
+    lz4 = await once('lz4');
+  } catch (err: unknown) {
+    console.warn(`  (wal_compression = lz4 not measured: ${(err as Error).message})`);
+  }
+  return { asConfigured, lz4 };
 }
 
 /** WAL bytes per message of the producer's own write: one 1 KiB event INSERT per transaction, 8 clients. */
