@@ -1,20 +1,10 @@
 import { EventEmitter } from 'node:events';
-import type { ConsumeMessage, Options } from 'amqplib';
 import type { PoolClient } from 'pg';
 import { OutboxError } from '../errors';
 import { abortableDelay, unrefSleep } from '../util/delay';
-import { reconnectDelayMs, retryDelayMs } from './backoff';
-import {
-  cleanupInboxBatch,
-  failedAttempts,
-  HEADER,
-  headerText,
-  InboxUnavailable,
-  inboxMessage,
-  inboxTable,
-  processOnce,
-  type InboxTarget,
-} from './inbox';
+import { reconnectDelayMs } from './backoff';
+import { Deliveries } from './delivery';
+import { cleanupInboxBatch, inboxTable, type InboxTarget } from './inbox';
 import { ConsumerMetrics, type MessageOutcome } from './metrics';
 import type { ConsumerOptions, ConsumerState, StateChange } from './options';
 import { bounded, describeError, isRefusal, Session, type SessionHooks } from './session';
@@ -62,12 +52,6 @@ export interface Consumer {
   stop(): Promise<void>;
 }
 
-/** Broker headers a copy does not carry on: the consumer counts attempts itself. */
-const BROKER_HEADERS = /^x-(death|first-death-|last-death-|delivery-count)/;
-
-/** The longest error text put in a header. */
-const MAX_ERROR_CHARS = 1_000;
-
 class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
   private readonly counts = { handled: 0, duplicates: 0, retried: 0, rejected: 0, reconnects: 0 };
   private current: ConsumerState = 'connecting';
@@ -77,12 +61,12 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
   private readonly checkedOut = new Set<PoolClient>();
   private readonly metrics: ConsumerMetrics;
   private readonly target: InboxTarget<TPayload>;
+  private readonly deliveries: Deliveries<TPayload>;
   private readonly cleanupTimer: NodeJS.Timeout;
   private stopping: Promise<void> | undefined;
   private loop: Promise<void> = Promise.resolve();
   private interruptedAt: number | undefined;
   private startError: OutboxError | undefined;
-  private inboxOutage = 0;
   private readonly hooks: SessionHooks;
   readonly closed: Promise<void>;
   private resolveClosed: () => void = () => undefined;
@@ -94,6 +78,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     this.metrics = new ConsumerMetrics(settings.registry, settings.queue);
     const table = inboxTable(settings.schema);
     this.target = { pool: settings.pool, table, name: settings.name, handler: settings.handler, checkedOut: this.checkedOut };
+    this.deliveries = new Deliveries(settings, this.target, this.metrics, (outcome) => this.count(outcome));
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
@@ -101,7 +86,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
       this.resolveFirstConsuming = resolve;
     });
     this.hooks = {
-      onMessage: (session, msg) => this.track(this.deliver(session, msg)),
+      onMessage: (session, msg) => this.track(this.deliveries.deliver(session, msg)),
       onCancel: (session) => this.onCancel(session),
     };
     this.cleanupTimer = setInterval(() => {
@@ -304,121 +289,6 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     this.metrics.settled(outcome);
   }
 
-  /**
-   * One delivery, to its settlement: processed (ack), a duplicate (ack), failed (to the
-   * retry queue, or held and run again in place; after `maxRetries` dead-lettered). A
-   * failure before the handler ran (the database is down) is nobody's attempt: the
-   * delivery waits and tries again. Once the session ended the delivery is dropped: the
-   * broker redelivers it on the next connection, where the inbox recognises it if it
-   * was processed.
-   */
-  private async deliver(session: Session, msg: ConsumeMessage): Promise<void> {
-    const { queue, log, maxRetries, retryMode, reconnectBaseMs, reconnectMaxMs } = this.settings;
-    const messageId = msg.properties.messageId as unknown;
-    if (typeof messageId !== 'string' || messageId === '') {
-      log.error({ queue, routingKey: msg.fields.routingKey }, 'message without a message-id cannot be deduplicated: rejected');
-      this.count('rejected');
-      session.nack(msg, false);
-      return;
-    }
-    const waitSignal = session.signal;
-    const proceed = (): boolean => !waitSignal.aborted;
-    let failures = failedAttempts(msg);
-    for (;;) {
-      // During a shutdown a delivery not started goes back to the queue.
-      if (!proceed()) {
-        session.nack(msg, true);
-        return;
-      }
-      const startedAt = performance.now();
-      let outcome: 'handled' | 'duplicate' | 'skipped';
-      try {
-        outcome = await processOnce(this.target, inboxMessage<TPayload>(msg, messageId, failures), proceed);
-        this.inboxOutage = 0;
-      } catch (err: unknown) {
-        if (err instanceof InboxUnavailable) {
-          this.inboxOutage += 1;
-          const retryInMs = reconnectDelayMs(Math.min(this.inboxOutage, 8), reconnectBaseMs, reconnectMaxMs);
-          const loud = this.inboxOutage === 1 || this.inboxOutage % 100 === 0;
-          log[loud ? 'warn' : 'debug']({ queue, err: describeError(err), retryInMs }, 'cannot reach the inbox: the message waits');
-          await abortableDelay(retryInMs, waitSignal);
-          continue;
-        }
-        this.metrics.attempt('failed', (performance.now() - startedAt) / 1000);
-        failures += 1;
-        if (!session.isOpen) return;
-        if (failures > maxRetries) {
-          await this.deadLetter(session, msg, messageId, failures, err);
-          return;
-        }
-        const delayMs = retryDelayMs(failures, this.settings.retryDelayMs, this.settings.retryMaxDelayMs);
-        const fields = { queue, messageId, attempt: failures, retryInMs: delayMs, err: describeError(err) };
-        if (retryMode === 'delay-queue') {
-          try {
-            await this.sendToRetryQueue(session, msg, failures, err, delayMs);
-            log.warn(fields, 'handler failed: retrying through the retry queue');
-            this.count('retried');
-            return;
-          } catch (publishErr: unknown) {
-            if (!session.isOpen) return;
-            log.error(
-              { ...fields, publishErr: describeError(publishErr) },
-              'cannot hand the message to the retry queue: retrying in place',
-            );
-          }
-        } else {
-          log.warn(fields, 'handler failed: retrying in place');
-        }
-        this.count('retried');
-        await abortableDelay(delayMs, waitSignal);
-        continue;
-      }
-      if (outcome === 'skipped') {
-        session.nack(msg, true);
-        return;
-      }
-      this.metrics.attempt(outcome, (performance.now() - startedAt) / 1000);
-      this.count(outcome);
-      // Not acknowledged when the connection is gone: redelivered, found in the inbox, skipped.
-      session.ack(msg);
-      return;
-    }
-  }
-
-  /** The retry: a copy to the retry queue with its headers, confirmed, then the original acknowledged. */
-  private async sendToRetryQueue(session: Session, msg: ConsumeMessage, failures: number, err: unknown, delayMs: number): Promise<void> {
-    await session.ensureRetryQueue();
-    await session.publishConfirmed('', this.settings.retryQueue, msg.content, {
-      ...copyProperties(msg, failures, err),
-      expiration: String(delayMs),
-    });
-    // Should the ack be lost with the connection, the original comes back too: two
-    // copies of one message id, which the inbox processes once.
-    session.ack(msg);
-  }
-
-  private async deadLetter(session: Session, msg: ConsumeMessage, messageId: string, failures: number, err: unknown): Promise<void> {
-    const { queue, log, deadLetterExchange } = this.settings;
-    log.error({ queue, messageId, attempts: failures, err: describeError(err) }, 'handler failed: message dead-lettered');
-    this.count('dead_lettered');
-    if (deadLetterExchange !== undefined) {
-      try {
-        const routingKey = headerText(msg, HEADER.routingKey) ?? msg.fields.routingKey;
-        await session.publishConfirmed(deadLetterExchange, routingKey, msg.content, copyProperties(msg, failures, err));
-        session.ack(msg);
-        return;
-      } catch (publishErr: unknown) {
-        if (!session.isOpen) return;
-        log.error(
-          { queue, messageId, err: describeError(publishErr) },
-          'cannot publish to the dead-letter exchange: rejecting the message',
-        );
-      }
-    }
-    // Without requeue: to the queue's own dead-letter exchange, if it has one.
-    session.nack(msg, false);
-  }
-
   private async shutdown(): Promise<void> {
     const { queue, log, shutdownTimeoutMs } = this.settings;
     this.setState('stopping');
@@ -447,33 +317,6 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     log.info({ queue }, 'consumer stopped');
     this.resolveClosed();
   }
-}
-
-/** The properties of a retried or dead-lettered copy: the original's, with the consumer's headers. */
-function copyProperties(msg: ConsumeMessage, failures: number, err: unknown): Options.Publish {
-  const p = msg.properties;
-  const headers: Record<string, unknown> = {};
-  for (const [name, value] of Object.entries((p.headers ?? {}) as Record<string, unknown>))
-    if (!BROKER_HEADERS.test(name)) headers[name] = value;
-  headers[HEADER.attempts] = failures;
-  headers[HEADER.error] = describeError(err).slice(0, MAX_ERROR_CHARS);
-  headers[HEADER.exchange] = headerText(msg, HEADER.exchange) ?? msg.fields.exchange;
-  headers[HEADER.routingKey] = headerText(msg, HEADER.routingKey) ?? msg.fields.routingKey;
-  const copy: Options.Publish = { headers, persistent: p.deliveryMode !== 1 };
-  // userId is left out: the broker checks it against the publishing connection's user.
-  const optional = {
-    messageId: p.messageId as unknown,
-    correlationId: p.correlationId as unknown,
-    type: p.type as unknown,
-    contentType: p.contentType as unknown,
-    contentEncoding: p.contentEncoding as unknown,
-    timestamp: p.timestamp as unknown,
-    appId: p.appId as unknown,
-    priority: p.priority as unknown,
-    replyTo: p.replyTo as unknown,
-  };
-  for (const [name, value] of Object.entries(optional)) if (value !== undefined) (copy as Record<string, unknown>)[name] = value;
-  return copy;
 }
 
 /**

@@ -22,6 +22,11 @@ export class SteadyPublisher {
   private readonly returned = new Set<string>();
   private running = true;
   private loop: Promise<void> = Promise.resolve();
+  /** Resolved while not paused. */
+  private gate: Promise<void> = Promise.resolve();
+  private open: () => void = () => undefined;
+  /** The publish in flight, if any. */
+  private current: Promise<unknown> = Promise.resolve();
   private sent = 0;
 
   private constructor(
@@ -83,14 +88,38 @@ export class SteadyPublisher {
     while (this.running) {
       this.sent += 1;
       const message = make(this.sent);
-      while (!(await this.publishOnce(target, message)) && this.running) await new Promise((resolve) => setTimeout(resolve, 25));
+      for (;;) {
+        await this.gate;
+        if (!this.running) break;
+        const publish = this.publishOnce(target, message);
+        this.current = publish.catch(() => undefined);
+        if ((await publish) || !this.running) break;
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
       await new Promise((resolve) => setTimeout(resolve, intervalMs));
     }
+  }
+
+  /**
+   * Holds the next publish and resolves once none is in flight (until `resume()`): for
+   * the instant of a fault that would lose messages the broker already confirmed (a
+   * queue deleted with messages on their way into it is confirmed to the publisher).
+   */
+  async pause(): Promise<void> {
+    this.gate = new Promise((resolve) => {
+      this.open = resolve;
+    });
+    await this.current;
+  }
+
+  resume(): void {
+    this.open();
   }
 
   /** Stops publishing (a message still unroutable then is given up, not in `routed`) and closes the connection. */
   async stop(): Promise<void> {
     this.running = false;
+    this.open();
     try {
       await this.loop;
     } finally {
