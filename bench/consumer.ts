@@ -12,6 +12,10 @@ import { AMQP_URL, newPool, PAD, topology } from './support';
  * trivial handler that writes one row, against a bare amqplib consumer that acks
  * without a database, at a given prefetch. The consumer's pool has POOL_SIZE
  * connections, as a service's would; prefetch above that only queues deliveries.
+ *
+ * The WAL position is the cluster's: anything else writing to the same PostgreSQL
+ * meanwhile (another bench, a test run, autovacuum) is counted too, so run it on an
+ * otherwise idle database; a figure far above ~600 B per message means it was not.
  */
 
 /** The consumer's pg pool (a service's usual size). */

@@ -144,7 +144,7 @@ export class Deliveries<TPayload> {
 }
 
 /** The properties of a retried or dead-lettered copy: the original's, with the consumer's headers. */
-function copyProperties(msg: ConsumeMessage, failures: number, err: unknown): Options.Publish {
+export function copyProperties(msg: ConsumeMessage, failures: number, err: unknown): Options.Publish {
   const p = msg.properties;
   const headers: Record<string, unknown> = {};
   for (const [name, value] of Object.entries((p.headers ?? {}) as Record<string, unknown>))
