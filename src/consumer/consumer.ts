@@ -336,8 +336,9 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
  * Resolves once it consumes. It then keeps consuming until `stop()`: after a lost
  * connection it reconnects (capped, jittered backoff; the URLs in turn), after a cancel
  * by the broker it consumes again once the queue exists. Rejects with a one-line
- * `OutboxError` for bad options (`INVALID_ARGUMENT`), a refusal by the broker or no
- * broker within `startTimeoutMs` (`BROKER_UNAVAILABLE`).
+ * `OutboxError` for bad options (`INVALID_ARGUMENT`), a missing inbox table
+ * (`SCHEMA_NOT_MIGRATED`), a refusal by the broker or no broker within `startTimeoutMs`
+ * (`BROKER_UNAVAILABLE`).
  */
 export async function createConsumer<TPayload = unknown>(options: ConsumerOptions<TPayload>): Promise<Consumer> {
   const consumer = new IdempotentConsumer<TPayload>(consumerSettings(options));
