@@ -9,7 +9,7 @@ export const LAG_REFRESH_MS = 1_000;
 /**
  * The share of the time the counts may keep a database connection (and so one core of
  * the database) busy. After a count that took d ms the next one starts no sooner than
- * d × (1 / share − 1) later: a count of 1,000,000 pending rows that takes 0.65 s is
+ * d × (1 / share − 1) later: a count that takes 0.65 s (1,000,000 pending rows whose pages must be read) is
  * repeated every 25 s at the earliest. Half the 5 % a background task may cost, leaving
  * room for the lag probe and for counts that take longer than the last one.
  */
