@@ -42,7 +42,6 @@ const INSTANT_TYPES: CustomTypesConfig = {
     oid === TIMESTAMPTZ && format !== 'binary' ? parseInstant : types.getTypeParser(oid, format)) as CustomTypesConfig['getTypeParser'],
 };
 
-/** The pending message `status` shows as the oldest. */
 /** Up to this many rows (by the planner's estimate) `status` counts the published messages exactly. */
 export const EXACT_PUBLISHED_COUNT_ROWS = 100_000;
 
@@ -53,6 +52,7 @@ export const EXACT_PUBLISHED_COUNT_ROWS = 100_000;
 export type PublishedCount =
   { readonly count: number; readonly estimatedRows: null } | { readonly count: null; readonly estimatedRows: number };
 
+/** The pending message `status` shows as the oldest. */
 export interface PendingHead {
   readonly messageId: string;
   readonly createdAt: Instant;
