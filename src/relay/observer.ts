@@ -48,7 +48,7 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
       'batch had failures',
     );
   } else {
-    log.debug({ published, ms }, 'published batch');
+    log.debug({ published, claimed: report.claimed, held: report.held, parked: report.parkedBehindKey, ms }, 'published batch');
   }
   for (const { message, error } of dead) {
     log.error({ messageId: message.messageId, exchange: message.exchange, attempts: message.attempts + 1, error }, 'message is dead');
