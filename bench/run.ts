@@ -23,6 +23,7 @@ import {
   type ProducerVariant,
   type ScaleResult,
 } from './scenarios';
+import { consumerThroughput } from './consumer';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
 
 const quick = process.argv.includes('--quick');
@@ -36,6 +37,7 @@ const LATENCY_SECONDS = quick ? 3 : 10;
 const PRODUCER_SECONDS = quick ? 2 : 5;
 const WAL_INSERTS = quick ? 5_000 : 20_000;
 const REPLICAS = [1, 3] as const;
+const CONSUMER_COUNT = quick ? 2_000 : 5_000;
 
 /** Runs `run` REPS times, printing each result. */
 async function repeat<T>(label: string, run: () => Promise<T>, show: (result: T) => string): Promise<T[]> {
@@ -239,6 +241,36 @@ async function main(): Promise<void> {
     ]);
   }
 
+  console.log(
+    `\nthe idempotent consumer: ${fmt(CONSUMER_COUNT)} 1 KiB messages, a handler writing one row, against a bare amqplib consumer`,
+  );
+  for (const prefetch of [1, 100, 500]) {
+    const runs = await repeat(
+      `prefetch ${prefetch}`,
+      () => consumerThroughput(prefetch, CONSUMER_COUNT),
+      (r) =>
+        `${fmt(r.consumerRate)} msg/s, bare ${fmt(r.bareRate)} msg/s, ${fmt(r.walPerMessage)} B WAL/msg (inbox ${fmt(r.inboxWalPerMessage)})`,
+    );
+    const consumer = figure(runs.map((r) => r.consumerRate));
+    const bareConsumer = figure(runs.map((r) => r.bareRate));
+    rows.push([
+      `idempotent consumer, prefetch ${prefetch} (bare amqplib consumer: ${fmt(bareConsumer.median)} msg/s)`,
+      `${fmt(consumer.median)} msg/s`,
+      spread(consumer),
+      ratio(consumer.median, bareConsumer.median),
+    ]);
+    if (prefetch === 100) {
+      const inbox = figure(runs.map((r) => r.inboxWalPerMessage));
+      const whole = figure(runs.map((r) => r.walPerMessage));
+      rows.push([
+        `WAL per message in the consumer's database (of it the inbox: ${fmt(inbox.median)} B)`,
+        `${fmt(whole.median)} B`,
+        spread(whole),
+        '',
+      ]);
+    }
+  }
+
   console.log(`\nscale: a ${fmt(SCALE_BACKLOG)}-message backlog, 1,000 keys`);
   const big: ScaleResult = await scale(pool, SCALE_BACKLOG, IDLE_SECONDS);
   const scrape = [...big.metricsScrapeMs].sort((a, b) => a - b);
@@ -285,7 +317,7 @@ async function main(): Promise<void> {
     .join(' · ');
   const markdown =
     `Measured ${new Date().toISOString().slice(0, 10)}${quick ? ' (--quick: one run each, smaller backlogs)' : ''} on ${machineLine}. ` +
-    'Ratios: drains against the bare publisher, WAL against the producer’s INSERT, CPU against the bare publisher, producer rows against "domain only", the large drain against the 1,000-key drain.\n\n' +
+    'Ratios: drains against the bare publisher, the consumer against a bare amqplib consumer, WAL against the producer’s INSERT, CPU against the bare publisher, producer rows against "domain only", the large drain against the 1,000-key drain.\n\n' +
     `${table}\n`;
   console.log(`\n${markdown}\nbench took ${Math.round((Date.now() - started) / 1000)} s`);
   const dir = join(__dirname, 'results');
