@@ -19,11 +19,4 @@ export function fullJitterBackoff(baseMs: number, maxMs: number, random: () => n
   };
 }
 
-/**
- * Capped exponential backoff with a little jitter, for reconnecting to a dependency:
- * the wait must grow, but should not be near zero the way full jitter can be.
- */
-export function reconnectDelayMs(consecutiveFailures: number, baseMs = 250, maxMs = 15_000, random: () => number = Math.random): number {
-  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(Math.max(consecutiveFailures - 1, 0), 30));
-  return Math.round(ceiling * (0.75 + random() * 0.25));
-}
+export { reconnectDelayMs } from '../util/backoff';
