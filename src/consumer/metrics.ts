@@ -49,15 +49,18 @@ abstract class ConsumerMetric {
   }
 }
 
-class CounterMetric extends ConsumerMetric {
-  readonly type = 'counter';
+/** A metric of one number per label set: the counter's and the gauge's common part. */
+abstract class SingleValueMetric extends ConsumerMetric {
   private readonly series = new Map<string, { labels: Labels; value: number }>();
 
-  inc(labels: Labels, by = 1): void {
-    const key = keyOf(labels);
-    const found = this.series.get(key);
+  protected setValue(labels: Labels, value: number): void {
+    this.series.set(keyOf(labels), { labels, value });
+  }
+
+  protected addValue(labels: Labels, by: number): void {
+    const found = this.series.get(keyOf(labels));
     if (found) found.value += by;
-    else this.series.set(key, { labels, value: by });
+    else this.setValue(labels, by);
   }
 
   protected values(): MetricValue[] {
@@ -69,27 +72,23 @@ class CounterMetric extends ConsumerMetric {
   }
 }
 
-class GaugeMetric extends ConsumerMetric {
+class CounterMetric extends SingleValueMetric {
+  readonly type = 'counter';
+
+  inc(labels: Labels, by = 1): void {
+    this.addValue(labels, by);
+  }
+}
+
+class GaugeMetric extends SingleValueMetric {
   readonly type = 'gauge';
-  private readonly series = new Map<string, { labels: Labels; value: number }>();
 
   set(labels: Labels, value: number): void {
-    this.series.set(keyOf(labels), { labels, value });
+    this.setValue(labels, value);
   }
 
   add(labels: Labels, by: number): void {
-    const key = keyOf(labels);
-    const found = this.series.get(key);
-    if (found) found.value += by;
-    else this.series.set(key, { labels, value: by });
-  }
-
-  protected values(): MetricValue[] {
-    return [...this.series.values()].map(({ labels, value }) => ({ labels: { ...labels }, value }));
-  }
-
-  reset(): void {
-    this.series.clear();
+    this.addValue(labels, by);
   }
 }
 
