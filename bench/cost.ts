@@ -101,3 +101,15 @@ export function perMessage(spent: CpuSpent, messages: number): CpuSpent {
     bench: us(spent.bench),
   };
 }
+
+/** User + system CPU seconds of the given processes so far (those that exited count 0). */
+export function cpuSecondsOf(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    const text = readProc(`/proc/${pid}/stat`);
+    if (text === undefined) continue;
+    const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(rest[11]) + Number(rest[12]);
+  }
+  return ticks / TICKS_PER_SECOND;
+}

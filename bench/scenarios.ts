@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { connect } from 'amqplib';
 import { Pool } from 'pg';
 import { runCleanup } from '../src/outbox/retention';
-import { cpuBetween, perMessage, sampleCpu, walDuring, walPosition, type CpuSpent } from './cost';
+import { cpuBetween, cpuSecondsOf, perMessage, sampleCpu, walDuring, walPosition, type CpuSpent } from './cost';
 import { AMQP_URL, DATABASE_URL, insertBacklog, outboxSchema, PAD, percentile, publishedBy, sleep, startRelay, topology } from './support';
 
 /** The ceiling: a plain amqplib confirm-channel publisher, 1,000 confirms outstanding. */
@@ -300,7 +300,7 @@ export interface ScaleResult {
   /**
    * The background work of a relay that publishes nothing (its broker unreachable) beside
    * the whole backlog — gauge refreshes, lag probe, wake-up peeks —: CPU of the relay and
-   * of PostgreSQL, in % of one core.
+   * of its PostgreSQL backends, in % of one core.
    */
   readonly backgroundCorePercent: { readonly relay: number; readonly postgresql: number };
 }
@@ -339,10 +339,16 @@ export async function scale(pool: Pool, backlog: number, idleSeconds: number, en
     let backgroundCorePercent = { relay: Number.NaN, postgresql: Number.NaN };
     try {
       await sleep(2_000);
-      const before = sampleCpu([idle.pid]);
+      // The relay's own database backends (by application_name), not the whole server:
+      // a checkpoint or an autovacuum of the fresh backlog would otherwise count too.
+      const { rows } = await pool.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'outbox-relay%'`);
+      const backends = rows.map((r) => r.pid);
+      const before = { relay: cpuSecondsOf([idle.pid]), postgresql: cpuSecondsOf(backends) };
       await sleep(idleSeconds * 1000);
-      const spent = cpuBetween(before, sampleCpu([idle.pid]));
-      backgroundCorePercent = { relay: (spent.relay / idleSeconds) * 100, postgresql: (spent.postgresql / idleSeconds) * 100 };
+      backgroundCorePercent = {
+        relay: ((cpuSecondsOf([idle.pid]) - before.relay) / idleSeconds) * 100,
+        postgresql: ((cpuSecondsOf(backends) - before.postgresql) / idleSeconds) * 100,
+      };
     } finally {
       await idle.stop();
     }
