@@ -70,7 +70,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
 
 interface Handlers {
   run(): Promise<void>;
-  migrate(options: { print?: boolean; inbox?: boolean }): Promise<void>;
+  migrate(options: { print?: boolean; all?: boolean; inbox?: boolean }): Promise<void>;
   status(options: { json?: boolean }): Promise<void>;
   deadList(options: { json?: boolean; limit: number }): Promise<void>;
   deadRetry(ids: string[], options: { all?: boolean }): Promise<void>;
@@ -120,7 +120,8 @@ function buildProgram(handlers: Handlers): Command {
   program
     .command('migrate')
     .description('apply pending migrations to OUTBOX_SCHEMA and print what was applied')
-    .option('--print', 'print the SQL for the configured schema instead of applying it')
+    .option('--print', 'print the SQL of the migrations not yet applied (all of them when the database does not answer), applying nothing')
+    .option('--all', 'with --print: every migration, whatever is applied')
     .option('--inbox', "the idempotent consumer's inbox table instead (in the consuming service's database)")
     .action(handlers.migrate);
   program

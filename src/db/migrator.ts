@@ -166,6 +166,22 @@ export async function migrate(
 }
 
 /**
+ * The migrations not yet applied to `schema` (all of them when it has no ledger), read
+ * without changing anything. Throws like `migrate` for a changed file or a newer schema.
+ */
+export async function pendingMigrations(
+  client: ClientBase,
+  schema: string,
+  migrations: readonly Migration[] = loadMigrations(),
+  ledger: Ledger = 'schema_migrations',
+): Promise<readonly Migration[]> {
+  const applied = (await readLedger(client, schema, ledger)) ?? [];
+  const { pending, unknown } = compare(applied, migrations);
+  if (unknown.length > 0) throw tooNew(schema, unknown, migrations);
+  return pending;
+}
+
+/**
  * The SQL `migrate` would run on an empty database, for a DBA to review and apply with
  * psql or another tool. It records itself in the same ledger, so a later
  * `outbox-relay migrate` sees the migrations as applied.

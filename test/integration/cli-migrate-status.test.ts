@@ -1,4 +1,5 @@
 import { escapeIdentifier, Pool } from 'pg';
+import { loadMigrations } from '../../src/db/migrator';
 import { buildIfMissing, cli, envFor, expectOneLineFailure, lines } from '../kit/cli';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { testDatabaseUrl } from '../kit/services';
@@ -63,6 +64,51 @@ describe('migrate', () => {
     const migrate = await cli(['migrate'], envFor(schema));
     expect(migrate.code).toBe(0);
     expect(migrate.stdout).toMatch(/up to date/);
+  });
+
+  test('--print on a reachable database prints only the migrations the schema lacks; --all prints every one', async () => {
+    const fx = await OutboxFixture.create(
+      'cli_print_pending',
+      loadMigrations().filter((m) => m.version <= 2),
+    );
+    try {
+      const printed = await cli(['migrate', '--print'], envFor(fx.schema));
+      expect(printed).toMatchObject({ code: 0, stderr: '' });
+      const total = loadMigrations().length;
+      expect(lines(printed.stdout)[0]).toBe(`-- the ${total - 2} of ${total} migrations not yet applied; --all prints every migration`);
+      expect(printed.stdout).toContain('-- 0003_cheap_publish.sql');
+      expect(printed.stdout).not.toContain('0001_messages.sql');
+      expect(printed.stdout).not.toContain('0002_ordering.sql');
+      const client = await admin.connect();
+      try {
+        await client.query(printed.stdout);
+      } finally {
+        client.release();
+      }
+      const again = await cli(['migrate', '--print'], envFor(fx.schema));
+      expect(again).toMatchObject({ code: 0, stderr: '' });
+      expect(again.stdout.trim()).toBe(`-- schema "${fx.schema}" is up to date: no migration pending (--all prints every migration)`);
+      const all = await cli(['migrate', '--print', '--all'], envFor(fx.schema));
+      expect(all).toMatchObject({ code: 0, stderr: '' });
+      for (const m of loadMigrations()) expect(all.stdout).toContain(`-- ${m.fileName}`);
+      const status = await cli(['status', '--json'], envFor(fx.schema));
+      expect(status).toMatchObject({ code: 0, stderr: '' });
+    } finally {
+      await fx.close();
+    }
+  });
+
+  test('--print against a database that does not answer prints every migration and says why in its first line', async () => {
+    const printed = await cli(
+      ['migrate', '--print'],
+      envFor(uniqueName('t_cli_print_down'), { OUTBOX_DATABASE_URL: 'postgres://postgres:s3cret@127.0.0.1:1/test' }),
+    );
+    expect(printed).toMatchObject({ code: 0, stderr: '' });
+    expect(lines(printed.stdout)[0]).toMatch(
+      /^-- the database did not answer \(cannot reach the database: .*\): every migration follows, as with --all$/,
+    );
+    expect(printed.stdout).not.toContain('s3cret');
+    for (const m of loadMigrations()) expect(printed.stdout).toContain(`-- ${m.fileName}`);
   });
 });
 
