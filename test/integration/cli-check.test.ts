@@ -1,8 +1,9 @@
 import { buildIfMissing, cli, envFor, expectOneLineFailure, lines } from '../kit/cli';
 import { OutboxFixture } from '../kit/outbox-fixture';
-import { testAmqpUrl } from '../kit/services';
+import { testAmqpUrl, testDatabaseUrl } from '../kit/services';
 import { TestBroker } from '../kit/test-broker';
 import { uniqueName } from '../kit/unique-name';
+import { waitFor } from '../kit/wait';
 
 beforeAll(() => buildIfMissing());
 
@@ -39,6 +40,39 @@ describe('check', () => {
     expect(result.stdout).toMatch(/exchange/);
     const password = new URL(testAmqpUrl()).password;
     if (password) expect(result.stdout).not.toContain(`:${password}@`);
+  });
+
+  test('a relay role with column-level UPDATE grants (only the columns the relay writes): check passes and the relay publishes', async () => {
+    const role = uniqueName('col_relay');
+    const table = fx.table;
+    const schema = `"${fx.schema}"`;
+    await fx.pool.query(`CREATE ROLE ${role} LOGIN`);
+    try {
+      await fx.pool.query(`GRANT USAGE ON SCHEMA ${schema} TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, DELETE ON ${table} TO ${role}`);
+      await fx.pool.query(`GRANT UPDATE (published_at, attempts, last_error, next_attempt_at, dead_at) ON ${table} TO ${role}`);
+      await fx.pool.query(`GRANT SELECT ON ${schema}.schema_migrations TO ${role}`);
+      const asRole = new URL(testDatabaseUrl());
+      asRole.username = role;
+      asRole.password = '';
+
+      const result = await cli(['check'], envFor(fx.schema, { OUTBOX_DATABASE_URL: asRole.toString() }));
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      for (const line of lines(result.stdout)) expect(line).toMatch(/^ok\b/);
+      expect(result.stdout).toMatch(/^ok +role may claim, mark and delete in /m);
+
+      const queue = uniqueName('colq');
+      const received = await broker.queue(queue);
+      await fx.startRelay({ OUTBOX_DATABASE_URL: asRole.toString() });
+      await fx.insert([{ routing_key: queue, payload: { columnGrants: true } }]);
+      await waitFor('the message published by the column-granted role', () => received.length === 1);
+      await waitFor('its mark', async () => (await fx.counts()).published === 1);
+      await fx.stopRelays();
+    } finally {
+      await fx.stopRelays();
+      await fx.pool.query(`DROP OWNED BY ${role}`);
+      await fx.pool.query(`DROP ROLE ${role}`);
+    }
   });
 
   test('a pending message naming a missing exchange: exit 1, the failing line names it', async () => {
