@@ -24,10 +24,58 @@ export default class LeakCheckEnvironment extends TestEnvironment {
   private baseline: HandleCounts = new Map();
   private baselineHandles: ReadonlySet<object> = new Set();
 
+  /** Timers the file's code started (through this context's setTimeout/setInterval) and has not cleared or seen fire. */
+  private readonly liveTimers = new Set<NodeJS.Timeout>();
+
   override async setup(): Promise<void> {
     await super.setup();
     this.baseline = countActiveHandles();
     this.baselineHandles = new Set(activeHandleObjects());
+    this.trackTimers();
+  }
+
+  /**
+   * Counting the process's timers against the baseline misses a leaked timer when a
+   * timer of Jest's own that was running at setup has ended meanwhile (the counts then
+   * cancel out). So the file's own timers are also followed one by one: the context's
+   * setTimeout and setInterval record what they start, clearTimeout and clearInterval
+   * (and a timeout firing) forget it.
+   */
+  private trackTimers(): void {
+    const global = this.global as unknown as typeof globalThis;
+    const live = this.liveTimers;
+    const { setTimeout: startTimeout, setInterval: startInterval, clearTimeout: stopTimeout, clearInterval: stopInterval } = global;
+    const tracked = <T extends typeof setTimeout | typeof setInterval>(start: T, once: boolean): T =>
+      Object.assign((callback: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+        const timer: NodeJS.Timeout = (start as (cb: (...a: unknown[]) => void, ms?: number, ...rest: unknown[]) => NodeJS.Timeout)(
+          (...fired: unknown[]) => {
+            if (once) live.delete(timer);
+            callback(...fired);
+          },
+          ms,
+          ...args,
+        );
+        live.add(timer);
+        return timer;
+      }, start);
+    const forget = (stop: (timer?: NodeJS.Timeout | string | number) => void) => (timer?: NodeJS.Timeout | string | number) => {
+      if (timer !== undefined && typeof timer === 'object') live.delete(timer);
+      stop(timer);
+    };
+    global.setTimeout = tracked(startTimeout, true);
+    global.setInterval = tracked(startInterval, false);
+    global.clearTimeout = forget(stopTimeout as (timer?: NodeJS.Timeout | string | number) => void);
+    global.clearInterval = forget(stopInterval as (timer?: NodeJS.Timeout | string | number) => void);
+  }
+
+  /** The file's timers still keeping the process alive. */
+  private liveTimerCount(): number {
+    let n = 0;
+    for (const timer of this.liveTimers) {
+      if ((timer as unknown as { _destroyed?: boolean })._destroyed === true) this.liveTimers.delete(timer);
+      else if (timer.hasRef()) n += 1;
+    }
+    return n;
   }
 
   async handleTestEvent(event: Circus.Event, state: Circus.State): Promise<void> {
@@ -45,7 +93,11 @@ export default class LeakCheckEnvironment extends TestEnvironment {
 
   private leaks(): string[] {
     const kit = openResourcesOf(this.global).map((r) => `${r.kind}: ${r.detail}`);
-    const handles = handlesAbove(this.baseline, countActiveHandles());
+    const counts = new Map(countActiveHandles());
+    // At least the file's own live timers, whatever the process-wide count says.
+    const timers = Math.max((counts.get('Timeout') ?? 0) - (this.baseline.get('Timeout') ?? 0), this.liveTimerCount());
+    counts.set('Timeout', (this.baseline.get('Timeout') ?? 0) + timers);
+    const handles = handlesAbove(this.baseline, counts);
     if (handles.length === 0) return kit;
     const sockets = describeNewSockets(this.baselineHandles, activeHandleObjects(), knownServices());
     return [...kit, `active handles: ${handles.join(', ')}`, ...sockets.map((s) => `TCP socket ${s}`)];
