@@ -24,6 +24,8 @@ export interface BatchReport {
   readonly parkedBehindKey: number;
   /** Claimed rows waiting for an earlier message of their key in flight elsewhere, or held behind one of this batch. */
   readonly held: number;
+  /** Messages that got a verdict written: published, or failed (dead included). */
+  readonly settled: number;
   /** Messages were sent but none got a verdict (the broker went away mid-batch). */
   readonly noProgress: boolean;
   /** The oldest claimed message that was neither published nor failed, if any (what a stall is stuck on). */
@@ -56,7 +58,7 @@ export async function runBatch(
   const started = clock.now();
   const report = await queue.withClaim(async (claim): Promise<Omit<BatchReport, 'durationMs'>> => {
     let claimed = await inPhase('writes', [], () => claim.claim(claimLimit));
-    if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, noProgress: false };
+    if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, settled: 0, noProgress: false };
     const { claimed: all, keyRows } = await inPhase('writes', claimed, () =>
       withDueBlockers(claim, claimed, settings.orderingOnDead === 'block'),
     );
@@ -81,6 +83,7 @@ export async function runBatch(
       verdicts,
       parkedBehindKey: plan.park.length,
       held: plan.held + marks.held,
+      settled: settled.size,
       noProgress: plan.publish.length > 0 && marks.published.length === 0 && marks.failed.length === 0 && marks.park.length === 0,
       waitingMessageId: claimed.find((m) => !settled.has(m.id))?.messageId,
     };

@@ -115,8 +115,7 @@ export class RelayLoop {
       this.recovery.succeeded();
       this.track(report);
       this.observe(report);
-      const settled = report.verdicts.filter((v) => v.kind === 'published' || v.kind === 'failed').length;
-      return { kind: 'batch', claimed: report.claimed, held: report.held, noProgress: report.noProgress, settled };
+      return { kind: 'batch', claimed: report.claimed, held: report.held, noProgress: report.noProgress, settled: report.settled };
     } catch (err: unknown) {
       if (err instanceof BatchFault) return await this.recovery.onFault(err);
       if (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') {
@@ -141,7 +140,7 @@ export class RelayLoop {
       if (!wasHot) this.hotStarted.wakeAll();
     }
     if (report.claimed === 0) return;
-    if (report.verdicts.some((v) => v.kind === 'published' || v.kind === 'failed')) this.stall.progressed();
+    if (report.settled > 0) this.stall.progressed();
     else {
       this.stall.sawDue(
         report.noProgress

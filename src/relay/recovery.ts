@@ -121,6 +121,7 @@ export class Recovery {
       verdicts: [{ kind: 'failed', reason: 'invalid_message', error, retryInMs, dead, returned: false }],
       parkedBehindKey: 0,
       held: 0,
+      settled: 1,
       noProgress: false,
       durationMs: this.deps.clock.now() - started,
     });
