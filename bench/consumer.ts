@@ -3,8 +3,8 @@ import type { Pool } from 'pg';
 import { createConsumer } from '../src/consumer/index';
 import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate } from '../src/db/migrator';
 import { uniqueName } from '../test/kit/unique-name';
-import { walPosition } from './cost';
-import { AMQP_URL, newPool, PAD, topology } from './support';
+import { checkpoint, walPosition } from './cost';
+import { AMQP_URL, newPool, publishConfirmed, topology } from './support';
 
 /**
  * The idempotent consumer's throughput and what its inbox costs the consumer's
@@ -41,40 +41,10 @@ async function fill(exchange: string, count: number): Promise<void> {
   const model = await connect(AMQP_URL);
   try {
     const channel = await model.createConfirmChannel();
-    await new Promise<void>((resolve, reject) => {
-      let sent = 0;
-      let confirmed = 0;
-      let inFlight = 0;
-      const pump = (): void => {
-        while (sent < count && inFlight < 1_000) {
-          sent += 1;
-          inFlight += 1;
-          const body = Buffer.from(JSON.stringify({ n: sent, pad: PAD }));
-          channel.publish(
-            exchange,
-            'bench',
-            body,
-            { persistent: true, messageId: `${exchange}-${sent}`, contentType: 'application/json' },
-            (err: unknown) => {
-              if (err) return reject(err as Error);
-              inFlight -= 1;
-              confirmed += 1;
-              if (confirmed === count) resolve();
-              else pump();
-            },
-          );
-        }
-      };
-      pump();
-    });
+    await publishConfirmed(channel, exchange, count, (n) => ({ messageId: `${exchange}-${n}` }));
   } finally {
     await model.close();
   }
-}
-
-/** A CHECKPOINT first, so that the WAL measured is not mostly full-page images of pages touched before. */
-async function checkpoint(pool: Pool): Promise<void> {
-  await pool.query('CHECKPOINT').catch(() => undefined);
 }
 
 /** The bare ceiling: drains `count` messages from `queue`, acking each at once. */

@@ -18,6 +18,23 @@ export async function walDuring(pool: Pool, work: () => Promise<void>): Promise<
   return Number((await walPosition(pool)) - before);
 }
 
+/**
+ * A checkpoint before a measured phase: the first change of a page after a checkpoint
+ * logs a full image of the page (8 KiB), and a timed checkpoint falling inside one run
+ * but not another would make the WAL figures incomparable. With one just before, the
+ * run's WAL is what its writes cost (a phase lasts far less than checkpoint_timeout).
+ */
+let checkpointRefused = false;
+export async function checkpoint(pool: Pool): Promise<void> {
+  if (checkpointRefused) return;
+  try {
+    await pool.query('CHECKPOINT');
+  } catch (err: unknown) {
+    checkpointRefused = true;
+    console.warn(`  (CHECKPOINT refused: ${(err as Error).message}; WAL figures may include full-page images)`);
+  }
+}
+
 /** Who spent CPU: the relay processes, PostgreSQL's processes, RabbitMQ's, the bench itself. */
 export type CpuPart = 'relay' | 'postgresql' | 'rabbitmq' | 'bench';
 

@@ -3,49 +3,35 @@ import { join } from 'node:path';
 import { connect } from 'amqplib';
 import { Pool } from 'pg';
 import { runCleanup } from '../src/outbox/retention';
-import { cpuBetween, cpuSecondsOf, perMessage, sampleCpu, walDuring, walPosition, type CpuSpent } from './cost';
-import { AMQP_URL, DATABASE_URL, insertBacklog, outboxSchema, PAD, percentile, publishedBy, sleep, startRelay, topology } from './support';
+import { checkpoint, cpuBetween, cpuSecondsOf, perMessage, sampleCpu, walDuring, walPosition, type CpuSpent } from './cost';
+import {
+  AMQP_URL,
+  DATABASE_URL,
+  insertBacklog,
+  outboxSchema,
+  PAD,
+  percentile,
+  publishConfirmed,
+  publishedBy,
+  sleep,
+  startRelay,
+  topology,
+} from './support';
 
-/** The ceiling: a plain amqplib confirm-channel publisher, 1,000 confirms outstanding. */
 /** A rate and what each message cost the machine (CPU µs per message, by part). */
 export interface Throughput {
   readonly rate: number;
   readonly cpu: CpuSpent;
 }
 
+/** The ceiling: a plain amqplib confirm-channel publisher, 1,000 confirms outstanding. */
 export async function bare(count: number): Promise<Throughput> {
   const topo = await topology();
   const model = await connect(AMQP_URL);
   const channel = await model.createConfirmChannel();
   const cpuBefore = sampleCpu();
   const started = performance.now();
-  await new Promise<void>((resolve, reject) => {
-    let sent = 0;
-    let confirmed = 0;
-    let inFlight = 0;
-    const pump = (): void => {
-      while (sent < count && inFlight < 1_000) {
-        sent += 1;
-        inFlight += 1;
-        // A fresh body per message, as a relay has one per row.
-        const body = Buffer.from(JSON.stringify({ n: sent, pad: PAD }));
-        channel.publish(
-          topo.exchange,
-          'bench',
-          body,
-          { persistent: true, mandatory: true, messageId: String(sent), contentType: 'application/json' },
-          (err: unknown) => {
-            if (err) return reject(err as Error);
-            inFlight -= 1;
-            confirmed += 1;
-            if (confirmed === count) resolve();
-            else pump();
-          },
-        );
-      }
-    };
-    pump();
-  });
+  await publishConfirmed(channel, topo.exchange, count, (n) => ({ mandatory: true, messageId: String(n) }));
   const rate = count / ((performance.now() - started) / 1000);
   const cpu = perMessage(cpuBetween(cpuBefore, sampleCpu()), count);
   await model.close();
@@ -107,23 +93,6 @@ export async function drain(
   } finally {
     await outbox.drop();
     await topo.drop();
-  }
-}
-
-/**
- * A checkpoint before a measured phase: the first change of a page after a checkpoint
- * logs a full image of the page (8 KiB), and a timed checkpoint falling inside one run
- * but not another would make the WAL figures incomparable. With one just before, the
- * run's WAL is what its writes cost (a phase lasts far less than checkpoint_timeout).
- */
-let checkpointRefused = false;
-async function checkpoint(pool: Pool): Promise<void> {
-  if (checkpointRefused) return;
-  try {
-    await pool.query('CHECKPOINT');
-  } catch (err: unknown) {
-    checkpointRefused = true;
-    console.warn(`  (CHECKPOINT refused: ${(err as Error).message}; WAL figures may include full-page images)`);
   }
 }
 

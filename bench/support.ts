@@ -1,3 +1,4 @@
+import type { ConfirmChannel, Options } from 'amqplib';
 import { Pool } from 'pg';
 import { insertBacklog as insertMessages } from '../test/kit/outbox-rows';
 import { dropSchema, migrateSchema } from '../test/kit/outbox-schema';
@@ -85,4 +86,43 @@ export async function publishedBy(relays: readonly RelayProcess[]): Promise<numb
 
 export function newPool(max = 10): Pool {
   return new Pool({ connectionString: DATABASE_URL, max });
+}
+
+/**
+ * Publishes `count` persistent 1 KiB JSON messages (`{"n": 1…count, "pad": …}`, a fresh
+ * body each, as a relay has one per row) to `exchange` with routing key `bench`, at most
+ * 1,000 unconfirmed at a time; resolves when the broker confirmed them all.
+ */
+export function publishConfirmed(
+  channel: ConfirmChannel,
+  exchange: string,
+  count: number,
+  properties: (n: number) => Options.Publish,
+): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let sent = 0;
+    let confirmed = 0;
+    let inFlight = 0;
+    const pump = (): void => {
+      while (sent < count && inFlight < 1_000) {
+        sent += 1;
+        inFlight += 1;
+        const body = Buffer.from(JSON.stringify({ n: sent, pad: PAD }));
+        channel.publish(
+          exchange,
+          'bench',
+          body,
+          { persistent: true, contentType: 'application/json', ...properties(sent) },
+          (err: unknown) => {
+            if (err) return reject(err as Error);
+            inFlight -= 1;
+            confirmed += 1;
+            if (confirmed === count) resolve();
+            else pump();
+          },
+        );
+      }
+    };
+    pump();
+  });
 }
