@@ -1,7 +1,7 @@
 import { connect, type ChannelModel } from 'amqplib';
 import { createConsumer, type Consumer, type StateChange } from '../../src/consumer/index';
-import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate } from '../../src/db/migrator';
 import { OutboxFixture } from '../kit/outbox-fixture';
+import { migrateInboxSchema } from '../kit/outbox-schema';
 import { FreezingProxy } from '../kit/freezing-proxy';
 import { closeConnectionsNamed } from '../kit/rabbitmqctl';
 import { testAmqpUrl } from '../kit/services';
@@ -27,12 +27,7 @@ const cleanups: (() => Promise<unknown>)[] = [];
 const MAX_RETRIES = 2;
 
 beforeAll(async () => {
-  const client = await fx.pool.connect();
-  try {
-    await migrate(client, fx.schema, loadMigrations(INBOX_MIGRATIONS_DIR), 'inbox_schema_migrations');
-  } finally {
-    client.release();
-  }
+  await migrateInboxSchema(fx.pool, fx.schema);
   // No primary key: a message processed twice would show as two rows.
   await fx.pool.query(`CREATE TABLE "${fx.schema}".processed (consumer text NOT NULL, message_id text NOT NULL)`);
 });

@@ -1,8 +1,8 @@
 import { connect, type GetMessage } from 'amqplib';
 import { Registry } from 'prom-client';
 import { createConsumer, OutboxError, type Consumer } from '../../src/consumer/index';
-import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate } from '../../src/db/migrator';
 import { OutboxFixture } from '../kit/outbox-fixture';
+import { migrateInboxSchema } from '../kit/outbox-schema';
 import { connectionPids } from '../kit/rabbitmqctl';
 import { testAmqpUrl } from '../kit/services';
 import { TestBroker } from '../kit/test-broker';
@@ -21,12 +21,7 @@ const consumers: Consumer[] = [];
 const declared: string[] = [];
 
 beforeAll(async () => {
-  const client = await fx.pool.connect();
-  try {
-    await migrate(client, fx.schema, loadMigrations(INBOX_MIGRATIONS_DIR), 'inbox_schema_migrations');
-  } finally {
-    client.release();
-  }
+  await migrateInboxSchema(fx.pool, fx.schema);
   await fx.pool.query(`CREATE TABLE "${fx.schema}".orders (order_id text NOT NULL, message_id text NOT NULL)`);
 });
 

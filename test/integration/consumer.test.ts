@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Consumer } from '../../src/consumer/consumer';
-import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate } from '../../src/db/migrator';
 import { cleanupInbox, createConsumer, defineMessage, enqueue } from '../../src/index';
 import { OutboxFixture } from '../kit/outbox-fixture';
+import { migrateInboxSchema } from '../kit/outbox-schema';
 import { testAmqpUrl } from '../kit/services';
 import { TestBroker } from '../kit/test-broker';
 import { uniqueName } from '../kit/unique-name';
@@ -13,12 +13,7 @@ const broker = TestBroker.forFile();
 const consumers: Consumer[] = [];
 
 beforeAll(async () => {
-  const client = await fx.pool.connect();
-  try {
-    await migrate(client, fx.schema, loadMigrations(INBOX_MIGRATIONS_DIR), 'inbox_schema_migrations');
-  } finally {
-    client.release();
-  }
+  await migrateInboxSchema(fx.pool, fx.schema);
   await fx.pool.query(`CREATE TABLE "${fx.schema}".shipments (order_id text PRIMARY KEY, message_id text NOT NULL)`);
 });
 
