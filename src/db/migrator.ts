@@ -149,9 +149,7 @@ export async function migrate(
     await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [ADVISORY_LOCK_NAMESPACE, `migrate:${schema}`]);
     await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
     await client.query(ledgerDdl(schema, ledger));
-    const applied = (await readLedger(client, schema, ledger)) ?? [];
-    const { pending, unknown } = compare(applied, migrations);
-    if (unknown.length > 0) throw tooNew(schema, unknown, migrations);
+    const pending = await pendingMigrations(client, schema, migrations, ledger);
     for (const migration of pending) {
       await client.query(`SET LOCAL search_path TO ${quoteIdent(schema)}`);
       await client.query(migration.sql);
