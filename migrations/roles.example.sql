@@ -51,13 +51,17 @@ GRANT CONNECT ON DATABASE :"DBNAME" TO :"service_role", :"relay_role";
 -- producer library does not; it generates the message ids itself).
 GRANT USAGE ON SCHEMA :"schema" TO :"service_role";
 GRANT INSERT (message_id, exchange, routing_key, message_type, payload, body, content_type,
-              headers, partition_key, correlation_id, available_at)
+              headers, partition_key, correlation_id, available_at, expires_at)
     ON :"schema".messages TO :"service_role";
 
 -- The relay: the claim (SELECT … FOR UPDATE SKIP LOCKED), marking published / failed /
 -- parked (UPDATE), OUTBOX_RETENTION=0, the cleanup and `dead discard` (DELETE), and the
--- schema check at start (SELECT on the ledger). LISTEN/NOTIFY and advisory locks need
--- no grant. `outbox-relay check` verifies exactly these table privileges.
+-- schema check at start (SELECT on the ledger); the audit trail of the operator commands
+-- run as this role (`dead retry`, `dead discard`, `replay` write it, `audit` reads it, a
+-- replay records its progress, the cleanup deletes old entries). LISTEN/NOTIFY and
+-- advisory locks need no grant. `outbox-relay check` verifies exactly these table
+-- privileges.
 GRANT USAGE ON SCHEMA :"schema" TO :"relay_role";
 GRANT SELECT, UPDATE, DELETE ON :"schema".messages TO :"relay_role";
 GRANT SELECT ON :"schema".schema_migrations TO :"relay_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON :"schema".audit TO :"relay_role";
