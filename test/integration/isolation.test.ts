@@ -27,20 +27,38 @@ test('a message the broker closes the connection for (headers beyond a small fra
   const { exchange, received } = await broker.exchangeWithQueue('frames');
   const [bigId] = await fx.insert([{ exchange, routing_key: 'r', payload: { big: true }, headers: { 'x-blob': 'x'.repeat(12_000) } }]);
   await fx.insertBacklog({ count: 50, exchange, routingKey: 'r' });
-  const { relay } = await fx.startRelay({
+  const { relay, logs } = await fx.startRelay({
     OUTBOX_AMQP_URL: withFrameMax(testAmqpUrl(), 8192),
     OUTBOX_MAX_ATTEMPTS: '2',
     OUTBOX_BATCH_SIZE: '20',
+    OUTBOX_LOG_LEVEL: 'debug',
   });
   // Each close costs a reconnect, and the messages in flight at it are then sent one by one:
-  // on a loaded machine that takes tens of seconds, not a few.
-  await waitFor('the 50 good messages', () => received.length === 50, 60_000);
-  await waitFor('the big message dead', async () => (await fx.row(bigId!))['dead_at'] !== null, 60_000);
+  // on a loaded machine that takes tens of seconds, not a few. On a timeout, say what the
+  // relay was doing (received so far, the table, its last log lines).
+  const explain = async (): Promise<string> =>
+    `received ${received.length}; rows ${JSON.stringify(await fx.counts())}\n` + logs.lines.slice(-40).join('\n');
+  const distinct = (): number => new Set(received.map((m) => m.properties.messageId as string)).size;
+  await waitFor('the 50 good messages', () => distinct() === 50, 60_000).catch(async (err: Error) => {
+    throw new Error(`${err.message}\n${await explain()}`);
+  });
+  await waitFor('the big message dead', async () => (await fx.row(bigId!))['dead_at'] !== null, 60_000).catch(async (err: Error) => {
+    throw new Error(`${err.message}\n${await explain()}`);
+  });
   const row = await fx.row(bigId!);
   expect(row['attempts']).toBe(2);
   expect(String(row['last_error'])).toMatch(/FRAME|frame/);
   expect(received.every((m) => !(m.properties.headers && 'x-blob' in m.properties.headers))).toBe(true);
-  expect(new Set(received.map((m) => m.properties.messageId as string)).size).toBe(50);
+  // At-least-once, as the README's "When duplicates happen" says: a message is delivered
+  // twice only when it was unconfirmed in a batch a close cut short (the broker may have
+  // routed it before the close). With two batches in flight, the first close can cut the
+  // other worker's batch too; the big message is then sent alone, so later closes cut nothing.
+  const unconfirmedAtCloses = logs
+    .entries()
+    .filter((e) => e['msg'] === 'batch had failures')
+    .reduce((sum, e) => sum + Number(e['unconfirmed'] ?? 0), 0);
+  expect(received.length - 50).toBeLessThanOrEqual(unconfirmedAtCloses);
+  expect(await fx.counts()).toMatchObject({ pending: 0, published: 50, dead: 1 });
   const metrics = await readMetrics(relay.port);
   expect(metrics.value('outbox_messages_dead_total')).toBe(1);
 }, 150_000);
