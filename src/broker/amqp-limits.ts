@@ -8,6 +8,24 @@ import { encodeHeaders } from './headers';
  */
 export const SHORT_STRING_MAX_BYTES = 255;
 
+/**
+ * The longest per-message expiration RabbitMQ takes (ms, ten years): a longer one closes
+ * the channel (`PRECONDITION_FAILED - invalid expiration`). A message with more time left
+ * is sent without an expiration.
+ */
+export const MAX_EXPIRATION_MS = 315_360_000_000;
+
+/**
+ * The AMQP `expiration` of a message with `expiresAt` (epoch ms) sent at `nowMs`: the
+ * milliseconds left, at least 1; undefined when it has no limit or more than
+ * MAX_EXPIRATION_MS left.
+ */
+export function expirationOf(expiresAt: number | null | undefined, nowMs: number): string | undefined {
+  if (expiresAt === null || expiresAt === undefined) return undefined;
+  const left = Math.ceil(expiresAt - nowMs);
+  return left > MAX_EXPIRATION_MS ? undefined : String(Math.max(1, left));
+}
+
 /** A UTF-16 code unit takes at most 3 bytes of UTF-8: a string this short needs no count. */
 const SURELY_SHORT_CHARS = Math.floor(SHORT_STRING_MAX_BYTES / 3);
 

@@ -1,6 +1,7 @@
 import type { Options } from 'amqplib';
 import type { OutboxMessage } from '../domain/message';
 import type { PublishOutcome } from '../domain/outcome';
+import { expirationOf } from './amqp-limits';
 import { closeVerdict } from './close-reason';
 import { encodeHeaders } from './headers';
 import type { PublishChannel } from './publish-channel';
@@ -18,10 +19,11 @@ export interface PublishOptions {
  * naming the header and the limit (the broker adapter's preflight fails such a message
  * before it gets here).
  */
-export function publishProperties(message: OutboxMessage, appId: string): Options.Publish {
+export function publishProperties(message: OutboxMessage, appId: string, nowMs = Date.now()): Options.Publish {
   const headers = encodeHeaders(message.headers);
   if (!headers.ok) throw new Error(headers.error);
   return {
+    expiration: expirationOf(message.expiresAt, nowMs),
     persistent: true,
     mandatory: true,
     messageId: message.messageId,
@@ -83,13 +85,18 @@ export async function publishBatch(
     for (let index = 0; index < messages.length; index += 1) {
       if (target.closed || options.signal?.aborted) break;
       const message = messages[index] as OutboxMessage;
+      const nowMs = Date.now();
+      if (message.expiresAt !== undefined && message.expiresAt !== null && message.expiresAt <= nowMs) {
+        settle(index, { kind: 'expired' }); // reached while the earlier ones were written: not sent
+        continue;
+      }
       let writable: boolean;
       try {
         writable = target.channel.publish(
           message.exchange,
           message.routingKey,
           message.content,
-          publishProperties(message, options.appId),
+          publishProperties(message, options.appId, nowMs),
           (err: unknown) => {
             if (err === null || err === undefined) {
               const returned = target.returned.get(message.messageId);

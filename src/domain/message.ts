@@ -24,6 +24,11 @@ export interface OutboxMessage {
   readonly availableAt: Date;
   /** Failed attempts so far. */
   readonly attempts: number;
+  /**
+   * Not published at or after this instant (epoch ms on the relay's clock, from the time
+   * left at the claim); null or absent: no limit.
+   */
+  readonly expiresAt?: number | null;
   /** Set when the row could not be read into a message (the other fields are then best effort): it fails unsent. */
   readonly defect?: string;
 }

@@ -24,14 +24,16 @@ export interface Failure {
  * - `failed`: a message-level failure that costs an attempt;
  * - `unconfirmed`: the connection or channel went away first: no verdict, no attempt
  *   burnt, the message stays pending for a later batch;
- * - `held`: never sent (the relay's ordering held it back).
+ * - `held`: never sent (the relay's ordering held it back);
+ * - `expired`: never sent, its expires_at was reached.
  */
 export type PublishOutcome =
   | { readonly kind: 'confirmed' }
   | { readonly kind: 'returned'; readonly replyText: string }
   | ({ readonly kind: 'failed' } & Failure)
   | { readonly kind: 'unconfirmed'; readonly error: string }
-  | { readonly kind: 'held' };
+  | { readonly kind: 'held' }
+  | { readonly kind: 'expired' };
 
 /**
  * What the broker adapter knows of a message before it is sent: it cannot succeed

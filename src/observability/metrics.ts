@@ -10,6 +10,7 @@ export interface RelayMetrics {
   readonly publishedTotal: Counter;
   readonly publishFailuresTotal: Counter<'reason'>;
   readonly deadTotal: Counter;
+  readonly expiredTotal: Counter;
   readonly unroutableTotal: Counter;
   readonly deliveryLatencySeconds: Histogram;
   readonly batchDurationSeconds: Histogram;
@@ -53,6 +54,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
       registers,
     }),
     deadTotal: new Counter({ name: 'outbox_messages_dead_total', help: 'Messages that became dead.', registers }),
+    expiredTotal: new Counter({
+      name: 'outbox_messages_expired_total',
+      help: 'Messages that reached their expires_at before they could be published (never sent).',
+      registers,
+    }),
     unroutableTotal: new Counter({
       name: 'outbox_messages_unroutable_total',
       help: 'Messages returned by the broker as unroutable (no queue bound).',

@@ -99,6 +99,12 @@ export class ClaimSession {
     await this.run(deleteNow ? 'deletePublished' : 'markPublished', [ids]);
   }
 
+  /** Marks messages whose expires_at was reached expired: never published, no longer pending. */
+  async markExpired(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.run('markExpired', [ids]);
+  }
+
   /** Records failed attempts: attempts + 1, the error, the next attempt time or dead. */
   async markFailed(failures: readonly FailedAttempt[]): Promise<void> {
     if (failures.length === 0) return;

@@ -10,7 +10,19 @@ export interface NamedStatement {
 
 /** The statements that run on every batch or peek, by what they do. */
 export type RelayStatementKey =
-  'peek' | 'oldestDue' | 'claim' | 'claimIds' | 'keyRows' | 'park' | 'markPublished' | 'deletePublished' | 'markFailed';
+  'peek' | 'oldestDue' | 'claim' | 'claimIds' | 'keyRows' | 'park' | 'markPublished' | 'deletePublished' | 'markFailed' | 'markExpired';
+
+/**
+ * The claimed columns: headers::text is parsed without loss by outbox/rows.ts
+ * (node-postgres would round big integers); expires_in_ms is the time left before
+ * expires_at as the database's clock sees it (null: no limit; -1 for '-infinity'), so
+ * the relay's own clock only measures the few milliseconds to the send.
+ */
+const CLAIMED = `id, message_id, exchange, routing_key, message_type, payload::text AS payload_text, body,
+       content_type, headers::text AS headers_text, partition_key, correlation_id, created_at, available_at, attempts,
+       CASE WHEN expires_at IS NULL OR expires_at = 'infinity' THEN NULL
+            WHEN expires_at = '-infinity' THEN -1
+            ELSE EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000 END::float8 AS expires_in_ms`;
 
 function texts(table: string): Record<RelayStatementKey, string> {
   return {
@@ -23,28 +35,27 @@ function texts(table: string): Record<RelayStatementKey, string> {
     // scan, SKIP LOCKED passes over the rows another batch or replica holds. Rows a
     // concurrent batch has just marked are re-checked by PostgreSQL against the WHERE
     // clause after locking, so they drop out.
-    // headers::text: parsed without loss by outbox/rows.ts (node-postgres would round big integers).
-    claim: `SELECT id, message_id, exchange, routing_key, message_type, payload::text AS payload_text, body,
-       content_type, headers::text AS headers_text, partition_key, correlation_id, created_at, available_at, attempts
+    claim: `SELECT ${CLAIMED}
   FROM ${table}
  WHERE ${PENDING} AND ${DUE} <= now()
  ORDER BY ${DUE}
  LIMIT $1
    FOR UPDATE SKIP LOCKED`,
     // The blockers of held rows (relay/ordering.ts dueBlockers), by primary key.
-    claimIds: `SELECT id, message_id, exchange, routing_key, message_type, payload::text AS payload_text, body,
-       content_type, headers::text AS headers_text, partition_key, correlation_id, created_at, available_at, attempts
+    claimIds: `SELECT ${CLAIMED}
   FROM ${table}
  WHERE id = ANY($1::bigint[]) AND ${PENDING} AND ${DUE} <= now()
    FOR UPDATE SKIP LOCKED`,
     // For each key: its unpublished rows in id order up to the batch's last one (one
-    // index range scan per key on messages_pending_key_idx, bounded by the batch).
+    // index range scan per key on messages_pending_key_idx, bounded by the batch). A dead
+    // row holds its key only under OUTBOX_ORDERING_ON_DEAD=block ($4), an expired one never.
     keyRows: `SELECT k.key, p.id, p.due > now() AS waiting, p.due, p.dead
   FROM unnest($1::text[], $2::bigint[], $3::int[]) AS k(key, max_id, n)
   CROSS JOIN LATERAL (
         SELECT id, ${DUE} AS due, dead_at IS NOT NULL AS dead
           FROM ${table}
-         WHERE partition_key = k.key AND published_at IS NULL AND id <= k.max_id AND ($4::boolean OR dead_at IS NULL)
+         WHERE partition_key = k.key AND published_at IS NULL AND id <= k.max_id
+           AND (dead_at IS NULL OR ($4::boolean AND expired_at IS NULL))
          ORDER BY id
          LIMIT k.n) AS p`,
     // GREATEST: parking never brings a row's own retry forward.
@@ -57,13 +68,21 @@ function texts(table: string): Record<RelayStatementKey, string> {
  WHERE m.id = p.id`,
     markPublished: `UPDATE ${table} SET published_at = now() WHERE id = ANY($1::bigint[])`,
     deletePublished: `DELETE FROM ${table} WHERE id = ANY($1::bigint[])`,
+    // A retry due after the message expires is due at its expiry instead: it is then
+    // claimed, found expired and no longer holds its key.
     markFailed: `UPDATE ${table} AS m
    SET attempts = m.attempts + 1,
        last_error = f.error,
-       next_attempt_at = now() + f.retry_in_ms * interval '1 millisecond',
+       next_attempt_at = LEAST(now() + f.retry_in_ms * interval '1 millisecond', m.expires_at),
        dead_at = CASE WHEN f.dead THEN now() END
   FROM unnest($1::bigint[], $2::text[], $3::double precision[], $4::boolean[]) AS f(id, error, retry_in_ms, dead)
  WHERE m.id = f.id AND m.published_at IS NULL AND m.dead_at IS NULL`,
+    // Expired: no longer pending (dead_at, so the pending indexes pass over it), told
+    // apart from dead by expired_at; never published, its attempts unchanged.
+    markExpired: `UPDATE ${table}
+   SET expired_at = now(), dead_at = now(),
+       last_error = 'expired at ' || expires_at::text || ' before it could be published'
+ WHERE id = ANY($1::bigint[]) AND published_at IS NULL AND dead_at IS NULL`,
   };
 }
 

@@ -19,6 +19,8 @@ export interface ClaimedRow {
   created_at: Date | number;
   available_at: Date | number;
   attempts: number;
+  /** Milliseconds left before expires_at at the claim (null: no limit). */
+  expires_in_ms?: number | null;
 }
 
 /** The earliest and latest instants a JavaScript Date can hold (±8.64e15 ms, ±100,000,000 days). */
@@ -84,8 +86,8 @@ export function parseHeaders(text: string): HeaderTable {
   return value as HeaderTable;
 }
 
-/** The one place a claimed row's snake_case columns become an OutboxMessage. */
-export function toMessage(row: ClaimedRow): OutboxMessage {
+/** The one place a claimed row's snake_case columns become an OutboxMessage; `nowMs` is the relay's clock at the claim. */
+export function toMessage(row: ClaimedRow, nowMs = Date.now()): OutboxMessage {
   return {
     id: row.id,
     messageId: row.message_id,
@@ -100,5 +102,6 @@ export function toMessage(row: ClaimedRow): OutboxMessage {
     createdAt: instant(row.created_at),
     availableAt: instant(row.available_at),
     attempts: row.attempts,
+    expiresAt: row.expires_in_ms === null || row.expires_in_ms === undefined ? null : nowMs + row.expires_in_ms,
   };
 }

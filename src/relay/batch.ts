@@ -24,7 +24,7 @@ export interface BatchReport {
   readonly parkedBehindKey: number;
   /** Claimed rows waiting for an earlier message of their key in flight elsewhere, or held behind one of this batch. */
   readonly held: number;
-  /** Messages that got a verdict written: published, or failed (dead included). */
+  /** Messages that got a verdict written: published, failed (dead included) or expired. */
   readonly settled: number;
   /** Messages were sent but none got a verdict (the broker went away mid-batch). */
   readonly noProgress: boolean;
@@ -67,14 +67,20 @@ export async function runBatch(
       const plan = planBatch(claimed, keyRows);
       const publishStarted = clock.now();
       const outcomes =
-        plan.publish.length > 0 ? await sendBatch(broker, plan.publish, { timeoutMs: settings.publishTimeoutMs, signal: abandon }) : [];
-      return { plan, verdicts: decideVerdicts(plan.publish, outcomes, settings, backoff, broker.blockedAtAnyTimeSince(publishStarted)) };
+        plan.publish.length > 0
+          ? await sendBatch(broker, plan.publish, { timeoutMs: settings.publishTimeoutMs, signal: abandon, now: () => clock.now() })
+          : [];
+      return {
+        plan,
+        verdicts: decideVerdicts(plan.publish, outcomes, settings, backoff, broker.blockedAtAnyTimeSince(publishStarted), clock.now()),
+      };
     });
     const marks = marksOf(plan.publish, verdicts);
-    const settled = new Set([...marks.published, ...marks.failed.map((f) => f.id)]);
+    const settled = new Set([...marks.published, ...marks.failed.map((f) => f.id), ...marks.expired]);
     await inPhase('writes', claimed, async () => {
       await claim.markPublished(marks.published, settings.retentionMs === 0);
       await claim.markFailed(marks.failed);
+      await claim.markExpired(marks.expired);
       await claim.park([...plan.park, ...marks.park]);
     });
     return {
@@ -84,7 +90,7 @@ export async function runBatch(
       parkedBehindKey: plan.park.length,
       held: plan.held + marks.held,
       settled: settled.size,
-      noProgress: plan.publish.length > 0 && marks.published.length === 0 && marks.failed.length === 0 && marks.park.length === 0,
+      noProgress: plan.publish.length > 0 && settled.size === 0 && marks.park.length === 0,
       waitingMessageId: claimed.find((m) => !settled.has(m.id))?.messageId,
     };
   });

@@ -11,6 +11,7 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
   if (report.claimed === 0) return;
   let published = 0;
   let unconfirmed = 0;
+  const expired: OutboxMessage[] = [];
   const failed: { message: OutboxMessage; error: string; dead: boolean }[] = [];
   report.verdicts.forEach((verdict, index) => {
     const message = report.messages[index] as OutboxMessage;
@@ -30,6 +31,9 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
       case 'unconfirmed':
         unconfirmed += 1;
         break;
+      case 'expired':
+        expired.push(message);
+        break;
       case 'parked':
       case 'held':
         break;
@@ -39,6 +43,10 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
   metrics.publishedTotal.inc(published);
   const dead = failed.filter((f) => f.dead);
   if (dead.length > 0) metrics.deadTotal.inc(dead.length);
+  if (expired.length > 0) {
+    metrics.expiredTotal.inc(expired.length);
+    log.warn({ expired: expired.length, firstMessageId: expired[0]?.messageId }, 'messages expired before they could be published');
+  }
   metrics.batchDurationSeconds.observe(report.durationMs / 1000);
   const ms = Math.round(report.durationMs);
   if (failed.length > 0 || unconfirmed > 0) {

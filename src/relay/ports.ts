@@ -15,6 +15,8 @@ export interface ClaimPort {
   keyRows(keys: readonly KeyWindow[], deadHoldsKey: boolean): Promise<KeyRow[]>;
   markPublished(ids: readonly string[], deleteNow: boolean): Promise<void>;
   markFailed(failures: readonly FailedAttempt[]): Promise<void>;
+  /** Marks messages expired (never sent; no longer pending). */
+  markExpired(ids: readonly string[]): Promise<void>;
   park(orders: readonly ParkOrder[]): Promise<void>;
 }
 

@@ -7,9 +7,15 @@ import type { BrokerPort } from './ports';
 
 const SEND: Preflight = { kind: 'send' };
 
+/** Whether `message`'s expires_at has been reached at `nowMs`. */
+export function hasExpired(message: OutboxMessage, nowMs: number): boolean {
+  return message.expiresAt !== undefined && message.expiresAt !== null && message.expiresAt <= nowMs;
+}
+
 /**
- * Sends a batch (in id order) and returns one outcome per message. What the broker
- * adapter knows before sending is applied first: a message that cannot succeed fails
+ * Sends a batch (in id order) and returns one outcome per message. A message whose
+ * expires_at has been reached is not sent (`expired`) and holds nothing back. What the
+ * broker adapter knows before sending is applied next: a message that cannot succeed fails
  * unsent, a message that may close the channel goes out alone after the others; either
  * holds back the later messages of its key in this batch (they are not sent). The rest
  * is published pipelined.
@@ -17,17 +23,22 @@ const SEND: Preflight = { kind: 'send' };
 export async function sendBatch(
   broker: BrokerPort,
   messages: readonly OutboxMessage[],
-  options: { timeoutMs: number; signal: AbortSignal },
+  options: { timeoutMs: number; signal: AbortSignal; now?: () => number },
 ): Promise<PublishOutcome[]> {
-  const preflight = await broker.preflight(messages.filter((m) => m.defect === undefined));
+  const nowMs = options.now?.() ?? Date.now();
+  const expired = messages.map((m) => hasExpired(m, nowMs));
+  const checkable = (m: OutboxMessage, index: number): boolean => m.defect === undefined && !expired[index];
+  const preflight = await broker.preflight(messages.filter(checkable));
   let checked = 0;
   const outcomes: (PublishOutcome | undefined)[] = new Array(messages.length).fill(undefined);
   const stops = new KeyStops();
   const together: number[] = [];
   const apart: number[] = [];
   messages.forEach((message, index) => {
-    const check: Preflight = message.defect === undefined ? (preflight[checked++] ?? SEND) : SEND;
-    if (stops.isStopped(message)) {
+    const check: Preflight = checkable(message, index) ? (preflight[checked++] ?? SEND) : SEND;
+    if (expired[index]) {
+      outcomes[index] = { kind: 'expired' };
+    } else if (stops.isStopped(message)) {
       outcomes[index] = { kind: 'held' };
     } else if (message.defect !== undefined) {
       outcomes[index] = { kind: 'failed', reason: 'invalid_message', error: message.defect };
@@ -45,7 +56,7 @@ export async function sendBatch(
   const publish = async (indexes: readonly number[]): Promise<void> => {
     const results = await broker.publish(
       indexes.map((i) => messages[i] as OutboxMessage),
-      options,
+      { timeoutMs: options.timeoutMs, signal: options.signal },
     );
     indexes.forEach((messageIndex, i) => {
       outcomes[messageIndex] = results[i];

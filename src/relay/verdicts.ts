@@ -13,14 +13,17 @@ import { KeyStops } from './key-stops';
  * - `held`: left as it was for the next claim — behind an earlier message of its key
  *   that got no verdict (`key`), timed out while the broker blocked publishers
  *   (`broker_blocked`), or not sent at all (`not_sent`);
- * - `unconfirmed`: the connection or channel went away before its confirm.
+ * - `unconfirmed`: the connection or channel went away before its confirm;
+ * - `expired`: its expires_at was reached before it was sent: never sent, and it does
+ *   not hold its key.
  */
 export type Verdict =
   | { readonly kind: 'published'; readonly returned: boolean }
   | ({ readonly kind: 'failed'; readonly retryInMs: number; readonly dead: boolean; readonly returned: boolean } & Failure)
   | { readonly kind: 'parked'; readonly until: ParkUntil }
   | { readonly kind: 'held'; readonly cause: 'key' | 'broker_blocked' | 'not_sent' }
-  | { readonly kind: 'unconfirmed'; readonly error: string };
+  | { readonly kind: 'unconfirmed'; readonly error: string }
+  | { readonly kind: 'expired' };
 
 /** The settings the decision reads. */
 export interface VerdictSettings {
@@ -67,6 +70,8 @@ function ownVerdict(
       return { kind: 'unconfirmed', error: outcome.error };
     case 'held':
       return { kind: 'held', cause: 'not_sent' };
+    case 'expired':
+      return { kind: 'expired' };
   }
 }
 
@@ -75,7 +80,8 @@ function ownVerdict(
  * that is not published stops the key for the rest of the batch: its later messages
  * are not marked (they are published again after it, as duplicates if the broker took
  * them) and, when the stopper waits for a retry or is dead under `block`, they are
- * parked behind it.
+ * parked behind it. A retry never waits past the message's expires_at: it is then due
+ * at its expiry, found expired, and its key (and what is parked behind it) moves on.
  */
 export function decideVerdicts(
   messages: readonly OutboxMessage[],
@@ -83,6 +89,7 @@ export function decideVerdicts(
   settings: VerdictSettings,
   backoff: BackoffPolicy,
   brokerWasBlocked: boolean,
+  nowMs = Date.now(),
 ): Verdict[] {
   const stops = new KeyStops();
   return messages.map((message, index): Verdict => {
@@ -92,12 +99,13 @@ export function decideVerdicts(
     }
     const own = ownVerdict(message, outcomes[index] as PublishOutcome, settings, brokerWasBlocked);
     if ('kind' in own) {
-      if (own.kind !== 'published') stops.stop(message);
+      if (own.kind !== 'published' && own.kind !== 'expired') stops.stop(message);
       return own;
     }
     const attempts = message.attempts + 1;
     const dead = attempts >= settings.maxAttempts;
-    const retryInMs = backoff.delayMs(attempts);
+    const timeLeft = message.expiresAt === undefined || message.expiresAt === null ? Infinity : Math.max(0, message.expiresAt - nowMs);
+    const retryInMs = Math.min(backoff.delayMs(attempts), timeLeft);
     stops.stop(message, !dead ? { inMs: retryInMs } : settings.orderingOnDead === 'block' ? { forever: true } : undefined);
     return { kind: 'failed', ...own, retryInMs, dead };
   });
@@ -111,16 +119,19 @@ export interface Marks {
   readonly park: ParkOrder[];
   /** Messages held behind an earlier message of their key (claimed again shortly). */
   readonly held: number;
+  /** Messages whose expires_at was reached: marked expired, never sent. */
+  readonly expired: string[];
 }
 
 export function marksOf(messages: readonly OutboxMessage[], verdicts: readonly Verdict[]): Marks {
-  const marks: Marks = { published: [], failed: [], park: [], held: 0 };
+  const marks: Marks = { published: [], failed: [], park: [], held: 0, expired: [] };
   let held = 0;
   verdicts.forEach((verdict, index) => {
     const { id } = messages[index] as OutboxMessage;
     if (verdict.kind === 'published') marks.published.push(id);
     else if (verdict.kind === 'failed') marks.failed.push({ id, error: verdict.error, retryInMs: verdict.retryInMs, dead: verdict.dead });
     else if (verdict.kind === 'parked') marks.park.push({ id, until: verdict.until });
+    else if (verdict.kind === 'expired') marks.expired.push(id);
     else if (verdict.kind === 'held' && verdict.cause === 'key') held += 1;
   });
   return { ...marks, held };

@@ -18,6 +18,8 @@ export interface ProducerRow {
   partition_key?: string | null;
   correlation_id?: string | null;
   available_at?: Date;
+  /** A Date, or PostgreSQL's text of an instant ('infinity', '-infinity'). */
+  expires_at?: Date | string;
   message_id?: string;
 }
 

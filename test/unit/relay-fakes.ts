@@ -9,6 +9,7 @@ interface Row {
   message: OutboxMessage;
   published: boolean;
   dead: boolean;
+  expired: boolean;
   attempts: number;
   dueAt: number;
   locked: boolean;
@@ -27,11 +28,11 @@ export class FakeQueue implements QueuePort {
 
   add(...messages: OutboxMessage[]): void {
     for (const message of messages)
-      this.rows.push({ message, published: false, dead: false, attempts: 0, dueAt: 0, locked: false, errors: [] });
+      this.rows.push({ message, published: false, dead: false, expired: false, attempts: 0, dueAt: 0, locked: false, errors: [] });
   }
 
   pending(): Row[] {
-    return this.rows.filter((r) => !r.published && !r.dead);
+    return this.rows.filter((r) => !r.published && !r.dead && !r.expired);
   }
 
   published(): string[] {
@@ -72,13 +73,19 @@ export class FakeQueue implements QueuePort {
         Promise.resolve(
           keys.flatMap((k): KeyRow[] =>
             this.rows
-              .filter((r) => r.message.partitionKey === k.key && !r.published && !r.dead && Number(r.message.id) <= Number(k.maxId))
+              .filter(
+                (r) => r.message.partitionKey === k.key && !r.published && !r.dead && !r.expired && Number(r.message.id) <= Number(k.maxId),
+              )
               .map((r) => ({ key: k.key, id: r.message.id, waiting: r.dueAt > Date.now(), due: new Date(r.dueAt), dead: r.dead })),
           ),
         ),
       markPublished: (ids: readonly string[]) => {
         if (this.failWritesWith) return Promise.reject(this.failWritesWith);
         writes.push(() => ids.forEach((id) => (byId(id).published = true)));
+        return Promise.resolve();
+      },
+      markExpired: (ids: readonly string[]) => {
+        writes.push(() => ids.forEach((id) => (byId(id).expired = true)));
         return Promise.resolve();
       },
       markFailed: (failures: readonly FailedAttempt[]) => {

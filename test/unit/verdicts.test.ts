@@ -48,7 +48,7 @@ test('a returned event is published (OUTBOX_UNROUTABLE=publish) or fails (retry)
 test('no verdict (connection lost, or a timeout while the broker blocked publishers) burns no attempt', () => {
   const timeout: PublishOutcome = { kind: 'failed', reason: 'timeout', error: 'no confirm' };
   const marks = decideMarks([msg(1), msg(2)], [{ kind: 'unconfirmed', error: 'gone' }, timeout], SETTINGS, backoff, true);
-  expect(marks).toEqual({ published: [], failed: [], park: [], held: 0 });
+  expect(marks).toEqual({ published: [], failed: [], park: [], held: 0, expired: [] });
   expect(decideMarks([msg(2)], [timeout], SETTINGS, backoff, false).failed).toHaveLength(1);
 });
 
