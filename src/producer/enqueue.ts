@@ -55,6 +55,10 @@ export interface EnqueueOptions {
   readonly availableAt?: Date;
   /** Not published before this many ms from now (database clock). */
   readonly delayMs?: number;
+  /** Not published at or after this instant: the message then expires, unsent (the row's `expires_at`). */
+  readonly expiresAt?: Date;
+  /** Not published this many ms or more from now (database clock); the other way to set `expires_at`. */
+  readonly ttlMs?: number;
   /** The AMQP `message-id`; generated (UUID v4) when absent. */
   readonly messageId?: string;
   /** Overrides the definition's routing key. */
@@ -111,6 +115,8 @@ interface Row {
   correlation_id: string | null;
   available_at: string | null;
   delay_ms: number | null;
+  expires_at: string | null;
+  ttl_ms: number | null;
 }
 
 function invalid(type: string, what: string): OutboxError {
@@ -149,6 +155,13 @@ function toRow(item: AnyEnqueueItem): Row {
     throw invalid(type, 'delayMs must be a finite number ≥ 0');
   }
   if (options.availableAt !== undefined && options.delayMs !== undefined) throw invalid(type, 'give availableAt or delayMs, not both');
+  if (options.expiresAt !== undefined && (!(options.expiresAt instanceof Date) || Number.isNaN(options.expiresAt.getTime()))) {
+    throw invalid(type, 'expiresAt must be a valid Date');
+  }
+  if (options.ttlMs !== undefined && (!Number.isFinite(options.ttlMs) || options.ttlMs <= 0)) {
+    throw invalid(type, 'ttlMs must be a finite number > 0');
+  }
+  if (options.expiresAt !== undefined && options.ttlMs !== undefined) throw invalid(type, 'give expiresAt or ttlMs, not both');
   for (const [name, value] of [
     ['partitionKey', options.partitionKey],
     ['correlationId', options.correlationId],
@@ -178,23 +191,37 @@ function toRow(item: AnyEnqueueItem): Row {
     correlation_id: options.correlationId ?? null,
     available_at: options.availableAt?.toISOString() ?? null,
     delay_ms: options.delayMs ?? null,
+    expires_at: options.expiresAt?.toISOString() ?? null,
+    ttl_ms: options.ttlMs ?? null,
   };
 }
 
-function insertSql(schema: string): string {
-  // One statement whatever the number of messages: the rows travel as one JSON
-  // parameter. Row order is kept (WITH ORDINALITY), so identity ids follow it.
+/**
+ * One statement whatever the number of messages: the rows travel as one JSON parameter.
+ * Row order is kept (WITH ORDINALITY), so identity ids follow it. `expires_at` is written
+ * only when a message has one, so a service may upgrade this library before the outbox
+ * schema has the column (migration 0004).
+ */
+function insertSql(schema: string, withExpiry: boolean): string {
   return `INSERT INTO ${qualified(schema, 'messages')}
-    (message_id, exchange, routing_key, message_type, payload, body, content_type, headers, partition_key, correlation_id, available_at)
+    (message_id, exchange, routing_key, message_type, payload, body, content_type, headers, partition_key, correlation_id, available_at${
+      withExpiry ? ', expires_at' : ''
+    })
   SELECT r.message_id, r.exchange, r.routing_key, r.message_type,
          CASE WHEN r.body IS NULL THEN r.payload END,
          decode(r.body, 'base64'),
          r.content_type, r.headers, r.partition_key, r.correlation_id,
-         COALESCE(r.available_at, now() + COALESCE(r.delay_ms, 0) * interval '1 millisecond')
+         COALESCE(r.available_at, now() + COALESCE(r.delay_ms, 0) * interval '1 millisecond')${
+           withExpiry
+             ? `,
+         COALESCE(r.expires_at, now() + r.ttl_ms * interval '1 millisecond')`
+             : ''
+         }
     FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(doc, ord),
          jsonb_to_record(e.doc) AS r(message_id uuid, exchange text, routing_key text, message_type text, payload jsonb,
                                      body text, content_type text, headers jsonb, partition_key text,
-                                     correlation_id text, available_at timestamptz, delay_ms double precision)
+                                     correlation_id text, available_at timestamptz, delay_ms double precision,
+                                     expires_at timestamptz, ttl_ms double precision)
    ORDER BY e.ord`;
 }
 
@@ -231,7 +258,10 @@ export async function enqueueMany<const TItems extends readonly AnyEnqueueItem[]
   if (!Array.isArray(items)) throw new OutboxError('INVALID_ARGUMENT', 'enqueueMany: items must be an array');
   if (items.length === 0) return [];
   const rows = items.map(toRow);
-  const text = insertSql(options.schema ?? 'outbox');
+  const text = insertSql(
+    options.schema ?? 'outbox',
+    rows.some((r) => r.expires_at !== null || r.ttl_ms !== null),
+  );
   const values = [JSON.stringify(rows)];
   if (isKysely(executor)) await executor.executeQuery(kyselyQuery(text, values));
   else await executor.query(text, values);

@@ -1,5 +1,6 @@
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { Pool } from 'pg';
+import { loadMigrations } from '../../src/db/migrator';
 import { OutboxError } from '../../src/errors';
 import { defineMessage, enqueue, enqueueMany, message } from '../../src/index';
 import { OutboxFixture } from '../kit/outbox-fixture';
@@ -196,6 +197,47 @@ test('delayMs and availableAt delay publication', async () => {
   await fx.pool.query(`DELETE FROM ${fx.table} WHERE message_id = ANY($1::uuid[])`, [ids]);
 });
 
+test('expiresAt and ttlMs set expires_at; without them the INSERT names no expires_at column (an outbox not yet migrated takes it)', async () => {
+  const { OrderCreated } = definitions();
+  const at = new Date(Date.now() + 3_600_000);
+  const ids = await db
+    .transaction()
+    .execute((trx) =>
+      enqueueMany(
+        trx,
+        [
+          message(OrderCreated, { orderId: 'e1', total: 1 }, { ttlMs: 30_000 }),
+          message(OrderCreated, { orderId: 'e2', total: 1 }, { expiresAt: at }),
+          message(OrderCreated, { orderId: 'e3', total: 1 }),
+        ],
+        { schema: fx.schema },
+      ),
+    );
+  const { rows } = await fx.pool.query<{ ttl_s: number | null; expires_at: Date | null }>(
+    `SELECT round(extract(epoch FROM expires_at - created_at))::int AS ttl_s, expires_at FROM ${fx.table}
+      WHERE message_id = ANY($1::uuid[]) ORDER BY id`,
+    [ids],
+  );
+  expect(rows[0]?.ttl_s).toBe(30);
+  expect(rows[1]?.expires_at?.getTime()).toBe(at.getTime());
+  expect(rows[2]?.expires_at).toBeNull();
+  await fx.pool.query(`DELETE FROM ${fx.table} WHERE message_id = ANY($1::uuid[])`, [ids]);
+
+  // An outbox still at migration 0003 (no expires_at column): messages without an expiry are written.
+  const older = await OutboxFixture.create(
+    'producer03',
+    loadMigrations().filter((m) => m.version <= 3),
+  );
+  try {
+    const [id] = await db
+      .transaction()
+      .execute((trx) => enqueueMany(trx, [message(OrderCreated, { orderId: 'old', total: 1 })], { schema: older.schema }));
+    expect((await older.row(id!))['message_type']).toBe('order.created');
+  } finally {
+    await older.close();
+  }
+});
+
 test('bad arguments throw a clear error before anything is written', async () => {
   const { OrderCreated } = definitions();
   const before = (await fx.counts()).pending + (await fx.counts()).published;
@@ -207,6 +249,9 @@ test('bad arguments throw a clear error before anything is written', async () =>
     [[message(OrderCreated, { orderId: 'x', total: 1 }, { messageId: 'not-a-uuid' })], /messageId "not-a-uuid" is not a UUID/],
     [[message(OrderCreated, { orderId: 'x', total: 1n as never })], /payload is not JSON-serialisable/],
     [[message(OrderCreated, { orderId: 'x', total: 1 }, { delayMs: -5 })], /delayMs must be a finite number/],
+    [[message(OrderCreated, { orderId: 'x', total: 1 }, { ttlMs: 0 })], /ttlMs must be a finite number > 0/],
+    [[message(OrderCreated, { orderId: 'x', total: 1 }, { expiresAt: new Date(NaN) })], /expiresAt must be a valid Date/],
+    [[message(OrderCreated, { orderId: 'x', total: 1 }, { ttlMs: 5, expiresAt: new Date() })], /give expiresAt or ttlMs, not both/],
     [[message(OrderCreated, { orderId: 'x', total: 1 }, { headers: [] as never })], /headers must be an object/],
     [[{ definition: {}, payload: {} }], /the definition must come from defineMessage/],
   ];
