@@ -6,6 +6,7 @@ import { runDemo } from './demo/demo';
 import { deadDiscardCommand, deadListCommand, deadRetryCommand } from './commands/dead';
 import type { Io } from './commands/io';
 import { migrateCommand } from './commands/migrate';
+import { replayCommand, type ReplayOptions } from './commands/replay';
 import { statusCommand } from './commands/status';
 import { loadConfig, secretsOf, type Config } from './config/load-config';
 import { maskUrlsInOutput, maskUrlsInText } from './config/redact';
@@ -46,6 +47,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     deadDiscard: (ids, options) => deadDiscardCommand(configured(), toolLogger(), io, ids, options.all),
     cleanup: () => cleanupCommand(configured(), toolLogger(), io),
     check: () => checkCommand(configured(), toolLogger(), io),
+    replay: (ids, options) => replayCommand(configured(), toolLogger(), io, ids, options, interruptSignal()),
     demo: async (options) => {
       await runDemo(configured(), createLogger({ level: 'error', secrets, fd: 2 }), io, {
         ...options,
@@ -77,6 +79,7 @@ interface Handlers {
   deadDiscard(ids: string[], options: { all?: boolean }): Promise<void>;
   cleanup(): Promise<void>;
   check(): Promise<void>;
+  replay(ids: string[], options: ReplayOptions): Promise<void>;
   demo(options: { seconds: number; rate: number }): Promise<void>;
 }
 
@@ -156,12 +159,36 @@ function buildProgram(handlers: Handlers): Command {
     .description('verify database, schema, privileges, broker and the exchanges pending messages name')
     .action(handlers.check);
   program
+    .command('replay')
+    .description('publish again messages already published and still kept, in their per-key order, marked x-outbox-replay: true')
+    .argument('[message_id...]', 'message ids (UUIDs), instead of --since')
+    .option('--since <ts>', 'messages created at or after this instant (ISO 8601; UTC unless a zone is given)')
+    .option('--until <ts>', 'and before this instant (default: when the replay first started)')
+    .option('--type <type>', 'only this message_type')
+    .option('--exchange <exchange>', "only this exchange ('' for the default exchange)")
+    .option('--routing-key <key>', 'only this routing key')
+    .option('--key <key>', 'only this partition key')
+    .option('--rate <n>', 'at most n messages per second, or unlimited (default 500)')
+    .option('--dry-run', 'print how many would be published again and the first ids; publish and record nothing')
+    .option('--restart', 'start over instead of resuming an unfinished replay with the same arguments')
+    .option('--json', 'print one JSON object')
+    .action(handlers.replay);
+  program
     .command('demo')
     .description('end-to-end demonstration on the configured services: orders written in transactions, relayed, consumed exactly once')
     .addOption(new Option('--seconds <n>', 'how long the orders service writes').argParser(positiveInt).default(20))
     .addOption(new Option('--rate <n>', 'orders per second').argParser(positiveInt).default(50))
     .action(handlers.demo);
   return program;
+}
+
+/** Aborts on the first SIGINT or SIGTERM (a command then stops at its next safe point); a second one ends the process. */
+function interruptSignal(): AbortSignal {
+  const controller = new AbortController();
+  const onSignal = (): void => controller.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  return controller.signal;
 }
 
 function version(): string {

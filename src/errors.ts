@@ -14,7 +14,9 @@ export type ErrorCode =
   | 'CHECK_FAILED'
   | 'PRIVILEGES_MISSING'
   | 'INVALID_ARGUMENT'
-  | 'NOT_FOUND';
+  | 'NOT_FOUND'
+  /** A replay stopped before its end (a nack, a return, a missing exchange, the broker gone, a signal); its progress is saved. */
+  | 'REPLAY_STOPPED';
 
 /** An expected failure: its message is meant for the operator, on one line. */
 export class OutboxError extends Error {

@@ -1,0 +1,176 @@
+import { connect, type ChannelModel } from 'amqplib';
+import type { Pool } from 'pg';
+import { PublishChannel } from '../broker/publish-channel';
+import { publishBatch } from '../broker/publisher';
+import { TopologyProbe } from '../broker/topology';
+import { redactUrl } from '../config/redact';
+import type { OutboxMessage } from '../domain/message';
+import type { PublishOutcome } from '../domain/outcome';
+import { errorMessage, OutboxError } from '../errors';
+import { AUDIT_MAX_IDS, type AuditLog } from '../outbox/audit';
+import type { ReplaySelection, ReplayStore } from '../outbox/replay-store';
+import { abortableDelay } from '../util/delay';
+import { TokenBucket } from '../util/token-bucket';
+
+/** Rows read per statement: the replay holds at most two pages (the one it sends and the next). */
+export const REPLAY_PAGE_ROWS = 500;
+/** The most messages published before their confirms are awaited and the progress saved. */
+const MAX_CHUNK = 500;
+/** The header every message published again carries. */
+export const REPLAY_HEADER = 'x-outbox-replay';
+
+/**
+ * Messages sent before their confirms are awaited (one chunk): a fifth of a second's
+ * worth at `rate`, at most MAX_CHUNK. The chunk is also what a replay killed at the
+ * wrong instant may send twice, so a slow replay sends small chunks.
+ */
+export function chunkSize(rate: number | null): number {
+  return rate === null ? MAX_CHUNK : Math.max(1, Math.min(MAX_CHUNK, Math.ceil(rate / 5)));
+}
+
+/** The broker side of a replay: its own connection, a confirm channel and a probe for exchanges. */
+export interface ReplayBroker {
+  readonly channel: PublishChannel;
+  readonly probe: TopologyProbe;
+  close(): Promise<void>;
+}
+
+/** Connects to the first of `urls` that answers, named `connectionName` in the management UI. */
+export async function openReplayBroker(urls: readonly string[], connectionName: string): Promise<ReplayBroker> {
+  let model: ChannelModel | undefined;
+  const failures: string[] = [];
+  for (const url of urls) {
+    try {
+      model = await connect(url, { clientProperties: { connection_name: connectionName }, timeout: 10_000 });
+      break;
+    } catch (err: unknown) {
+      failures.push(`${redactUrl(url)}: ${errorMessage(err)}`);
+    }
+  }
+  if (!model) throw new OutboxError('BROKER_UNAVAILABLE', `cannot reach the broker: ${failures.join('; ')}`);
+  const connected = model;
+  connected.on('error', () => undefined);
+  const channel = new PublishChannel(await connected.createConfirmChannel());
+  return {
+    channel,
+    probe: new TopologyProbe(() => connected.createChannel()),
+    close: () => connected.close().catch(() => undefined),
+  };
+}
+
+/** Where a replay starts: its audit entry, its cursor, and how many it had published before. */
+export interface ReplayStart {
+  readonly auditId: string;
+  readonly selection: ReplaySelection;
+  /** The id of the last message published again and confirmed ('0': none yet). */
+  readonly cursor: string;
+  readonly done: number;
+  readonly total: number;
+}
+
+export interface ReplayDeps {
+  readonly pool: Pool;
+  readonly store: ReplayStore;
+  readonly audit: AuditLog;
+  readonly broker: ReplayBroker;
+  readonly appId: string;
+  readonly publishTimeoutMs: number;
+  /** At most this many messages per second; null: as fast as the broker confirms. */
+  readonly rate: number | null;
+  /** Aborting stops after the chunk in flight is confirmed and saved. */
+  readonly signal: AbortSignal;
+  /** After each confirmed chunk: how many are done in all. */
+  readonly onProgress: (done: number) => void;
+}
+
+/** The message as the relay published it, plus `x-outbox-replay: true`. */
+function replayed(message: OutboxMessage): OutboxMessage {
+  return { ...message, headers: { ...message.headers, [REPLAY_HEADER]: true } };
+}
+
+function outcomeText(outcome: PublishOutcome): string {
+  switch (outcome.kind) {
+    case 'returned':
+      return `the broker returned it as unroutable (${outcome.replyText}): no queue is bound for its routing key`;
+    case 'failed':
+      return outcome.error;
+    case 'unconfirmed':
+      return `no confirm (${outcome.error})`;
+    default:
+      return `not confirmed (${outcome.kind})`;
+  }
+}
+
+/**
+ * Publishes the selection again after `start.cursor`, in id order (the relays'
+ * per-key publish order), chunk by chunk: each chunk is pipelined, its confirms
+ * awaited, and the audit entry's cursor and count moved past the confirmed prefix
+ * before the next chunk is sent. A nack, a return, a missing exchange or a lost
+ * connection stops it with an error naming the message; the saved cursor is where
+ * the same command run again goes on. Returns how many it published this run.
+ */
+export async function replayMessages(start: ReplayStart, deps: ReplayDeps): Promise<number> {
+  const { pool, store, audit, broker, signal } = deps;
+  const size = chunkSize(deps.rate);
+  const bucket = deps.rate === null ? undefined : new TokenBucket(deps.rate, size);
+  const knownExchanges = new Set<string>(['']);
+  let cursor = start.cursor;
+  let done = start.done;
+  let replayedNow = 0;
+  const interrupted = (): OutboxError =>
+    new OutboxError(
+      'REPLAY_STOPPED',
+      `replay #${start.auditId} interrupted after ${done.toLocaleString('en-US')} of ${start.total.toLocaleString('en-US')} messages; run the same command again to go on`,
+    );
+  const stopped = (message: OutboxMessage, why: string): OutboxError =>
+    new OutboxError(
+      'REPLAY_STOPPED',
+      `replay #${start.auditId} stopped at message ${message.messageId}: ${why}; ${done.toLocaleString('en-US')} of ${start.total.toLocaleString('en-US')} replayed, run the same command again to go on`,
+    );
+
+  let next = store.page(pool, start.selection, cursor, REPLAY_PAGE_ROWS);
+  for (;;) {
+    const page = await next;
+    if (page.length === 0) break;
+    const last = page[page.length - 1] as OutboxMessage;
+    next = page.length < REPLAY_PAGE_ROWS ? Promise.resolve([]) : store.page(pool, start.selection, last.id, REPLAY_PAGE_ROWS);
+    // Read ahead while this page is sent; a failure surfaces when it is awaited.
+    next.catch(() => undefined);
+
+    const unknown = [...new Set(page.map((m) => m.exchange))].filter((e) => !knownExchanges.has(e));
+    const missing = await broker.probe.missing('exchange', unknown);
+    for (const e of unknown) if (!missing.has(e)) knownExchanges.add(e);
+
+    for (let from = 0; from < page.length; from += size) {
+      if (signal.aborted) throw interrupted();
+      let chunk = page.slice(from, from + size);
+      const blocked = chunk.findIndex((m) => missing.has(m.exchange));
+      if (blocked >= 0) chunk = chunk.slice(0, blocked);
+      if (chunk.length > 0) {
+        if (bucket) await abortableDelay(bucket.take(chunk.length), signal);
+        if (signal.aborted) throw interrupted();
+        const outcomes = await publishBatch(broker.channel, chunk.map(replayed), { appId: deps.appId, timeoutMs: deps.publishTimeoutMs });
+        let confirmed = outcomes.findIndex((o) => o.kind !== 'confirmed');
+        if (confirmed < 0) confirmed = chunk.length;
+        if (confirmed > 0) {
+          const sent = chunk.slice(0, confirmed);
+          cursor = (sent[sent.length - 1] as OutboxMessage).id;
+          const listed = done < AUDIT_MAX_IDS ? sent.slice(0, AUDIT_MAX_IDS - done).map((m) => m.messageId) : [];
+          done += confirmed;
+          replayedNow += confirmed;
+          await audit.replayProgress(pool, start.auditId, { cursor, count: done, messageIds: listed, finished: false });
+          deps.onProgress(done);
+        }
+        if (confirmed < chunk.length) {
+          throw stopped(chunk[confirmed] as OutboxMessage, outcomeText(outcomes[confirmed] as PublishOutcome));
+        }
+      }
+      if (blocked >= 0) {
+        const message = page[from + blocked] as OutboxMessage;
+        throw stopped(message, `its exchange "${message.exchange}" does not exist`);
+      }
+    }
+  }
+  await audit.finishReplay(pool, start.auditId);
+  return replayedNow;
+}
