@@ -7,6 +7,7 @@ import { deadDiscardCommand, deadListCommand, deadRetryCommand } from './command
 import type { Io } from './commands/io';
 import { migrateCommand } from './commands/migrate';
 import { replayCommand, type ReplayOptions } from './commands/replay';
+import { exchangeProblem, SELFTEST_TIMEOUT_MS, selftestCommand } from './commands/selftest';
 import { statusCommand } from './commands/status';
 import { loadConfig, secretsOf, type Config } from './config/load-config';
 import { maskUrlsInOutput, maskUrlsInText } from './config/redact';
@@ -47,6 +48,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     deadDiscard: (ids, options) => deadDiscardCommand(configured(), toolLogger(), io, ids, options.all),
     cleanup: () => cleanupCommand(configured(), toolLogger(), io),
     check: () => checkCommand(configured(), toolLogger(), io),
+    selftest: (options) => selftestCommand(configured(), toolLogger(), io, options),
     replay: (ids, options) => replayCommand(configured(), toolLogger(), io, ids, options, interruptSignal()),
     demo: async (options) => {
       await runDemo(configured(), createLogger({ level: 'error', secrets, fd: 2 }), io, {
@@ -79,6 +81,7 @@ interface Handlers {
   deadDiscard(ids: string[], options: { all?: boolean }): Promise<void>;
   cleanup(): Promise<void>;
   check(): Promise<void>;
+  selftest(options: { exchange?: string; timeoutMs: number; json?: boolean }): Promise<void>;
   replay(ids: string[], options: ReplayOptions): Promise<void>;
   demo(options: { seconds: number; rate: number }): Promise<void>;
 }
@@ -158,6 +161,21 @@ function buildProgram(handlers: Handlers): Command {
     .command('check')
     .description('verify database, schema, privileges, broker and the exchanges pending messages name')
     .action(handlers.check);
+  program
+    .command('selftest')
+    .description('a canary message through the database and the broker to a temporary queue: each step timed, nothing left behind')
+    .addOption(
+      new Option('--exchange <name>', 'bind the temporary queue to this exchange (default: a temporary exchange of its own)').argParser(
+        (name: string) => {
+          const problem = exchangeProblem(name);
+          if (problem !== undefined) throw new InvalidArgumentError(problem);
+          return name;
+        },
+      ),
+    )
+    .addOption(new Option('--timeout-ms <n>', 'from the insert to the delivery (ms)').argParser(positiveInt).default(SELFTEST_TIMEOUT_MS))
+    .option('--json', 'print one JSON object')
+    .action(handlers.selftest);
   program
     .command('replay')
     .description('publish again messages already published and still kept, in their per-key order, marked x-outbox-replay: true')

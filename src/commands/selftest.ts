@@ -1,0 +1,255 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Pool } from 'pg';
+import { CanaryBroker, type CanaryTopology } from '../broker/canary';
+import type { Config } from '../config/load-config';
+import { verifySchema } from '../db/migrator';
+import { qualified } from '../db/sql';
+import { withClient } from '../db/transaction';
+import { OutboxError } from '../errors';
+import type { Logger } from '../observability/logger';
+import { CanaryStore, type CanaryRow } from '../outbox/canary';
+import { missingPrivileges } from '../outbox/privileges';
+import { isTransientDatabaseError } from '../retry/classify';
+import type { Io } from './io';
+import { canaryDifferences, reason, Steps, type StepRecord } from './selftest-steps';
+import { publishCanary } from './selftest-publish';
+import { withDatabase } from './with-database';
+
+/** `--timeout-ms` default: from the insert to the delivery (ms). */
+export const SELFTEST_TIMEOUT_MS = 10_000;
+/** The shortest wait for a running relay to take the canary (ms). */
+const MIN_RELAY_WAIT_MS = 2_000;
+/** Beyond --timeout-ms, how long an undeleted canary stays publishable before it expires (ms). */
+const EXPIRY_MARGIN_MS = 60_000;
+/** Longest the clean-up may take for the canary row (ms); it is best effort. */
+const ROW_CLEANUP_MS = 5_000;
+
+export interface SelftestOptions {
+  /** The exchange to bind the canary's queue to; default a temporary exchange of its own. */
+  readonly exchange?: string;
+  /** From the insert to the delivery (ms). */
+  readonly timeoutMs: number;
+  readonly json?: boolean;
+}
+
+/** What `selftest --json` prints: one object. */
+export interface SelftestReport {
+  readonly ok: boolean;
+  /** Who published the canary: a running relay, the self-test itself, or nobody (it failed before). */
+  readonly publishedBy: 'relay' | 'selftest' | null;
+  /** How long the self-test waited for a running relay before publishing by itself (ms). */
+  readonly relayWaitMs: number;
+  readonly messageId: string | null;
+  readonly exchange: string | null;
+  readonly temporaryExchange: boolean | null;
+  readonly queue: string | null;
+  readonly steps: readonly StepRecord[];
+  readonly totalMs: number;
+  /** The one-line reason, when it failed. */
+  readonly error?: string;
+}
+
+/** Why an `--exchange` value cannot be used, or undefined when it can. */
+export function exchangeProblem(name: string): string | undefined {
+  if (name === '') return "the default exchange ('') cannot be bound to: name an exchange, or leave --exchange out for a temporary one";
+  if (Buffer.byteLength(name, 'utf8') > 255) return 'longer than 255 bytes (AMQP allows at most 255)';
+  return undefined;
+}
+
+/** How long to wait for a running relay, and why that long (said in the output). */
+export function relayWait(pollIntervalMs: number, timeoutMs: number): { readonly ms: number; readonly why: string } {
+  const twice = 2 * pollIntervalMs;
+  if (Math.max(twice, MIN_RELAY_WAIT_MS) > timeoutMs / 2) return { ms: Math.floor(timeoutMs / 2), why: 'half of --timeout-ms' };
+  return twice > MIN_RELAY_WAIT_MS
+    ? { ms: twice, why: `2 × OUTBOX_POLL_INTERVAL_MS` }
+    : { ms: MIN_RELAY_WAIT_MS, why: `at least 2 s; 2 × OUTBOX_POLL_INTERVAL_MS is ${twice} ms` };
+}
+
+/** What the round trip learned, for the report. */
+interface Progress {
+  publishedBy: 'relay' | 'selftest' | null;
+  messageId: string | null;
+  topology: CanaryTopology | null;
+}
+
+/**
+ * `outbox-relay selftest`: a canary round trip through the configured database and
+ * broker. Checks the database, the schema and the role's privileges; declares a
+ * temporary exclusive queue bound to the exchange; inserts a canary row; waits for a
+ * running relay to publish it, or claims (FOR UPDATE SKIP LOCKED, by id), publishes
+ * with confirms and marks it itself; waits for the delivery and compares it. Each step
+ * is printed with its time. Whatever happens after the insert, the row, the queue and
+ * the temporary exchange are deleted. Throws (exit 1) naming the failing step.
+ */
+export async function selftestCommand(config: Config, log: Logger, io: Io, options: SelftestOptions): Promise<void> {
+  const started = performance.now();
+  const steps = new Steps(io, options.json === true);
+  const wait = relayWait(config.pollIntervalMs, options.timeoutMs);
+  const progress: Progress = { publishedBy: null, messageId: null, topology: null };
+  let error: OutboxError | undefined;
+  try {
+    await withDatabase(config, log, (pool) => roundTrip(config, pool, steps, options, wait, progress));
+  } catch (err: unknown) {
+    error = err instanceof OutboxError ? err : new OutboxError('CHECK_FAILED', `selftest failed: ${reason(err)}`, { cause: err });
+  }
+  const totalMs = Math.round(performance.now() - started);
+  if (options.json) {
+    const report: SelftestReport = {
+      ok: error === undefined,
+      publishedBy: progress.publishedBy,
+      relayWaitMs: wait.ms,
+      messageId: progress.messageId,
+      exchange: progress.topology?.exchange ?? null,
+      temporaryExchange: progress.topology?.temporaryExchange ?? null,
+      queue: progress.topology?.queue ?? null,
+      steps: steps.records,
+      totalMs,
+      ...(error ? { error: error.message } : {}),
+    };
+    io.out(JSON.stringify(report));
+  } else if (!error) {
+    const by = progress.publishedBy === 'relay' ? 'a running relay' : 'the selftest itself';
+    io.out(`selftest passed in ${totalMs} ms: the canary arrived intact (published by ${by}); nothing left behind`);
+  }
+  if (error) throw error;
+}
+
+async function roundTrip(
+  config: Config,
+  pool: Pool,
+  steps: Steps,
+  options: SelftestOptions,
+  wait: { ms: number; why: string },
+  progress: Progress,
+): Promise<void> {
+  const store = new CanaryStore(config.schema);
+  await steps.run(
+    'connect database',
+    async () => {
+      try {
+        const { rows } = await pool.query<{ version: string; user: string }>(
+          `SELECT current_setting('server_version') AS version, current_user AS user`,
+        );
+        return rows[0];
+      } catch (err: unknown) {
+        if (isTransientDatabaseError(err)) throw new OutboxError('DATABASE_UNAVAILABLE', `cannot reach the database: ${reason(err)}`);
+        throw err;
+      }
+    },
+    (row) => `PostgreSQL ${row?.version}, role ${row?.user}`,
+  );
+  await steps.run(
+    'schema',
+    () => withClient(pool, (client) => verifySchema(client, config.schema)),
+    (version) => `"${config.schema}" at migration ${version}`,
+  );
+  await steps.run(
+    'privileges',
+    async () => {
+      const missing = await missingPrivileges(pool, config.schema);
+      if (!(await store.mayInsert(pool))) missing.unshift(`INSERT on ${qualified(config.schema, 'messages')}`);
+      if (missing.length > 0) {
+        throw new OutboxError(
+          'PRIVILEGES_MISSING',
+          `the role lacks ${missing.join(', ')}: the selftest inserts, claims, marks and deletes a canary message (README: Self-test)`,
+        );
+      }
+    },
+    () => 'may insert, claim, mark and delete messages',
+  );
+  const broker = await steps.run(
+    'connect broker',
+    () => CanaryBroker.connect(config.amqpUrls, `${config.appId} (outbox-relay selftest)`),
+    (b) => b.url,
+  );
+  let canaryId: string | undefined;
+  let failed: OutboxError | undefined;
+  try {
+    const topology = await steps.run(
+      'declare queue',
+      () => broker.declare(options.exchange),
+      (t) => (t.temporaryExchange ? `${t.queue} (temporary exchange and queue)` : `${t.queue} bound to exchange "${t.exchange}"`),
+    );
+    progress.topology = topology;
+    const row = canaryRow(topology, options.timeoutMs);
+    progress.messageId = row.messageId;
+    canaryId = await steps.run(
+      'insert',
+      () => store.insert(pool, row),
+      () => `message_id ${row.messageId}`,
+    );
+    const deadline = performance.now() + options.timeoutMs;
+    progress.publishedBy = await publishCanary({
+      config,
+      pool,
+      store,
+      broker,
+      steps,
+      wait,
+      deadline,
+      id: canaryId,
+      timeoutMs: options.timeoutMs,
+    });
+    await steps.run('delivery', async () => {
+      const delivered = await broker.delivery(row.messageId, deadline - performance.now());
+      if (!delivered) {
+        throw new OutboxError(
+          'CHECK_FAILED',
+          `published and confirmed, but not delivered to ${topology.queue} within ${options.timeoutMs} ms of the insert (--timeout-ms)`,
+        );
+      }
+      const changes = canaryDifferences(delivered, row);
+      if (changes.length > 0) throw new OutboxError('CHECK_FAILED', `delivered but changed: ${changes.join('; ')}`);
+    });
+  } catch (err: unknown) {
+    failed = steps.fail('selftest', err);
+  }
+  const cleanupStarted = performance.now();
+  const problems = await cleanUp(pool, store, broker, canaryId).catch((err: unknown) => [reason(err)]);
+  if (problems.length === 0) {
+    steps.done('cleanup', cleanupStarted, describeCleanup(canaryId, progress.topology));
+    if (failed) throw failed;
+    return;
+  }
+  const leftover = steps.fail('cleanup', problems.join('; '), cleanupStarted);
+  throw failed ? new OutboxError(failed.code, `${failed.message}; cleanup also failed: ${problems.join('; ')}`) : leftover;
+}
+
+function describeCleanup(canaryId: string | undefined, topology: CanaryTopology | null): string {
+  const parts = [canaryId === undefined ? undefined : 'canary row deleted', topology ? 'queue deleted' : undefined];
+  if (topology?.temporaryExchange) parts.push('exchange deleted');
+  return parts.filter((p) => p !== undefined).join(', ') || 'nothing to delete';
+}
+
+/** Deletes the canary row and the broker objects; returns what could not be done. */
+async function cleanUp(pool: Pool, store: CanaryStore, broker: CanaryBroker, canaryId: string | undefined): Promise<string[]> {
+  const problems: string[] = [];
+  if (canaryId !== undefined) {
+    const removed = await Promise.race([
+      store.remove(pool, canaryId).then(
+        () => undefined,
+        (err: unknown) => reason(err),
+      ),
+      sleep(ROW_CLEANUP_MS, `no answer within ${ROW_CLEANUP_MS} ms`, { ref: false }),
+    ]);
+    if (removed !== undefined) problems.push(`could not delete the canary row (id ${canaryId}): ${removed}`);
+  }
+  problems.push(...(await broker.dispose()));
+  return problems;
+}
+
+/** The canary: a unique message id, a nonce in the payload, headers marking it a self-test. */
+function canaryRow(topology: CanaryTopology, timeoutMs: number): CanaryRow {
+  const nonce = randomBytes(16).toString('hex');
+  return {
+    messageId: randomUUID(),
+    exchange: topology.exchange,
+    routingKey: topology.routingKey,
+    messageType: 'outbox-relay.selftest',
+    payload: { selftest: true, nonce },
+    headers: { 'x-outbox-selftest': true, 'x-outbox-selftest-nonce': nonce },
+    correlationId: nonce,
+    expiresInMs: timeoutMs + EXPIRY_MARGIN_MS,
+  };
+}
