@@ -90,6 +90,45 @@ describe('kubernetes/', () => {
     expect(secretHasKey(volume['secret']['secretName'], item['key'])).toBe(true);
   });
 
+  test('the selftest Job runs `selftest` with the same image, its URLs from the mounted Secret, bounded, as non-root', () => {
+    const job = yamlDoc('kubernetes/selftest-job.yaml');
+    expect(job).toMatchObject({ apiVersion: 'batch/v1', kind: 'Job' });
+    const spec = job['spec']['template']['spec'];
+    const container = (spec['containers'] as Doc[])[0]!;
+    expect(container['image']).toBe(relay['image']);
+    const args = container['args'] as string[];
+    expect(args[0]).toBe('selftest');
+    expect(spec['restartPolicy']).toBe('Never');
+    const timeoutIndex = args.indexOf('--timeout-ms');
+    const timeoutMs = timeoutIndex < 0 ? 10_000 : Number(args[timeoutIndex + 1]);
+    expect(job['spec']['backoffLimit']).toEqual(expect.any(Number));
+    // The deadline leaves the canary its whole --timeout-ms, and the connections and the relay wait besides.
+    expect(job['spec']['activeDeadlineSeconds']).toBeGreaterThan(timeoutMs / 1000 + 10);
+    expect(job['spec']['ttlSecondsAfterFinished']).toBeGreaterThan(0);
+
+    const vars = env(container);
+    for (const name of ['OUTBOX_DATABASE_URL', 'OUTBOX_AMQP_URL', 'DATABASE_URL']) expect(vars[name]).toBeUndefined();
+    for (const name of ['OUTBOX_DATABASE_URL_FILE', 'OUTBOX_AMQP_URL_FILE']) {
+      const path = vars[name]!;
+      const mount = (container['volumeMounts'] as Doc[]).find((m) => path.startsWith(`${m['mountPath']}/`))!;
+      expect(mount['readOnly']).toBe(true);
+      const volume = (spec['volumes'] as Doc[]).find((v) => v['name'] === mount['name'])!;
+      const item = (volume['secret']['items'] as Doc[]).find((i) => path.endsWith(`/${i['path']}`))!;
+      expect({ name, secret: secretHasKey(volume['secret']['secretName'], item['key']) }).toEqual({ name, secret: true });
+    }
+    // It inserts and deletes a canary: not as the sidecar's relay role, which may not INSERT.
+    expect(vars['OUTBOX_DATABASE_URL_FILE']).not.toBe(env(relay)['OUTBOX_DATABASE_URL_FILE']);
+    expect(vars['OUTBOX_APP_ID']).toBe(env(relay)['OUTBOX_APP_ID']);
+
+    expect(spec['securityContext']).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
+    expect(container['securityContext']).toMatchObject({
+      allowPrivilegeEscalation: false,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+    });
+    expect(container['resources']['limits']).toEqual(expect.objectContaining({ memory: expect.anything() }));
+  });
+
   test('the PodMonitor selects the sidecar pods, scrapes the metrics port and sets job="outbox-relay" for the alerts', () => {
     const monitor = yamlDoc('kubernetes/podmonitor.yaml');
     expect(monitor).toMatchObject({ apiVersion: 'monitoring.coreos.com/v1', kind: 'PodMonitor' });
