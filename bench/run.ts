@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick]`: throughput, latency, scale and producer cost of
+ * `npm run bench [-- --quick] [-- --only replay]`: throughput, latency, scale and producer cost of
  * outbox-relay against the local PostgreSQL and RabbitMQ, each figure against a bare
  * amqplib publisher measured in the same run. Prints progress and a final table; writes
  * bench/results/latest.json and latest.md. Numbers, not pass/fail: the exit code is 0
@@ -24,9 +24,12 @@ import {
   type ScaleResult,
 } from './scenarios';
 import { consumerThroughput } from './consumer';
+import { replayBeside, type ReplayResult } from './replay';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
 
 const quick = process.argv.includes('--quick');
+/** `--only replay`: that scenario alone (results in bench/results/replay.json). */
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined;
 const REPS = quick ? 1 : 3;
 const N = quick ? 10_000 : 100_000;
 /** A single hot key: 20,000 messages, the backlog the ordering test drains. */
@@ -38,6 +41,8 @@ const PRODUCER_SECONDS = quick ? 2 : 5;
 const WAL_INSERTS = quick ? 5_000 : 20_000;
 const REPLICAS = [1, 3] as const;
 const CONSUMER_COUNT = quick ? 2_000 : 5_000;
+/** Published messages replayed while a relay drains as many new ones. */
+const REPLAY_COUNT = quick ? 5_000 : 20_000;
 
 /** Runs `run` REPS times, printing each result. */
 async function repeat<T>(label: string, run: () => Promise<T>, show: (result: T) => string): Promise<T[]> {
@@ -80,12 +85,69 @@ async function machine(): Promise<Record<string, string>> {
 
 type Row = readonly [figure: string, median: string, spread: string, ratio: string];
 
+/** `outbox-relay replay --rate unlimited` beside a relay's drain, and each alone. */
+async function replayRows(pool: ReturnType<typeof newPool>): Promise<{ rows: Row[]; runs: ReplayResult[] }> {
+  console.log(
+    `\nreplay of ${fmt(REPLAY_COUNT)} published messages (--rate unlimited) while a relay drains ${fmt(REPLAY_COUNT)} new ones, and each alone`,
+  );
+  const runs = await repeat(
+    'replay',
+    () => replayBeside(pool, REPLAY_COUNT),
+    (r) =>
+      `replay ${fmt(r.replayAlone)} msg/s alone, ${fmt(r.replayTogether)} beside the drain; drain ${fmt(r.drainAlone)} msg/s alone, ${fmt(r.drainTogether)} beside the replay`,
+  );
+  const f = (pick: (r: ReplayResult) => number): Figure => figure(runs.map(pick));
+  const replayAlone = f((r) => r.replayAlone);
+  const replayTogether = f((r) => r.replayTogether);
+  const drainAlone = f((r) => r.drainAlone);
+  const drainTogether = f((r) => r.drainTogether);
+  return {
+    runs,
+    rows: [
+      [
+        `replay of ${fmt(REPLAY_COUNT)}, --rate unlimited, no relay draining`,
+        `${fmt(replayAlone.median)} msg/s`,
+        spread(replayAlone),
+        '1.00',
+      ],
+      [
+        '… the same replay while a relay drains a new backlog',
+        `${fmt(replayTogether.median)} msg/s`,
+        spread(replayTogether),
+        ratio(replayTogether.median, replayAlone.median),
+      ],
+      [`relay drain of ${fmt(REPLAY_COUNT)} (1,000 keys), no replay`, `${fmt(drainAlone.median)} msg/s`, spread(drainAlone), '1.00'],
+      [
+        '… the same drain while the replay runs',
+        `${fmt(drainTogether.median)} msg/s`,
+        spread(drainTogether),
+        ratio(drainTogether.median, drainAlone.median),
+      ],
+    ],
+  };
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   const pool = newPool(24);
   const env = await machine();
   console.log(`outbox-relay bench${quick ? ' (quick)' : ''}: ${Object.values(env).join(' · ')}`);
   const rows: Row[] = [];
+  if (only === 'replay') {
+    const replay = await replayRows(pool);
+    await pool.end();
+    const table = ['| figure | median | spread | ratio |', '|---|---|---|---|', ...replay.rows.map((r) => `| ${r.join(' | ')} |`)].join(
+      '\n',
+    );
+    console.log(`\n${table}\n\nbench took ${Math.round((Date.now() - started) / 1000)} s`);
+    const dir = join(__dirname, 'results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'replay.json'),
+      `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs: replay.runs, rows: replay.rows }, null, 2)}\n`,
+    );
+    return;
+  }
 
   console.log(`\nbare amqplib publisher, ${fmt(N)} persistent 1 KiB messages, 1,000 confirms outstanding`);
   const bareRuns = await repeat(
@@ -270,6 +332,8 @@ async function main(): Promise<void> {
       ]);
     }
   }
+
+  rows.push(...(await replayRows(pool)).rows);
 
   console.log(`\nscale: a ${fmt(SCALE_BACKLOG)}-message backlog, 1,000 keys`);
   const big: ScaleResult = await scale(pool, SCALE_BACKLOG, IDLE_SECONDS);
