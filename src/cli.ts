@@ -3,7 +3,8 @@ import { startRelay } from './app';
 import { checkCommand } from './commands/check';
 import { cleanupCommand } from './commands/cleanup';
 import { runDemo } from './demo/demo';
-import { deadDiscardCommand, deadListCommand, deadRetryCommand } from './commands/dead';
+import { deadDiscardCommand, deadListCommand, deadRetryCommand, type DeadListOptions } from './commands/dead';
+import { inspectCommand } from './commands/inspect';
 import type { Io } from './commands/io';
 import { migrateCommand } from './commands/migrate';
 import { replayCommand, type ReplayOptions } from './commands/replay';
@@ -46,6 +47,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     deadList: (options) => deadListCommand(configured(), toolLogger(), io, options),
     deadRetry: (ids, options) => deadRetryCommand(configured(), toolLogger(), io, ids, options.all),
     deadDiscard: (ids, options) => deadDiscardCommand(configured(), toolLogger(), io, ids, options.all),
+    inspect: (messageId, options) => inspectCommand(configured(), toolLogger(), io, messageId, options),
     cleanup: () => cleanupCommand(configured(), toolLogger(), io),
     check: () => checkCommand(configured(), toolLogger(), io),
     selftest: (options) => selftestCommand(configured(), toolLogger(), io, options),
@@ -76,9 +78,10 @@ interface Handlers {
   run(): Promise<void>;
   migrate(options: { print?: boolean; all?: boolean; inbox?: boolean }): Promise<void>;
   status(options: { json?: boolean }): Promise<void>;
-  deadList(options: { json?: boolean; limit: number }): Promise<void>;
+  deadList(options: DeadListOptions): Promise<void>;
   deadRetry(ids: string[], options: { all?: boolean }): Promise<void>;
   deadDiscard(ids: string[], options: { all?: boolean }): Promise<void>;
+  inspect(messageId: string, options: { json?: boolean }): Promise<void>;
   cleanup(): Promise<void>;
   check(): Promise<void>;
   selftest(options: { exchange?: string; timeoutMs: number; json?: boolean }): Promise<void>;
@@ -142,6 +145,11 @@ function buildProgram(handlers: Handlers): Command {
     .description('list dead messages with their last error, newest first')
     .option('--json', 'print a JSON array')
     .addOption(new Option('--limit <n>', 'at most this many').argParser(positiveInt).default(100))
+    .option('--type <type>', 'only this message_type')
+    .option('--exchange <exchange>', "only this exchange ('' for the default exchange)")
+    .option('--routing-key <key>', 'only this routing key')
+    .option('--key <key>', 'only this partition key')
+    .option('--since <ts>', 'only messages dead since this instant (ISO 8601, or any timestamptz PostgreSQL reads)')
     .action(handlers.deadList);
   dead
     .command('retry')
@@ -155,6 +163,12 @@ function buildProgram(handlers: Handlers): Command {
     .argument('[message_id...]', 'message ids (UUIDs)')
     .option('--all', 'every dead message')
     .action(handlers.deadDiscard);
+  program
+    .command('inspect')
+    .description("one message: every column but its body, its state, attempts, last error and its key's messages ahead of it")
+    .argument('<message_id>', 'the message id (a UUID)')
+    .option('--json', 'print one JSON object')
+    .action(handlers.inspect);
 
   program.command('cleanup').description('delete published messages older than OUTBOX_RETENTION, once').action(handlers.cleanup);
   program

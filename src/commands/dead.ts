@@ -1,30 +1,66 @@
 import type { Config } from '../config/load-config';
+import { verifySchema } from '../db/migrator';
+import { withClient } from '../db/transaction';
 import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
-import { OperatorStore } from '../outbox/operator-store';
+import { OperatorStore, type DeadFilter } from '../outbox/operator-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** Whether `text` is a message id as PostgreSQL's uuid reads it in its canonical form (any case). */
+export function isMessageId(text: string): boolean {
+  return UUID.test(text);
+}
+
 /** Validates `<message_id>… | --all`; returns undefined for all. */
 export function selectIds(ids: readonly string[], all: boolean | undefined, verb: string): readonly string[] | undefined {
   if (all && ids.length > 0) throw new OutboxError('USAGE', `dead ${verb}: give message ids or --all, not both`);
   if (!all && ids.length === 0) throw new OutboxError('USAGE', `dead ${verb}: give one or more message ids, or --all`);
-  const bad = ids.find((id) => !UUID.test(id));
+  const bad = ids.find((id) => !isMessageId(id));
   if (bad !== undefined) throw new OutboxError('INVALID_ARGUMENT', `dead ${verb}: "${bad}" is not a message id (a UUID)`);
   return all ? undefined : ids;
 }
 
-export async function deadListCommand(config: Config, log: Logger, io: Io, options: { json?: boolean; limit: number }): Promise<void> {
+/** `dead list`'s options as commander gives them: the filters, each optional, combine. */
+export interface DeadListOptions {
+  readonly json?: boolean;
+  readonly limit: number;
+  readonly type?: string;
+  readonly exchange?: string;
+  readonly key?: string;
+  readonly routingKey?: string;
+  readonly since?: string;
+}
+
+export async function deadListCommand(config: Config, log: Logger, io: Io, options: DeadListOptions): Promise<void> {
   const store = new OperatorStore(config.schema);
-  const dead = await withDatabase(config, log, (pool) => store.listDead(pool, options.limit));
+  const filter: DeadFilter = {
+    messageType: options.type,
+    exchange: options.exchange,
+    partitionKey: options.key,
+    routingKey: options.routingKey,
+    since: options.since,
+  };
+  const dead = await withDatabase(config, log, async (pool) => {
+    await withClient(pool, (client) => verifySchema(client, config.schema));
+    // PostgreSQL judges the instant, so that everything a timestamptz takes is accepted.
+    if (filter.since !== undefined && !(await store.isInstant(pool, filter.since))) {
+      throw new OutboxError(
+        'INVALID_ARGUMENT',
+        `dead list: --since ${JSON.stringify(filter.since)} is not a timestamp (give an ISO 8601 instant such as 2026-05-01T12:00:00Z)`,
+      );
+    }
+    return store.listDead(pool, filter, options.limit);
+  });
   if (options.json) {
     io.out(JSON.stringify(dead));
     return;
   }
   if (dead.length === 0) {
-    io.out('no dead messages');
+    const filtered = Object.values(filter).some((v) => v !== undefined);
+    io.out(filtered ? 'no dead messages match' : 'no dead messages');
     return;
   }
   for (const m of dead) {

@@ -2,7 +2,8 @@ import type { Config } from '../config/load-config';
 import { verifySchema } from '../db/migrator';
 import { withClient } from '../db/transaction';
 import type { Logger } from '../observability/logger';
-import { OperatorStore, type Instant } from '../outbox/operator-store';
+import { instantText } from '../outbox/inspection';
+import { OperatorStore } from '../outbox/operator-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -16,6 +17,8 @@ export interface StatusReport {
   readonly due: number;
   readonly delayed: number;
   readonly dead: number;
+  /** Expired messages still retained: they reached expires_at unpublished and are never sent (not counted as dead). */
+  readonly expired: number;
   readonly published: number;
   /** Whether `published` is an estimate (a table of more than 100,000 rows is not counted row by row). */
   readonly publishedEstimated: boolean;
@@ -35,7 +38,8 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
       due: stats.due,
       delayed: stats.delayed,
       dead: stats.dead,
-      published: count ?? Math.max(0, estimatedRows - stats.due - stats.delayed - stats.dead),
+      expired: stats.expired,
+      published: count ?? Math.max(0, estimatedRows - stats.due - stats.delayed - stats.dead - stats.expired),
       publishedEstimated: count === null,
       lagSeconds: Math.round(stats.lagSeconds * 1000) / 1000,
       oldestPending: details.oldestPending && {
@@ -57,6 +61,7 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
       `schema          ${report.schema}`,
       `pending         ${report.pending} (due ${report.due}, delayed ${report.delayed})`,
       `dead            ${report.dead}`,
+      `expired         ${report.expired} (reached expires_at unpublished; kept for OUTBOX_RETENTION)`,
       report.publishedEstimated
         ? `published       about ${report.published} (estimated from table statistics; kept for OUTBOX_RETENTION)`
         : `published       ${report.published} (kept for OUTBOX_RETENTION)`,
@@ -64,9 +69,4 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
       `oldest pending  ${oldest}`,
     ].join('\n'),
   );
-}
-
-/** An instant as `status` prints it: ISO 8601 in UTC; `infinity`, `-infinity` and instants past a Date's range as PostgreSQL writes them. */
-function instantText(instant: Instant): string {
-  return typeof instant === 'string' ? instant : instant.toISOString();
 }

@@ -84,7 +84,10 @@ export interface FailedAttempt {
 export interface OutboxStats {
   readonly due: number;
   readonly delayed: number;
+  /** Dead messages (never an expired one). */
   readonly dead: number;
+  /** Expired messages still retained (they reached expires_at unpublished; the cleanup deletes them with the retention). */
+  readonly expired: number;
   readonly lagSeconds: number;
   /** Keys held by a dead message (counted only when dead messages hold their key). */
   readonly blockedKeys: number;

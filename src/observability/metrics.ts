@@ -7,6 +7,7 @@ export interface RelayMetrics {
   readonly lagSeconds: Gauge;
   readonly pendingMessages: Gauge<'state'>;
   readonly deadMessages: Gauge;
+  readonly expiredMessages: Gauge;
   readonly publishedTotal: Counter;
   readonly publishFailuresTotal: Counter<'reason'>;
   readonly deadTotal: Counter;
@@ -42,6 +43,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
       registers,
     }),
     deadMessages: new Gauge({ name: 'outbox_dead_messages', help: 'Dead messages waiting for an operator.', registers }),
+    expiredMessages: new Gauge({ name: 'outbox_expired_messages', help: 'Expired messages still retained.', registers }),
     publishedTotal: new Counter({
       name: 'outbox_messages_published_total',
       help: 'Messages confirmed by the broker and marked published.',
@@ -120,6 +122,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
   }
   metrics.lagSeconds.set(0);
   metrics.deadMessages.set(0);
+  metrics.expiredMessages.set(0);
   metrics.blockedKeys.set(0);
   metrics.stalled.set(0);
   return metrics;

@@ -15,7 +15,7 @@ export const LAG_REFRESH_MS = 1_000;
  */
 export const COUNTS_TIME_SHARE = 0.025;
 
-/** The two refreshes: the lag probe and the counts (pending, dead, blocked keys). */
+/** The two refreshes: the lag probe and the counts (pending, dead, expired, blocked keys). */
 export type GaugePart = 'lag' | 'counts';
 
 /**
@@ -110,6 +110,7 @@ export class StatsPoller {
       this.showDue(probedSince ? (this.due.value === 0 ? 0 : Math.max(stats.due, 1)) : stats.due, Math.max(started, this.due.readAt));
       this.metrics.pendingMessages.set({ state: 'delayed' }, stats.delayed);
       this.metrics.deadMessages.set(stats.dead);
+      this.metrics.expiredMessages.set(stats.expired);
       this.metrics.blockedKeys.set(stats.blockedKeys);
     } finally {
       const ended = this.clock();

@@ -2,6 +2,7 @@ import { types, type ClientBase, type CustomTypesConfig, type Pool } from 'pg';
 import { qualified } from '../db/sql';
 import { withPoolTransaction } from '../db/transaction';
 import type { OutboxStats } from '../domain/message';
+import { stateOf, type InspectedMessage, type Instant, type KeyAhead, type StateFlags } from './inspection';
 import { DUE, PENDING, UNPARKED } from './sql';
 
 /**
@@ -19,13 +20,6 @@ export const FOREVER_DUE_SCAN_LIMIT = 1_000;
 const LAG_SECONDS = `EXTRACT(EPOCH FROM now() - LEAST(
          (SELECT due_at FROM finite_head),
          (SELECT min(created_at) FROM forever_head WHERE isfinite(created_at))))::float8`;
-
-/**
- * A timestamptz as the operator's statements read it: a Date, or the text `infinity` /
- * `-infinity`, or PostgreSQL's text of an instant beyond JavaScript's Date range (past
- * the year 275760), which a Date cannot hold.
- */
-export type Instant = Date | string;
 
 const TIMESTAMPTZ = types.builtins.TIMESTAMPTZ;
 const parseTimestamptz = types.getTypeParser(TIMESTAMPTZ, 'text') as (text: string) => Date | number;
@@ -73,6 +67,52 @@ export interface DeadMessage {
   readonly deadAt: Date;
 }
 
+/** The columns that decide a state (`stateOf`), as `inspect`'s statements select them. */
+const STATE_FLAGS = `published_at IS NOT NULL AS published, expired_at IS NOT NULL AS expired, dead_at IS NOT NULL AS dead,
+       ${DUE} <= now() AS due_now, next_attempt_at = 'infinity' AS parked_forever`;
+
+interface InspectRow extends StateFlags {
+  id: string;
+  message_id: string;
+  exchange: string;
+  routing_key: string;
+  message_type: string | null;
+  content_type: string;
+  headers_text: string;
+  partition_key: string | null;
+  correlation_id: string | null;
+  created_at: Instant;
+  available_at: Instant;
+  expires_at: Instant | null;
+  attempts: number;
+  next_attempt_at: Instant | null;
+  last_error: string | null;
+  published_at: Instant | null;
+  dead_at: Instant | null;
+  expired_at: Instant | null;
+  due_at: Instant;
+  body_column: 'payload' | 'body';
+  body_bytes: string;
+}
+
+interface AheadRow extends StateFlags {
+  message_id: string;
+  attempts: number;
+  last_error: string | null;
+  holds: boolean;
+  behind: boolean;
+}
+
+/** What `dead list` narrows the dead messages to; each part given must match (AND). */
+export interface DeadFilter {
+  readonly messageType?: string;
+  readonly exchange?: string;
+  readonly partitionKey?: string;
+  readonly routingKey?: string;
+  /** dead_at at or after this instant, as PostgreSQL reads a timestamptz (see `isInstant`). */
+  readonly since?: string;
+}
+
 /**
  * The statements of the CLI and the gauges against `<schema>.messages`: counts, dead
  * messages, operator actions. None runs on the relay's hot path.
@@ -85,7 +125,7 @@ export class OperatorStore {
   }
 
   /**
-   * Pending counts, dead count and lag, exact. Every part is an index range scan of a
+   * Pending counts, dead and expired counts and lag, exact. Every part is an index range scan of a
    * partial index; the pending counts are index-only scans (messages_pending_due_idx
    * carries the columns of its expression), reading the heap only for pages that changed
    * since the last vacuum: about 0.07 s for 1,000,000 pending rows on the 2-core test
@@ -94,20 +134,30 @@ export class OperatorStore {
    * probes.
    */
   async stats(pool: Pool, deadHoldsKey = false): Promise<OutboxStats> {
-    const sql = `WITH ${this.dueHeads()}
+    // Dead and expired rows both carry dead_at: one range scan of messages_dead_at_idx
+    // counts both, told apart by expired_at. An expired message never holds its key.
+    const sql = `WITH ${this.dueHeads()},
+       settled AS (
+         SELECT count(*) FILTER (WHERE expired_at IS NULL) AS dead,
+                count(*) FILTER (WHERE expired_at IS NOT NULL) AS expired
+           FROM ${this.table} WHERE dead_at IS NOT NULL)
        SELECT (SELECT count(*) FROM ${this.table} WHERE ${PENDING} AND ${DUE} <= now()) AS due,
               (SELECT count(*) FROM ${this.table} WHERE ${PENDING} AND ${DUE} > now()) AS delayed,
-              (SELECT count(*) FROM ${this.table} WHERE dead_at IS NOT NULL) AS dead,
+              (SELECT dead FROM settled) AS dead,
+              (SELECT expired FROM settled) AS expired,
               ${LAG_SECONDS} AS lag_seconds,
               (SELECT count(DISTINCT partition_key) FROM ${this.table}
-                WHERE $1::boolean AND dead_at IS NOT NULL AND partition_key IS NOT NULL) AS blocked_keys`;
+                WHERE $1::boolean AND dead_at IS NOT NULL AND expired_at IS NULL AND partition_key IS NOT NULL) AS blocked_keys`;
     // No parallel workers: with 2 they made the count of 1,000,000 pending rows only a
     // little faster (0.48–0.59 s against 0.65–0.67 s) with three processes busy instead of
     // one; with one backend the time the counts take is also the CPU they take.
     const { rows } = await withPoolTransaction(
       pool,
       (client) =>
-        client.query<{ due: string; delayed: string; dead: string; lag_seconds: number | null; blocked_keys: string }>(sql, [deadHoldsKey]),
+        client.query<{ due: string; delayed: string; dead: string; expired: string; lag_seconds: number | null; blocked_keys: string }>(
+          sql,
+          [deadHoldsKey],
+        ),
       { local: { max_parallel_workers_per_gather: 0 } },
     );
     const row = rows[0];
@@ -115,6 +165,7 @@ export class OperatorStore {
       due: Number(row?.due ?? 0),
       delayed: Number(row?.delayed ?? 0),
       dead: Number(row?.dead ?? 0),
+      expired: Number(row?.expired ?? 0),
       lagSeconds: Math.max(0, row?.lag_seconds ?? 0),
       blockedKeys: Number(row?.blocked_keys ?? 0),
     };
@@ -198,8 +249,12 @@ export class OperatorStore {
     };
   }
 
-  /** Dead messages, newest first. */
-  async listDead(db: Pool | ClientBase, limit: number): Promise<DeadMessage[]> {
+  /**
+   * Dead messages, newest first, narrowed by `filter` (its parts combine). Expired
+   * messages also carry dead_at but are not dead: never listed. A range scan of
+   * messages_dead_at_idx from the newest, the filters checked on each row.
+   */
+  async listDead(db: Pool | ClientBase, filter: DeadFilter, limit: number): Promise<DeadMessage[]> {
     const { rows } = await db.query<{
       message_id: string;
       exchange: string;
@@ -212,8 +267,22 @@ export class OperatorStore {
       dead_at: Date;
     }>(
       `SELECT message_id, exchange, routing_key, message_type, partition_key, attempts, last_error, created_at, dead_at
-         FROM ${this.table} WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, id DESC LIMIT $1`,
-      [limit],
+         FROM ${this.table}
+        WHERE dead_at IS NOT NULL AND expired_at IS NULL
+          AND ($2::text IS NULL OR message_type = $2)
+          AND ($3::text IS NULL OR exchange = $3)
+          AND ($4::text IS NULL OR partition_key = $4)
+          AND ($5::text IS NULL OR routing_key = $5)
+          AND ($6::timestamptz IS NULL OR dead_at >= $6::timestamptz)
+        ORDER BY dead_at DESC, id DESC LIMIT $1`,
+      [
+        limit,
+        filter.messageType ?? null,
+        filter.exchange ?? null,
+        filter.partitionKey ?? null,
+        filter.routingKey ?? null,
+        filter.since ?? null,
+      ],
     );
     return rows.map((r) => ({
       messageId: r.message_id,
@@ -228,12 +297,30 @@ export class OperatorStore {
     }));
   }
 
-  /** Makes dead messages due now with attempts reset; `ids` undefined = all. Returns the ids changed. */
+  /**
+   * Whether PostgreSQL reads `text` as a timestamptz (ISO 8601, `now`, `infinity`, …, in
+   * the session's time zone when it names none). Other errors than a bad value propagate.
+   */
+  async isInstant(db: Pool | ClientBase, text: string): Promise<boolean> {
+    try {
+      await db.query('SELECT $1::timestamptz', [text]);
+      return true;
+    } catch (err: unknown) {
+      // Class 22, data exception: invalid_datetime_format, datetime_field_overflow, an unknown time zone, …
+      if (typeof (err as { code?: unknown }).code === 'string' && (err as { code: string }).code.startsWith('22')) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Makes dead messages due now with attempts reset; `ids` undefined = all. Expired
+   * messages are left alone. Returns the ids changed.
+   */
   async retryDead(db: Pool | ClientBase, ids: readonly string[] | undefined): Promise<string[]> {
     const { rows } = await db.query<{ message_id: string }>(
       `WITH retried AS (
          UPDATE ${this.table} SET dead_at = NULL, attempts = 0, next_attempt_at = now()
-          WHERE dead_at IS NOT NULL AND ($1::uuid[] IS NULL OR message_id = ANY($1::uuid[]))
+          WHERE dead_at IS NOT NULL AND expired_at IS NULL AND ($1::uuid[] IS NULL OR message_id = ANY($1::uuid[]))
           RETURNING message_id, partition_key)
        , ${this.unparkBehind('retried')}
        SELECT message_id FROM retried`,
@@ -242,11 +329,12 @@ export class OperatorStore {
     return rows.map((r) => r.message_id);
   }
 
-  /** Deletes dead messages; `ids` undefined = all. Returns the ids deleted. */
+  /** Deletes dead messages; `ids` undefined = all. Expired messages are left alone. Returns the ids deleted. */
   async discardDead(db: Pool | ClientBase, ids: readonly string[] | undefined): Promise<string[]> {
     const { rows } = await db.query<{ message_id: string }>(
       `WITH discarded AS (
-         DELETE FROM ${this.table} WHERE dead_at IS NOT NULL AND ($1::uuid[] IS NULL OR message_id = ANY($1::uuid[]))
+         DELETE FROM ${this.table}
+          WHERE dead_at IS NOT NULL AND expired_at IS NULL AND ($1::uuid[] IS NULL OR message_id = ANY($1::uuid[]))
          RETURNING message_id, partition_key)
        , ${this.unparkBehind('discarded')}
        SELECT message_id FROM discarded`,
@@ -261,6 +349,100 @@ export class OperatorStore {
          UPDATE ${this.table} SET next_attempt_at = ${UNPARKED}
           WHERE partition_key IN (SELECT partition_key FROM ${source} WHERE partition_key IS NOT NULL)
             AND ${PENDING} AND next_attempt_at = 'infinity')`;
+  }
+
+  /**
+   * One message by its message_id, every column but the body (only which of payload and
+   * body is set, and its size in bytes: for a payload, of the JSON text the relay sends),
+   * with its state and, for a keyed message, the unpublished messages of its key ahead of
+   * it (`firstAhead` of them listed). `deadHoldsKey`: OUTBOX_ORDERING_ON_DEAD=block.
+   * Undefined when no message has that id.
+   */
+  async inspect(
+    db: Pool | ClientBase,
+    messageId: string,
+    options: { deadHoldsKey: boolean; firstAhead: number },
+  ): Promise<InspectedMessage | undefined> {
+    const { rows } = await db.query<InspectRow>({
+      text: `SELECT id::text AS id, message_id, exchange, routing_key, message_type, content_type, headers::text AS headers_text,
+                    partition_key, correlation_id, created_at, available_at, expires_at, attempts, next_attempt_at, last_error,
+                    published_at, dead_at, expired_at, ${DUE} AS due_at, ${STATE_FLAGS},
+                    CASE WHEN payload IS NOT NULL THEN 'payload' ELSE 'body' END AS body_column,
+                    coalesce(octet_length(payload::text), octet_length(body))::text AS body_bytes
+               FROM ${this.table} WHERE message_id = $1::uuid`,
+      values: [messageId],
+      types: INSTANT_TYPES,
+    });
+    const row = rows[0];
+    if (!row) return undefined;
+    const ahead = row.partition_key === null ? null : await this.keyAhead(db, row.partition_key, row.id, options);
+    return {
+      id: row.id,
+      messageId: row.message_id,
+      state: stateOf(row, (ahead?.holding ?? 0) > 0),
+      exchange: row.exchange,
+      routingKey: row.routing_key,
+      messageType: row.message_type,
+      contentType: row.content_type,
+      headersText: row.headers_text,
+      partitionKey: row.partition_key,
+      correlationId: row.correlation_id,
+      bodyColumn: row.body_column,
+      bodyBytes: Number(row.body_bytes),
+      createdAt: row.created_at,
+      availableAt: row.available_at,
+      expiresAt: row.expires_at,
+      dueAt: row.due_at,
+      attempts: row.attempts,
+      nextAttemptAt: row.next_attempt_at,
+      lastError: row.last_error,
+      publishedAt: row.published_at,
+      deadAt: row.dead_at,
+      expiredAt: row.expired_at,
+      ahead,
+    };
+  }
+
+  /**
+   * The unpublished messages of `key` with an id below `id`: how many, how many of them
+   * hold the key (pending ones, and dead ones when dead messages hold their key; never an
+   * expired one), and the first `firstAhead` in id order with their state. Index range
+   * scans of messages_pending_key_idx, as long as the key's backlog before the message.
+   */
+  private async keyAhead(
+    db: Pool | ClientBase,
+    key: string,
+    id: string,
+    options: { deadHoldsKey: boolean; firstAhead: number },
+  ): Promise<KeyAhead> {
+    const range = `FROM ${this.table} WHERE partition_key = $1 AND published_at IS NULL AND id < $2::bigint`;
+    const holds = `(expired_at IS NULL AND (dead_at IS NULL OR $3::boolean))`;
+    const counts = await db.query<{ total: string; holding: string }>(
+      `SELECT count(*)::text AS total, count(*) FILTER (WHERE ${holds})::text AS holding ${range}`,
+      [key, id, options.deadHoldsKey],
+    );
+    // `behind`: whether a message before it (within the first ones, which start the key)
+    // holds the key, i.e. whether it is parked behind its key itself.
+    const first = await db.query<AheadRow>(
+      `SELECT message_id, attempts, last_error, published, expired, dead, due_now, parked_forever, holds,
+              coalesce(bool_or(holds) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS behind
+         FROM (SELECT id, message_id, attempts, last_error, ${STATE_FLAGS}, ${holds} AS holds
+                 ${range} ORDER BY id LIMIT $4) AS first_ahead
+        ORDER BY id`,
+      [key, id, options.deadHoldsKey, options.firstAhead],
+    );
+    return {
+      key,
+      count: Number(counts.rows[0]?.total ?? 0),
+      holding: Number(counts.rows[0]?.holding ?? 0),
+      first: first.rows.map((r) => ({
+        messageId: r.message_id,
+        state: stateOf(r, r.behind),
+        attempts: r.attempts,
+        lastError: r.last_error,
+        holdsKey: r.holds,
+      })),
+    };
   }
 
   /** Distinct exchanges named by pending messages, for `check`. */

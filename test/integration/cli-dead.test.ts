@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { buildIfMissing, cli, envFor, expectOneLineFailure, lines } from '../kit/cli';
+import { buildIfMissing, cli, envFor, expectOneLineFailure, lines, STACK_FRAME } from '../kit/cli';
 import { OutboxFixture } from '../kit/outbox-fixture';
 
 beforeAll(() => buildIfMissing());
@@ -123,5 +123,99 @@ describe('dead', () => {
       }
     }
     expect(await state(pending!)).toEqual({ dead: false, due: true, attempts: 0 });
+  });
+  /** Makes `id` expired as the relay does: expired_at and dead_at both set (the row is no longer pending). */
+  async function expire(id: string): Promise<void> {
+    await fx.pool.query(
+      `UPDATE ${fx.table} SET expires_at = now() - interval '1 minute', expired_at = now(), dead_at = now(), last_error = 'expired' WHERE message_id = $1`,
+      [id],
+    );
+  }
+
+  test('list filters --type, --exchange, --key, --routing-key and --since combine; --limit still applies', async () => {
+    const rows = [
+      { exchange: 'orders', routing_key: 'order.created', message_type: 'order.created', partition_key: 'o-1', payload: {} },
+      { exchange: 'orders', routing_key: 'order.created', message_type: 'order.created', partition_key: 'o-2', payload: {} },
+      { exchange: 'orders', routing_key: 'order.paid', message_type: 'order.paid', partition_key: 'o-1', payload: {} },
+      { exchange: 'billing', routing_key: 'order.created', message_type: 'order.created', partition_key: 'o-1', payload: {} },
+      { exchange: '', routing_key: 'mailer', message_type: 'order.created', partition_key: 'o-1', payload: {} },
+      { exchange: 'orders', routing_key: 'order.created', message_type: 'order.created', partition_key: 'o-1', payload: {} },
+    ];
+    const ids = await fx.insert(rows);
+    // All dead; the last one two days ago, the others a minute ago.
+    await fx.pool.query(`UPDATE ${fx.table} SET dead_at = now() - interval '1 minute', attempts = 10, last_error = 'boom'`);
+    await fx.pool.query(`UPDATE ${fx.table} SET dead_at = now() - interval '2 days' WHERE message_id = $1`, [ids[5]]);
+    const listed = async (args: string[]): Promise<string[]> => {
+      const result = await cli(['dead', 'list', '--json', ...args], envFor(fx.schema));
+      expect({ args, code: result.code, stderr: result.stderr }).toEqual({ args, code: 0, stderr: '' });
+      return (JSON.parse(result.stdout) as { messageId: string }[]).map((m) => m.messageId).sort();
+    };
+    const sorted = (...picked: (string | undefined)[]): string[] => (picked as string[]).sort();
+
+    expect(await listed(['--type', 'order.created'])).toEqual(sorted(ids[0], ids[1], ids[3], ids[4], ids[5]));
+    expect(await listed(['--type', 'order.created', '--exchange', 'orders'])).toEqual(sorted(ids[0], ids[1], ids[5]));
+    expect(await listed(['--type', 'order.created', '--exchange', 'orders', '--key', 'o-1'])).toEqual(sorted(ids[0], ids[5]));
+    const since = new Date(Date.now() - 3_600_000).toISOString();
+    expect(await listed(['--type', 'order.created', '--exchange', 'orders', '--key', 'o-1', '--since', since])).toEqual([ids[0]]);
+    expect(await listed(['--routing-key', 'order.paid'])).toEqual([ids[2]]);
+    // '' is the default exchange, not "no filter".
+    expect(await listed(['--exchange', ''])).toEqual([ids[4]]);
+    expect(await listed(['--key', 'o-1', '--routing-key', 'order.created', '--exchange', 'billing'])).toEqual([ids[3]]);
+    // Anything PostgreSQL reads as a timestamptz.
+    expect(await listed(['--since', 'yesterday'])).toEqual(sorted(ids[0], ids[1], ids[2], ids[3], ids[4]));
+    expect(await listed(['--key', 'o-1', '--limit', '2'])).toHaveLength(2);
+    expect(await listed(['--key', 'nobody'])).toEqual([]);
+
+    const text = await cli(['dead', 'list', '--key', 'nobody'], envFor(fx.schema));
+    expect(text).toMatchObject({ code: 0, stderr: '', stdout: 'no dead messages match\n' });
+    const filteredText = await cli(['dead', 'list', '--routing-key', 'order.paid'], envFor(fx.schema));
+    expect(lines(filteredText.stdout)).toEqual([expect.stringContaining(ids[2]!)]);
+  });
+
+  test('--since that is not a timestamp: exit 2, one line naming --since; a missing value is a usage error too', async () => {
+    await deadMessages(1);
+    for (const bad of ['yesterdayish', '2026-13-45T00:00:00Z', '2026-05-01 12:00 Mars/Olympus', '']) {
+      const result = await cli(['dead', 'list', '--since', bad], envFor(fx.schema));
+      expect(expectOneLineFailure(result, 2)).toContain('--since');
+      expect(result.stdout).toBe('');
+    }
+    const missing = await cli(['dead', 'list', '--since'], envFor(fx.schema));
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('--since');
+    expect(missing.stderr).not.toContain(STACK_FRAME);
+  });
+
+  test('expired messages are not dead: never listed, retried, discarded (by id or --all) or counted as dead; status counts them as expired', async () => {
+    const [dead] = await deadMessages(1);
+    const [expired, expiredToo] = await fx.insert([
+      { exchange: 'orders', routing_key: 'order.1', partition_key: 'k', payload: { n: 'x' } },
+      { exchange: 'orders', routing_key: 'order.2', payload: { n: 'y' } },
+    ]);
+    await expire(expired!);
+    await expire(expiredToo!);
+
+    const list = await cli(['dead', 'list', '--json'], envFor(fx.schema));
+    expect((JSON.parse(list.stdout) as { messageId: string }[]).map((m) => m.messageId)).toEqual([dead]);
+    const status = JSON.parse((await cli(['status', '--json'], envFor(fx.schema))).stdout) as Record<string, unknown>;
+    expect(status).toMatchObject({ pending: 0, dead: 1, expired: 2 });
+    const statusText = await cli(['status'], envFor(fx.schema));
+    expect(statusText.stdout).toMatch(/^dead\s+1$/m);
+    expect(statusText.stdout).toMatch(/^expired\s+2\b/m);
+
+    for (const verb of ['retry', 'discard']) {
+      const byId = await cli(['dead', verb, expired!], envFor(fx.schema));
+      expect(expectOneLineFailure(byId, 1)).toContain(expired);
+    }
+    const retryAll = await cli(['dead', 'retry', '--all'], envFor(fx.schema));
+    expect(retryAll.stdout).toMatch(/^1 dead message made due again/);
+    await fx.pool.query(`UPDATE ${fx.table} SET dead_at = now(), attempts = 10 WHERE message_id = $1`, [dead]);
+    const discardAll = await cli(['dead', 'discard', '--all'], envFor(fx.schema));
+    expect(discardAll.stdout).toMatch(/^1 dead message discarded/);
+    expect(await state(dead!)).toBeUndefined();
+    for (const id of [expired!, expiredToo!]) {
+      expect(await fx.row(id)).toMatchObject({ expired_at: expect.any(Date), dead_at: expect.any(Date), attempts: 0 });
+    }
+    const after = JSON.parse((await cli(['status', '--json'], envFor(fx.schema))).stdout) as Record<string, unknown>;
+    expect(after).toMatchObject({ pending: 0, dead: 0, expired: 2 });
   });
 });

@@ -180,6 +180,7 @@ describe('status', () => {
         due: 0,
         delayed: 0,
         dead: 0,
+        expired: 0,
         published: 0,
         publishedEstimated: false,
         lagSeconds: 0,

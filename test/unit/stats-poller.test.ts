@@ -5,7 +5,7 @@ import { COUNTS_TIME_SHARE, LAG_REFRESH_MS, StatsPoller } from '../../src/observ
 import { LogCapture } from '../kit/log-capture';
 import { parseMetrics, type Metrics } from '../kit/relay-http';
 
-const STATS: OutboxStats = { due: 3, delayed: 2, dead: 1, lagSeconds: 7, blockedKeys: 4 };
+const STATS: OutboxStats = { due: 3, delayed: 2, dead: 1, expired: 5, lagSeconds: 7, blockedKeys: 4 };
 
 function setup(
   readStats: () => Promise<OutboxStats>,
@@ -28,6 +28,7 @@ function tableGauges(m: Metrics) {
     due: m.value('outbox_pending_messages', { state: 'due' }),
     delayed: m.value('outbox_pending_messages', { state: 'delayed' }),
     dead: m.value('outbox_dead_messages'),
+    expired: m.value('outbox_expired_messages'),
     blockedKeys: m.value('outbox_blocked_keys'),
   };
 }
@@ -61,7 +62,7 @@ describe('refresh failures', () => {
 
     await poller.refresh();
     const good = await scrape(metrics);
-    expect(tableGauges(good)).toEqual({ lag: 7, due: 3, delayed: 2, dead: 1, blockedKeys: 4 });
+    expect(tableGauges(good)).toEqual({ lag: 7, due: 3, delayed: 2, dead: 1, expired: 5, blockedKeys: 4 });
     expect(good.value('outbox_gauge_last_refresh_timestamp_seconds', { part: 'counts' })).toBe(1_000);
     expect(good.value('outbox_gauge_refresh_failures_total', { part: 'counts' })).toBe(0);
 
