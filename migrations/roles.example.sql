@@ -65,3 +65,14 @@ GRANT USAGE ON SCHEMA :"schema" TO :"relay_role";
 GRANT SELECT, UPDATE, DELETE ON :"schema".messages TO :"relay_role";
 GRANT SELECT ON :"schema".schema_migrations TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON :"schema".audit TO :"relay_role";
+
+-- `outbox-relay selftest` (README: Self-test) inserts a canary message, then claims,
+-- marks and deletes it: it needs the relay role's privileges above AND INSERT on
+-- messages. Neither role here has both, on purpose (the relay may not insert, the
+-- service may not read or delete). Run it as the schema's owner (the
+-- migration role; deploy/kubernetes/selftest-job.yaml does), or as a role of its own,
+-- created like the two above, with these grants (deliberately not applied by this file):
+--
+--   GRANT USAGE ON SCHEMA outbox TO orders_outbox_selftest;
+--   GRANT SELECT, INSERT, UPDATE, DELETE ON outbox.messages TO orders_outbox_selftest;
+--   GRANT SELECT ON outbox.schema_migrations TO orders_outbox_selftest;

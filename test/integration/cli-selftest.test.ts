@@ -203,6 +203,27 @@ describe('selftest', () => {
     }
   });
 
+  test('a role of its own with the grants migrations/roles.example.sql shows for the selftest: it passes', async () => {
+    const role = uniqueName('selftest_role');
+    const schema = escapeIdentifier(fx.schema);
+    await fx.pool.query(`CREATE ROLE ${role} LOGIN`);
+    try {
+      await fx.pool.query(`GRANT USAGE ON SCHEMA ${schema} TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${fx.table} TO ${role}`);
+      await fx.pool.query(`GRANT SELECT ON ${schema}.schema_migrations TO ${role}`);
+      const asRole = new URL(testDatabaseUrl());
+      asRole.username = role;
+      asRole.password = '';
+      const result = await cli(['selftest', '--timeout-ms', '2000'], envFor(fx.schema, { OUTBOX_DATABASE_URL: asRole.toString() }));
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      expect(result.stdout).toContain(`role ${role}`);
+      await expectNothingLeft(result.stdout);
+    } finally {
+      await fx.pool.query(`DROP OWNED BY ${role}`);
+      await fx.pool.query(`DROP ROLE ${role}`);
+    }
+  });
+
   test.each([
     ['--timeout-ms soon', ['--timeout-ms', 'soon'], '--timeout-ms'],
     ['--timeout-ms 0', ['--timeout-ms', '0'], '--timeout-ms'],
