@@ -1,5 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { startRelay } from './app';
+import { auditCommand } from './commands/audit';
 import { checkCommand } from './commands/check';
 import { cleanupCommand } from './commands/cleanup';
 import { runDemo } from './demo/demo';
@@ -48,6 +49,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     deadRetry: (ids, options) => deadRetryCommand(configured(), toolLogger(), io, ids, options.all),
     deadDiscard: (ids, options) => deadDiscardCommand(configured(), toolLogger(), io, ids, options.all),
     inspect: (messageId, options) => inspectCommand(configured(), toolLogger(), io, messageId, options),
+    audit: (options) => auditCommand(configured(), toolLogger(), io, options),
     cleanup: () => cleanupCommand(configured(), toolLogger(), io),
     check: () => checkCommand(configured(), toolLogger(), io),
     selftest: (options) => selftestCommand(configured(), toolLogger(), io, options),
@@ -82,6 +84,7 @@ interface Handlers {
   deadRetry(ids: string[], options: { all?: boolean }): Promise<void>;
   deadDiscard(ids: string[], options: { all?: boolean }): Promise<void>;
   inspect(messageId: string, options: { json?: boolean }): Promise<void>;
+  audit(options: { json?: boolean; limit: number }): Promise<void>;
   cleanup(): Promise<void>;
   check(): Promise<void>;
   selftest(options: { exchange?: string; timeoutMs: number; json?: boolean }): Promise<void>;
@@ -169,8 +172,17 @@ function buildProgram(handlers: Handlers): Command {
     .argument('<message_id>', 'the message id (a UUID)')
     .option('--json', 'print one JSON object')
     .action(handlers.inspect);
+  program
+    .command('audit')
+    .description('the operator actions that changed messages (dead retry, dead discard, replay), newest first')
+    .option('--json', 'print a JSON array')
+    .addOption(new Option('--limit <n>', 'at most this many').argParser(positiveInt).default(100))
+    .action(handlers.audit);
 
-  program.command('cleanup').description('delete published messages older than OUTBOX_RETENTION, once').action(handlers.cleanup);
+  program
+    .command('cleanup')
+    .description('delete published and expired messages older than OUTBOX_RETENTION, and old audit entries, once')
+    .action(handlers.cleanup);
   program
     .command('check')
     .description('verify database, schema, privileges, broker and the exchanges pending messages name')

@@ -1,8 +1,11 @@
+import type { PoolClient } from 'pg';
 import type { Config } from '../config/load-config';
 import { verifySchema } from '../db/migrator';
-import { withClient } from '../db/transaction';
-import { OutboxError } from '../errors';
+import { quoteIdent } from '../db/sql';
+import { withClient, withPoolTransaction } from '../db/transaction';
+import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
+import { AuditLog, type AuditedCommand } from '../outbox/audit';
 import { OperatorStore, type DeadFilter } from '../outbox/operator-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
@@ -78,7 +81,7 @@ export async function deadRetryCommand(
 ): Promise<void> {
   const selected = selectIds(ids, all, 'retry');
   const store = new OperatorStore(config.schema);
-  const changed = await withDatabase(config, log, (pool) => store.retryDead(pool, selected));
+  const changed = await audited(config, log, 'dead retry', selected, (client) => store.retryDead(client, selected));
   io.out(`${changed.length} dead message${changed.length === 1 ? '' : 's'} made due again`);
   reportMissing(selected, changed);
 }
@@ -92,9 +95,51 @@ export async function deadDiscardCommand(
 ): Promise<void> {
   const selected = selectIds(ids, all, 'discard');
   const store = new OperatorStore(config.schema);
-  const deleted = await withDatabase(config, log, (pool) => store.discardDead(pool, selected));
+  const deleted = await audited(config, log, 'dead discard', selected, (client) => store.discardDead(client, selected));
   io.out(`${deleted.length} dead message${deleted.length === 1 ? '' : 's'} discarded`);
   reportMissing(selected, deleted);
+}
+
+/**
+ * Runs an operator action and its audit entry in one transaction: neither exists without
+ * the other. An action that changed no message records nothing. A role that may change
+ * the messages but not write the audit changes nothing either.
+ */
+async function audited(
+  config: Config,
+  log: Logger,
+  command: AuditedCommand,
+  selected: readonly string[] | undefined,
+  change: (client: PoolClient) => Promise<string[]>,
+): Promise<string[]> {
+  const audit = new AuditLog(config.schema);
+  try {
+    return await withDatabase(config, log, async (pool) => {
+      await withClient(pool, (client) => verifySchema(client, config.schema));
+      return withPoolTransaction(pool, async (client) => {
+        const changed = await change(client);
+        if (changed.length > 0) {
+          await audit.record(client, {
+            command,
+            arguments: selected ? { ids: selected } : { all: true },
+            count: changed.length,
+            messageIds: changed,
+          });
+        }
+        return changed;
+      });
+    });
+  } catch (err: unknown) {
+    if ((err as { code?: unknown }).code === '42501') {
+      const schema = quoteIdent(config.schema);
+      throw new OutboxError(
+        'PRIVILEGES_MISSING',
+        `${command}: nothing changed: ${errorMessage(err)} (the role needs SELECT, UPDATE, DELETE on ${schema}.messages and INSERT on ${schema}.audit; see migrations/roles.example.sql)`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
 }
 
 function reportMissing(selected: readonly string[] | undefined, done: readonly string[]): void {

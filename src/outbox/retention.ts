@@ -3,9 +3,31 @@ import type { ClientBase, Pool } from 'pg';
 import { ADVISORY_LOCK_NAMESPACE, qualified } from '../db/sql';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
+import { AuditLog } from './audit';
 
 /** Rows per DELETE: each statement is its own short transaction, holding few locks. */
 export const CLEANUP_BATCH_SIZE = 5_000;
+
+/**
+ * How long audit entries are kept when OUTBOX_RETENTION is 0 (messages deleted at
+ * publish): 7 days, so that who retried or discarded what outlives the messages.
+ */
+export const AUDIT_RETENTION_WITHOUT_MESSAGE_RETENTION_MS = 7 * 86_400_000;
+
+/** How long the cleanup keeps audit entries: OUTBOX_RETENTION, or 7 days when that is 0. */
+export function auditRetentionMs(retentionMs: number): number {
+  return retentionMs > 0 ? retentionMs : AUDIT_RETENTION_WITHOUT_MESSAGE_RETENTION_MS;
+}
+
+/** What one cleanup deleted. */
+export interface CleanupReport {
+  /** Published messages older than the retention. */
+  readonly published: number;
+  /** Expired messages whose expired_at is older than the retention. */
+  readonly expired: number;
+  /** Audit entries older than `auditRetentionMs`. */
+  readonly auditEntries: number;
+}
 
 /**
  * The first id from which on messages were created at or after `cutoff`: a binary search
@@ -13,9 +35,10 @@ export const CLEANUP_BATCH_SIZE = 5_000;
  * insertion order and created_at (the inserting transaction's start) follows it closely;
  * where it does not (a long transaction), the bound is a little early or late, and a
  * message left out is deleted by a later run, never one that must stay: the deletes
- * check published_at themselves. LEAST with the relay's own timestamps: a created_at
- * written by hand far in the future cannot hold the bound back once the row is published
- * or dead.
+ * check published_at and expired_at themselves. LEAST with the relay's own timestamps: a
+ * created_at written by hand far in the future cannot hold the bound back once the row
+ * is published or dead. An expired row carries dead_at from the same instant as its
+ * expired_at, so one expired before the cutoff is inside the bound like a published one.
  */
 async function firstIdCreatedFrom(client: ClientBase, table: string, cutoff: string): Promise<bigint> {
   const { rows } = await client.query<{ lo: string | null; hi: string | null }>(
@@ -37,39 +60,44 @@ async function firstIdCreatedFrom(client: ClientBase, table: string, cutoff: str
 }
 
 /**
- * Deletes published messages older than `retentionMs`, `batchSize` rows per statement
- * (each its own short transaction), until none is left. Dead and pending messages are
- * never touched. Returns how many were deleted.
+ * Deletes published messages, and expired ones, older than `retentionMs` (by published_at,
+ * by expired_at), `batchSize` rows per statement (each its own short transaction), until
+ * none is left. Dead and pending messages are never touched. Returns how many of each
+ * were deleted.
  *
  * There is no index on published_at (each one would cost the publish an index entry):
- * a message is published after it is created, so every message published before the
- * cutoff was created before it, and those come first in id order. The deletes walk the
- * primary key from the oldest id up to the first message created after the cutoff.
+ * a message is published (or expires) after it is created, so every message published
+ * or expired before the cutoff was created before it, and those come first in id order.
+ * The deletes walk the primary key from the oldest id up to the first message created
+ * after the cutoff.
  */
-async function deletePublishedBefore(
+async function deleteSettledBefore(
   client: ClientBase,
   schema: string,
   retentionMs: number,
   batchSize: number,
   shouldStop: () => boolean,
-): Promise<number> {
+): Promise<{ published: number; expired: number }> {
   const table = qualified(schema, 'messages');
   const { rows } = await client.query<{ cutoff: string }>(`SELECT (now() - $1 * interval '1 millisecond')::text AS cutoff`, [retentionMs]);
   const cutoff = rows[0]?.cutoff as string;
   const bound = await firstIdCreatedFrom(client, table, cutoff);
-  let total = 0;
+  const total = { published: 0, expired: 0 };
   for (let from = await nextId(client, table, 0n); from !== undefined && from < bound;) {
     // A window of `batchSize` ids: the statement's work is bounded by the window, whatever
     // plan PostgreSQL picks (a table not yet analyzed gets a bitmap scan of the range).
     const until = from + BigInt(batchSize) < bound ? from + BigInt(batchSize) : bound;
-    const { rowCount } = await client.query(
+    const { rows: deleted } = await client.query<{ expired: boolean }>(
       `DELETE FROM ${table} WHERE id IN (
          SELECT id FROM ${table}
-          WHERE id >= $1::bigint AND id < $2::bigint AND published_at < $3::timestamptz
-            FOR UPDATE SKIP LOCKED)`,
+          WHERE id >= $1::bigint AND id < $2::bigint AND (published_at < $3::timestamptz OR expired_at < $3::timestamptz)
+            FOR UPDATE SKIP LOCKED)
+       RETURNING expired_at IS NOT NULL AS expired`,
       [from.toString(), until.toString(), cutoff],
     );
-    total += rowCount ?? 0;
+    const expired = deleted.filter((d) => d.expired).length;
+    total.expired += expired;
+    total.published += deleted.length - expired;
     if (shouldStop()) break;
     from = await nextId(client, table, until);
   }
@@ -85,9 +113,8 @@ async function nextId(client: ClientBase, table: string, from: bigint): Promise<
 }
 
 /**
- * One retention cleanup. Among all replicas one cleans at a time: a session advisory
- * lock, tried, never waited for, and the deletes run on the connection that holds it.
- * Returns how many were deleted, or undefined when another relay is cleaning.
+ * One retention cleanup, returning how many messages (published and expired) it
+ * deleted, or undefined when another relay is cleaning (see `cleanupOnce`).
  */
 export async function runCleanup(
   pool: Pool,
@@ -95,6 +122,22 @@ export async function runCleanup(
   retentionMs: number,
   shouldStop: () => boolean = () => false,
 ): Promise<number | undefined> {
+  const report = await cleanupOnce(pool, schema, retentionMs, shouldStop);
+  return report && report.published + report.expired;
+}
+
+/**
+ * One retention cleanup: published and expired messages older than `retentionMs`, then
+ * the audit entries older than `auditRetentionMs(retentionMs)`. Among all replicas one
+ * cleans at a time: a session advisory lock, tried, never waited for, and the deletes run
+ * on the connection that holds it. Undefined when another relay is cleaning.
+ */
+export async function cleanupOnce(
+  pool: Pool,
+  schema: string,
+  retentionMs: number,
+  shouldStop: () => boolean = () => false,
+): Promise<CleanupReport | undefined> {
   const client = await pool.connect();
   const lockKey = [ADVISORY_LOCK_NAMESPACE, `cleanup:${schema}`];
   let locked = false;
@@ -103,7 +146,10 @@ export async function runCleanup(
     const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', lockKey);
     locked = rows[0]?.locked ?? false;
     if (!locked) return undefined;
-    return await deletePublishedBefore(client, schema, retentionMs, CLEANUP_BATCH_SIZE, shouldStop);
+    const messages = await deleteSettledBefore(client, schema, retentionMs, CLEANUP_BATCH_SIZE, shouldStop);
+    // After the messages: a role without privileges on the audit table still cleans them.
+    const auditEntries = shouldStop() ? 0 : await new AuditLog(schema).deleteOlderThan(client, auditRetentionMs(retentionMs));
+    return { ...messages, auditEntries };
   } catch (err: unknown) {
     failure = err instanceof Error ? err : new Error(String(err));
     throw err;
@@ -150,13 +196,16 @@ export class CleanupJob {
   async runOnce(): Promise<void> {
     const started = Date.now();
     try {
-      const deleted = await runCleanup(this.pool, this.settings.schema, this.settings.retentionMs, () => this.stopped);
-      if (deleted === undefined) {
+      const report = await cleanupOnce(this.pool, this.settings.schema, this.settings.retentionMs, () => this.stopped);
+      if (report === undefined) {
         this.log.debug('cleanup skipped: another relay is cleaning');
         return;
       }
+      const deleted = report.published + report.expired;
       this.onDeleted(deleted);
-      if (deleted > 0) this.log.info({ deleted, ms: Date.now() - started }, 'deleted published messages past retention');
+      if (deleted > 0 || report.auditEntries > 0) {
+        this.log.info({ deleted, ...report, ms: Date.now() - started }, 'deleted published messages past retention');
+      }
     } catch (err: unknown) {
       this.log.warn({ err: errorMessage(err) }, 'cleanup failed; will try at the next run');
     }

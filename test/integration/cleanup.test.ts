@@ -1,5 +1,5 @@
 import { Client, Pool } from 'pg';
-import { CLEANUP_BATCH_SIZE, runCleanup } from '../../src/outbox/retention';
+import { CLEANUP_BATCH_SIZE, cleanupOnce, runCleanup } from '../../src/outbox/retention';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { readMetrics } from '../kit/relay-http';
 import { testDatabaseUrl } from '../kit/services';
@@ -8,8 +8,8 @@ import { uniqueName } from '../kit/unique-name';
 import { waitFor } from '../kit/wait';
 
 // Retention: published messages older than OUTBOX_RETENTION are deleted in bounded
-// batches by a node-cron job inside the relay (OUTBOX_CLEANUP_CRON); dead and pending
-// messages never are.
+// batches by a node-cron job inside the relay (OUTBOX_CLEANUP_CRON), and so are expired
+// messages (by expired_at); dead and pending messages never are.
 
 const SEVEN_DAYS_MS = 7 * 86_400_000;
 
@@ -35,16 +35,18 @@ afterAll(async () => {
 async function insertRows(
   target: OutboxFixture,
   count: number,
-  state: 'published' | 'dead' | 'pending',
+  state: 'published' | 'dead' | 'pending' | 'expired',
   age: string,
   label: string,
 ): Promise<void> {
   const publishedAt = state === 'published' ? `now() - $2::interval` : 'NULL';
-  const deadAt = state === 'dead' ? `now() - $2::interval` : 'NULL';
+  // An expired message carries dead_at too, from the same instant (as the relay marks it).
+  const deadAt = state === 'dead' || state === 'expired' ? `now() - $2::interval` : 'NULL';
+  const expiredAt = state === 'expired' ? `now() - $2::interval` : 'NULL';
   await target.pool.query(
-    `INSERT INTO ${target.table} (routing_key, payload, created_at, available_at, attempts, published_at, dead_at)
+    `INSERT INTO ${target.table} (routing_key, payload, created_at, available_at, attempts, published_at, dead_at, expired_at, expires_at)
      SELECT $3, jsonb_build_object('n', g), now() - $2::interval, now() - $2::interval,
-            ${state === 'dead' ? 10 : 0}, ${publishedAt}, ${deadAt}
+            ${state === 'dead' ? 10 : 0}, ${publishedAt}, ${deadAt}, ${expiredAt}, ${expiredAt}
        FROM generate_series(1, $1::int) AS g`,
     [count, age, label],
   );
@@ -97,6 +99,29 @@ describe('retention cleanup', () => {
     await insertRows(fx, 2, 'published', '3 hours', 'later-published');
     await waitFor('a later scheduled cleanup', async () => (await cleanupDeleted(relay.port)) === 5, 10_000);
     expect(await countByLabel(fx)).toEqual({ 'recent-published': 4, 'old-dead': 2 });
+  });
+
+  test('expired messages are deleted like published ones once expired_at is past the retention; with 0 at the next run', async () => {
+    await insertRows(fx, CLEANUP_BATCH_SIZE + 3, 'expired', '8 days', 'old-expired'); // over two windows
+    await insertRows(fx, 4, 'published', '8 days', 'old-published');
+    await insertRows(fx, 6, 'expired', '2 hours', 'recent-expired');
+    await insertRows(fx, 5, 'dead', '30 days', 'old-dead');
+    await insertRows(fx, 2, 'pending', '30 days', 'old-pending');
+    // Created long ago, expired only now: the binary search's bound (by the earliest of
+    // created_at, published_at, dead_at) still leaves it to the cutoff check.
+    await insertRows(fx, 3, 'pending', '9 days', 'just-expired');
+    await fx.pool.query(
+      `UPDATE ${fx.table} SET expired_at = now(), dead_at = now(), expires_at = now() WHERE routing_key = 'just-expired'`,
+    );
+
+    const weekly = await cleanupOnce(fx.pool, fx.schema, SEVEN_DAYS_MS);
+    expect(weekly).toEqual({ published: 4, expired: CLEANUP_BATCH_SIZE + 3, auditEntries: 0 });
+    expect(await countByLabel(fx)).toEqual({ 'recent-expired': 6, 'just-expired': 3, 'old-dead': 5, 'old-pending': 2 });
+
+    expect(await runCleanup(fx.pool, fx.schema, 3_600_000)).toBe(6);
+    // OUTBOX_RETENTION=0: whatever expired up to now goes at the next run, dead and pending stay.
+    expect(await cleanupOnce(fx.pool, fx.schema, 0)).toEqual({ published: 0, expired: 3, auditEntries: 0 });
+    expect(await countByLabel(fx)).toEqual({ 'old-dead': 5, 'old-pending': 2 });
   });
 
   test('two concurrent runs (two replicas): only one cleans, the other returns undefined at once', async () => {

@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Client, escapeIdentifier, escapeLiteral } from 'pg';
 import { defineMessage, enqueue } from '../../src/index';
 import { cli, envFor, lines } from '../kit/cli';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { readMetrics } from '../kit/relay-http';
+import { renderRolesSql, testDatabaseName, urlAs } from '../kit/roles';
 import { testDatabaseUrl } from '../kit/services';
 import { TestBroker } from '../kit/test-broker';
 import { uniqueName } from '../kit/unique-name';
@@ -15,36 +14,6 @@ import { waitFor } from '../kit/wait';
 // can only INSERT into messages and a relay role that can use only the outbox schema.
 // The relay runs as its role, a producer as the service's, and each is denied the
 // other's tables. Roles are cluster-wide: unique names, dropped afterwards.
-
-const ROLES_FILE = join(__dirname, '..', '..', 'migrations', 'roles.example.sql');
-
-/**
- * The file as psql runs it with `-v name=value`: `:"name"` becomes a quoted identifier,
- * `:'name'` a literal, and DBNAME is psql's own variable. Anything psql-specific beyond
- * that fails here, so the file stays appliable by both.
- */
-function renderRolesSql(vars: Record<string, string>): string {
-  const text = readFileSync(ROLES_FILE, 'utf8');
-  const value = (name: string): string => {
-    const v = vars[name];
-    if (v === undefined) throw new Error(`roles.example.sql uses psql variable ${name}, which the test does not set`);
-    return v;
-  };
-  const sql = text
-    .replace(/:"([A-Za-z_]+)"/g, (_, name: string) => escapeIdentifier(value(name)))
-    .replace(/:'([A-Za-z_]+)'/g, (_, name: string) => escapeLiteral(value(name)));
-  const metaCommand = sql.split('\n').find((l) => l.trimStart().startsWith('\\'));
-  if (metaCommand) throw new Error(`roles.example.sql contains a psql meta-command: ${metaCommand}`);
-  return sql;
-}
-
-/** The test database URL, logged in as `role` with `password`. */
-function urlAs(role: string, password: string): string {
-  const url = new URL(testDatabaseUrl());
-  url.username = role;
-  url.password = password;
-  return url.toString();
-}
 
 const suffix = randomBytes(4).toString('hex');
 const serviceRole = `outbox_test_app_${suffix}`;
@@ -71,8 +40,7 @@ async function denied(client: Client, sql: string): Promise<string> {
 beforeAll(async () => {
   fx = await OutboxFixture.create('privileges');
   broker = await TestBroker.connect();
-  const database = decodeURIComponent(new URL(testDatabaseUrl()).pathname.slice(1));
-  const sql = renderRolesSql({ schema: fx.schema, service_role: serviceRole, relay_role: relayRole, DBNAME: database });
+  const sql = renderRolesSql({ schema: fx.schema, service_role: serviceRole, relay_role: relayRole, DBNAME: testDatabaseName() });
   await fx.pool.query(sql);
   await fx.pool.query(sql); // re-runnable, as the file says
   for (const role of [serviceRole, relayRole])
