@@ -8,7 +8,7 @@ import { withClient } from '../db/transaction';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { OperatorStore } from '../outbox/operator-store';
-import { missingPrivileges } from '../outbox/privileges';
+import { missingAuditPrivileges, missingPrivileges } from '../outbox/privileges';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -48,6 +48,13 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
         missing.length === 0
           ? `role may claim, mark and delete in ${quoteIdent(config.schema)}.messages`
           : `role lacks ${missing.join(', ')}`,
+      );
+      const missingAudit = await missingAuditPrivileges(pool, config.schema);
+      report(
+        missingAudit.length === 0,
+        missingAudit.length === 0
+          ? `role may read and write the audit trail ${quoteIdent(config.schema)}.audit`
+          : `role lacks ${missingAudit.join(', ')} (the audit trail of dead retry, dead discard and replay)`,
       );
       if (missing.length === 0) exchanges = await new OperatorStore(config.schema).pendingExchanges(pool);
     });

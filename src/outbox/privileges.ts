@@ -29,3 +29,23 @@ export async function missingPrivileges(db: Pool | ClientBase, schema: string): 
   if (!row.del) missing.push(`DELETE on ${table}`);
   return missing;
 }
+
+/** What the operator commands and the cleanup do with `<schema>.audit`, as GRANT names it. */
+const AUDIT_PRIVILEGES = ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] as const;
+
+/**
+ * What the connected role lacks of the privileges on `<schema>.audit`: SELECT (`audit`),
+ * INSERT (`dead retry`, `dead discard`, `replay` record what they did), UPDATE (a replay's
+ * progress), DELETE (the retention cleanup). One entry naming the missing ones, as GRANT
+ * would; empty when nothing is missing.
+ */
+export async function missingAuditPrivileges(db: Pool | ClientBase, schema: string): Promise<string[]> {
+  const table = qualified(schema, 'audit');
+  const { rows } = await db.query<{ granted: boolean[] }>(
+    `SELECT ARRAY(SELECT has_table_privilege($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n) AS granted`,
+    [table, AUDIT_PRIVILEGES],
+  );
+  const granted = rows[0]?.granted ?? [];
+  const missing = AUDIT_PRIVILEGES.filter((_, i) => granted[i] !== true);
+  return missing.length === 0 ? [] : [`${missing.join(', ')} on ${table}`];
+}

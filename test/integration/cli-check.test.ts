@@ -52,6 +52,7 @@ describe('check', () => {
       await fx.pool.query(`GRANT SELECT, DELETE ON ${table} TO ${role}`);
       await fx.pool.query(`GRANT UPDATE (published_at, attempts, last_error, next_attempt_at, dead_at) ON ${table} TO ${role}`);
       await fx.pool.query(`GRANT SELECT ON ${schema}.schema_migrations TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${schema}.audit TO ${role}`);
       const asRole = new URL(testDatabaseUrl());
       asRole.username = role;
       asRole.password = '';
@@ -70,6 +71,37 @@ describe('check', () => {
       await fx.stopRelays();
     } finally {
       await fx.stopRelays();
+      await fx.pool.query(`DROP OWNED BY ${role}`);
+      await fx.pool.query(`DROP ROLE ${role}`);
+    }
+  });
+
+  test('a role that may relay but lacks privileges on the audit table: check fails on one line naming each missing privilege', async () => {
+    const role = uniqueName('no_audit');
+    const schema = `"${fx.schema}"`;
+    await fx.pool.query(`CREATE ROLE ${role} LOGIN`);
+    try {
+      await fx.pool.query(`GRANT USAGE ON SCHEMA ${schema} TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, UPDATE, DELETE ON ${fx.table} TO ${role}`);
+      await fx.pool.query(`GRANT SELECT ON ${schema}.schema_migrations TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, UPDATE ON ${schema}.audit TO ${role}`);
+      const asRole = new URL(testDatabaseUrl());
+      asRole.username = role;
+      asRole.password = '';
+
+      const result = await cli(['check'], envFor(fx.schema, { OUTBOX_DATABASE_URL: asRole.toString() }));
+      expectOneLineFailure(result, 1);
+      const failing = lines(result.stdout).filter((l) => !/^ok\b/.test(l));
+      expect(failing).toEqual([
+        `FAIL  role lacks INSERT, DELETE on ${schema}."audit" (the audit trail of dead retry, dead discard and replay)`,
+      ]);
+      expect(result.stdout).toMatch(/^ok +role may claim, mark and delete in /m);
+
+      await fx.pool.query(`GRANT INSERT, DELETE ON ${schema}.audit TO ${role}`);
+      const granted = await cli(['check'], envFor(fx.schema, { OUTBOX_DATABASE_URL: asRole.toString() }));
+      expect(granted).toMatchObject({ code: 0, stderr: '' });
+      expect(granted.stdout).toMatch(/^ok +role may read and write the audit trail /m);
+    } finally {
       await fx.pool.query(`DROP OWNED BY ${role}`);
       await fx.pool.query(`DROP ROLE ${role}`);
     }
