@@ -101,11 +101,16 @@ function outcomeText(outcome: PublishOutcome): string {
   }
 }
 
+/** Whether a replayed message is done with: confirmed, an event returned by a named exchange, or expired (not sent). */
+function settledOk(outcome: PublishOutcome, message: OutboxMessage): boolean {
+  return outcome.kind === 'confirmed' || outcome.kind === 'expired' || (outcome.kind === 'returned' && message.exchange !== '');
+}
+
 /**
  * Publishes the selection again after `start.cursor`, in id order (the relays'
  * per-key publish order), chunk by chunk: each chunk is pipelined, its confirms
  * awaited, and the audit entry's cursor and count moved past the confirmed prefix
- * before the next chunk is sent. A nack, a return, a missing exchange or a lost
+ * before the next chunk is sent. A nack, a returned command, a missing exchange or a lost
  * connection stops it with an error naming the message; the saved cursor is where
  * the same command run again goes on. Returns how many it published this run.
  */
@@ -150,7 +155,9 @@ export async function replayMessages(start: ReplayStart, deps: ReplayDeps): Prom
         if (bucket) await abortableDelay(bucket.take(chunk.length), signal);
         if (signal.aborted) throw interrupted();
         const outcomes = await publishBatch(broker.channel, chunk.map(replayed), { appId: deps.appId, timeoutMs: deps.publishTimeoutMs });
-        let confirmed = outcomes.findIndex((o) => o.kind !== 'confirmed');
+        // As the relay counts them (OUTBOX_UNROUTABLE=publish): an event a named exchange
+        // routed to no queue was taken by the broker; one that expired meanwhile is left out.
+        let confirmed = outcomes.findIndex((o, i) => !settledOk(o, chunk[i] as OutboxMessage));
         if (confirmed < 0) confirmed = chunk.length;
         if (confirmed > 0) {
           const sent = chunk.slice(0, confirmed);

@@ -144,7 +144,20 @@ test('filters by type, exchange, routing key and partition key, and ids, combine
   expect(expectOneLineFailure(notPublished, 1)).toContain(pending);
 });
 
-test('a return stops the replay with one line naming the message; the progress is kept', async () => {
+test('an event a named exchange routes to no queue counts as replayed, as the relay counts it', async () => {
+  const exchange = await broker.exchange(uniqueName('replay_nobody'));
+  await fx.insert([
+    { exchange, routing_key: 'nobody.listens', payload: { n: 1 } },
+    { exchange, routing_key: 'nobody.listens', payload: { n: 2 } },
+  ]);
+  await markAllPublished();
+  const result = await cli(['replay', '--since', SINCE, '--rate', 'unlimited'], envFor(fx.schema));
+  expect(result).toMatchObject({ code: 0, stderr: '' });
+  const [entry] = await auditRows();
+  expect(entry).toMatchObject({ count: 2, finished: true });
+});
+
+test('a returned command stops the replay with one line naming the message; the progress is kept', async () => {
   const queue = await broker.declareQueue(uniqueName('replay_cmd'));
   const ids = await fx.insert([
     { routing_key: queue, payload: { n: 1 } },
