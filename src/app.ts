@@ -2,7 +2,7 @@ import { BrokerConnection } from './broker/connection';
 import { RelayBroker } from './broker/relay-broker';
 import type { Config } from './config/load-config';
 import { verifySchema } from './db/migrator';
-import { connectionConfig, createPool } from './db/pool';
+import { createDatabase, type Database } from './db/pool';
 import { withClient } from './db/transaction';
 import { errorMessage, OutboxError } from './errors';
 import { RelayHealth } from './observability/health';
@@ -62,7 +62,8 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
   const concurrency = tuning.concurrency ?? CONCURRENCY;
   const metrics = createMetrics();
   const health = new RelayHealth(metrics, config.publishTimeoutMs + config.pollIntervalMs + 60_000);
-  const pool = createPool(config.databaseUrl, concurrency + 2, log.child({ component: 'db' }));
+  const database = createDatabase(config.databaseUrl, concurrency + 2, log.child({ component: 'db' }));
+  const pool = database.pool;
   const queue = new MessageQueue(pool, config.schema, config.publishTimeoutMs + IDLE_CLAIM_MARGIN_MS);
   const operator = new OperatorStore(config.schema);
   const connection = new BrokerConnection({
@@ -72,7 +73,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     onStateChange: (up) => health.setBrokerUp(up),
   });
   const broker = new RelayBroker(connection, config.appId);
-  const wakeup = new Wakeup(connectionConfig(config.databaseUrl), config.schema, log.child({ component: 'listen' }));
+  const wakeup = new Wakeup(() => database.newClient('outbox-relay-listen'), config.schema, log.child({ component: 'listen' }));
   const relayLog = log.child({ component: 'relay' });
   const loop = new RelayLoop(
     { ...config, concurrency },
@@ -152,7 +153,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
 }
 
 /** Verifies the schema once the database answers; waits (not ready) while it does not. */
-async function waitForSchema(pool: ReturnType<typeof createPool>, schema: string, signal: AbortSignal, log: Logger): Promise<void> {
+async function waitForSchema(pool: Database['pool'], schema: string, signal: AbortSignal, log: Logger): Promise<void> {
   await keepTrying(() => withClient(pool, (client) => verifySchema(client, schema)), {
     signal,
     retryable: isTransientDatabaseError,

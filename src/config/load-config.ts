@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { OutboxError } from '../errors';
+import { parseDatabaseUrl } from './database-url';
 import { redactUrl } from './redact';
 import { SETTINGS, type SettingKey } from './settings';
 
@@ -99,10 +100,22 @@ export function loadConfig(env: NodeJS.ProcessEnv, readFile: FileReader = readUt
 
 /**
  * The configured values that hold credentials, as given (from the variable or its
- * `<NAME>_FILE`): the database URL and each AMQP URL. Output masking looks for these
+ * `<NAME>_FILE`): the database URL, the single-host URL the relay builds for each host
+ * of a multi-host database URL, and each AMQP URL. Output masking looks for these
  * whole URLs as a last line of defence (`maskUrlsInText`), never for their passwords
  * alone; URLs without a password are left out.
  */
 export function secretsOf(config: Pick<Config, 'databaseUrl' | 'amqpUrls'>): readonly string[] {
-  return [...new Set([config.databaseUrl, ...config.amqpUrls])].filter((url) => redactUrl(url) !== url);
+  const perHost = hostUrls(config.databaseUrl);
+  return [...new Set([config.databaseUrl, ...perHost, ...config.amqpUrls])].filter((url) => redactUrl(url) !== url);
+}
+
+/** The single-host URLs the relay connects with (db/pool.ts); none where it uses the URL itself. */
+function hostUrls(databaseUrl: string): readonly string[] {
+  try {
+    const { hosts, targetSessionAttrs } = parseDatabaseUrl(databaseUrl);
+    return hosts.length > 1 || targetSessionAttrs !== 'any' ? hosts.map((host) => host.url) : [];
+  } catch {
+    return [];
+  }
 }

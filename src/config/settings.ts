@@ -1,5 +1,6 @@
 import cron from 'node-cron';
 import { z } from 'zod';
+import { databaseUrlSchema } from './database-url';
 
 /**
  * The settings table: one row per environment variable. It drives parsing, defaults
@@ -127,8 +128,11 @@ export const SETTINGS = {
     defaultValue: 'postgres://postgres@localhost:5432/postgres',
     secret: true,
     fromFile: true,
-    doc: 'PostgreSQL connection URL of the service database holding the outbox. TLS through `sslmode=` in the URL.',
-    schema: urlList(['postgres:', 'postgresql:'], 'postgres://', false).transform((urls) => urls[0] as string),
+    doc:
+      "PostgreSQL connection URL of the service database holding the outbox. Several hosts in libpq's form" +
+      ' (`postgres://u@h1:5432,h2:5432/db?target_session_attrs=read-write`, or `primary`; `any` is the default)' +
+      ' are tried in turn, and a failover to a promoted standby is followed. TLS through `sslmode=` in the URL.',
+    schema: databaseUrlSchema,
   } satisfies Setting<string>,
   amqpUrls: {
     env: 'OUTBOX_AMQP_URL',

@@ -1,6 +1,9 @@
-import { Pool, type ClientConfig, type PoolConfig } from 'pg';
+import { Client, Pool, type ClientConfig, type PoolConfig } from 'pg';
+import { parseDatabaseUrl, type DatabaseTarget } from '../config/database-url';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
+import { connectionProbe, failoverClientClass } from './failover-client';
+import { HostPicker } from './host-picker';
 
 /** Connection settings shared by the relay's pool and its LISTEN connection. */
 export function connectionConfig(databaseUrl: string, applicationName = 'outbox-relay'): ClientConfig {
@@ -15,10 +18,38 @@ export function connectionConfig(databaseUrl: string, applicationName = 'outbox-
   };
 }
 
-/** A pool whose idle-client errors are logged instead of crashing the process. */
-export function createPool(databaseUrl: string, max: number, log: Logger): Pool {
-  const config: PoolConfig = { ...connectionConfig(databaseUrl), max, idleTimeoutMillis: 30_000 };
-  const pool = new Pool(config);
+/** A pool and the way to open single connections (LISTEN) to the host the pool uses. */
+export interface Database {
+  readonly pool: Pool;
+  /** A new, unconnected client; with a multi-host URL it connects to the host the pool uses. */
+  newClient(applicationName: string): Client;
+}
+
+/** Whether `target` needs the host picker: several hosts, or a host whose role is checked. */
+function needsPicker(target: DatabaseTarget): boolean {
+  return target.hosts.length > 1 || target.targetSessionAttrs !== 'any';
+}
+
+/**
+ * The pool of `databaseUrl` (idle-client errors logged instead of crashing the process)
+ * and its client factory. A one-host URL connects as node-postgres does; a multi-host
+ * URL, or one with `target_session_attrs=read-write|primary`, connects through a
+ * `HostPicker` shared by the pool and every client of `newClient`, so that all of them
+ * follow a failover together (db/host-picker.ts).
+ */
+export function createDatabase(databaseUrl: string, max: number, log: Logger): Database {
+  const base = connectionConfig(databaseUrl);
+  const target = parseDatabaseUrl(databaseUrl);
+  let ClientClass: new (config?: ClientConfig) => Client = Client;
+  let config: ClientConfig = base;
+  if (needsPicker(target)) {
+    const picker = new HostPicker(target, connectionProbe(base, target.targetSessionAttrs !== 'any'), log);
+    ClientClass = failoverClientClass(picker);
+    // User, password, database and parameters; the host and port are the picker's.
+    config = { ...base, connectionString: target.hosts[0]?.url };
+  }
+  const poolConfig: PoolConfig = { ...config, max, idleTimeoutMillis: 30_000, Client: ClientClass as new () => Client };
+  const pool = new Pool(poolConfig);
   pool.on('error', (err) => log.debug({ err: errorMessage(err) }, 'idle database connection failed'));
   // A checked-out client whose connection drops while no query runs (a claim
   // transaction waiting for broker confirms) emits 'error' on itself; unhandled, that
@@ -26,5 +57,10 @@ export function createPool(databaseUrl: string, max: number, log: Logger): Pool 
   pool.on('connect', (client) => {
     client.on('error', (err) => log.debug({ err: errorMessage(err) }, 'database connection failed'));
   });
-  return pool;
+  return { pool, newClient: (applicationName) => new ClientClass({ ...config, application_name: applicationName }) };
+}
+
+/** The pool of `databaseUrl` alone (one-shot commands), as `createDatabase` builds it. */
+export function createPool(databaseUrl: string, max: number, log: Logger): Pool {
+  return createDatabase(databaseUrl, max, log).pool;
 }

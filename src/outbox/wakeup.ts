@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Client, type ClientConfig, type Notification } from 'pg';
+import type { Client, Notification } from 'pg';
 import { notifyChannel } from '../db/sql';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
@@ -18,7 +18,9 @@ const SELF_TEST_TIMEOUT_MS = 3_000;
  * notification never arrives (a transaction-pooling PgBouncer swallows them), it says
  * so once in the log and the relay just polls. A lost listener connection is
  * re-established with backoff; meanwhile polling carries on, and every reconnect
- * wakes the workers once in case a notification was missed.
+ * wakes the workers once in case a notification was missed. With a multi-host URL the
+ * connection goes where the pool's goes: after a failover it is lost (or dropped, when
+ * its host turned read-only) and LISTENs again on the new primary.
  */
 export class Wakeup {
   private generationCounter = 0;
@@ -27,7 +29,8 @@ export class Wakeup {
   private running: Promise<void> | undefined;
 
   constructor(
-    private readonly connection: ClientConfig,
+    /** A new, unconnected client (db/pool.ts: with a multi-host URL, to the host the pool uses). */
+    private readonly newClient: () => Client,
     private readonly schema: string,
     private readonly log: Logger,
   ) {}
@@ -62,7 +65,7 @@ export class Wakeup {
     const channel = notifyChannel(this.schema);
     let failures = 0;
     while (!signal.aborted) {
-      const client = new Client({ ...this.connection, application_name: 'outbox-relay-listen' });
+      const client = this.newClient();
       let lost: () => void = () => undefined;
       const connectionLost = new Promise<void>((resolve) => {
         lost = resolve;

@@ -13,7 +13,14 @@ const CONNECTION_SQLSTATES: ReadonlySet<string> = new Set([
   '40P01', // deadlock_detected (transient)
   '55P03', // lock_not_available
   '57014', // query_canceled (statement timeout)
+  // read_only_sql_transaction: the host turned read-only (a demoted primary, a standby).
+  // With a multi-host URL the relay leaves it for the writable one (db/host-picker.ts);
+  // with one host there is nowhere to write until it is writable again.
+  '25006',
 ]);
+
+/** The SQLSTATEs of a server that ended or refused the session (besides class 08). */
+const LOST_SQLSTATES: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03']);
 
 const SOCKET_CODES: ReadonlySet<string> = new Set([
   'ECONNREFUSED',
@@ -26,6 +33,9 @@ const SOCKET_CODES: ReadonlySet<string> = new Set([
   'EAI_AGAIN',
   'ECONNABORTED',
 ]);
+
+/** Messages of node-postgres for a connection that is gone. */
+const LOST_MESSAGES = ['Connection terminated', 'connection timeout', 'Client has encountered a connection error'];
 
 const CONNECTION_MESSAGES = [
   'Connection terminated',
@@ -46,4 +56,18 @@ export function isTransientDatabaseError(err: unknown): boolean {
   }
   const message = (err as { message?: unknown }).message;
   return typeof message === 'string' && CONNECTION_MESSAGES.some((m) => message.includes(m));
+}
+
+/**
+ * Whether an error means that the connection itself is gone or was refused (a socket
+ * error, SQLSTATE class 08, the server shutting down) — not a statement that failed on
+ * a healthy connection (a lock timeout, a serialization failure). A multi-host pool then
+ * looks for the writable host again.
+ */
+export function isLostConnection(err: unknown): boolean {
+  if (typeof err !== 'object' || err === null) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && (code.startsWith('08') || LOST_SQLSTATES.has(code) || SOCKET_CODES.has(code))) return true;
+  const message = (err as { message?: unknown }).message;
+  return typeof message === 'string' && LOST_MESSAGES.some((m) => message.includes(m));
 }

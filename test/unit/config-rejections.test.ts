@@ -5,7 +5,18 @@ import { ALL_ENV_NAMES, configError, names } from './config-errors';
 describe('loadConfig rejects bad values', () => {
   // Every variable with values that must be refused.
   const BAD: Record<string, readonly string[]> = {
-    OUTBOX_DATABASE_URL: ['not a url', 'mysql://u@host/db', 'postgres://a@h1/db,postgres://b@h2/db', ' , '],
+    OUTBOX_DATABASE_URL: [
+      'not a url',
+      'mysql://u@host/db',
+      'postgres://a@h1/db,postgres://b@h2/db',
+      ' , ',
+      'postgres://u@/db',
+      'postgres://u@h1:5432,h2:99999/db',
+      'postgres://u@h1,,h2/db',
+      'postgres://u@[::1/db',
+      'postgres://u@h1,h2/db?target_session_attrs=standby',
+      'postgres://u@h1,h2/db?target_session_attrs=writable',
+    ],
     OUTBOX_AMQP_URL: ['localhost:5672', 'http://guest:guest@localhost:15672', 'amqp://ok:5672,nonsense', ','],
     OUTBOX_SCHEMA: ['1outbox', 'out-box', 'out box', 'x'.repeat(55), 'outbox;drop'],
     OUTBOX_BATCH_SIZE: ['0', '-1', '1.5', 'ten', '10001', '1e3'],

@@ -24,6 +24,9 @@ describe('redactUrl', () => {
     // libpq multi-host URL: one user info, several hosts
     ['postgres://u:p@h1:5432,h2:5432/db', 'postgres://u:***@h1:5432,h2:5432/db'],
     ['postgresql://u:p@h1,h2,h3/db?target_session_attrs=read-write', 'postgresql://u:***@h1,h2,h3/db?target_session_attrs=read-write'],
+    ['postgres://u:p@[::1]:5432,[fe80::2]:5433/db', 'postgres://u:***@[::1]:5432,[fe80::2]:5433/db'],
+    ['postgres://u:p,w:5433@h1:5432,h2:5433/db', 'postgres://u:***@h1:5432,h2:5433/db'],
+    ['postgres://u:p%2Cw@h1,h2/db?sslmode=require', 'postgres://u:***@h1,h2/db?sslmode=require'],
     // a comma-separated list of AMQP URLs, each masked
     ['amqp://guest:a@mq1:5672,amqp://guest:b@mq2:5672', 'amqp://guest:***@mq1:5672,amqp://guest:***@mq2:5672'],
     ['amqp://u:a@h1, amqps://u:b@h2,amqp://h3', 'amqp://u:***@h1, amqps://u:***@h2,amqp://h3'],
@@ -44,6 +47,8 @@ describe('redactUrl', () => {
     'amqp://mq',
     'amqp://u:@mq:5672',
     'postgres://h/db?x=a@b',
+    'postgres://u@[::1]:5432,[::2]:5433/db?target_session_attrs=read-write',
+    'postgres://[::1]:5432,h2:5433/db',
     'not a url at all, 1 a outbox',
   ])('%s has nothing to mask and stays as it is', (url) => {
     expect(redactUrl(url)).toBe(url);
@@ -166,6 +171,31 @@ describe('secretsOf', () => {
       'postgres://relay:p%40ss@db:5432/orders',
     ]);
     expect(secretsOf(loadConfig({ OUTBOX_AMQP_URL: 'amqp://mq' }))).toEqual([]);
+  });
+});
+
+describe('a multi-host database URL', () => {
+  test('secretsOf holds the URL and the one-host URL built for each host', () => {
+    const config = loadConfig({ OUTBOX_DATABASE_URL: 'postgres://relay:pw@h1:5432,[::1]:5433/orders?target_session_attrs=read-write' });
+    expect([...secretsOf(config)].sort()).toEqual([
+      'amqp://guest:guest@localhost:5672',
+      'postgres://relay:pw@[::1]:5433/orders',
+      'postgres://relay:pw@h1:5432,[::1]:5433/orders?target_session_attrs=read-write',
+      'postgres://relay:pw@h1:5432/orders',
+    ]);
+  });
+
+  test('a password with a space or a quote is masked in the one-host URL of any host too', () => {
+    const config = loadConfig({ OUTBOX_DATABASE_URL: 'postgres://relay:Multi Host"9@h1:5432,h2:5433/orders?target_session_attrs=primary' });
+    const text = 'cannot connect to postgres://relay:Multi Host"9@h2:5433/orders: refused';
+    expect(maskUrlsInText(text, secretsOf(config))).toBe('cannot connect to postgres://relay:***@h2:5433/orders: refused');
+    const logs = new LogCapture();
+    createLogger({ level: 'info', secrets: secretsOf(config), destination: logs.stream }).error(
+      { err: text, url: config.databaseUrl },
+      'x',
+    );
+    expect(logs.lines.join('\n')).not.toContain('Host"9');
+    expect(logs.entries()[0]?.['url']).toBe('postgres://relay:***@h1:5432,h2:5433/orders?target_session_attrs=primary');
   });
 });
 
