@@ -22,4 +22,7 @@ export async function cleanupCommand(config: Config, log: Logger, io: Io): Promi
         }`
       : '';
   io.out(`deleted ${plural(report.published, 'published message', 'published messages')}${expired} older than OUTBOX_RETENTION${audit}`);
+  if (report.auditError !== undefined) {
+    io.err(`outbox-relay: cannot delete old audit entries: ${report.auditError} (grant DELETE on the audit table; see outbox-relay check)`);
+  }
 }

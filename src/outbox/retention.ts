@@ -2,6 +2,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import type { ClientBase, Pool } from 'pg';
 import { ADVISORY_LOCK_NAMESPACE, qualified } from '../db/sql';
 import { errorMessage } from '../errors';
+import { isTransientDatabaseError } from '../retry/classify';
 import type { Logger } from '../observability/logger';
 import { AuditLog } from './audit';
 
@@ -27,6 +28,8 @@ export interface CleanupReport {
   readonly expired: number;
   /** Audit entries older than `auditRetentionMs`. */
   readonly auditEntries: number;
+  /** Why the audit entries could not be deleted (a role without DELETE on the audit table), if they could not. */
+  readonly auditError?: string;
 }
 
 /**
@@ -147,9 +150,15 @@ export async function cleanupOnce(
     locked = rows[0]?.locked ?? false;
     if (!locked) return undefined;
     const messages = await deleteSettledBefore(client, schema, retentionMs, CLEANUP_BATCH_SIZE, shouldStop);
-    // After the messages: a role without privileges on the audit table still cleans them.
-    const auditEntries = shouldStop() ? 0 : await new AuditLog(schema).deleteOlderThan(client, auditRetentionMs(retentionMs));
-    return { ...messages, auditEntries };
+    if (shouldStop()) return { ...messages, auditEntries: 0 };
+    // After the messages, on its own: a role without privileges on the audit table still
+    // cleans them, and their count is still reported (each DELETE is its own transaction).
+    try {
+      return { ...messages, auditEntries: await new AuditLog(schema).deleteOlderThan(client, auditRetentionMs(retentionMs)) };
+    } catch (err: unknown) {
+      if (isTransientDatabaseError(err)) throw err;
+      return { ...messages, auditEntries: 0, auditError: errorMessage(err) };
+    }
   } catch (err: unknown) {
     failure = err instanceof Error ? err : new Error(String(err));
     throw err;
@@ -203,6 +212,12 @@ export class CleanupJob {
       }
       const deleted = report.published + report.expired;
       this.onDeleted(deleted);
+      if (report.auditError !== undefined) {
+        this.log.warn(
+          { err: report.auditError },
+          'cannot delete old audit entries (grant DELETE on the audit table; see outbox-relay check)',
+        );
+      }
       if (deleted > 0 || report.auditEntries > 0) {
         this.log.info({ deleted, ...report, ms: Date.now() - started }, 'deleted published messages past retention');
       }

@@ -222,3 +222,20 @@ test('bad --limit: exit 2, one line; an unmigrated schema: exit 1, one line', as
   const unmigrated = await cli(['audit'], envFor(uniqueName('t_cli_audit_none')));
   expect(expectOneLineFailure(unmigrated, 1)).toContain('run outbox-relay migrate');
 });
+
+test('a role without DELETE on the audit table still cleans the messages, says so once, and leaves the old entries', async () => {
+  await fx.pool.query(
+    `INSERT INTO ${fx.table} (routing_key, payload, created_at, published_at)
+     SELECT 'q', jsonb_build_object('n', g), now() - interval '8 days', now() - interval '8 days' FROM generate_series(1, 3) AS g`,
+  );
+  const old = await audit.record(fx.pool, { command: 'dead retry', arguments: { all: true }, count: 1, messageIds: [randomUUID()] });
+  await fx.pool.query(`UPDATE ${audit.table} SET at = now() - interval '30 days' WHERE id = $1`, [old]);
+  const env = envFor(fx.schema, { OUTBOX_DATABASE_URL: urlAs(noAuditRole, password), OUTBOX_RETENTION: '7d' });
+  const result = await cli(['cleanup'], env);
+  expect(result.code).toBe(0);
+  expect(result.stdout).toBe('deleted 3 published messages older than OUTBOX_RETENTION\n');
+  expect(lines(result.stderr)).toEqual([
+    expect.stringMatching(/^outbox-relay: cannot delete old audit entries: permission denied for table audit/),
+  ]);
+  expect((await audit.list(fx.pool, 10)).map((e) => e.id)).toEqual([old]);
+});
