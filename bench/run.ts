@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only replay]`: throughput, latency, scale and producer cost of
+ * `npm run bench [-- --quick] [-- --only replay|failover]`: throughput, latency, scale and producer cost of
  * outbox-relay against the local PostgreSQL and RabbitMQ, each figure against a bare
  * amqplib publisher measured in the same run. Prints progress and a final table; writes
  * bench/results/latest.json and latest.md. Numbers, not pass/fail: the exit code is 0
@@ -24,6 +24,7 @@ import {
   type ScaleResult,
 } from './scenarios';
 import { consumerThroughput } from './consumer';
+import { failoverRun } from './failover';
 import { replayBeside, type ReplayResult } from './replay';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
 
@@ -41,6 +42,8 @@ const PRODUCER_SECONDS = quick ? 2 : 5;
 const WAL_INSERTS = quick ? 5_000 : 20_000;
 const REPLICAS = [1, 3] as const;
 const CONSUMER_COUNT = quick ? 2_000 : 5_000;
+/** The backlog a failover run drains (1 KiB messages; the primary is stopped after a quarter). */
+const FAILOVER_COUNT = quick ? 10_000 : 20_000;
 /** Published messages replayed while a relay drains as many new ones. */
 const REPLAY_COUNT = quick ? 5_000 : 20_000;
 
@@ -133,6 +136,26 @@ async function main(): Promise<void> {
   const env = await machine();
   console.log(`outbox-relay bench${quick ? ' (quick)' : ''}: ${Object.values(env).join(' · ')}`);
   const rows: Row[] = [];
+  if (only === 'failover') {
+    await pool.end();
+    console.log(`\nfailover: ${fmt(FAILOVER_COUNT)} messages, the primary stopped (immediate) mid-drain, the standby promoted`);
+    const runs = await repeat(
+      'failover',
+      () => failoverRun(FAILOVER_COUNT),
+      (r) =>
+        `promote → first publish ${fmt(r.promoteToFirstPublishMs)} ms (kill → ${fmt(r.killToFirstPublishMs)} ms); ${fmt(r.deliveredAtKill)} delivered at the kill, ${fmt(r.lostMarks)} marks lost, ${fmt(r.duplicates)} duplicates`,
+    );
+    const follow = figure(runs.map((r) => r.promoteToFirstPublishMs));
+    console.log(`\npromotion to first publish on the new primary: median ${fmt(follow.median)} ms, ${spread(follow)} ms`);
+    console.log(`bench took ${Math.round((Date.now() - started) / 1000)} s`);
+    const dir = join(__dirname, 'results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'failover.json'),
+      `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs }, null, 2)}\n`,
+    );
+    return;
+  }
   if (only === 'replay') {
     const replay = await replayRows(pool);
     await pool.end();
