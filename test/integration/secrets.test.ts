@@ -127,6 +127,49 @@ describe.each(CASES)('$name', (c) => {
     expect(result.stderr).toBe(`outbox-relay: cannot reach the database: connect ECONNREFUSED ${testDb.hostname}:1\n`);
   });
 
+  // The multi-host form: a dead host first, the test database second.
+  const multiHostUrl = (ports: string): string =>
+    `${testDb.protocol}//${encodeURIComponent(dbUser)}:${c.password}@${ports}${testDb.pathname}?target_session_attrs=read-write`;
+  const testDbHost = `${testDb.hostname}:${testDb.port || '5432'}`;
+
+  test('a multi-host URL: status finds the writable host; no host reachable names each, never the password', async () => {
+    const found = await cli(['status', '--json'], { ...env(), OUTBOX_DATABASE_URL: multiHostUrl(`${testDb.hostname}:1,${testDbHost}`) });
+    expect({ code: found.code, stderr: found.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(JSON.parse(found.stdout)).toMatchObject({ dead: 1 });
+    const none = await cli(['status', '--json'], {
+      ...env(),
+      OUTBOX_DATABASE_URL: multiHostUrl(`${testDb.hostname}:1,${testDb.hostname}:2`),
+    });
+    expect(none.code).toBe(1);
+    expect(none.stderr).toBe(
+      `outbox-relay: cannot reach the database: no database host serves target_session_attrs=read-write:` +
+        ` ${testDb.hostname}:1 cannot be reached (connect ECONNREFUSED ${testDb.hostname}:1);` +
+        ` ${testDb.hostname}:2 cannot be reached (connect ECONNREFUSED ${testDb.hostname}:2)\n`,
+    );
+    expectNoPassword(allOutput(found, none), c);
+  });
+
+  test('a multi-host URL with a bad port: exit 2 naming the variable, never the password', async () => {
+    const result = await cli(['status'], { ...env(), OUTBOX_DATABASE_URL: multiHostUrl(`${testDbHost},${testDb.hostname}:99999`) });
+    expect(result.code).toBe(2);
+    expect(lines(result.stderr)).toHaveLength(1);
+    expect(result.stderr).toContain('OUTBOX_DATABASE_URL host #2 has a bad port');
+    expectNoPassword(allOutput(result), c);
+  });
+
+  test('outbox-relay run with a multi-host URL: logs the chosen host, never the password', async () => {
+    const relay = await fx.spawnRelay({
+      ...env(),
+      OUTBOX_DATABASE_URL: multiHostUrl(`${testDb.hostname}:1,${testDbHost}`),
+      OUTBOX_LOG_LEVEL: 'debug',
+    });
+    await relay.ready();
+    expect(relay.logs().find((l) => l['msg'] === 'database host chosen')).toMatchObject({ host: testDbHost });
+    relay.kill('SIGTERM');
+    expect((await relay.exitWithin(20_000)).code).toBe(0);
+    expectNoPassword([...relay.stdout, ...relay.stderr].join('\n'), c);
+  });
+
   test('outbox-relay run: every log line is JSON, URLs are logged redacted, the password never', async () => {
     const relay = await fx.spawnRelay({ ...env(), OUTBOX_LOG_LEVEL: 'debug' });
     await relay.ready();
