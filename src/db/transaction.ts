@@ -9,20 +9,21 @@ export type LocalSettings = Readonly<Record<string, string | number>>;
 
 const PLAIN = /^[A-Za-z0-9_.]+$/;
 
-function beginStatement(local: LocalSettings | undefined): string {
+function beginStatement(local: LocalSettings | undefined, afterBegin: string | undefined): string {
   const sets = Object.entries(local ?? {}).map(([name, value]) => {
     if (!PLAIN.test(name) || !PLAIN.test(String(value))) throw new Error(`invalid transaction setting ${name}=${String(value)}`);
     return `SET LOCAL ${name} = ${String(value)}`;
   });
-  return ['BEGIN', ...sets].join('; ');
+  return ['BEGIN', ...sets, ...(afterBegin === undefined ? [] : [afterBegin])].join('; ');
 }
 
 /**
- * Runs `work` in a transaction on `client`: BEGIN and the local settings in one round
- * trip, COMMIT when `work` resolves, ROLLBACK (its own failure ignored) when it throws.
+ * Runs `work` in a transaction on `client`: BEGIN, the local settings and `afterBegin`
+ * (a statement from code, never from input) in one round trip, COMMIT when `work`
+ * resolves, ROLLBACK (its own failure ignored) when it throws.
  */
-export async function inTransaction<T>(client: ClientBase, work: () => Promise<T>, local?: LocalSettings): Promise<T> {
-  await client.query(beginStatement(local));
+export async function inTransaction<T>(client: ClientBase, work: () => Promise<T>, local?: LocalSettings, afterBegin?: string): Promise<T> {
+  await client.query(beginStatement(local, afterBegin));
   try {
     const result = await work();
     await client.query('COMMIT');
@@ -41,13 +42,13 @@ export async function inTransaction<T>(client: ClientBase, work: () => Promise<T
 export async function withPoolTransaction<T>(
   pool: Pool,
   work: (client: PoolClient) => Promise<T>,
-  options: { local?: LocalSettings; track?: Set<PoolClient> } = {},
+  options: { local?: LocalSettings; afterBegin?: string; track?: Set<PoolClient> } = {},
 ): Promise<T> {
   const client = await pool.connect();
   options.track?.add(client);
   let failure: Error | undefined;
   try {
-    return await inTransaction(client, () => work(client), options.local);
+    return await inTransaction(client, () => work(client), options.local, options.afterBegin);
   } catch (err: unknown) {
     failure = err instanceof Error ? err : new Error(String(err));
     throw err;

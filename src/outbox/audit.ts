@@ -43,7 +43,8 @@ interface AuditRow {
   finished_at: Date | null;
 }
 
-const COLUMNS = 'id::text AS id, at, role, command, arguments, count::text AS count, message_ids, replay_cursor::text AS replay_cursor, finished_at';
+const COLUMNS =
+  'id::text AS id, at, role, command, arguments, count::text AS count, message_ids, replay_cursor::text AS replay_cursor, finished_at';
 
 function entryOf(row: AuditRow): AuditEntry {
   return {

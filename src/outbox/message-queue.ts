@@ -42,6 +42,15 @@ function readRow(row: ClaimedRow): OutboxMessage {
   }
 }
 
+/**
+ * The claim transaction's commit does not wait for the WAL flush, unless the server has
+ * synchronous standbys (`synchronous_standby_names`): whoever set that wants committed
+ * work on a standby before it counts, and the relay's marks then follow the server's own
+ * `synchronous_commit`, so a failover to that standby re-publishes only the batches in
+ * flight. Read at every claim, so it follows the host the pool is on.
+ */
+const RELAXED_COMMIT = `SELECT set_config('synchronous_commit', 'off', true) WHERE current_setting('synchronous_standby_names') = ''`;
+
 /** What one claim transaction can do with the rows it locked. */
 export class ClaimSession {
   constructor(
@@ -155,11 +164,13 @@ export class MessageQueue {
   /**
    * Runs `work` in one claim transaction: committed when it resolves, rolled back when
    * it throws. A lost mark only re-publishes (at-least-once), so the relay's own
-   * commits need not wait for the WAL flush (`synchronous_commit = off`).
+   * commits need not wait for the WAL flush (`synchronous_commit = off`, see
+   * RELAXED_COMMIT) — unless the server replicates synchronously.
    */
   withClaim<T>(work: (session: ClaimSession) => Promise<T>): Promise<T> {
     return withPoolTransaction(this.pool, (client) => work(new ClaimSession(client, this.statements)), {
-      local: { idle_in_transaction_session_timeout: this.idleClaimTimeoutMs, synchronous_commit: 'off' },
+      local: { idle_in_transaction_session_timeout: this.idleClaimTimeoutMs },
+      afterBegin: RELAXED_COMMIT,
       track: this.openClaims,
     });
   }

@@ -12,12 +12,18 @@ import { waitFor } from '../kit/wait';
 // A PostgreSQL failover under a draining relay, on a primary and a streaming standby of
 // the test's own (test/kit/pg-cluster.ts): the primary is stopped with `pg_ctl stop -m
 // immediate` mid-drain and the standby promoted. The relay has both hosts in its URL and
-// must follow by itself; every message the new primary holds must arrive. Replication is
-// asynchronous, so marks the old primary committed but never shipped are lost with it and
-// those messages are published again. Every duplicate must be one of them, or a message
-// the old primary never marked durably: a batch in flight at the kill, or one whose commit
-// the relay saw but the WAL writer had not yet written (the relay commits its marks with
-// synchronous_commit = off: src/outbox/message-queue.ts), first delivered just before the kill.
+// must follow by itself; every message the new primary holds must arrive.
+//
+// With asynchronous replication (the default), marks the old primary committed but never
+// shipped are lost with it and those messages are published again. Every duplicate must
+// be one of them, or a message the old primary never marked durably: a batch in flight at
+// the kill, or one whose commit the relay saw but the WAL writer had not yet written (the
+// relay commits its marks with synchronous_commit = off: src/outbox/message-queue.ts),
+// first delivered just before the kill.
+//
+// With synchronous replication (synchronous_standby_names on the primary) the relay's
+// marks wait for the standby too, so the only duplicates are the batches in flight at the
+// kill: at most two batches (the relay's batches in flight at once).
 
 const MESSAGES = 20_000;
 const BATCH_SIZE = 250;
@@ -66,7 +72,8 @@ async function marks(node: PgNode): Promise<Map<string, string | null>> {
   return new Map(rows.map((r) => [r.id, r.at]));
 }
 
-test('the relay follows a failover to the promoted standby by itself; nothing lost, every duplicate a lost mark', async () => {
+/** Runs one failover: the cluster, the drain, the kill, the promotion, and what arrived. */
+async function failover(replication: 'asynchronous' | 'synchronous'): Promise<void> {
   buildIfMissing();
   const started = await PgCluster.primaryAndStandby();
   cluster = started.cluster;
@@ -98,6 +105,7 @@ test('the relay follows a failover to the promoted standby by itself; nothing lo
   // The messages themselves are on the standby before the drain starts: what the test
   // loses on purpose are the relay's marks, not the producer's rows.
   await waitFor('the standby replaying the backlog', () => cluster!.caughtUp(primary), 30_000, 50);
+  if (replication === 'synchronous') await cluster.makeSynchronous(primary);
 
   relay = await RelayProcess.start({
     OUTBOX_DATABASE_URL: url,
@@ -174,12 +182,14 @@ test('the relay follows a failover to the promoted standby by itself; nothing lo
 
   console.info(
     [
-      `failover: ${MESSAGES} messages, primary stopped (immediate) after ${deliveredAtKill} delivered, standby promotion requested ${promotedAt - killedAt} ms later`,
+      `failover (${replication} replication): ${MESSAGES} messages, primary stopped (immediate) after ${deliveredAtKill} delivered, standby promotion requested ${promotedAt - killedAt} ms later`,
       `lost 0: all ${after.size} messages of the new primary delivered`,
       `duplicates: ${duplicates.length} messages delivered twice or more (${extraDeliveries} extra deliveries);` +
         ` the old primary had marked ${markedOnOld}, ${lostMarks.size} of those marks never reached the standby` +
-        ` (asynchronous replication) and were published again; ${neverMarked.length} had no durable mark on the old primary` +
-        ` (in flight at the kill, or committed with synchronous_commit = off in its last fraction of a second)`,
+        ` and were published again; ${neverMarked.length} had no durable mark on the old primary` +
+        (replication === 'asynchronous'
+          ? ' (in flight at the kill, or committed with synchronous_commit = off in its last fraction of a second)'
+          : ' (in flight at the kill)'),
       `time from promotion to the first publish on the new primary: ${firstAfterPromotion - promotedAt} ms` +
         (readyAgain ? `; /readyz 200 again ${readyAgain.at - promotedAt} ms after promotion` : ''),
     ].join('\n'),
@@ -189,6 +199,10 @@ test('the relay follows a failover to the promoted standby by itself; nothing lo
   // Every lost mark is published again: the duplicates are exactly the lost marks and the never-marked.
   expect(lostMarkDeliveredOnce).toEqual([]);
   expect(duplicates.length).toBe(lostMarks.size + neverMarked.length);
+  // Synchronous: a mark the relay saw committed is on the standby; what it re-publishes is
+  // the batches in flight (a mark may be on the old primary's disk, waiting for the
+  // standby's ack, when the kill came: that batch was in flight too).
+  if (replication === 'synchronous') expect(duplicates.length).toBeLessThanOrEqual(2 * BATCH_SIZE);
   expect(Number.isFinite(firstAfterPromotion)).toBe(true);
   expect(notReady).toBeDefined();
   expect(readyAgain).toBeDefined();
@@ -197,4 +211,16 @@ test('the relay follows a failover to the promoted standby by itself; nothing lo
   const status = await cli(['status', '--json'], { OUTBOX_DATABASE_URL: url });
   expect(status.code).toBe(0);
   expect(JSON.parse(status.stdout)).toMatchObject({ pending: 0, dead: 0 });
+  await relay.ensureStopped();
+  await broker.close();
+  await cluster.close();
+  [relay, broker, cluster] = [undefined, undefined, undefined];
+}
+
+test('asynchronous replication: the relay follows a failover to the promoted standby by itself; nothing lost, every duplicate a lost mark', async () => {
+  await failover('asynchronous');
+}, 150_000);
+
+test('synchronous replication: the relay follows the failover; its marks waited for the standby, so only the batches in flight are published twice', async () => {
+  await failover('synchronous');
 }, 150_000);

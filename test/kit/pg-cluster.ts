@@ -238,6 +238,23 @@ export class PgCluster {
     return moved;
   }
 
+  /**
+   * Makes the primary's replication synchronous (`synchronous_standby_names = '*'`): a
+   * commit then waits until the standby has flushed it. Resolves once the standby is the
+   * synchronous one.
+   */
+  async makeSynchronous(primary: PgNode): Promise<void> {
+    await primary.query(`ALTER SYSTEM SET synchronous_standby_names = '*'`);
+    await primary.query('SELECT pg_reload_conf()');
+    await waitFor(
+      `the standby of port ${primary.port} synchronous`,
+      async () =>
+        (await primary.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_replication WHERE sync_state = 'sync'"))[0]?.n === '1',
+      30_000,
+      100,
+    );
+  }
+
   /** Replication lag of every standby in bytes, from the primary's point of view (0: caught up). */
   async caughtUp(primary: PgNode): Promise<boolean> {
     const rows = await primary.query<{ lag: string | null }>(
