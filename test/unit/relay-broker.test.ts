@@ -8,14 +8,15 @@ import { fakeMessage } from './fake-message';
 
 /**
  * A confirm channel of a broker with a max message size, as RabbitMQ behaves: a message
- * over the limit closes the channel with 406 PRECONDITION_FAILED; every other message
- * is confirmed.
+ * over the limit closes the channel with 406 PRECONDITION_FAILED; a message routed to a
+ * full queue under reject-publish (its id in `full`) is nacked; every other message is
+ * confirmed.
  */
 class LimitedChannel extends EventEmitter {
   readonly sent: string[] = [];
   private closed = false;
 
-  constructor(private readonly broker: { maxBytes: number }) {
+  constructor(private readonly broker: { maxBytes: number; full: Set<string> }) {
     super();
   }
 
@@ -34,6 +35,8 @@ class LimitedChannel extends EventEmitter {
         );
         callback(new Error('channel closed'));
         this.emit('close');
+      } else if (this.broker.full.has(String(options.messageId))) {
+        callback(new Error('message nacked')); // amqplib's error for a basic.nack
       } else {
         callback(null);
       }
@@ -49,7 +52,7 @@ class LimitedChannel extends EventEmitter {
 }
 
 class FakeConnection implements RelayConnection {
-  readonly broker = { maxBytes: 1_000 };
+  readonly broker = { maxBytes: 1_000, full: new Set<string>() };
   readonly channels: LimitedChannel[] = [];
   private current: PublishChannel | undefined;
   private readonly listeners: (() => void)[] = [];
@@ -153,5 +156,21 @@ describe('the broker adapter and what it learns from the broker', () => {
     connection.broker.maxBytes = 1_000_000;
     const outcomes = await sendBatch(broker, [keyedBig, sameKey, otherKey], OPTIONS);
     expect(outcomes).toEqual([{ kind: 'confirmed' }, { kind: 'held' }, { kind: 'confirmed' }]);
+  });
+
+  test('a nack (a queue full under reject-publish) is a refusal, not a failure; the refusals in a row are counted; a channel that refused a whole publish is replaced', async () => {
+    const refusedA = fakeMessage();
+    const refusedB = fakeMessage();
+    connection.broker.full.add(refusedA.messageId).add(refusedB.messageId);
+    const first = await sendBatch(broker, [small, refusedA], OPTIONS);
+    expect(first).toEqual([{ kind: 'confirmed' }, { kind: 'refused', error: expect.stringMatching(/negative confirm/), refusals: 1 }]);
+    const second = await sendBatch(broker, [refusedA, refusedB], OPTIONS);
+    expect(second.map((o) => (o.kind === 'refused' ? o.refusals : o.kind))).toEqual([2, 2]);
+    expect(connection.channels).toHaveLength(1);
+    // A publish the broker refused nothing of ends the streak; it goes out on a new
+    // channel, since the last one refused a whole publish.
+    await sendBatch(broker, [after], OPTIONS);
+    expect(connection.channels).toHaveLength(2);
+    expect(await sendBatch(broker, [refusedA], OPTIONS)).toEqual([expect.objectContaining({ kind: 'refused', refusals: 1 })]);
   });
 });
