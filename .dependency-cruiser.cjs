@@ -2,7 +2,9 @@
  * The layering of src/, checked by `npm run lint` (docs/architecture.md draws it).
  * Imports point down: domain/util/errors ← config/retry/observability ← db/outbox/broker
  * ← relay (ports only) ← commands/demo ← app/cli/index. The libraries services import
- * (producer/, consumer/) stand apart and reach only the base.
+ * (producer/, consumer/) stand apart and reach only the base. tracing/ (OpenTelemetry)
+ * implements the relay's BatchTracer (domain/tracing.ts) and is loaded by app.ts alone,
+ * with a `require` only when an OTLP endpoint is set.
  */
 const BASE = '^src/(domain/|util/|errors\\.ts$)';
 const FOUNDATION = '^src/(config|retry|observability)/';
@@ -11,6 +13,7 @@ const CORE = '^src/relay/';
 const FEATURES = '^src/(commands|demo)/';
 const LIBRARIES = '^src/(producer|consumer)/';
 const ROOT = '^src/(app|cli|index)\\.ts$';
+const TRACING = '^src/tracing/';
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
@@ -88,6 +91,35 @@ module.exports = {
       severity: 'error',
       from: { path: '^src/consumer/' },
       to: { dependencyTypes: ['npm'], path: '^(prom-client|node-cron|zod|pino|commander)($|/)' },
+    },
+    {
+      name: 'tracing-loaded-by-the-root-only',
+      severity: 'error',
+      comment: 'Only app.ts loads tracing/ (lazily): a relay without an OTLP endpoint never loads OpenTelemetry.',
+      from: { path: '^src/', pathNot: [ROOT, TRACING] },
+      to: { path: TRACING },
+    },
+    {
+      name: 'tracing-below-the-relay',
+      severity: 'error',
+      comment: 'tracing/ implements the BatchTracer of domain/tracing.ts; it sees the base, config types and the logger only.',
+      from: { path: TRACING },
+      to: { path: [ADAPTERS, CORE, FEATURES, LIBRARIES, ROOT] },
+    },
+    {
+      name: 'opentelemetry-sdk-in-tracing-only',
+      severity: 'error',
+      comment:
+        "The OpenTelemetry SDK and exporters are the relay tracing's; the libraries reach @opentelemetry/api only, through util/otel-api.ts.",
+      from: { path: '^src/', pathNot: TRACING },
+      to: { path: '^node_modules/@opentelemetry/', pathNot: '^node_modules/@opentelemetry/api/' },
+    },
+    {
+      name: 'opentelemetry-api-loaded-lazily',
+      severity: 'error',
+      comment: 'Outside tracing/, @opentelemetry/api (an optional peer) is loaded by util/otel-api.ts alone; elsewhere only its types.',
+      from: { path: '^src/', pathNot: [TRACING, '^src/util/otel-api\\.ts$'] },
+      to: { path: '^node_modules/@opentelemetry/api/', dependencyTypesNot: ['type-only'] },
     },
     {
       name: 'product-without-tests',

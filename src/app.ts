@@ -1,6 +1,7 @@
 import { BrokerConnection } from './broker/connection';
 import { RelayBroker } from './broker/relay-broker';
 import type { Config } from './config/load-config';
+import { tracingSettings, type TracingSettings } from './config/tracing';
 import { verifySchema } from './db/migrator';
 import { createDatabase, type Database } from './db/pool';
 import { withClient } from './db/transaction';
@@ -21,6 +22,8 @@ import { systemClock } from './relay/ports';
 import { fullJitterBackoff } from './retry/backoff';
 import { isTransientDatabaseError } from './retry/classify';
 import { keepTrying } from './retry/reconnect';
+import type { RelayTracing, startRelayTracing as StartRelayTracing } from './tracing/relay-tracing';
+import { unrefSleep } from './util/delay';
 
 /** Batches in flight per relay: the next claim overlaps the previous batch's confirms. */
 const CONCURRENCY = 2;
@@ -28,6 +31,8 @@ const CONCURRENCY = 2;
 const STATS_INTERVAL_MS = 5_000;
 /** Beyond the publish timeout, how long a claim transaction may sit idle before PostgreSQL ends it (ms). */
 const IDLE_CLAIM_MARGIN_MS = 30_000;
+/** The shortest wait for the last spans at shutdown, even with OUTBOX_SHUTDOWN_TIMEOUT_MS=0 (ms). */
+const MIN_TRACE_FLUSH_MS = 1_000;
 
 /** Internal knobs that are not operator settings (benchmarks and tests turn them). */
 export interface RelayTuning {
@@ -75,6 +80,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
   const broker = new RelayBroker(connection, config.appId);
   const wakeup = new Wakeup(() => database.newClient('outbox-relay-listen'), config.schema, log.child({ component: 'listen' }));
   const relayLog = log.child({ component: 'relay' });
+  const tracing = startTracing(tracingSettings(config), config.schema, log.child({ component: 'tracing' }));
   const loop = new RelayLoop(
     { ...config, concurrency },
     {
@@ -86,6 +92,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
       log: relayLog,
       clock: systemClock,
       onBatch: (report) => observeBatch(report, metrics, relayLog, systemClock.now()),
+      tracer: tracing?.tracer,
     },
   );
   const deadHoldsKey = config.orderingOnDead === 'block';
@@ -140,6 +147,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
       startup.abort();
       await step('startup', () => started.catch(() => undefined));
       await step('relay loop', () => loop.stop());
+      if (tracing) await step('flush traces', () => flushTraces(tracing, config.shutdownTimeoutMs, log));
       await step('listener, gauges, cleanup', () => Promise.all([wakeup.stop(), stats.stop(), cleanup.stop()]));
       await step('broker connection', () => connection.close());
       await step('database pool', () => pool.end().catch(() => undefined));
@@ -150,6 +158,30 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     return stopping;
   };
   return { port, metrics, health, started, stop, shutdownStep: () => shutdownStep };
+}
+
+/**
+ * The relay's tracing when an OTLP endpoint is set, loaded only then: without one, no
+ * OpenTelemetry module is ever required (test/integration/tracing.test.ts checks it).
+ */
+function startTracing(settings: TracingSettings | undefined, schema: string, log: Logger): RelayTracing | undefined {
+  if (settings === undefined) return undefined;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { startRelayTracing } = require('./tracing/relay-tracing') as { startRelayTracing: typeof StartRelayTracing };
+  return startRelayTracing(settings, schema, log);
+}
+
+/** Exports the buffered spans, waiting at most the shutdown timeout (at least a second). */
+async function flushTraces(tracing: RelayTracing, shutdownTimeoutMs: number, log: Logger): Promise<void> {
+  const timeoutMs = Math.max(shutdownTimeoutMs, MIN_TRACE_FLUSH_MS);
+  const flushed = await Promise.race([
+    tracing.shutdown().then(
+      () => true,
+      () => true,
+    ),
+    unrefSleep(timeoutMs).then(() => false),
+  ]);
+  if (!flushed) log.warn({ timeoutMs }, 'shutdown: the last spans could not be exported in time; dropped');
 }
 
 /** Verifies the schema once the database answers; waits (not ready) while it does not. */

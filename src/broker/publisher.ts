@@ -11,6 +11,8 @@ export interface PublishOptions {
   readonly timeoutMs: number;
   /** Aborting resolves every message still waiting as `unconfirmed` (shutdown). */
   readonly signal?: AbortSignal;
+  /** Told of each message as its outcome is known: its confirm, its failure, or the end of waiting. */
+  readonly onSettled?: (message: OutboxMessage) => void;
 }
 
 /**
@@ -57,6 +59,7 @@ export async function publishBatch(
   const settle = (index: number, outcome: PublishOutcome): void => {
     if (outcomes[index] !== undefined) return;
     outcomes[index] = outcome;
+    options.onSettled?.(messages[index] as OutboxMessage);
     waiting -= 1;
     if (waiting === 0) finish();
   };

@@ -5,7 +5,7 @@ import { messageProblem } from './amqp-limits';
 import { parseCloseReason } from './close-reason';
 import type { BrokerConnection } from './connection';
 import type { PublishChannel } from './publish-channel';
-import { publishBatch } from './publisher';
+import { publishBatch, type PublishOptions } from './publisher';
 import { Suspects } from './suspects';
 import { SharedExclusive } from '../util/exclusive';
 import { CachedTopology, TopologyProbe, type TargetKind, type TargetProblem } from './topology';
@@ -15,6 +15,9 @@ export type RelayConnection = Pick<
   BrokerConnection,
   'connected' | 'blocked' | 'blockedAtAnyTimeSince' | 'waitUntilConnected' | 'onConnected' | 'channel' | 'openChannel' | 'lastCloseReason'
 >;
+
+/** How the relay publishes a batch (the relay's `PublishBatchOptions`). */
+type RelayPublishOptions = Pick<PublishOptions, 'timeoutMs' | 'signal' | 'onSettled'> & { readonly signal: AbortSignal };
 
 /** How long a positive exchange or queue check stays cached (ms). */
 const TOPOLOGY_CACHE_MS = 30_000;
@@ -138,15 +141,12 @@ export class RelayBroker {
    * Publishes pipelined with confirms. A suspect goes out alone on the connection (no
    * other publish in flight, from any worker), so a close that follows it is its own.
    */
-  async publish(messages: readonly OutboxMessage[], options: { timeoutMs: number; signal: AbortSignal }): Promise<PublishOutcome[]> {
+  async publish(messages: readonly OutboxMessage[], options: RelayPublishOptions): Promise<PublishOutcome[]> {
     const alone = messages.length === 1 && this.suspects.has(messages[0] as OutboxMessage);
     return this.inFlight.run(alone, () => this.publishNow(messages, options));
   }
 
-  private async publishNow(
-    messages: readonly OutboxMessage[],
-    options: { timeoutMs: number; signal: AbortSignal },
-  ): Promise<PublishOutcome[]> {
+  private async publishNow(messages: readonly OutboxMessage[], options: RelayPublishOptions): Promise<PublishOutcome[]> {
     const channel = await this.connection.channel();
     const outcomes = await publishBatch(channel, messages, { appId: this.appId, ...options });
     this.learnFromClose(channel);

@@ -1,5 +1,15 @@
 import cron from 'node-cron';
 import { z } from 'zod';
+import {
+  keyValueList,
+  otelBoolean,
+  otlpEndpoint,
+  otlpProtocol,
+  SAMPLERS,
+  samplerName,
+  samplerRatio,
+  type SamplerName,
+} from './otel-schemas';
 import { databaseUrlSchema } from './database-url';
 
 /**
@@ -263,6 +273,64 @@ export const SETTINGS = {
     doc: `Log level: ${LOG_LEVELS.join(', ')}.`,
     schema: oneOf(LOG_LEVELS),
   } satisfies Setting<(typeof LOG_LEVELS)[number]>,
+  // Tracing: the standard OpenTelemetry variables (README "Tracing"); off while both endpoints are unset.
+  otlpEndpoint: {
+    env: 'OTEL_EXPORTER_OTLP_ENDPOINT',
+    defaultValue: '',
+    doc: 'Base URL of an OTLP/HTTP receiver (an OpenTelemetry Collector, `http://otel-collector:4318`): spans go to `<base>/v1/traces`. While no endpoint is set, tracing is off and its code is not loaded.',
+    schema: otlpEndpoint,
+  } satisfies Setting<string | undefined>,
+  otlpTracesEndpoint: {
+    env: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+    defaultValue: '',
+    doc: 'Full URL spans are sent to, used as it is; wins over the base URL above.',
+    schema: otlpEndpoint,
+  } satisfies Setting<string | undefined>,
+  otlpProtocol: {
+    env: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL',
+    aliases: ['OTEL_EXPORTER_OTLP_PROTOCOL'],
+    defaultValue: 'http/protobuf',
+    doc: 'Encoding of the spans sent: `http/protobuf` or `http/json`.',
+    schema: otlpProtocol,
+  } satisfies Setting<'http/protobuf' | 'http/json'>,
+  otlpHeaders: {
+    env: 'OTEL_EXPORTER_OTLP_TRACES_HEADERS',
+    aliases: ['OTEL_EXPORTER_OTLP_HEADERS'],
+    defaultValue: '',
+    secret: true,
+    doc: 'HTTP headers of every export, `key1=value1,key2=value2` (percent-encoded values), e.g. an API key; never logged or echoed.',
+    schema: keyValueList,
+  } satisfies Setting<Readonly<Record<string, string>>>,
+  serviceName: {
+    env: 'OTEL_SERVICE_NAME',
+    defaultValue: 'outbox-relay',
+    doc: "The `service.name` of the relay's spans.",
+    schema: z.string().trim().min(1, { message: 'must not be empty' }),
+  } satisfies Setting<string>,
+  resourceAttributes: {
+    env: 'OTEL_RESOURCE_ATTRIBUTES',
+    defaultValue: '',
+    doc: 'More attributes of the resource the spans come from, `key1=value1,key2=value2`, e.g. `deployment.environment.name=prod`.',
+    schema: keyValueList,
+  } satisfies Setting<Readonly<Record<string, string>>>,
+  tracesSampler: {
+    env: 'OTEL_TRACES_SAMPLER',
+    defaultValue: 'parentbased_always_on',
+    doc: `Which traces are recorded: ${SAMPLERS.join(', ')}. The parent-based ones follow the sampled flag of the row's \`traceparent\`.`,
+    schema: samplerName,
+  } satisfies Setting<SamplerName>,
+  tracesSamplerArg: {
+    env: 'OTEL_TRACES_SAMPLER_ARG',
+    defaultValue: '1',
+    doc: 'The share of traces the `traceidratio` samplers record, from 0 to 1.',
+    schema: samplerRatio,
+  } satisfies Setting<number>,
+  sdkDisabled: {
+    env: 'OTEL_SDK_DISABLED',
+    defaultValue: 'false',
+    doc: '`true` turns tracing off whatever the endpoints say.',
+    schema: otelBoolean,
+  } satisfies Setting<boolean>,
 } as const;
 
 export type SettingKey = keyof typeof SETTINGS;

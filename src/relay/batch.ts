@@ -1,4 +1,5 @@
 import type { KeyRow, OutboxMessage } from '../domain/message';
+import type { BatchTrace, BatchTracer, TracedOutcome } from '../domain/tracing';
 import { inPhase } from './faults';
 import type { BackoffPolicy } from '../retry/backoff';
 import { keysToCheck, planBatch } from './ordering';
@@ -38,6 +39,8 @@ export interface BatchDeps {
   readonly broker: BrokerPort;
   readonly backoff: BackoffPolicy;
   readonly clock: Clock;
+  /** Spans of the batch and of each message; absent when tracing is off. */
+  readonly tracer?: BatchTracer;
 }
 
 /**
@@ -54,9 +57,11 @@ export async function runBatch(
   abandon: AbortSignal,
   claimLimit = settings.batchSize,
 ): Promise<BatchReport> {
-  const { queue, broker, backoff, clock } = deps;
+  const { queue, broker, backoff, clock, tracer } = deps;
   const started = clock.now();
-  const report = await queue.withClaim(async (claim): Promise<Omit<BatchReport, 'durationMs'>> => {
+  // Opened once the claim found rows; the batch span ends after the commit or the rollback.
+  const spans: { trace?: BatchTrace } = {};
+  const claiming = queue.withClaim(async (claim): Promise<Omit<BatchReport, 'durationMs'>> => {
     let claimed = await inPhase('writes', [], () => claim.claim(claimLimit));
     if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, settled: 0, noProgress: false };
     const { claimed: all, keyRows } = await inPhase('writes', claimed, () =>
@@ -65,15 +70,20 @@ export async function runBatch(
     claimed = all;
     const { plan, verdicts } = await inPhase('messages', claimed, async () => {
       const plan = planBatch(claimed, keyRows);
+      const trace = (spans.trace = tracer?.start(started, claimed.length, plan.publish));
       const publishStarted = clock.now();
       const outcomes =
         plan.publish.length > 0
-          ? await sendBatch(broker, plan.publish, { timeoutMs: settings.publishTimeoutMs, signal: abandon, now: () => clock.now() })
+          ? await sendBatch(broker, trace?.messages ?? plan.publish, {
+              timeoutMs: settings.publishTimeoutMs,
+              signal: abandon,
+              now: () => clock.now(),
+              onSettled: trace?.settled,
+            })
           : [];
-      return {
-        plan,
-        verdicts: decideVerdicts(plan.publish, outcomes, settings, backoff, broker.blockedAtAnyTimeSince(publishStarted), clock.now()),
-      };
+      const verdicts = decideVerdicts(plan.publish, outcomes, settings, backoff, broker.blockedAtAnyTimeSince(publishStarted), clock.now());
+      trace?.decided(verdicts.map(tracedOutcome));
+      return { plan, verdicts };
     });
     const marks = marksOf(plan.publish, verdicts);
     const settled = new Set([...marks.published, ...marks.failed.map((f) => f.id), ...marks.expired, ...marks.refused]);
@@ -94,7 +104,36 @@ export async function runBatch(
       waitingMessageId: claimed.find((m) => !settled.has(m.id))?.messageId,
     };
   });
+  const report = await claiming.catch((err: unknown) => {
+    spans.trace?.end(err);
+    throw err;
+  });
+  spans.trace?.end();
   return { ...report, durationMs: clock.now() - started };
+}
+
+/** A verdict as the message's span shows it. */
+function tracedOutcome(verdict: Verdict): TracedOutcome {
+  switch (verdict.kind) {
+    case 'published':
+      return { verdict: 'published', returned: verdict.returned };
+    case 'failed':
+      return {
+        verdict: verdict.dead ? 'dead' : 'failed',
+        returned: verdict.returned,
+        error: { reason: verdict.reason, message: verdict.error },
+      };
+    case 'expired':
+      return { verdict: 'expired', error: { reason: 'expired', message: 'expired before it could be published' } };
+    case 'held':
+    case 'parked':
+      return { verdict: verdict.kind };
+    default: {
+      // unconfirmed (the connection went away), or waiting without an attempt burnt
+      const kind: string = verdict.kind;
+      return { verdict: kind, error: { reason: kind === 'unconfirmed' ? 'connection_lost' : kind, message: verdict.error } };
+    }
+  }
 }
 
 /** Rounds of claiming the blockers of held rows (a chain of them is rare and short). */

@@ -1,3 +1,4 @@
+import type { BatchTracer } from '../domain/tracing';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import type { BackoffPolicy } from '../retry/backoff';
@@ -41,6 +42,8 @@ export interface LoopDeps {
   readonly onBatch: (report: BatchReport) => void;
   /** The reconnect backoff after an error (ms); jittered by default. */
   readonly errorBackoffMs?: (consecutiveErrors: number) => number;
+  /** Spans of each batch and message (src/tracing/); absent when tracing is off. */
+  readonly tracer?: BatchTracer;
 }
 
 /**

@@ -45,8 +45,19 @@ export interface BrokerPort {
   waitUntilConnected(signal: AbortSignal, maxWaitMs: number): Promise<void>;
   /** What is known against each message before it is sent (missing targets, learned limits). */
   preflight(messages: readonly OutboxMessage[]): Promise<Preflight[]>;
-  /** Publishes pipelined with confirms; one outcome per message, never throws for a message's sake. */
-  publish(messages: readonly OutboxMessage[], options: { timeoutMs: number; signal: AbortSignal }): Promise<PublishOutcome[]>;
+  /**
+   * Publishes pipelined with confirms; one outcome per message, never throws for a message's
+   * sake. `onSettled` is told of each message as its confirm (or its failure) comes in.
+   */
+  publish(messages: readonly OutboxMessage[], options: PublishBatchOptions): Promise<PublishOutcome[]>;
+}
+
+/** How a batch is published. */
+export interface PublishBatchOptions {
+  readonly timeoutMs: number;
+  readonly signal: AbortSignal;
+  /** Called once per message as its outcome is known (tracing ends the message's span there). */
+  readonly onSettled?: (message: OutboxMessage) => void;
 }
 
 /** Wakes sleeping workers when new messages may be due (a NOTIFY, another worker's backlog). */

@@ -3,7 +3,7 @@ import type { Preflight, PublishOutcome } from '../domain/outcome';
 import { errorMessage } from '../errors';
 import { isConnectionLoss } from './faults';
 import { KeyStops } from './key-stops';
-import type { BrokerPort } from './ports';
+import type { BrokerPort, PublishBatchOptions } from './ports';
 
 const SEND: Preflight = { kind: 'send' };
 
@@ -23,7 +23,7 @@ export function hasExpired(message: OutboxMessage, nowMs: number): boolean {
 export async function sendBatch(
   broker: BrokerPort,
   messages: readonly OutboxMessage[],
-  options: { timeoutMs: number; signal: AbortSignal; now?: () => number },
+  options: PublishBatchOptions & { now?: () => number },
 ): Promise<PublishOutcome[]> {
   const nowMs = options.now?.() ?? Date.now();
   const expired = messages.map((m) => hasExpired(m, nowMs));
@@ -56,7 +56,7 @@ export async function sendBatch(
   const publish = async (indexes: readonly number[]): Promise<void> => {
     const results = await broker.publish(
       indexes.map((i) => messages[i] as OutboxMessage),
-      { timeoutMs: options.timeoutMs, signal: options.signal },
+      { timeoutMs: options.timeoutMs, signal: options.signal, onSettled: options.onSettled },
     );
     indexes.forEach((messageIndex, i) => {
       outcomes[messageIndex] = results[i];

@@ -35,6 +35,15 @@ describe('loadConfig rejects bad values', () => {
     OUTBOX_HTTP_PORT: ['65536', '-1', 'http', '80.5'],
     OUTBOX_APP_ID: ['   ', 'x'.repeat(256)],
     OUTBOX_LOG_LEVEL: ['verbose', 'INFO!', 'warning'],
+    OTEL_EXPORTER_OTLP_ENDPOINT: ['collector:4318', 'grpc://collector:4317', 'not a url', 'ftp://x'],
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: ['localhost:4318/v1/traces', 'amqp://mq'],
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: ['grpc', 'http', 'json'],
+    OTEL_EXPORTER_OTLP_TRACES_HEADERS: ['api-key', 'a=1,=2', 'x=%zz'],
+    OTEL_SERVICE_NAME: ['   '],
+    OTEL_RESOURCE_ATTRIBUTES: ['env', 'a=%'],
+    OTEL_TRACES_SAMPLER: ['jaeger_remote', 'xray', 'on'],
+    OTEL_TRACES_SAMPLER_ARG: ['1.5', '-0.1', 'half', '2'],
+    OTEL_SDK_DISABLED: ['yes', '1', 'off'],
   };
 
   test('the table covers every setting', () => {

@@ -27,6 +27,15 @@ describe('loadConfig defaults', () => {
       httpPort: 9464,
       appId: 'outbox-relay',
       logLevel: 'info',
+      otlpEndpoint: undefined,
+      otlpTracesEndpoint: undefined,
+      otlpProtocol: 'http/protobuf',
+      otlpHeaders: {},
+      serviceName: 'outbox-relay',
+      resourceAttributes: {},
+      tracesSampler: 'parentbased_always_on',
+      tracesSamplerArg: 1,
+      sdkDisabled: false,
     });
   });
 
@@ -80,6 +89,15 @@ describe('loadConfig defaults', () => {
       OUTBOX_HTTP_PORT: '0',
       OUTBOX_APP_ID: 'orders-service',
       OUTBOX_LOG_LEVEL: 'debug',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-collector:4318',
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://traces.example.com/otlp/v1/traces',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      OTEL_EXPORTER_OTLP_HEADERS: 'x-api-key=k%3Dy , x-team=orders',
+      OTEL_SERVICE_NAME: 'orders-relay',
+      OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=prod',
+      OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+      OTEL_TRACES_SAMPLER_ARG: '0.25',
+      OTEL_SDK_DISABLED: 'TRUE',
     });
     expect(config).toEqual({
       databaseUrl: 'postgresql://relay:pw@db.internal:6432/orders?sslmode=require',
@@ -101,6 +119,15 @@ describe('loadConfig defaults', () => {
       httpPort: 0,
       appId: 'orders-service',
       logLevel: 'debug',
+      otlpEndpoint: 'http://otel-collector:4318',
+      otlpTracesEndpoint: 'https://traces.example.com/otlp/v1/traces',
+      otlpProtocol: 'http/json',
+      otlpHeaders: { 'x-api-key': 'k=y', 'x-team': 'orders' },
+      serviceName: 'orders-relay',
+      resourceAttributes: { 'deployment.environment.name': 'prod' },
+      tracesSampler: 'parentbased_traceidratio',
+      tracesSamplerArg: 0.25,
+      sdkDisabled: true,
     });
   });
 });

@@ -45,8 +45,9 @@ function configTable(text: string): Row[] {
     if (!line.startsWith('|')) break;
     const [variable = '', defaultCell = '', meaning = '', ...extra] = cells(line);
     if (extra.length > 0) throw new Error(`README configuration row has more than three cells: ${line}`);
-    const code = /^`(.*)`$/.exec(defaultCell);
-    if (!code) throw new Error(`README configuration default is not one code span: ${line}`);
+    // A setting without a default (an unset OTLP endpoint) shows an em dash.
+    const code = defaultCell === '—' ? ['—', ''] : /^`(.+)`$/.exec(defaultCell);
+    if (!code) throw new Error(`README configuration default is not one code span (nor — for none): ${line}`);
     rows.push({ variable, defaultValue: code[1] as string, meaning });
   }
   return rows;
@@ -79,7 +80,7 @@ describe('README "Configuration" against SETTINGS', () => {
     expect(new Set(names).size).toBe(names.length);
   });
 
-  test('"the URL variables may instead be given as <NAME>_FILE": exactly the URL settings read a file, and they are the secret ones', () => {
+  test('"the URL variables may instead be given as <NAME>_FILE": exactly the URL settings read a file; they and the OTLP headers are the secret ones', () => {
     expect(CONFIGURATION).toContain('The URL variables may instead be given as `<NAME>_FILE`');
     const urlSettings = Object.values(SETTINGS)
       .filter((s) => s.env.endsWith('_URL'))
@@ -92,7 +93,8 @@ describe('README "Configuration" against SETTINGS', () => {
       .map((s) => s.env);
     expect(urlSettings.length).toBeGreaterThan(0);
     expect(fileSettings).toEqual(urlSettings);
-    expect(secretSettings).toEqual(urlSettings);
+    // The OTLP headers carry the API keys of a tracing backend: never echoed either.
+    expect(secretSettings).toEqual([...urlSettings, 'OTEL_EXPORTER_OTLP_TRACES_HEADERS']);
   });
 
   test('the example of a rejected configuration is what loadConfig reports, and the exit code is 2', () => {
