@@ -3,6 +3,7 @@ import type { CompiledQuery } from 'kysely';
 import { qualified } from '../db/sql';
 import { OutboxError } from '../errors';
 import type { MessageDefinition } from './define-message';
+import { activeTraceHeaders, type TraceHeaders } from './trace-headers';
 
 /**
  * Where `enqueue` writes: the caller's open transaction — a node-postgres client
@@ -47,7 +48,11 @@ export interface EnqueueOptions {
   readonly correlationId?: string;
   /** Extra AMQP headers (JSON values). */
   readonly headers?: Readonly<Record<string, unknown>>;
-  /** W3C trace context: copied unchanged into the `traceparent` header. */
+  /**
+   * W3C trace context: copied unchanged into the `traceparent` header. When neither this,
+   * `tracestate` nor a `traceparent`/`tracestate` key of `headers` is given and the service
+   * uses OpenTelemetry, the active span's context is recorded instead.
+   */
   readonly traceparent?: string;
   /** W3C trace state: copied unchanged into the `tracestate` header. */
   readonly tracestate?: string;
@@ -123,7 +128,7 @@ function invalid(type: string, what: string): OutboxError {
   return new OutboxError('INVALID_ARGUMENT', `enqueue(${type}): ${what}`);
 }
 
-function toRow(item: AnyEnqueueItem): Row {
+function toRow(item: AnyEnqueueItem, active: () => TraceHeaders | undefined): Row {
   const { definition, payload } = item;
   const options = item.options ?? {};
   if (definition === null || typeof definition !== 'object' || typeof definition.type !== 'string') {
@@ -148,6 +153,7 @@ function toRow(item: AnyEnqueueItem): Row {
   const headers: Record<string, unknown> = { ...options.headers };
   if (options.traceparent !== undefined) headers['traceparent'] = options.traceparent;
   if (options.tracestate !== undefined) headers['tracestate'] = options.tracestate;
+  if (!('traceparent' in headers) && !('tracestate' in headers)) Object.assign(headers, active());
   if (options.availableAt !== undefined && (!(options.availableAt instanceof Date) || Number.isNaN(options.availableAt.getTime()))) {
     throw invalid(type, 'availableAt must be a valid Date');
   }
@@ -257,7 +263,10 @@ export async function enqueueMany<const TItems extends readonly AnyEnqueueItem[]
 ): Promise<string[]> {
   if (!Array.isArray(items)) throw new OutboxError('INVALID_ARGUMENT', 'enqueueMany: items must be an array');
   if (items.length === 0) return [];
-  const rows = items.map(toRow);
+  // The active context is the same for every item of the call: read once, when first needed.
+  let trace: { headers: TraceHeaders | undefined } | undefined;
+  const active = (): TraceHeaders | undefined => (trace ??= { headers: activeTraceHeaders() }).headers;
+  const rows = items.map((item: AnyEnqueueItem) => toRow(item, active));
   const text = insertSql(
     options.schema ?? 'outbox',
     rows.some((r) => r.expires_at !== null || r.ttl_ms !== null),
