@@ -56,7 +56,9 @@ export class Deliveries<TPayload> {
       const startedAt = performance.now();
       let outcome: 'handled' | 'duplicate' | 'skipped';
       try {
-        outcome = await processOnce(this.target, inboxMessage<TPayload>(msg, messageId, failures), proceed);
+        const message = inboxMessage<TPayload>(msg, messageId, failures);
+        const attempt = (): Promise<'handled' | 'duplicate' | 'skipped'> => processOnce(this.target, message, proceed);
+        outcome = await (this.settings.tracing?.around(msg, message, attempt) ?? attempt());
         this.inboxOutage = 0;
       } catch (err: unknown) {
         if (err instanceof InboxUnavailable) {

@@ -20,6 +20,8 @@ export type {
   ConsumerOptions,
   ConsumerState,
   ConsumerTopology,
+  ConsumerTracerProvider,
+  ConsumerTracingOption,
   InboxMessage,
   MessageHandler,
   StateChange,

@@ -2,6 +2,18 @@ import type { ConsumeMessage } from 'amqplib';
 import type { Pool, PoolClient } from 'pg';
 import type { ConsumerMetricsRegistry } from './metrics';
 
+/**
+ * An OpenTelemetry `TracerProvider`, as far as the consumer uses one. Declared here so
+ * that the consumer's types do not need `@opentelemetry/api` installed; any provider
+ * (`NodeTracerProvider`, the NodeSDK's, `trace.getTracerProvider()`) is one.
+ */
+export interface ConsumerTracerProvider {
+  getTracer(name: string, version?: string): object;
+}
+
+/** The `tracing` option: `true` for the global tracer provider, or a provider of the service's. */
+export type ConsumerTracingOption = boolean | ConsumerTracerProvider;
+
 /** What a handler receives: the delivery, decoded. */
 export interface InboxMessage<TPayload = unknown> {
   /** AMQP `message-id`: the idempotency key. */
@@ -141,4 +153,12 @@ export interface ConsumerOptions<TPayload = unknown> {
   readonly log?: ConsumerLogger;
   /** Called on every change of state (also emitted as the consumer's `state` event). */
   readonly onStateChange?: (change: StateChange) => void;
+  /**
+   * OpenTelemetry: each attempt runs in a CONSUMER span `process <queue>`, a child of the
+   * message's `traceparent`/`tracestate` (the relay's publish span), with the inbox insert,
+   * the handler and the commit inside it. `true` uses the global tracer provider (what the
+   * service's NodeSDK registered); a `TracerProvider` uses that one. Needs
+   * `@opentelemetry/api` installed (an optional peer dependency). Default: no spans.
+   */
+  readonly tracing?: ConsumerTracingOption;
 }

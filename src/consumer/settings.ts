@@ -1,7 +1,8 @@
 import type { Pool } from 'pg';
 import { OutboxError } from '../errors';
 import type { ConsumerMetricsRegistry } from './metrics';
-import type { ConsumerLogger, ConsumerOptions, ConsumerTopology, MessageHandler, StateChange } from './options';
+import type { ConsumerLogger, ConsumerOptions, ConsumerTopology, ConsumerTracingOption, MessageHandler, StateChange } from './options';
+import { DeliveryTracing } from './tracing';
 
 /** The options with every default applied, validated and frozen. */
 export interface ConsumerSettings<TPayload = unknown> {
@@ -32,6 +33,8 @@ export interface ConsumerSettings<TPayload = unknown> {
   readonly registry: ConsumerMetricsRegistry | undefined;
   readonly log: Required<ConsumerLogger>;
   readonly onStateChange: ((change: StateChange) => void) | undefined;
+  /** The spans of each attempt; undefined without the `tracing` option. */
+  readonly tracing: DeliveryTracing | undefined;
 }
 
 const noop = (): void => undefined;
@@ -94,12 +97,14 @@ export function consumerSettings<TPayload>(options: ConsumerOptions<TPayload>): 
   }
   if (given.onStateChange !== undefined && typeof given.onStateChange !== 'function') problems.push('onStateChange must be a function');
   const topology = topologySettings(given.topology, queue, problems);
+  const consumerName = name('name', given.name, queue);
+  const tracing = tracingSettings(given.tracing, queue, consumerName, problems);
 
   const settings: ConsumerSettings<TPayload> = {
     urls,
     queue,
     pool: given.pool as Pool,
-    name: name('name', given.name, queue),
+    name: consumerName,
     schema: name('schema', given.schema, 'outbox'),
     prefetch: int('prefetch', 10, 1, 65_535),
     handler: given.handler as MessageHandler<TPayload>,
@@ -121,9 +126,23 @@ export function consumerSettings<TPayload>(options: ConsumerOptions<TPayload>): 
     registry: given.registry,
     log: logger(given.log),
     onStateChange: given.onStateChange,
+    tracing,
   };
   if (problems.length > 0) throw new OutboxError('INVALID_ARGUMENT', `createConsumer: ${problems.join('; ')}`);
   return Object.freeze(settings);
+}
+
+function tracingSettings(value: unknown, queue: string, consumerName: string, problems: string[]): DeliveryTracing | undefined {
+  if (value !== undefined && typeof value !== 'boolean' && typeof (value as { getTracer?: unknown } | null)?.getTracer !== 'function') {
+    problems.push(`tracing must be true, false or an OpenTelemetry TracerProvider (got ${describe(value)})`);
+    return undefined;
+  }
+  try {
+    return DeliveryTracing.fromOption(value as ConsumerTracingOption | undefined, queue, consumerName);
+  } catch (err: unknown) {
+    problems.push(`tracing: ${(err as Error).message}`);
+    return undefined;
+  }
 }
 
 function amqpUrls(value: unknown, problems: string[]): string[] {
