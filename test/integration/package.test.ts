@@ -25,10 +25,18 @@ const childEnv = Object.fromEntries(
 );
 const ROOT = join(__dirname, '..', '..');
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+/** The relay's tracing (loaded only when an OTLP endpoint is set); the libraries load none of it. */
+const OPENTELEMETRY = [
+  '@opentelemetry/api',
+  '@opentelemetry/core',
+  '@opentelemetry/sdk-trace-base',
+  '@opentelemetry/exporter-trace-otlp-http',
+  '@opentelemetry/exporter-trace-otlp-proto',
+];
 /** What a service that only produces must not pay for. */
-const NOT_FOR_PRODUCERS = ['amqplib', 'prom-client', 'node-cron', 'zod', 'kysely'];
+const NOT_FOR_PRODUCERS = ['amqplib', 'prom-client', 'node-cron', 'zod', 'kysely', ...OPENTELEMETRY];
 /** What the consumer must not load (it needs amqplib and pg). */
-const NOT_FOR_CONSUMERS = ['prom-client', 'node-cron', 'zod', 'kysely'];
+const NOT_FOR_CONSUMERS = ['prom-client', 'node-cron', 'zod', 'kysely', ...OPENTELEMETRY];
 
 /**
  * Run in the project with `node probe.js <specifier>`: requires the specifier, then
@@ -189,6 +197,8 @@ test('outbox-relay exposes everything, and its require.cache shows the packages 
   // The control for the two tests above: the same probe does see these packages when they are loaded.
   expect(loaded.packages).toEqual(expect.arrayContaining(['amqplib', 'prom-client', 'node-cron', 'zod']));
   expect(loaded.packages).not.toContain('kysely');
+  // Tracing is loaded by a relay with an OTLP endpoint, never by the import (prom-client loads the no-op API itself).
+  expect(loaded.packages.filter((name) => name.startsWith('@opentelemetry/') && name !== '@opentelemetry/api')).toEqual([]);
 }, 30_000);
 
 test('the outbox-relay bin of the installed package runs --version', async () => {
