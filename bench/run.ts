@@ -26,6 +26,7 @@ import {
 import { consumerThroughput } from './consumer';
 import { failoverRun } from './failover';
 import { replayBeside, type ReplayResult } from './replay';
+import { tracingRuns } from './tracing';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
 
 const quick = process.argv.includes('--quick');
@@ -46,6 +47,8 @@ const CONSUMER_COUNT = quick ? 2_000 : 5_000;
 const FAILOVER_COUNT = quick ? 10_000 : 20_000;
 /** Published messages replayed while a relay drains as many new ones. */
 const REPLAY_COUNT = quick ? 5_000 : 20_000;
+/** Messages per drain of `--only tracing`. */
+const TRACING_COUNT = 50_000;
 
 /** Runs `run` REPS times, printing each result. */
 async function repeat<T>(label: string, run: () => Promise<T>, show: (result: T) => string): Promise<T[]> {
@@ -130,6 +133,40 @@ async function replayRows(pool: ReturnType<typeof newPool>): Promise<{ rows: Row
   };
 }
 
+/** `--only tracing`: drains with tracing off and on, alternated (results in bench/results/tracing.json). */
+async function tracingBench(pool: ReturnType<typeof newPool>, started: number, env: Record<string, string>): Promise<void> {
+  const count = quick ? 10_000 : TRACING_COUNT;
+  console.log(
+    `\ntracing: ${fmt(count)} messages drained by one relay, tracing off and on (OTLP/HTTP JSON to a local receiver), alternated`,
+  );
+  const runs = await tracingRuns(pool, count, REPS + 1);
+  await pool.end();
+  for (const r of runs) {
+    console.log(
+      `  ${r.tracing.padEnd(3)} ${fmt(r.rate)} msg/s, relay ${r.cpu.relay.toFixed(1)} µs/msg, machine ${r.cpu.machine.toFixed(1)} µs/msg, ${fmt(r.spans)} spans`,
+    );
+  }
+  const of = (tracing: 'off' | 'on'): { rate: Figure; relay: Figure; machine: Figure } => {
+    const chosen = runs.filter((r) => r.tracing === tracing);
+    return {
+      rate: figure(chosen.map((r) => r.rate)),
+      relay: figure(chosen.map((r) => r.cpu.relay)),
+      machine: figure(chosen.map((r) => r.cpu.machine)),
+    };
+  };
+  const off = of('off');
+  const on = of('on');
+  console.log(
+    `\noff: median ${fmt(off.rate.median)} msg/s (${spread(off.rate)}), relay ${off.relay.median.toFixed(1)} µs/msg (${off.relay.min.toFixed(1)}–${off.relay.max.toFixed(1)})` +
+      `\non:  median ${fmt(on.rate.median)} msg/s (${spread(on.rate)}), relay ${on.relay.median.toFixed(1)} µs/msg (${on.relay.min.toFixed(1)}–${on.relay.max.toFixed(1)})` +
+      `\ntracing on costs the relay ${(on.relay.median - off.relay.median).toFixed(1)} µs of CPU per message, the machine ${(on.machine.median - off.machine.median).toFixed(1)} µs`,
+  );
+  console.log(`bench took ${Math.round((Date.now() - started) / 1000)} s`);
+  const dir = join(__dirname, 'results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'tracing.json'), `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs }, null, 2)}\n`);
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   const pool = newPool(24);
@@ -154,6 +191,10 @@ async function main(): Promise<void> {
       join(dir, 'failover.json'),
       `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs }, null, 2)}\n`,
     );
+    return;
+  }
+  if (only === 'tracing') {
+    await tracingBench(pool, started, env);
     return;
   }
   if (only === 'replay') {
