@@ -1,5 +1,7 @@
+import { connect } from 'amqplib';
 import { Pool } from 'pg';
 import { dropSchema, migrateSchema } from '../kit/outbox-schema';
+import { RabbitCluster } from '../kit/rabbit-cluster';
 import { testDatabaseUrl } from '../kit/services';
 import { TestBroker } from '../kit/test-broker';
 import { countFaults, runFaultSchedule, type FaultKind } from './faults';
@@ -26,6 +28,12 @@ export interface ChaosOptions {
   readonly seed: number;
   /** Producer transactions per second (all producers together). */
   readonly rate?: number;
+  /**
+   * Runs against a three-node RabbitMQ cluster of its own (test/kit/rabbit-cluster.ts)
+   * with a quorum queue, instead of the machine's broker, and adds the node loss to the
+   * faults (`npm run chaos -- --rabbit-cluster`; about 20 s more to start the cluster).
+   */
+  readonly rabbitCluster?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -58,6 +66,15 @@ interface Resources {
 }
 
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
+  const rabbit = options.rabbitCluster ? await RabbitCluster.start() : undefined;
+  try {
+    return await runWith(options, rabbit);
+  } finally {
+    await rabbit?.stop();
+  }
+}
+
+async function runWith(options: ChaosOptions, rabbit: RabbitCluster | undefined): Promise<ChaosReport> {
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   // Two streams from one seed: the fault schedule does not depend on how many
   // transactions the producers managed meanwhile.
@@ -68,19 +85,29 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const queue = `chaos.${schema}.all`;
   const admin = new Pool({ connectionString: testDatabaseUrl(), max: 12 });
   const violations: string[] = [];
-  log(`chaos: seed ${options.seed}, ${options.seconds} s, schema ${schema}`);
+  log(`chaos: seed ${options.seed}, ${options.seconds} s, schema ${schema}${rabbit ? `, RabbitMQ cluster ${rabbit.dir}` : ''}`);
 
   await migrateSchema(admin, schema);
   await createAggregates(admin, schema);
 
-  // The independent consumer: every delivery, in arrival order.
-  const broker = await TestBroker.connect({ durable: true });
+  // The independent consumer: every delivery, in arrival order. On a cluster it reads from
+  // the first node, which the schedule never kills; the quorum queue is declared through
+  // the second, so its leader is on a node that can be lost.
+  const broker = await TestBroker.connect({ durable: true, ...(rabbit ? { url: rabbit.urls[0] } : {}) });
   await broker.exchange(exchange);
-  await broker.declareQueue(queue, { exchange, pattern: '#' });
+  if (rabbit) {
+    const model = await connect(rabbit.urls[1]!);
+    try {
+      await (await model.createChannel()).assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    } finally {
+      await model.close();
+    }
+  }
+  await broker.declareQueue(queue, { exchange, pattern: '#' }, rabbit ? { 'x-queue-type': 'quorum' } : undefined);
   const deliveries: Delivery[] = [];
   await broker.consume(queue, (msg) => deliveries.push({ id: String(msg.properties.messageId), at: Date.now() }));
 
-  const cluster = await startRelays(schema, options.seed);
+  const cluster = await startRelays(schema, options.seed, rabbit?.urls);
   const { relays, dbProxy, brokerProxy, appId, waitReady } = cluster;
   if ((await waitReady(30_000)).length > 0) throw new Error('relays did not become ready');
 
@@ -88,7 +115,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const resources = async (): Promise<Resources> => ({
     longLivedRelay: relays[0]!.pid === relay0Pid && relays[0]!.running ? processResources(relay0Pid) : { rssMiB: -1, openFds: -1 },
     databaseConnections: await relayDatabaseConnections(admin),
-    amqpChannels: await amqpChannels(appId),
+    // rabbitmqctl of the machine's broker: not the cluster's.
+    amqpChannels: rabbit ? undefined : await amqpChannels(appId),
   });
 
   // Producers.
@@ -108,6 +136,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     written,
     violations,
     log,
+    rabbit,
   });
   await producers.stop();
   log(`chaos: faults over; ${written.length} committed, ${rolledBack.length} rolled back; waiting for the relays to catch up`);

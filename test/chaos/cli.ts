@@ -1,10 +1,15 @@
-/** `npm run chaos -- --minutes N [--seed S]`: exits 1 on any violation, printing the seed. */
+/**
+ * `npm run chaos -- --minutes N [--seed S] [--rabbit-cluster]`: exits 1 on any violation,
+ * printing the seed (replay it with the same flags). `--rabbit-cluster` runs against a
+ * three-node RabbitMQ cluster of its own and adds the node loss to the faults.
+ */
 import { formatReport, runChaos } from './chaos';
 import { minutesAndSeed } from '../kit/run-options';
 
-const { minutes, seed } = minutesAndSeed('usage: npm run chaos -- [--minutes N] [--seed S]');
+const { minutes, seed } = minutesAndSeed('usage: npm run chaos -- [--minutes N] [--seed S] [--rabbit-cluster]');
+const rabbitCluster = process.argv.includes('--rabbit-cluster');
 
-runChaos({ seconds: Math.round(minutes * 60), seed }).then(
+runChaos({ seconds: Math.round(minutes * 60), seed, rabbitCluster }).then(
   (report) => {
     console.log(formatReport(report));
     process.exit(report.violations.length === 0 ? 0 : 1);

@@ -1,12 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
+import type { RabbitCluster } from '../kit/rabbit-cluster';
 import type { Written } from './producers';
 import { between, pick } from './random';
 import { SHUTDOWN_TIMEOUT_MS, type ChaosRelays } from './relays';
 import { processResources } from './resources';
 import { sleep } from './sleep';
 
-export type FaultKind = 'kill -9' | 'SIGTERM' | 'broker cut' | 'database cut' | 'broker slow' | 'poison';
+export type FaultKind = 'kill -9' | 'SIGTERM' | 'broker cut' | 'database cut' | 'broker slow' | 'poison' | 'node loss';
+
+const KINDS: readonly FaultKind[] = ['kill -9', 'SIGTERM', 'broker cut', 'database cut', 'broker slow', 'poison'];
 
 export interface Fault {
   readonly kind: FaultKind;
@@ -27,11 +30,18 @@ export interface FaultTargets {
   readonly written: Written[];
   readonly violations: string[];
   readonly log: (line: string) => void;
+  /**
+   * The RabbitMQ cluster the relays use, when the run has one (`--rabbit-cluster`): the
+   * schedule then also kills a node with -9 (never the first, where the consumer reads)
+   * and starts it again.
+   */
+  readonly rabbit?: RabbitCluster;
 }
 
 /**
  * The fault schedule: for `seconds`, a fault drawn from `random` every 1.5–4 s (relays
- * killed or stopped and restarted, a proxy cut or slowed, a poison message); relays that
+ * killed or stopped and restarted, a proxy cut or slowed, a poison message, and with a
+ * RabbitMQ cluster a node killed -9 and started again); relays that
  * crashed meanwhile are violations, and restarted. Returns the faults and relay 0's RSS
  * once per fault.
  */
@@ -40,7 +50,8 @@ export async function runFaultSchedule(
   seconds: number,
   targets: FaultTargets,
 ): Promise<{ faults: Fault[]; rssSamples: number[] }> {
-  const { cluster, relay0Pid, admin, schema, exchange, written, violations, log } = targets;
+  const { cluster, relay0Pid, admin, schema, exchange, written, violations, log, rabbit } = targets;
+  const kinds: readonly FaultKind[] = rabbit ? [...KINDS, 'node loss'] : KINDS;
   const { relays, dbProxy, brokerProxy, restart } = cluster;
   const faults: Fault[] = [];
   const rssSamples: number[] = [];
@@ -48,7 +59,7 @@ export async function runFaultSchedule(
   while (Date.now() < endAt) {
     await sleep(between(random, 1_500, 4_000));
     if (Date.now() >= endAt) break;
-    const kind = pick<FaultKind>(random, ['kill -9', 'SIGTERM', 'broker cut', 'database cut', 'broker slow', 'poison']);
+    const kind = pick<FaultKind>(random, kinds);
     const fault: Fault = { kind, start: Date.now(), end: Date.now(), detail: '' };
     faults.push(fault);
     if (kind === 'kill -9' || kind === 'SIGTERM') {
@@ -71,6 +82,12 @@ export async function runFaultSchedule(
       proxy.cut();
       await sleep(between(random, 500, 3_000));
       proxy.restore();
+    } else if (kind === 'node loss' && rabbit) {
+      const node = 1 + Math.floor(random() * (rabbit.nodes.length - 1));
+      await rabbit.killNode(node);
+      await sleep(between(random, 500, 3_000));
+      await rabbit.restartNode(node);
+      (fault as { detail: string }).detail = `node ${node + 1} killed -9, back after ${Date.now() - fault.start} ms`;
     } else if (kind === 'broker slow') {
       brokerProxy.latencyMs = Math.round(between(random, 50, 400));
       (fault as { detail: string }).detail = `${brokerProxy.latencyMs} ms`;
@@ -102,10 +119,8 @@ export async function runFaultSchedule(
 
 /** How many faults of each kind the schedule caused. */
 export function countFaults(faults: readonly Fault[]): Record<FaultKind, number> {
-  return Object.fromEntries(
-    (['kill -9', 'SIGTERM', 'broker cut', 'database cut', 'broker slow', 'poison'] as const).map((k) => [
-      k,
-      faults.filter((f) => f.kind === k).length,
-    ]),
-  ) as Record<FaultKind, number>;
+  return Object.fromEntries([...KINDS, 'node loss' as const].map((k) => [k, faults.filter((f) => f.kind === k).length])) as Record<
+    FaultKind,
+    number
+  >;
 }

@@ -8,12 +8,45 @@ import { sleep } from './sleep';
 export const PUBLISH_TIMEOUT_MS = 2_000;
 export const SHUTDOWN_TIMEOUT_MS = 3_000;
 
+/** What the faults do to the broker's side: all of its proxies at once when the broker is a cluster. */
+export interface BrokerProxy {
+  cut(): void;
+  restore(): void;
+  latencyMs: number;
+  close(): Promise<void>;
+}
+
+/** One proxy per node of a cluster, cut, restored and slowed together (a network fault between the relays and the cluster). */
+class ProxyGroup implements BrokerProxy {
+  constructor(readonly proxies: readonly TcpProxy[]) {}
+
+  cut(): void {
+    for (const proxy of this.proxies) proxy.cut();
+  }
+
+  restore(): void {
+    for (const proxy of this.proxies) proxy.restore();
+  }
+
+  get latencyMs(): number {
+    return this.proxies[0]?.latencyMs ?? 0;
+  }
+
+  set latencyMs(ms: number) {
+    for (const proxy of this.proxies) proxy.latencyMs = ms;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.proxies.map((proxy) => proxy.close()));
+  }
+}
+
 /** The three relays of a chaos run, as processes, and the proxies in front of the services they use. */
 export interface ChaosRelays {
   /** Relay i (restarted in place: `restart(i)` puts the new process here). */
   readonly relays: RelayProcess[];
   readonly dbProxy: TcpProxy;
-  readonly brokerProxy: TcpProxy;
+  readonly brokerProxy: BrokerProxy;
   /** OUTBOX_APP_ID of every relay (names their AMQP connections). */
   readonly appId: string;
   /** Polls /readyz of every relay until all answer 200 or `deadlineMs` passes; the indexes of those not ready. */
@@ -22,15 +55,29 @@ export interface ChaosRelays {
   restart(index: number): Promise<void>;
 }
 
-export async function startRelays(schema: string, seed: number): Promise<ChaosRelays> {
+/**
+ * Starts the three relays behind their proxies. With `clusterUrls` (the nodes of a
+ * RabbitMQ cluster) each relay gets every node, through a proxy per node, in an order
+ * that starts at the second or third node (the first one, where the run's consumer
+ * reads, is never killed): a node loss takes relays' connections with it.
+ */
+export async function startRelays(schema: string, seed: number, clusterUrls?: readonly string[]): Promise<ChaosRelays> {
   // Relays reach both services only through proxies: that is where faults happen.
   const dbProxy = await TcpProxy.inFrontOf(testDatabaseUrl());
-  const brokerProxy = await TcpProxy.inFrontOf(testAmqpUrl());
+  const nodeUrls = clusterUrls ?? [testAmqpUrl()];
+  const proxies = await Promise.all(nodeUrls.map((url) => TcpProxy.inFrontOf(url)));
+  const brokerProxy: BrokerProxy = clusterUrls ? new ProxyGroup(proxies) : proxies[0]!;
+  const proxied = nodeUrls.map((url, i) => proxies[i]!.url(url));
+  const amqpUrl = (index: number): string => {
+    if (proxied.length === 1) return proxied[0]!;
+    const first = 1 + (index % (proxied.length - 1));
+    return [...proxied.slice(first), ...proxied.slice(0, first)].join(',');
+  };
   const appId = `chaos-${seed}`;
   const ports = await Promise.all([0, 1, 2].map(() => freePort()));
   const relayEnv = (index: number): NodeJS.ProcessEnv => ({
     OUTBOX_DATABASE_URL: dbProxy.url(testDatabaseUrl()),
-    OUTBOX_AMQP_URL: brokerProxy.url(testAmqpUrl()),
+    OUTBOX_AMQP_URL: amqpUrl(index),
     OUTBOX_SCHEMA: schema,
     OUTBOX_HTTP_HOST: '127.0.0.1',
     OUTBOX_HTTP_PORT: String(ports[index]),

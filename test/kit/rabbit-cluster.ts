@@ -143,6 +143,18 @@ export class RabbitCluster {
     while (isRunning(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
   }
 
+  /**
+   * Starts node `index` again after `killNode` (same name, AMQP port and data): it
+   * rejoins the cluster, and its quorum queue members catch up. Resolves once it runs.
+   */
+  async restartNode(index: number): Promise<void> {
+    const node = this.nodes[index] as ClusterNode;
+    if (this.stopped) throw new Error('the cluster is stopped');
+    await this.startNode(node, index + 1);
+    node.alive = true;
+    await this.awaitStartup(node);
+  }
+
   /** Kills every node and removes the folder. Idempotent. */
   async stop(): Promise<void> {
     if (this.stopped) return;
