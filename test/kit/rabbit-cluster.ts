@@ -159,9 +159,13 @@ export class RabbitCluster {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    await Promise.all(this.nodes.map((_, i) => this.killNode(i)));
-    rmSync(this.dir, { recursive: true, force: true });
-    this.untrack();
+    try {
+      await Promise.all(this.nodes.map((_, i) => this.killNode(i)));
+    } finally {
+      // A node's last writes may still be landing: retried, not left behind.
+      rmSync(this.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+      this.untrack();
+    }
   }
 
   /** The folder and the files every node reads: owned by the rabbitmq user. */
