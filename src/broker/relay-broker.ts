@@ -31,13 +31,6 @@ const TOPOLOGY_CACHE_MS = 30_000;
  * A learned size limit never fails a message by itself: a message over it is sent
  * apart, after the others, so the broker stays the judge — an operator who raised the
  * limit and ran `dead retry` sees the message delivered without restarting the relay.
- *
- * A negative confirm is the queue's doing, not the message's: RabbitMQ nacks a message
- * routed to a queue that is full under `x-overflow: reject-publish` (a basic.nack that
- * carries no reason, measured on a quorum queue of RabbitMQ 3.10) or whose process
- * failed. So a nack comes back as `refused`, with the count of publishes in a row the
- * broker refused some of, and costs the message no attempt: a slow consumer never
- * kills messages (see relay/verdicts.ts for the wait).
  */
 export class RelayBroker {
   private maxMessageBytes: number | undefined;
@@ -45,8 +38,6 @@ export class RelayBroker {
   private readonly suspects = new Suspects();
   private readonly inFlight = new SharedExclusive();
   private readonly topology: CachedTopology;
-  /** Publishes in a row that the broker refused some messages of (0 after one it refused none of). */
-  private refusals = 0;
 
   constructor(
     private readonly connection: RelayConnection,
@@ -152,28 +143,13 @@ export class RelayBroker {
     this.learnFromClose(channel);
     // A close the server gave a reason for: the channel's own, or the connection's when it is gone.
     const closeReason = channel.closeReason ?? (this.connection.connected ? undefined : this.connection.lastCloseReason);
-    const judged = this.refusedFrom(this.suspects.judge(messages, outcomes, channel.closed ? closeReason : undefined));
+    const judged = this.suspects.judge(messages, outcomes, channel.closed ? closeReason : undefined);
     // A channel opened while a quorum queue elected a new leader can nack everything for
-    // that queue from then on (RabbitMQ 3.10, measured after a node loss here: a new
-    // channel on the same node was confirmed at once): a publish refused whole replaces it.
-    if (judged.length > 0 && judged.every((o) => o.kind === 'refused')) channel.discard();
+    // that queue from then on (RabbitMQ 3.10, measured after a node loss on a test
+    // cluster: a new channel on the same node was confirmed at once). A publish the broker
+    // nacked whole replaces its channel; the nacks themselves are failures as usual.
+    if (judged.length > 0 && judged.every((o) => o.kind === 'failed' && o.reason === 'nack')) channel.discard();
     return judged;
-  }
-
-  /** Nacks as `refused` (no attempt burnt), with the streak of refused publishes. */
-  private refusedFrom(outcomes: PublishOutcome[]): PublishOutcome[] {
-    const isNack = (o: PublishOutcome): boolean => o.kind === 'failed' && o.reason === 'nack';
-    if (!outcomes.some(isNack)) {
-      if (outcomes.some((o) => o.kind === 'confirmed' || o.kind === 'returned')) this.refusals = 0;
-      return outcomes;
-    }
-    this.refusals += 1;
-    const refused: PublishOutcome = {
-      kind: 'refused',
-      error: 'the broker refused the message (negative confirm: a queue full under x-overflow reject-publish, or unavailable)',
-      refusals: this.refusals,
-    };
-    return outcomes.map((o) => (isNack(o) ? refused : o));
   }
 
   private learnFromClose(channel: PublishChannel): void {

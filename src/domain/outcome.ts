@@ -24,11 +24,6 @@ export interface Failure {
  * - `failed`: a message-level failure that costs an attempt;
  * - `unconfirmed`: the connection or channel went away first: no verdict, no attempt
  *   burnt, the message stays pending for a later batch;
- * - `refused`: the broker nacked it (a negative confirm). RabbitMQ nacks for a reason of
- *   the queue's, never of the message's: a queue full under `x-overflow: reject-publish`
- *   (the nack carries no reason), or a queue process that failed. No attempt is burnt;
- *   `refusals` counts the publishes in a row the broker refused some of, so the wait
- *   grows while the queue stays full;
  * - `held`: never sent (the relay's ordering held it back);
  * - `expired`: never sent, its expires_at was reached.
  */
@@ -37,7 +32,6 @@ export type PublishOutcome =
   | { readonly kind: 'returned'; readonly replyText: string }
   | ({ readonly kind: 'failed' } & Failure)
   | { readonly kind: 'unconfirmed'; readonly error: string }
-  | { readonly kind: 'refused'; readonly error: string; readonly refusals: number }
   | { readonly kind: 'held' }
   | { readonly kind: 'expired' };
 

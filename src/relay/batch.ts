@@ -25,7 +25,7 @@ export interface BatchReport {
   readonly parkedBehindKey: number;
   /** Claimed rows waiting for an earlier message of their key in flight elsewhere, or held behind one of this batch. */
   readonly held: number;
-  /** Messages that got a verdict written: published, failed (dead included), expired or refused (waiting, no attempt burnt). */
+  /** Messages that got a verdict written: published, failed (dead included) or expired. */
   readonly settled: number;
   /** Messages were sent but none got a verdict (the broker went away mid-batch). */
   readonly noProgress: boolean;
@@ -86,7 +86,7 @@ export async function runBatch(
       return { plan, verdicts };
     });
     const marks = marksOf(plan.publish, verdicts);
-    const settled = new Set([...marks.published, ...marks.failed.map((f) => f.id), ...marks.expired, ...marks.refused]);
+    const settled = new Set([...marks.published, ...marks.failed.map((f) => f.id), ...marks.expired]);
     await inPhase('writes', claimed, async () => {
       await claim.markPublished(marks.published, settings.retentionMs === 0);
       await claim.markFailed(marks.failed);

@@ -11,8 +11,6 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
   if (report.claimed === 0) return;
   let published = 0;
   let unconfirmed = 0;
-  let refused = 0;
-  let refusedError: string | undefined;
   const expired: OutboxMessage[] = [];
   const failed: { message: OutboxMessage; error: string; dead: boolean }[] = [];
   report.verdicts.forEach((verdict, index) => {
@@ -33,10 +31,6 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
       case 'unconfirmed':
         unconfirmed += 1;
         break;
-      case 'refused':
-        refused += 1;
-        refusedError ??= verdict.error;
-        break;
       case 'expired':
         expired.push(message);
         break;
@@ -46,7 +40,6 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
     }
   });
   if (unconfirmed > 0) metrics.publishFailuresTotal.inc({ reason: 'connection_lost' }, unconfirmed);
-  if (refused > 0) metrics.publishFailuresTotal.inc({ reason: 'nack' }, refused);
   metrics.publishedTotal.inc(published);
   const dead = failed.filter((f) => f.dead);
   if (dead.length > 0) metrics.deadTotal.inc(dead.length);
@@ -56,19 +49,10 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
   }
   metrics.batchDurationSeconds.observe(report.durationMs / 1000);
   const ms = Math.round(report.durationMs);
-  if (failed.length > 0 || unconfirmed > 0 || refused > 0) {
+  if (failed.length > 0 || unconfirmed > 0) {
     const heldBehindKey = report.verdicts.filter((v) => v.kind === 'parked' || (v.kind === 'held' && v.cause === 'key')).length;
     log.warn(
-      {
-        published,
-        failed: failed.length,
-        dead: dead.length,
-        unconfirmed,
-        refused,
-        heldBehindKey,
-        firstError: failed[0]?.error ?? refusedError,
-        ms,
-      },
+      { published, failed: failed.length, dead: dead.length, unconfirmed, heldBehindKey, firstError: failed[0]?.error, ms },
       'batch had failures',
     );
   } else {

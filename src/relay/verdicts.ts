@@ -9,9 +9,6 @@ import { KeyStops } from './key-stops';
  * disagree):
  * - `published`: confirmed (or returned on a named exchange, counted as published);
  * - `failed`: an attempt burnt, retried after `retryInMs` or dead;
- * - `refused`: the broker nacked it (a full queue under `x-overflow: reject-publish`):
- *   not the message's fault, so no attempt is burnt and it never dies of it; it waits
- *   `retryInMs` (its next attempt pushed, like a parked row) and stops its key;
  * - `parked`: behind an earlier message of its key that failed: waits until it is due;
  * - `held`: left as it was for the next claim — behind an earlier message of its key
  *   that got no verdict (`key`), timed out while the broker blocked publishers
@@ -23,17 +20,10 @@ import { KeyStops } from './key-stops';
 export type Verdict =
   | { readonly kind: 'published'; readonly returned: boolean }
   | ({ readonly kind: 'failed'; readonly retryInMs: number; readonly dead: boolean; readonly returned: boolean } & Failure)
-  | { readonly kind: 'refused'; readonly retryInMs: number; readonly error: string }
   | { readonly kind: 'parked'; readonly until: ParkUntil }
   | { readonly kind: 'held'; readonly cause: 'key' | 'broker_blocked' | 'not_sent' }
   | { readonly kind: 'unconfirmed'; readonly error: string }
   | { readonly kind: 'expired' };
-
-/**
- * The longest wait of a refused message (ms). A queue full under reject-publish has room
- * again as soon as its consumers catch up: a longer wait would only add lag after that.
- */
-export const REFUSED_MAX_WAIT_MS = 30_000;
 
 /** The settings the decision reads. */
 export interface VerdictSettings {
@@ -63,7 +53,6 @@ function ownVerdict(
   message: OutboxMessage,
   outcome: PublishOutcome,
   settings: VerdictSettings,
-  backoff: BackoffPolicy,
   brokerWasBlocked: boolean,
 ): Verdict | OwnFailure {
   switch (outcome.kind) {
@@ -79,10 +68,6 @@ function ownVerdict(
       return { reason: outcome.reason, error: outcome.error, returned: false };
     case 'unconfirmed':
       return { kind: 'unconfirmed', error: outcome.error };
-    case 'refused':
-      // Backoff with full jitter over the refusals in a row, capped: it slows down while
-      // the queue stays full, and does not wait long once it has room.
-      return { kind: 'refused', error: outcome.error, retryInMs: Math.min(backoff.delayMs(outcome.refusals), REFUSED_MAX_WAIT_MS) };
     case 'held':
       return { kind: 'held', cause: 'not_sent' };
     case 'expired':
@@ -112,19 +97,14 @@ export function decideVerdicts(
       const until = stops.until(message);
       return until ? { kind: 'parked', until } : { kind: 'held', cause: 'key' };
     }
-    const own = ownVerdict(message, outcomes[index] as PublishOutcome, settings, backoff, brokerWasBlocked);
-    const timeLeft = message.expiresAt === undefined || message.expiresAt === null ? Infinity : Math.max(0, message.expiresAt - nowMs);
-    if ('kind' in own && own.kind === 'refused') {
-      const retryInMs = Math.min(own.retryInMs, timeLeft);
-      stops.stop(message, { inMs: retryInMs });
-      return { ...own, retryInMs };
-    }
+    const own = ownVerdict(message, outcomes[index] as PublishOutcome, settings, brokerWasBlocked);
     if ('kind' in own) {
       if (own.kind !== 'published' && own.kind !== 'expired') stops.stop(message);
       return own;
     }
     const attempts = message.attempts + 1;
     const dead = attempts >= settings.maxAttempts;
+    const timeLeft = message.expiresAt === undefined || message.expiresAt === null ? Infinity : Math.max(0, message.expiresAt - nowMs);
     const retryInMs = Math.min(backoff.delayMs(attempts), timeLeft);
     stops.stop(message, !dead ? { inMs: retryInMs } : settings.orderingOnDead === 'block' ? { forever: true } : undefined);
     return { kind: 'failed', ...own, retryInMs, dead };
@@ -141,22 +121,17 @@ export interface Marks {
   readonly held: number;
   /** Messages whose expires_at was reached: marked expired, never sent. */
   readonly expired: string[];
-  /** Messages the broker refused: parked (in `park` too), no attempt burnt. */
-  readonly refused: string[];
 }
 
 export function marksOf(messages: readonly OutboxMessage[], verdicts: readonly Verdict[]): Marks {
-  const marks: Marks = { published: [], failed: [], park: [], held: 0, expired: [], refused: [] };
+  const marks: Marks = { published: [], failed: [], park: [], held: 0, expired: [] };
   let held = 0;
   verdicts.forEach((verdict, index) => {
     const { id } = messages[index] as OutboxMessage;
     if (verdict.kind === 'published') marks.published.push(id);
     else if (verdict.kind === 'failed') marks.failed.push({ id, error: verdict.error, retryInMs: verdict.retryInMs, dead: verdict.dead });
     else if (verdict.kind === 'parked') marks.park.push({ id, until: verdict.until });
-    else if (verdict.kind === 'refused') {
-      marks.park.push({ id, until: { inMs: verdict.retryInMs } });
-      marks.refused.push(id);
-    } else if (verdict.kind === 'expired') marks.expired.push(id);
+    else if (verdict.kind === 'expired') marks.expired.push(id);
     else if (verdict.kind === 'held' && verdict.cause === 'key') held += 1;
   });
   return { ...marks, held };

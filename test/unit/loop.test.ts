@@ -113,20 +113,6 @@ describe('the relay loop, with fakes of the queue, the broker and the wake sourc
     expect(failed.map((v) => v.kind === 'failed' && v.dead)).toEqual([false, true]);
   });
 
-  test('refusals by the broker (a full queue) burn no attempt: the message waits, then is published, never dead', async () => {
-    const parts = setup({ maxAttempts: 2 });
-    let refusals = 0;
-    parts.broker.decide = () => (refusals < 4 ? { kind: 'refused', error: 'queue full', refusals: ++refusals } : { kind: 'confirmed' });
-    parts.queue.add(fakeMessage());
-    started(parts);
-    await waitFor('parts.queue.published().length === 1', () => parts.queue.published().length === 1, 5_000);
-    expect(parts.queue.rows[0]).toMatchObject({ attempts: 0, dead: false });
-    const verdicts = parts.reports.flatMap((r) => r.verdicts).map((v) => v.kind);
-    expect(verdicts).toEqual(['refused', 'refused', 'refused', 'refused', 'published']);
-    // A refusal got a verdict: the batch settled it, nothing stalls.
-    expect(parts.reports.filter((r) => r.claimed > 0).every((r) => r.settled === 1)).toBe(true);
-  });
-
   test('stop() with nothing in flight resolves at once, stops claiming and is idempotent', async () => {
     const parts = setup();
     parts.loop.start();

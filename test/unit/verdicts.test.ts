@@ -1,6 +1,6 @@
 import type { OutboxMessage } from '../../src/domain/message';
 import type { PublishOutcome } from '../../src/domain/outcome';
-import { decideMarks, decideVerdicts, REFUSED_MAX_WAIT_MS, type VerdictSettings } from '../../src/relay/verdicts';
+import { decideMarks, type VerdictSettings } from '../../src/relay/verdicts';
 
 function msg(id: number, options: { key?: string; exchange?: string; attempts?: number } = {}): OutboxMessage {
   return {
@@ -48,38 +48,8 @@ test('a returned event is published (OUTBOX_UNROUTABLE=publish) or fails (retry)
 test('no verdict (connection lost, or a timeout while the broker blocked publishers) burns no attempt', () => {
   const timeout: PublishOutcome = { kind: 'failed', reason: 'timeout', error: 'no confirm' };
   const marks = decideMarks([msg(1), msg(2)], [{ kind: 'unconfirmed', error: 'gone' }, timeout], SETTINGS, backoff, true);
-  expect(marks).toEqual({ published: [], failed: [], park: [], held: 0, expired: [], refused: [] });
+  expect(marks).toEqual({ published: [], failed: [], park: [], held: 0, expired: [] });
   expect(decideMarks([msg(2)], [timeout], SETTINGS, backoff, false).failed).toHaveLength(1);
-});
-
-describe('a refusal by the broker (a nack: a queue full under reject-publish) is not the fault of the message', () => {
-  const refused = (refusals: number): PublishOutcome => ({ kind: 'refused', error: 'queue full', refusals });
-
-  test('no attempt is burnt, never dead: the message waits (parked) a backoff over the refusals in a row', () => {
-    const marks = decideMarks([msg(1, { attempts: 2 }), msg(2)], [refused(3), ok], SETTINGS, backoff, false);
-    expect(marks.failed).toEqual([]);
-    expect(marks.published).toEqual(['2']);
-    expect(marks.refused).toEqual(['1']);
-    expect(marks.park).toEqual([{ id: '1', until: { inMs: 300 } }]);
-  });
-
-  test('the wait is capped (a queue with room again is used soon), and never passes the expiry', () => {
-    const long = { delayMs: () => 10 * REFUSED_MAX_WAIT_MS };
-    const [capped] = decideVerdicts([msg(1)], [refused(40)], SETTINGS, long, false, 0);
-    expect(capped).toMatchObject({ kind: 'refused', retryInMs: REFUSED_MAX_WAIT_MS });
-    const [expiring] = decideVerdicts([{ ...msg(1), expiresAt: 1_000 }], [refused(40)], SETTINGS, long, false, 0);
-    expect(expiring).toMatchObject({ kind: 'refused', retryInMs: 1_000 });
-  });
-
-  test('it stops its key: the later messages of the key wait behind it, other keys go on', () => {
-    const batch = [msg(1, { key: 'K' }), msg(2, { key: 'K' }), msg(3, { key: 'L' })];
-    const marks = decideMarks(batch, [refused(1), ok, ok], SETTINGS, backoff, false);
-    expect(marks.published).toEqual(['3']);
-    expect(marks.park).toEqual([
-      { id: '1', until: { inMs: 100 } },
-      { id: '2', until: { inMs: 100 } },
-    ]);
-  });
 });
 
 describe('within a key, the first message that does not go through stops the rest of the batch', () => {
