@@ -1,13 +1,13 @@
 /**
- * `npm run bench [-- --quick] [-- --only replay|failover]`: throughput, latency, scale and producer cost of
+ * `npm run bench [-- --quick] [-- --only replay|failover|tracing [--baseline <rev>]]`: throughput, latency, scale and producer cost of
  * outbox-relay against the local PostgreSQL and RabbitMQ, each figure against a bare
  * amqplib publisher measured in the same run. Prints progress and a final table; writes
  * bench/results/latest.json and latest.md. Numbers, not pass/fail: the exit code is 0
  * unless a scenario breaks.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'amqplib';
 import {
@@ -26,7 +26,7 @@ import {
 import { consumerThroughput } from './consumer';
 import { failoverRun } from './failover';
 import { replayBeside, type ReplayResult } from './replay';
-import { tracingRuns } from './tracing';
+import { tracingRuns, type TracingArm, type TracingRun } from './tracing';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
 
 const quick = process.argv.includes('--quick');
@@ -47,6 +47,34 @@ const CONSUMER_COUNT = quick ? 2_000 : 5_000;
 const FAILOVER_COUNT = quick ? 10_000 : 20_000;
 /** Published messages replayed while a relay drains as many new ones. */
 const REPLAY_COUNT = quick ? 5_000 : 20_000;
+/** `--only tracing --baseline <rev>`: also drain with the relay built from `<rev>` (a commit without tracing code). */
+const baselineRev = process.argv.includes('--baseline') ? process.argv[process.argv.indexOf('--baseline') + 1] : undefined;
+
+/**
+ * Builds `rev` in a git worktree of its own (this checkout's node_modules linked in) and
+ * returns its CLI; `remove()` deletes the worktree.
+ */
+function buildBaseline(rev: string): { bin: string; remove: () => void } {
+  const root = join(__dirname, '..');
+  const dir = mkdtempSync(join(tmpdir(), 'outbox-baseline-'));
+  const git = (...args: string[]): void => void execFileSync('git', args, { cwd: root, stdio: 'ignore' });
+  git('worktree', 'add', '--detach', dir, rev);
+  const remove = (): void => {
+    git('worktree', 'remove', '--force', dir);
+  };
+  try {
+    symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'));
+    execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], {
+      cwd: dir,
+      stdio: 'inherit',
+    });
+  } catch (err) {
+    remove();
+    throw err;
+  }
+  return { bin: join(dir, 'bin', 'outbox-relay.js'), remove };
+}
+
 /** Messages per drain of `--only tracing`. */
 const TRACING_COUNT = 50_000;
 
@@ -139,14 +167,20 @@ async function tracingBench(pool: ReturnType<typeof newPool>, started: number, e
   console.log(
     `\ntracing: ${fmt(count)} messages drained by one relay, tracing off and on (OTLP/HTTP JSON to a local receiver), alternated`,
   );
-  const runs = await tracingRuns(pool, count, REPS + 1);
+  const before = baselineRev === undefined ? undefined : buildBaseline(baselineRev);
+  let runs: TracingRun[];
+  try {
+    runs = await tracingRuns(pool, count, REPS + 1, before?.bin);
+  } finally {
+    before?.remove();
+  }
   await pool.end();
   for (const r of runs) {
     console.log(
       `  ${r.tracing.padEnd(3)} ${fmt(r.rate)} msg/s, relay ${r.cpu.relay.toFixed(1)} µs/msg, machine ${r.cpu.machine.toFixed(1)} µs/msg, ${fmt(r.spans)} spans`,
     );
   }
-  const of = (tracing: 'off' | 'on'): { rate: Figure; relay: Figure; machine: Figure } => {
+  const of = (tracing: TracingArm): { rate: Figure; relay: Figure; machine: Figure } => {
     const chosen = runs.filter((r) => r.tracing === tracing);
     return {
       rate: figure(chosen.map((r) => r.rate)),
@@ -156,6 +190,13 @@ async function tracingBench(pool: ReturnType<typeof newPool>, started: number, e
   };
   const off = of('off');
   const on = of('on');
+  if (before) {
+    const b = of('before');
+    console.log(
+      `\nbefore (${baselineRev}, no tracing code): median ${fmt(b.rate.median)} msg/s (${spread(b.rate)}), relay ${b.relay.median.toFixed(1)} µs/msg (${b.relay.min.toFixed(1)}–${b.relay.max.toFixed(1)})` +
+        `; tracing off against it: rate ${ratio(off.rate.median, b.rate.median)}, relay CPU ${ratio(off.relay.median, b.relay.median)}`,
+    );
+  }
   console.log(
     `\noff: median ${fmt(off.rate.median)} msg/s (${spread(off.rate)}), relay ${off.relay.median.toFixed(1)} µs/msg (${off.relay.min.toFixed(1)}–${off.relay.max.toFixed(1)})` +
       `\non:  median ${fmt(on.rate.median)} msg/s (${spread(on.rate)}), relay ${on.relay.median.toFixed(1)} µs/msg (${on.relay.min.toFixed(1)}–${on.relay.max.toFixed(1)})` +

@@ -56,6 +56,8 @@ export async function drain(
   keys: number,
   relays: number,
   env: Record<string, string> = {},
+  /** Another build's bin/outbox-relay.js (the tracing bench's baseline). */
+  bin?: string,
 ): Promise<DrainResult> {
   const topo = await topology();
   const outbox = await outboxSchema(pool);
@@ -63,7 +65,7 @@ export async function drain(
     await checkpoint(pool);
     await insertBacklog(pool, outbox.schema, topo.exchange, count, keys);
     const processes = await Promise.all(
-      Array.from({ length: relays }, () => startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env })),
+      Array.from({ length: relays }, () => startRelay({ OUTBOX_SCHEMA: outbox.schema, OUTBOX_LOG_LEVEL: 'warn', ...env }, bin)),
     );
     try {
       await Promise.all(processes.map((p) => p.ready()));

@@ -65,13 +65,17 @@ export async function topology(): Promise<{ exchange: string; queue: string; bro
  * `outbox-relay run` as a separate process, as in production, on the bench services;
  * an exit nobody asked for is reported with the relay's last output.
  */
-export async function startRelay(env: Record<string, string>): Promise<RelayProcess> {
-  const relay = await RelayProcess.start({
-    OUTBOX_DATABASE_URL: DATABASE_URL,
-    OUTBOX_AMQP_URL: AMQP_URL,
-    OUTBOX_HTTP_HOST: '127.0.0.1',
-    ...env,
-  });
+export async function startRelay(env: Record<string, string>, bin?: string): Promise<RelayProcess> {
+  const relay = await RelayProcess.start(
+    {
+      OUTBOX_DATABASE_URL: DATABASE_URL,
+      OUTBOX_AMQP_URL: AMQP_URL,
+      OUTBOX_HTTP_HOST: '127.0.0.1',
+      ...env,
+    },
+    ['run'],
+    bin,
+  );
   void relay.exited.then(() => {
     if (relay.crashed) console.error(`relay exited unexpectedly: ${relay.lastOutput(20)}`);
   });

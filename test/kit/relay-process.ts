@@ -47,12 +47,12 @@ export class RelayProcess {
   /**
    * Starts `outbox-relay <args>` (default `run`) with exactly `env` plus PATH. When `env`
    * sets no OUTBOX_HTTP_PORT (or 0), a free port is chosen here, so that `port` is known
-   * without reading the logs.
+   * without reading the logs. `bin` runs another build (the bench's baseline of an earlier commit).
    */
-  static async start(env: NodeJS.ProcessEnv, args: readonly string[] = ['run']): Promise<RelayProcess> {
+  static async start(env: NodeJS.ProcessEnv, args: readonly string[] = ['run'], bin = BIN): Promise<RelayProcess> {
     const configured = Number(env['OUTBOX_HTTP_PORT'] ?? '0');
     const port = configured > 0 ? configured : await freePort();
-    const child = spawn(process.execPath, [...PRODUCTION_NODE_FLAGS, BIN, ...args], {
+    const child = spawn(process.execPath, [...PRODUCTION_NODE_FLAGS, bin, ...args], {
       env: { PATH: process.env['PATH'], ...env, OUTBOX_HTTP_PORT: String(port) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
