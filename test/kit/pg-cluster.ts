@@ -201,6 +201,43 @@ export class PgCluster {
     return node;
   }
 
+  /**
+   * Makes a new streaming standby of `primary` (`pg_basebackup -R`, a directory and a
+   * port of its own) and resolves once it streams: after a failover, the topology is two
+   * nodes again, ready for the next one. Replication is asynchronous until
+   * `makeSynchronous(primary)`.
+   */
+  async addStandby(primary: PgNode): Promise<PgNode> {
+    const name = `standby-${this.nodes.length + 1}`;
+    return this.startStandby(name, primary);
+  }
+
+  /** Stops `node` if it runs (immediate) and removes its data directory; its log stays for failure messages. */
+  async discard(node: PgNode): Promise<void> {
+    if (node.pid() !== undefined) await this.kill(node);
+    rmSync(node.dataDir, { recursive: true, force: true });
+  }
+
+  /**
+   * Resolves once every standby of `primary` has flushed all the WAL the primary had
+   * inserted when called: every commit acknowledged before then, also those made while
+   * replication was asynchronous, is on a standby.
+   */
+  async standbysFlushed(primary: PgNode, timeoutMs = 30_000): Promise<void> {
+    const [row] = await primary.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
+    await waitFor(
+      `the standbys of port ${primary.port} flushed up to ${row?.lsn}`,
+      async () => {
+        const rows = await primary.query<{ flushed: boolean }>('SELECT flush_lsn >= $1::pg_lsn AS flushed FROM pg_stat_replication', [
+          row?.lsn,
+        ]);
+        return rows.length > 0 && rows.every((r) => r.flushed);
+      },
+      timeoutMs,
+      20,
+    );
+  }
+
   /** Starts `node` (pg_ctl start -w). */
   async start(node: PgNode): Promise<void> {
     try {

@@ -17,10 +17,11 @@ export class TcpProxy {
   latencyMs = 0;
   port = 0;
   private untrack: () => void = () => undefined;
+  private closing: Promise<void> | undefined;
 
   constructor(
-    private readonly targetHost: string,
-    private readonly targetPort: number,
+    private targetHost: string,
+    private targetPort: number,
   ) {
     this.server = createServer((client) => this.accept(client));
   }
@@ -102,9 +103,23 @@ export class TcpProxy {
     this.refusing = false;
   }
 
-  async close(): Promise<void> {
-    this.cut();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.untrack();
+  /**
+   * Sends new connections to `host:port` from now on (the proxy's own port stays): a
+   * stable address in front of a service that moves, such as the database node that
+   * takes a failed one's place. Open connections keep their upstream.
+   */
+  retarget(host: string, port: number): void {
+    this.targetHost = host;
+    this.targetPort = port;
+  }
+
+  /** Drops every connection and stops listening. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.cut();
+      await new Promise<void>((resolve) => this.server.close(() => resolve()));
+      this.untrack();
+    })();
+    return this.closing;
   }
 }
