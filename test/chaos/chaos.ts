@@ -6,7 +6,8 @@ import { testDatabaseUrl } from '../kit/services';
 import { TestBroker } from '../kit/test-broker';
 import { countFaults, runFaultSchedule, type FaultKind } from './faults';
 import { checkInvariants, type Delivery } from './invariants';
-import { createAggregates, startProducers } from './producers';
+import { ChaosDatabase } from './pg-failover';
+import { createAggregates, resolveUnknownCommits, startProducers } from './producers';
 import { seededRandom } from './random';
 import { startRelays } from './relays';
 import { amqpChannels, processResources, relayDatabaseConnections, type ProcessResources } from './resources';
@@ -20,8 +21,9 @@ import { sleep } from './sleep';
  * received.
  *
  * The parts: producers.ts (the producers), relays.ts (the relays and their proxies),
- * faults.ts (the fault schedule), invariants.ts (the checks at the end); this module
- * runs them in turn and reports.
+ * faults.ts (the fault schedule), invariants.ts (the checks at the end), and with
+ * `--pg-failover` pg-failover.ts (the run's own primary and standby); this module runs
+ * them in turn and reports.
  */
 export interface ChaosOptions {
   readonly seconds: number;
@@ -34,6 +36,12 @@ export interface ChaosOptions {
    * faults (`npm run chaos -- --rabbit-cluster`; about 20 s more to start the cluster).
    */
   readonly rabbitCluster?: boolean;
+  /**
+   * Runs producers, relays and checks against a PostgreSQL primary and synchronous
+   * standby of its own (test/chaos/pg-failover.ts), instead of the machine's database,
+   * and adds the failover to the faults (`npm run chaos -- --pg-failover`).
+   */
+  readonly pgFailover?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -56,6 +64,12 @@ export interface ChaosReport {
   readonly resources: { readonly start: Resources; readonly end: Resources };
   /** Relay 0's RSS (MiB) once per fault, to tell growth from a one-off peak. */
   readonly rssSamples: readonly number[];
+  /** With `pgFailover`: the producers' transactions a failover interrupted, and how the unknown commits turned out. */
+  readonly producerInterruptions?: {
+    readonly total: number;
+    readonly unknownCommits: number;
+    readonly unknownCommitted: number;
+  };
   readonly violations: readonly string[];
 }
 
@@ -68,13 +82,22 @@ interface Resources {
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const rabbit = options.rabbitCluster ? await RabbitCluster.start() : undefined;
   try {
-    return await runWith(options, rabbit);
+    const database = options.pgFailover ? await ChaosDatabase.start() : undefined;
+    try {
+      return await runWith(options, rabbit, database);
+    } finally {
+      await database?.close();
+    }
   } finally {
     await rabbit?.stop();
   }
 }
 
-async function runWith(options: ChaosOptions, rabbit: RabbitCluster | undefined): Promise<ChaosReport> {
+async function runWith(
+  options: ChaosOptions,
+  rabbit: RabbitCluster | undefined,
+  database: ChaosDatabase | undefined,
+): Promise<ChaosReport> {
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   // Two streams from one seed: the fault schedule does not depend on how many
   // transactions the producers managed meanwhile.
@@ -83,9 +106,12 @@ async function runWith(options: ChaosOptions, rabbit: RabbitCluster | undefined)
   const schema = `chaos_${options.seed.toString(16)}_${Date.now().toString(36)}`;
   const exchange = `chaos.${schema}`;
   const queue = `chaos.${schema}.all`;
-  const admin = new Pool({ connectionString: testDatabaseUrl(), max: 12 });
+  // With a database of its own, the producers and the checks follow its primary too.
+  const admin = database ? database.clientPool(12) : new Pool({ connectionString: testDatabaseUrl(), max: 12 });
   const violations: string[] = [];
-  log(`chaos: seed ${options.seed}, ${options.seconds} s, schema ${schema}${rabbit ? `, RabbitMQ cluster ${rabbit.dir}` : ''}`);
+  log(
+    `chaos: seed ${options.seed}, ${options.seconds} s, schema ${schema}${rabbit ? `, RabbitMQ cluster ${rabbit.dir}` : ''}${database ? `, PostgreSQL primary and synchronous standby ${database.root}` : ''}`,
+  );
 
   await migrateSchema(admin, schema);
   await createAggregates(admin, schema);
@@ -107,7 +133,12 @@ async function runWith(options: ChaosOptions, rabbit: RabbitCluster | undefined)
   const deliveries: Delivery[] = [];
   await broker.consume(queue, (msg) => deliveries.push({ id: String(msg.properties.messageId), at: Date.now() }));
 
-  const cluster = await startRelays(schema, options.seed, rabbit?.urls);
+  const cluster = await startRelays(
+    schema,
+    options.seed,
+    rabbit?.urls,
+    database ? { url: database.relayUrl, proxy: database.relayProxy } : undefined,
+  );
   const { relays, dbProxy, brokerProxy, appId, waitReady } = cluster;
   if ((await waitReady(30_000)).length > 0) throw new Error('relays did not become ready');
 
@@ -120,7 +151,7 @@ async function runWith(options: ChaosOptions, rabbit: RabbitCluster | undefined)
   });
 
   // Producers.
-  const producers = startProducers(admin, schema, exchange, producerRandom, options.rate ?? 120);
+  const producers = startProducers(admin, schema, exchange, producerRandom, options.rate ?? 120, database !== undefined);
   const { written, rolledBack } = producers;
   // Resource figures once every relay has published (channels open lazily).
   await sleep(3_000);
@@ -137,8 +168,10 @@ async function runWith(options: ChaosOptions, rabbit: RabbitCluster | undefined)
     violations,
     log,
     rabbit,
+    database,
   });
   await producers.stop();
+  const unknownCommitted = await resolveUnknownCommits(admin, schema, producers);
   log(`chaos: faults over; ${written.length} committed, ${rolledBack.length} rolled back; waiting for the relays to catch up`);
 
   // Quiet: everything committed must arrive.
@@ -180,6 +213,15 @@ async function runWith(options: ChaosOptions, rabbit: RabbitCluster | undefined)
     relaysNotReady: notReady.length,
     resources: { start: startResources, end: endResources },
     rssSamples,
+    ...(database
+      ? {
+          producerInterruptions: {
+            total: producers.interrupted(),
+            unknownCommits: producers.unknown.length,
+            unknownCommitted,
+          },
+        }
+      : {}),
     violations,
   };
 
@@ -213,6 +255,11 @@ export function formatReport(r: ChaosReport): string {
     `resources at start: ${res(r.resources.start)}`,
     `resources at end:   ${res(r.resources.end)}`,
     `relay 0 RSS over the run (MiB, per fault): ${summarise(r.rssSamples)}`,
+    ...(r.producerInterruptions
+      ? [
+          `producer transactions a failover interrupted ${r.producerInterruptions.total}: ${r.producerInterruptions.total - r.producerInterruptions.unknownCommits} before COMMIT (rolled back), ${r.producerInterruptions.unknownCommits} during COMMIT (${r.producerInterruptions.unknownCommitted} found committed)`,
+        ]
+      : []),
     r.violations.length === 0 ? 'OK: every invariant holds' : `VIOLATIONS (seed ${r.seed}):\n  ${r.violations.join('\n  ')}`,
   ].join('\n');
 }

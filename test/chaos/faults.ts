@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import type { RabbitCluster } from '../kit/rabbit-cluster';
+import type { ChaosDatabase } from './pg-failover';
 import type { Written } from './producers';
 import { between, pick } from './random';
 import { SHUTDOWN_TIMEOUT_MS, type ChaosRelays } from './relays';
 import { processResources } from './resources';
 import { sleep } from './sleep';
 
-export type FaultKind = 'kill -9' | 'SIGTERM' | 'broker cut' | 'database cut' | 'broker slow' | 'poison' | 'node loss';
+export type FaultKind = 'kill -9' | 'SIGTERM' | 'broker cut' | 'database cut' | 'broker slow' | 'poison' | 'node loss' | 'failover';
 
 const KINDS: readonly FaultKind[] = ['kill -9', 'SIGTERM', 'broker cut', 'database cut', 'broker slow', 'poison'];
 
@@ -36,12 +37,19 @@ export interface FaultTargets {
    * and starts it again.
    */
   readonly rabbit?: RabbitCluster;
+  /**
+   * The PostgreSQL primary and synchronous standby the run uses, when it has them
+   * (`--pg-failover`): the schedule then also kills the primary, promotes the standby and
+   * makes a new standby (ChaosDatabase.failover).
+   */
+  readonly database?: ChaosDatabase;
 }
 
 /**
  * The fault schedule: for `seconds`, a fault drawn from `random` every 1.5–4 s (relays
- * killed or stopped and restarted, a proxy cut or slowed, a poison message, and with a
- * RabbitMQ cluster a node killed -9 and started again); relays that
+ * killed or stopped and restarted, a proxy cut or slowed, a poison message, with a
+ * RabbitMQ cluster a node killed -9 and started again, with a database of the run's own
+ * a failover to its standby); relays that
  * crashed meanwhile are violations, and restarted. Returns the faults and relay 0's RSS
  * once per fault.
  */
@@ -50,8 +58,9 @@ export async function runFaultSchedule(
   seconds: number,
   targets: FaultTargets,
 ): Promise<{ faults: Fault[]; rssSamples: number[] }> {
-  const { cluster, relay0Pid, admin, schema, exchange, written, violations, log, rabbit } = targets;
-  const kinds: readonly FaultKind[] = rabbit ? [...KINDS, 'node loss'] : KINDS;
+  const { cluster, relay0Pid, admin, schema, exchange, written, violations, log, rabbit, database } = targets;
+  // Without the flags, the draw list (and so a seed's schedule) is the default one.
+  const kinds: readonly FaultKind[] = [...KINDS, ...(rabbit ? (['node loss'] as const) : []), ...(database ? (['failover'] as const) : [])];
   const { relays, dbProxy, brokerProxy, restart } = cluster;
   const faults: Fault[] = [];
   const rssSamples: number[] = [];
@@ -88,6 +97,8 @@ export async function runFaultSchedule(
       await sleep(between(random, 500, 3_000));
       await rabbit.restartNode(node);
       (fault as { detail: string }).detail = `node ${node + 1} killed -9, back after ${Date.now() - fault.start} ms`;
+    } else if (kind === 'failover' && database) {
+      (fault as { detail: string }).detail = await database.failover();
     } else if (kind === 'broker slow') {
       brokerProxy.latencyMs = Math.round(between(random, 50, 400));
       (fault as { detail: string }).detail = `${brokerProxy.latencyMs} ms`;
@@ -119,8 +130,7 @@ export async function runFaultSchedule(
 
 /** How many faults of each kind the schedule caused. */
 export function countFaults(faults: readonly Fault[]): Record<FaultKind, number> {
-  return Object.fromEntries([...KINDS, 'node loss' as const].map((k) => [k, faults.filter((f) => f.kind === k).length])) as Record<
-    FaultKind,
-    number
-  >;
+  return Object.fromEntries(
+    [...KINDS, 'node loss' as const, 'failover' as const].map((k) => [k, faults.filter((f) => f.kind === k).length]),
+  ) as Record<FaultKind, number>;
 }

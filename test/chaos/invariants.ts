@@ -11,7 +11,11 @@ export interface Delivery {
 
 /** Everything a run wrote and received, and the state it ended in. */
 export interface RunRecord {
-  /** Committed messages, poison ones excluded. */
+  /**
+   * Committed messages, poison ones excluded. A producer's commit of unknown outcome (its
+   * connection died during COMMIT: `--pg-failover`) is here when the database holds its
+   * row at the end, in `rolledBack` otherwise (producers.ts, resolveUnknownCommits).
+   */
   readonly good: readonly Written[];
   readonly rolledBack: readonly string[];
   readonly poisonIds: readonly string[];

@@ -8,8 +8,11 @@ import { sleep } from './sleep';
 export const PUBLISH_TIMEOUT_MS = 2_000;
 export const SHUTDOWN_TIMEOUT_MS = 3_000;
 
-/** What the faults do to the broker's side: all of its proxies at once when the broker is a cluster. */
-export interface BrokerProxy {
+/**
+ * What the faults do to a service's side (the broker's, the database's): all of its
+ * proxies at once when the service has several nodes.
+ */
+export interface FaultProxy {
   cut(): void;
   restore(): void;
   latencyMs: number;
@@ -17,7 +20,7 @@ export interface BrokerProxy {
 }
 
 /** One proxy per node of a cluster, cut, restored and slowed together (a network fault between the relays and the cluster). */
-class ProxyGroup implements BrokerProxy {
+export class ProxyGroup implements FaultProxy {
   constructor(readonly proxies: readonly TcpProxy[]) {}
 
   cut(): void {
@@ -45,8 +48,8 @@ class ProxyGroup implements BrokerProxy {
 export interface ChaosRelays {
   /** Relay i (restarted in place: `restart(i)` puts the new process here). */
   readonly relays: RelayProcess[];
-  readonly dbProxy: TcpProxy;
-  readonly brokerProxy: BrokerProxy;
+  readonly dbProxy: FaultProxy;
+  readonly brokerProxy: FaultProxy;
   /** OUTBOX_APP_ID of every relay (names their AMQP connections). */
   readonly appId: string;
   /** Polls /readyz of every relay until all answer 200 or `deadlineMs` passes; the indexes of those not ready. */
@@ -55,18 +58,38 @@ export interface ChaosRelays {
   restart(index: number): Promise<void>;
 }
 
+/** A database of the run's own, already behind proxies (`--pg-failover`: test/chaos/pg-failover.ts). */
+export interface RelayDatabase {
+  /** OUTBOX_DATABASE_URL of every relay: through `proxy`. */
+  readonly url: string;
+  /** What a database cut acts on. */
+  readonly proxy: FaultProxy;
+}
+
+/** The machine's PostgreSQL behind a proxy of its own: the default run. */
+async function machineDatabase(): Promise<RelayDatabase> {
+  const proxy = await TcpProxy.inFrontOf(testDatabaseUrl());
+  return { url: proxy.url(testDatabaseUrl()), proxy };
+}
+
 /**
  * Starts the three relays behind their proxies. With `clusterUrls` (the nodes of a
  * RabbitMQ cluster) each relay gets every node, through a proxy per node, in an order
  * that starts at the second or third node (the first one, where the run's consumer
- * reads, is never killed): a node loss takes relays' connections with it.
+ * reads, is never killed): a node loss takes relays' connections with it. With
+ * `database` the relays use it instead of the machine's PostgreSQL.
  */
-export async function startRelays(schema: string, seed: number, clusterUrls?: readonly string[]): Promise<ChaosRelays> {
+export async function startRelays(
+  schema: string,
+  seed: number,
+  clusterUrls?: readonly string[],
+  database?: RelayDatabase,
+): Promise<ChaosRelays> {
   // Relays reach both services only through proxies: that is where faults happen.
-  const dbProxy = await TcpProxy.inFrontOf(testDatabaseUrl());
+  const { url: databaseUrl, proxy: dbProxy } = database ?? (await machineDatabase());
   const nodeUrls = clusterUrls ?? [testAmqpUrl()];
   const proxies = await Promise.all(nodeUrls.map((url) => TcpProxy.inFrontOf(url)));
-  const brokerProxy: BrokerProxy = clusterUrls ? new ProxyGroup(proxies) : proxies[0]!;
+  const brokerProxy: FaultProxy = clusterUrls ? new ProxyGroup(proxies) : proxies[0]!;
   const proxied = nodeUrls.map((url, i) => proxies[i]!.url(url));
   const amqpUrl = (index: number): string => {
     if (proxied.length === 1) return proxied[0]!;
@@ -76,7 +99,7 @@ export async function startRelays(schema: string, seed: number, clusterUrls?: re
   const appId = `chaos-${seed}`;
   const ports = await Promise.all([0, 1, 2].map(() => freePort()));
   const relayEnv = (index: number): NodeJS.ProcessEnv => ({
-    OUTBOX_DATABASE_URL: dbProxy.url(testDatabaseUrl()),
+    OUTBOX_DATABASE_URL: databaseUrl,
     OUTBOX_AMQP_URL: amqpUrl(index),
     OUTBOX_SCHEMA: schema,
     OUTBOX_HTTP_HOST: '127.0.0.1',
