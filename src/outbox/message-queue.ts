@@ -3,7 +3,7 @@ import { qualified } from '../db/sql';
 import { withPoolTransaction } from '../db/transaction';
 import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
 import { errorMessage } from '../errors';
-import { relayStatements, type NamedStatement, type RelayStatementKey } from './relay-statements';
+import { relayStatements, type RelayStatement, type RelayStatementKey } from './relay-statements';
 import { toMessage, type ClaimedRow } from './rows';
 import { DUE, PENDING, UNPARKED } from './sql';
 
@@ -55,12 +55,11 @@ const RELAXED_COMMIT = `SELECT set_config('synchronous_commit', 'off', true) WHE
 export class ClaimSession {
   constructor(
     private readonly client: ClientBase,
-    private readonly statements: Readonly<Record<RelayStatementKey, NamedStatement>>,
+    private readonly statements: Readonly<Record<RelayStatementKey, RelayStatement>>,
   ) {}
 
   private run<R extends object>(key: RelayStatementKey, values: unknown[]): Promise<{ rows: R[] }> {
-    const { name, text } = this.statements[key];
-    return this.client.query<R>({ name, text, values });
+    return this.client.query<R>(this.statements[key].text, values);
   }
 
   /** Locks and returns up to `limit` due messages; the transaction holds the locks. */
@@ -132,7 +131,7 @@ export class ClaimSession {
  * parameter; the schema is an escaped identifier.
  */
 export class MessageQueue {
-  private readonly statements: Readonly<Record<RelayStatementKey, NamedStatement>>;
+  private readonly statements: Readonly<Record<RelayStatementKey, RelayStatement>>;
   private readonly table: string;
   private readonly openClaims = new Set<PoolClient>();
 
@@ -148,15 +147,13 @@ export class MessageQueue {
 
   /** Whether any message is due. */
   async peek(): Promise<boolean> {
-    const { name, text } = this.statements.peek;
-    const { rows } = await this.pool.query<{ due: boolean }>({ name, text });
+    const { rows } = await this.pool.query<{ due: boolean }>(this.statements.peek.text);
     return rows[0]?.due ?? false;
   }
 
   /** The oldest due message, locked or not; undefined when none is due. */
   async oldestDue(): Promise<{ id: string; messageId: string } | undefined> {
-    const { name, text } = this.statements.oldestDue;
-    const { rows } = await this.pool.query<{ id: string; message_id: string }>({ name, text });
+    const { rows } = await this.pool.query<{ id: string; message_id: string }>(this.statements.oldestDue.text);
     const row = rows[0];
     return row && { id: row.id, messageId: row.message_id };
   }

@@ -1,10 +1,13 @@
-import { createHash } from 'node:crypto';
 import { qualified } from '../db/sql';
 import { DUE, PENDING } from './sql';
 
-/** A statement node-postgres prepares once per connection (it has a name). */
-export interface NamedStatement {
-  readonly name: string;
+/**
+ * A hot statement. Unnamed on purpose: a named prepared statement lives in one server
+ * session, and behind a transaction-pooling PgBouncer the next transaction may run on
+ * another (PgBouncer 1.18 answers `prepared statement … does not exist`). PostgreSQL
+ * plans each one anew; the cost is in the README's Performance section.
+ */
+export interface RelayStatement {
   readonly text: string;
 }
 
@@ -86,18 +89,8 @@ function texts(table: string): Record<RelayStatementKey, string> {
   };
 }
 
-const snakeCase = (key: string): string => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-
-/**
- * The relay's hot statements for one schema, each with its prepared-statement name.
- * Names are per connection; the schema's hash in them keeps two schemas used over one
- * connection apart while staying under PostgreSQL's 63-byte names.
- */
-export function relayStatements(schema: string): Readonly<Record<RelayStatementKey, NamedStatement>> {
-  const suffix = createHash('sha1').update(schema).digest('hex').slice(0, 12);
-  const entries = Object.entries(texts(qualified(schema, 'messages'))).map(([key, text]) => [
-    key,
-    { name: `outbox_${snakeCase(key)}_${suffix}`, text },
-  ]);
-  return Object.freeze(Object.fromEntries(entries) as Record<RelayStatementKey, NamedStatement>);
+/** The relay's hot statements for one schema. */
+export function relayStatements(schema: string): Readonly<Record<RelayStatementKey, RelayStatement>> {
+  const entries = Object.entries(texts(qualified(schema, 'messages'))).map(([key, text]) => [key, { text }]);
+  return Object.freeze(Object.fromEntries(entries) as Record<RelayStatementKey, RelayStatement>);
 }
