@@ -65,6 +65,13 @@ GRANT USAGE ON SCHEMA :"schema" TO :"relay_role";
 GRANT SELECT, UPDATE, DELETE ON :"schema".messages TO :"relay_role";
 GRANT SELECT ON :"schema".schema_migrations TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON :"schema".audit TO :"relay_role";
+-- The replicas' coordination (README "Replicas"): the leader's lease is read and renewed,
+-- every replica registers itself. A standby that finds the leader frozen ends its
+-- sessions with pg_terminate_backend, which needs no grant when all replicas use this one
+-- role (a role may end its own sessions); replicas under different roles need
+-- pg_signal_backend instead.
+GRANT SELECT, UPDATE ON :"schema".relay_lease TO :"relay_role";
+GRANT SELECT, INSERT, UPDATE, DELETE ON :"schema".relay_replicas TO :"relay_role";
 
 -- `outbox-relay selftest` (README: Self-test) inserts a canary message, then claims,
 -- marks and deletes it: it needs the relay role's privileges above AND INSERT on

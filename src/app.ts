@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { BrokerConnection } from './broker/connection';
 import { RelayBroker } from './broker/relay-broker';
 import type { Config } from './config/load-config';
@@ -11,11 +13,13 @@ import { HttpServer } from './observability/http-server';
 import type { Logger } from './observability/logger';
 import { createMetrics, type RelayMetrics } from './observability/metrics';
 import { StatsPoller } from './observability/stats-poller';
+import { FleetStore, replicaApplicationName } from './outbox/fleet-store';
 import { MessageQueue } from './outbox/message-queue';
 import { OperatorStore } from './outbox/operator-store';
 import { missingPrivileges } from './outbox/privileges';
 import { CleanupJob } from './outbox/retention';
 import { Wakeup } from './outbox/wakeup';
+import { Leadership } from './relay/leadership';
 import { RelayLoop } from './relay/loop';
 import { observeBatch } from './relay/observer';
 import { systemClock } from './relay/ports';
@@ -27,6 +31,12 @@ import { unrefSleep } from './util/delay';
 
 /** Batches in flight per relay: the next claim overlaps the previous batch's confirms. */
 const CONCURRENCY = 2;
+/**
+ * Pool connections beyond one per batch in flight: the peeks, the gauges, the lease
+ * renewal and the cleanup share it. With the leader lock's connection and the LISTEN
+ * connection, a leader holds at most CONCURRENCY + 3 connections; a standby holds one.
+ */
+const SHARED_CONNECTIONS = 1;
 /** How often the lag/pending/dead gauges are refreshed (ms). */
 const STATS_INTERVAL_MS = 5_000;
 /** Beyond the publish timeout, how long a claim transaction may sit idle before PostgreSQL ends it (ms). */
@@ -40,6 +50,8 @@ export interface RelayTuning {
   readonly concurrency?: number;
   /** Refresh period of the lag/pending/dead gauges (ms). Default 5000. */
   readonly statsIntervalMs?: number;
+  /** The package version this replica registers (relay_replicas.version). Default "unknown". */
+  readonly version?: string;
 }
 
 /** A running relay process, as `outbox-relay run` (or a test) holds it. */
@@ -47,6 +59,8 @@ export interface RunningRelay {
   readonly port: number;
   readonly metrics: RelayMetrics;
   readonly health: RelayHealth;
+  /** This replica's id (relay_replicas, the application_name of its connections). */
+  readonly replicaId: string;
   /** Resolves once the schema is verified and the loop runs; rejects if it cannot start. */
   readonly started: Promise<void>;
   /** Graceful shutdown (SIGTERM): stop claiming, finish or abandon, close. Idempotent. */
@@ -67,7 +81,13 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
   const concurrency = tuning.concurrency ?? CONCURRENCY;
   const metrics = createMetrics();
   const health = new RelayHealth(metrics, config.publishTimeoutMs + config.pollIntervalMs + 60_000);
-  const database = createDatabase(config.databaseUrl, concurrency + 2, log.child({ component: 'db' }));
+  const replicaId = randomBytes(6).toString('hex');
+  const database = createDatabase(
+    config.databaseUrl,
+    concurrency + SHARED_CONNECTIONS,
+    log.child({ component: 'db' }),
+    replicaApplicationName(replicaId),
+  );
   const pool = database.pool;
   const queue = new MessageQueue(pool, config.schema, config.publishTimeoutMs + IDLE_CLAIM_MARGIN_MS);
   const operator = new OperatorStore(config.schema);
@@ -78,23 +98,19 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     onStateChange: (up) => health.setBrokerUp(up),
   });
   const broker = new RelayBroker(connection, config.appId);
-  const wakeup = new Wakeup(() => database.newClient('outbox-relay-listen'), config.schema, log.child({ component: 'listen' }));
+  const wakeup = new Wakeup(
+    () => database.newClient(replicaApplicationName(replicaId, 'listen')),
+    config.schema,
+    log.child({ component: 'listen' }),
+  );
+  const fleet = new FleetStore(
+    pool,
+    config.schema,
+    { replicaId, host: hostname(), pid: process.pid, version: tuning.version ?? 'unknown' },
+    () => database.newClient(replicaApplicationName(replicaId, 'lease')),
+  );
   const relayLog = log.child({ component: 'relay' });
   const tracing = startTracing(tracingSettings(config), config.schema, log.child({ component: 'tracing' }));
-  const loop = new RelayLoop(
-    { ...config, concurrency },
-    {
-      queue,
-      broker,
-      wake: wakeup,
-      backoff: fullJitterBackoff(config.backoffBaseMs, config.backoffMaxMs),
-      health,
-      log: relayLog,
-      clock: systemClock,
-      onBatch: (report) => observeBatch(report, metrics, relayLog, systemClock.now()),
-      tracer: tracing?.tracer,
-    },
-  );
   const deadHoldsKey = config.orderingOnDead === 'block';
   const stats = new StatsPoller(
     () => operator.stats(pool, deadHoldsKey),
@@ -103,7 +119,50 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     tuning.statsIntervalMs ?? STATS_INTERVAL_MS,
     () => operator.lag(pool),
   );
-  const cleanup = new CleanupJob(pool, config, log.child({ component: 'cleanup' }), (deleted) => metrics.cleanupDeletedTotal.inc(deleted));
+  const fleetLog = log.child({ component: 'fleet' });
+  // Only the leader listens, refreshes the outbox gauges and shows them (a standby's would be stale).
+  const leadership = new Leadership(
+    fleet,
+    replicaId,
+    {
+      onLead: () => {
+        health.setLeading(true);
+        wakeup.start();
+        stats.start();
+      },
+      onFollow: () => {
+        health.setLeading(false);
+        void Promise.all([wakeup.unlisten(), stats.stop()]).catch((err: unknown) =>
+          fleetLog.debug({ err: errorMessage(err) }, 'cannot stop listening'),
+        );
+      },
+      onDatabase: (up) => health.setDatabaseUp(up),
+    },
+    fleetLog,
+  );
+  health.setLeading(false);
+  const loop = new RelayLoop(
+    { ...config, concurrency },
+    {
+      queue,
+      broker,
+      wake: wakeup,
+      backoff: fullJitterBackoff(config.backoffBaseMs, config.backoffMaxMs),
+      health,
+      leadership,
+      log: relayLog,
+      clock: systemClock,
+      onBatch: (report) => observeBatch(report, metrics, relayLog, systemClock.now()),
+      tracer: tracing?.tracer,
+    },
+  );
+  const cleanup = new CleanupJob(
+    pool,
+    config,
+    log.child({ component: 'cleanup' }),
+    (deleted) => metrics.cleanupDeletedTotal.inc(deleted),
+    () => leadership.leading,
+  );
   const http = new HttpServer(metrics, health, log.child({ component: 'http' }));
   const port = await http.listen(config.httpHost, config.httpPort);
   const startup = new AbortController();
@@ -125,10 +184,10 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     }
     health.setDatabaseUp(true);
     connection.start();
-    wakeup.start();
+    leadership.start();
     loop.start();
-    stats.start();
     cleanup.start();
+    await leadership.firstTurn;
     log.info(
       { schema: config.schema, batchSize: config.batchSize, pollIntervalMs: config.pollIntervalMs, maxAttempts: config.maxAttempts },
       'relay started',
@@ -147,6 +206,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
       startup.abort();
       await step('startup', () => started.catch(() => undefined));
       await step('relay loop', () => loop.stop());
+      await step('lease', () => leadership.stop());
       if (tracing) await step('flush traces', () => flushTraces(tracing, config.shutdownTimeoutMs, log));
       await step('listener, gauges, cleanup', () => Promise.all([wakeup.stop(), stats.stop(), cleanup.stop()]));
       await step('broker connection', () => connection.close());
@@ -157,7 +217,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     })();
     return stopping;
   };
-  return { port, metrics, health, started, stop, shutdownStep: () => shutdownStep };
+  return { port, metrics, health, replicaId, started, stop, shutdownStep: () => shutdownStep };
 }
 
 /**

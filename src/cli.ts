@@ -246,7 +246,7 @@ function version(): string {
  * newer than this build, exits 1 with the instruction.
  */
 async function runDaemon(config: Config, log: Logger): Promise<void> {
-  const relay = await startRelay(config, log);
+  const relay = await startRelay(config, log, { version: version() });
   let signals = 0;
   const done = new Promise<void>((resolve, reject) => {
     const onSignal = (signal: NodeJS.Signals): void => {

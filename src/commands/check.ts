@@ -46,7 +46,7 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
       report(
         missing.length === 0,
         missing.length === 0
-          ? `role may claim, mark and delete in ${quoteIdent(config.schema)}.messages`
+          ? `role may claim, mark and delete in ${quoteIdent(config.schema)}.messages and coordinate with the other replicas (relay_lease, relay_replicas)`
           : `role lacks ${missing.join(', ')}`,
       );
       const missingAudit = await missingAuditPrivileges(pool, config.schema);

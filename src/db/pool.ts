@@ -25,6 +25,21 @@ export interface Database {
   newClient(applicationName: string): Client;
 }
 
+/**
+ * `databaseUrl` without an `application_name` in its query: node-postgres lets the URL's
+ * win over the one it is given, and the relay's connections carry names of its own
+ * (`outbox-relay <replica id>`), which the replicas use to tell one another's sessions.
+ */
+export function withoutApplicationName(databaseUrl: string): string {
+  const question = databaseUrl.indexOf('?');
+  if (question < 0) return databaseUrl;
+  const kept = databaseUrl
+    .slice(question + 1)
+    .split('&')
+    .filter((pair) => !/^application_name=/i.test(pair));
+  return kept.length === 0 ? databaseUrl.slice(0, question) : `${databaseUrl.slice(0, question)}?${kept.join('&')}`;
+}
+
 /** Whether `target` needs the host picker: several hosts, or a host whose role is checked. */
 function needsPicker(target: DatabaseTarget): boolean {
   return target.hosts.length > 1 || target.targetSessionAttrs !== 'any';
@@ -37,9 +52,11 @@ function needsPicker(target: DatabaseTarget): boolean {
  * `HostPicker` shared by the pool and every client of `newClient`, so that all of them
  * follow a failover together (db/host-picker.ts).
  */
-export function createDatabase(databaseUrl: string, max: number, log: Logger): Database {
-  const base = connectionConfig(databaseUrl);
-  const target = parseDatabaseUrl(databaseUrl);
+export function createDatabase(databaseUrl: string, max: number, log: Logger, applicationName?: string): Database {
+  // With a name of its own, every connection carries it (see withoutApplicationName).
+  const url = applicationName === undefined ? databaseUrl : withoutApplicationName(databaseUrl);
+  const base = connectionConfig(url, applicationName);
+  const target = parseDatabaseUrl(url);
   let ClientClass: new (config?: ClientConfig) => Client = Client;
   let config: ClientConfig = base;
   if (needsPicker(target)) {

@@ -10,6 +10,7 @@ export class RelayHealth {
   private broker = false;
   private lastBeat = Date.now();
   private running = false;
+  private leader = false;
   /** Why the relay is not ready although its dependencies are up (stalled, its writes fail), by kind. */
   private readonly problems = new Map<'stalled' | 'writes', string>();
 
@@ -35,6 +36,17 @@ export class RelayHealth {
   setBrokerUp(up: boolean): void {
     this.broker = up;
     this.metrics.up.set({ dependency: 'broker' }, up ? 1 : 0);
+  }
+
+  /** Whether this replica leads (claims and publishes) or stands by. */
+  setLeading(leading: boolean): void {
+    this.leader = leading;
+    this.metrics.leader.set(leading ? 1 : 0);
+    this.metrics.showOutboxGauges(leading);
+  }
+
+  get leading(): boolean {
+    return this.leader;
   }
 
   get databaseUp(): boolean {

@@ -30,7 +30,8 @@ export class HttpServer {
       } else if (path === '/readyz') {
         const ok = this.health.ready();
         const problems = this.health.problemLines().map((line) => `${line}\n`);
-        const body = `database=${this.health.databaseUp ? 'up' : 'down'} broker=${this.health.brokerUp ? 'up' : 'down'}\n${problems.join('')}`;
+        const role = this.health.leading ? 'leader' : 'standby';
+        const body = `database=${this.health.databaseUp ? 'up' : 'down'} broker=${this.health.brokerUp ? 'up' : 'down'} role=${role}\n${problems.join('')}`;
         res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(body);
       } else {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz or /readyz\n');

@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import { FAILURE_REASONS } from '../domain/outcome';
 
 /** Every metric the README's "Metrics and health" lists, registered on a registry of its own (never the global one). */
@@ -23,6 +23,14 @@ export interface RelayMetrics {
   readonly gaugeRefreshFailuresTotal: Counter<'part'>;
   /** When the table gauges of each part were last refreshed (Unix seconds). */
   readonly gaugeLastRefreshSeconds: Gauge<'part'>;
+  /** 1 while this replica leads (publishes for the outbox), 0 while it stands by. */
+  readonly leader: Gauge;
+  /**
+   * Shows or hides the gauges that describe the outbox table (lag, pending, dead,
+   * expired, blocked keys, their refresh time): only the leading replica reads the table,
+   * so only its scrape has them; a standby's would be stale. Shown by default.
+   */
+  showOutboxGauges(show: boolean): void;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): RelayMetrics {
@@ -111,7 +119,28 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
       labelNames: ['part'],
       registers,
     }),
+    leader: new Gauge({
+      name: 'outbox_leader',
+      help: 'Whether this replica leads (1: it claims, publishes, refreshes the outbox gauges and runs the cleanup) or stands by (0).',
+      registers,
+    }),
+    showOutboxGauges: (show) => {
+      for (const metric of outboxGauges) {
+        const name = (metric as unknown as { name: string }).name;
+        const registered = registry.getSingleMetric(name) !== undefined;
+        if (show && !registered) registry.registerMetric(metric);
+        else if (!show && registered) registry.removeSingleMetric(name);
+      }
+    },
   };
+  const outboxGauges: readonly Metric[] = [
+    metrics.lagSeconds,
+    metrics.pendingMessages,
+    metrics.deadMessages,
+    metrics.expiredMessages,
+    metrics.blockedKeys,
+    metrics.gaugeLastRefreshSeconds,
+  ];
   // Every label value exists from the start, so rate() and alerts see zeros, not gaps.
   for (const reason of FAILURE_REASONS) metrics.publishFailuresTotal.inc({ reason }, 0);
   for (const state of ['due', 'delayed']) metrics.pendingMessages.set({ state }, 0);
@@ -121,6 +150,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
     metrics.gaugeLastRefreshSeconds.set({ part }, 0);
   }
   metrics.lagSeconds.set(0);
+  metrics.leader.set(0);
   metrics.deadMessages.set(0);
   metrics.expiredMessages.set(0);
   metrics.blockedKeys.set(0);

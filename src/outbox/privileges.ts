@@ -5,10 +5,11 @@ import { qualified, quoteIdent } from '../db/sql';
 const WRITTEN_COLUMNS = ['published_at', 'attempts', 'last_error', 'next_attempt_at', 'dead_at'] as const;
 
 /**
- * What the connected role lacks of the privileges the relay needs on `<schema>.messages`:
- * USAGE on the schema, SELECT, UPDATE of the columns it writes (table- or column-level
- * grants both count), DELETE (retention cleanup, or delete at publish). One entry per
- * missing privilege, named as GRANT would name it; empty when nothing is missing.
+ * What the connected role lacks of the privileges the relay needs: USAGE on the schema;
+ * on `<schema>.messages` SELECT, UPDATE of the columns it writes (table- or column-level
+ * grants both count), DELETE (retention cleanup, or delete at publish); on the replicas'
+ * tables what coordinating takes. One entry per missing privilege (per table for the
+ * replicas' tables), named as GRANT would name it; empty when nothing is missing.
  */
 export async function missingPrivileges(db: Pool | ClientBase, schema: string): Promise<string[]> {
   const table = qualified(schema, 'messages');
@@ -27,7 +28,26 @@ export async function missingPrivileges(db: Pool | ClientBase, schema: string): 
   const notUpdatable = WRITTEN_COLUMNS.filter((_, i) => !row.upd[i]);
   if (notUpdatable.length > 0) missing.push(`UPDATE (${notUpdatable.join(', ')}) on ${table}`);
   if (!row.del) missing.push(`DELETE on ${table}`);
+  if (!row.usage) return missing;
+  for (const [name, privileges] of FLEET_PRIVILEGES) missing.push(...(await missingOn(db, qualified(schema, name), privileges)));
   return missing;
+}
+
+/** The replicas' coordination (migration 0005): the lease is read and renewed, each replica registers itself. */
+const FLEET_PRIVILEGES: readonly (readonly [string, readonly string[]])[] = [
+  ['relay_lease', ['SELECT', 'UPDATE']],
+  ['relay_replicas', ['SELECT', 'INSERT', 'UPDATE', 'DELETE']],
+];
+
+/** What the connected role lacks of `privileges` on `table`: one entry naming them as GRANT would, or none. */
+async function missingOn(db: Pool | ClientBase, table: string, privileges: readonly string[]): Promise<string[]> {
+  const { rows } = await db.query<{ granted: boolean[] }>(
+    `SELECT ARRAY(SELECT has_table_privilege($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n) AS granted`,
+    [table, privileges],
+  );
+  const granted = rows[0]?.granted ?? [];
+  const missing = privileges.filter((_, i) => granted[i] !== true);
+  return missing.length === 0 ? [] : [`${missing.join(', ')} on ${table}`];
 }
 
 /** What the operator commands and the cleanup do with `<schema>.audit`, as GRANT names it. */
@@ -40,12 +60,5 @@ const AUDIT_PRIVILEGES = ['SELECT', 'INSERT', 'UPDATE', 'DELETE'] as const;
  * would; empty when nothing is missing.
  */
 export async function missingAuditPrivileges(db: Pool | ClientBase, schema: string): Promise<string[]> {
-  const table = qualified(schema, 'audit');
-  const { rows } = await db.query<{ granted: boolean[] }>(
-    `SELECT ARRAY(SELECT has_table_privilege($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n) AS granted`,
-    [table, AUDIT_PRIVILEGES],
-  );
-  const granted = rows[0]?.granted ?? [];
-  const missing = AUDIT_PRIVILEGES.filter((_, i) => granted[i] !== true);
-  return missing.length === 0 ? [] : [`${missing.join(', ')} on ${table}`];
+  return missingOn(db, qualified(schema, 'audit'), AUDIT_PRIVILEGES);
 }

@@ -1,6 +1,7 @@
 import cron, { type ScheduledTask } from 'node-cron';
 import type { ClientBase, Pool } from 'pg';
 import { ADVISORY_LOCK_NAMESPACE, qualified } from '../db/sql';
+import { inTransaction } from '../db/transaction';
 import { errorMessage } from '../errors';
 import { isTransientDatabaseError } from '../retry/classify';
 import type { Logger } from '../observability/logger';
@@ -80,27 +81,42 @@ async function deleteSettledBefore(
   retentionMs: number,
   batchSize: number,
   shouldStop: () => boolean,
-): Promise<{ published: number; expired: number }> {
+): Promise<{ published: number; expired: number } | undefined> {
   const table = qualified(schema, 'messages');
   const { rows } = await client.query<{ cutoff: string }>(`SELECT (now() - $1 * interval '1 millisecond')::text AS cutoff`, [retentionMs]);
   const cutoff = rows[0]?.cutoff as string;
   const bound = await firstIdCreatedFrom(client, table, cutoff);
   const total = { published: 0, expired: 0 };
+  let first = true;
   for (let from = await nextId(client, table, 0n); from !== undefined && from < bound;) {
     // A window of `batchSize` ids: the statement's work is bounded by the window, whatever
     // plan PostgreSQL picks (a table not yet analyzed gets a bitmap scan of the range).
-    const until = from + BigInt(batchSize) < bound ? from + BigInt(batchSize) : bound;
-    const { rows: deleted } = await client.query<{ expired: boolean }>(
-      `DELETE FROM ${table} WHERE id IN (
-         SELECT id FROM ${table}
-          WHERE id >= $1::bigint AND id < $2::bigint AND (published_at < $3::timestamptz OR expired_at < $3::timestamptz)
-            FOR UPDATE SKIP LOCKED)
-       RETURNING expired_at IS NOT NULL AS expired`,
-      [from.toString(), until.toString(), cutoff],
-    );
-    const expired = deleted.filter((d) => d.expired).length;
-    total.expired += expired;
-    total.published += deleted.length - expired;
+    const start = from;
+    const until = start + BigInt(batchSize) < bound ? start + BigInt(batchSize) : bound;
+    // Each window is a transaction that takes the cleanup lock first: while another
+    // cleaner's window runs, it deletes nothing and says so (no session lock, so this
+    // works behind a transaction-pooling PgBouncer). The lock is tried before the DELETE,
+    // which would wait for whatever holds the table.
+    const window = await inTransaction(client, async () => {
+      const { rows: lock } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS locked', [
+        ADVISORY_LOCK_NAMESPACE,
+        `cleanup:${schema}`,
+      ]);
+      if (lock[0]?.locked !== true) return undefined;
+      const { rows: deleted } = await client.query<{ expired: boolean }>(
+        `DELETE FROM ${table} WHERE id IN (
+           SELECT id FROM ${table}
+            WHERE id >= $1::bigint AND id < $2::bigint AND (published_at < $3::timestamptz OR expired_at < $3::timestamptz)
+              FOR UPDATE SKIP LOCKED)
+         RETURNING expired_at IS NOT NULL AS expired`,
+        [start.toString(), until.toString(), cutoff],
+      );
+      return { deleted: deleted.length, expired: deleted.filter((d) => d.expired).length };
+    });
+    if (window === undefined) return first ? undefined : total;
+    first = false;
+    total.expired += window.expired;
+    total.published += window.deleted - window.expired;
     if (shouldStop()) break;
     from = await nextId(client, table, until);
   }
@@ -131,9 +147,10 @@ export async function runCleanup(
 
 /**
  * One retention cleanup: published and expired messages older than `retentionMs`, then
- * the audit entries older than `auditRetentionMs(retentionMs)`. Among all replicas one
- * cleans at a time: a session advisory lock, tried, never waited for, and the deletes run
- * on the connection that holds it. Undefined when another relay is cleaning.
+ * the audit entries older than `auditRetentionMs(retentionMs)`. Only the leading replica
+ * runs it on schedule; should `outbox-relay cleanup` run at the same time, each window of
+ * deletes takes a transaction-level advisory lock first, tried, never waited for.
+ * Undefined when another cleaner held it at the first window.
  */
 export async function cleanupOnce(
   pool: Pool,
@@ -142,14 +159,10 @@ export async function cleanupOnce(
   shouldStop: () => boolean = () => false,
 ): Promise<CleanupReport | undefined> {
   const client = await pool.connect();
-  const lockKey = [ADVISORY_LOCK_NAMESPACE, `cleanup:${schema}`];
-  let locked = false;
   let failure: Error | undefined;
   try {
-    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', lockKey);
-    locked = rows[0]?.locked ?? false;
-    if (!locked) return undefined;
     const messages = await deleteSettledBefore(client, schema, retentionMs, CLEANUP_BATCH_SIZE, shouldStop);
+    if (messages === undefined) return undefined;
     if (shouldStop()) return { ...messages, auditEntries: 0 };
     // After the messages, on its own: a role without privileges on the audit table still
     // cleans them, and their count is still reported (each DELETE is its own transaction).
@@ -163,8 +176,6 @@ export async function cleanupOnce(
     failure = err instanceof Error ? err : new Error(String(err));
     throw err;
   } finally {
-    if (locked && !failure) await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', lockKey).catch(() => undefined);
-    // A failed connection is destroyed, which also ends its session lock.
     client.release(failure);
   }
 }
@@ -183,6 +194,8 @@ export class CleanupJob {
     private readonly log: Logger,
     /** Told how many rows each run deleted (the cleanup counter). */
     private readonly onDeleted: (count: number) => void = () => undefined,
+    /** Whether this replica cleans: only the leader does. */
+    private readonly shouldRun: () => boolean = () => true,
   ) {}
 
   start(): void {
@@ -203,6 +216,7 @@ export class CleanupJob {
   }
 
   async runOnce(): Promise<void> {
+    if (!this.shouldRun()) return;
     const started = Date.now();
     try {
       const report = await cleanupOnce(this.pool, this.settings.schema, this.settings.retentionMs, () => this.stopped);

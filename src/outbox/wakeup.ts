@@ -25,8 +25,10 @@ const SELF_TEST_TIMEOUT_MS = 3_000;
 export class Wakeup {
   private generationCounter = 0;
   private readonly waiters = new Waiters();
-  private readonly controller = new AbortController();
-  private running: Promise<void> | undefined;
+  /** The LISTEN loop while listening (only the leading replica listens). */
+  private listening: { readonly controller: AbortController; readonly done: Promise<void> } | undefined;
+  /** LISTEN/NOTIFY was found not to reach this relay: said once, never tried again. */
+  private unavailable = false;
 
   constructor(
     /** A new, unconnected client (db/pool.ts: with a multi-host URL, to the host the pool uses). */
@@ -55,13 +57,23 @@ export class Wakeup {
     return abortableDelay(ms, signal, this.waiters.subscribe);
   }
 
-  /** Starts listening in the background (idempotent). */
+  /** Starts listening in the background (idempotent); a no-op once LISTEN was found not to work here. */
   start(): void {
-    this.running ??= this.listenLoop();
+    if (this.listening || this.unavailable) return;
+    const controller = new AbortController();
+    this.listening = { controller, done: this.listenLoop(controller.signal) };
   }
 
-  private async listenLoop(): Promise<void> {
-    const signal = this.controller.signal;
+  /** Stops listening (a replica that stops leading); waiters keep working on their timers. */
+  async unlisten(): Promise<void> {
+    const listening = this.listening;
+    this.listening = undefined;
+    if (!listening) return;
+    listening.controller.abort();
+    await listening.done;
+  }
+
+  private async listenLoop(signal: AbortSignal): Promise<void> {
     const channel = notifyChannel(this.schema);
     let failures = 0;
     while (!signal.aborted) {
@@ -95,10 +107,12 @@ export class Wakeup {
         await client.query(`LISTEN ${client.escapeIdentifier(channel)}`);
         await client.query('SELECT pg_notify($1, $2)', [channel, selfTestPayload]);
         if (!(await selfTest)) {
+          if (signal.aborted) return; // stopped meanwhile: the self-test proves nothing
           this.log.warn(
             { channel },
             'LISTEN/NOTIFY does not reach this relay (behind a transaction-pooling PgBouncer?): relying on peeking for new messages',
           );
+          this.unavailable = true;
           await client.end().catch(() => undefined);
           return;
         }
@@ -124,8 +138,8 @@ export class Wakeup {
 
   /** Stops listening and wakes every waiter. Idempotent. */
   async stop(): Promise<void> {
-    this.controller.abort();
+    const done = this.unlisten();
     this.waiters.wakeAll();
-    await this.running;
+    await done;
   }
 }

@@ -6,7 +6,7 @@ import { isTransientDatabaseError } from '../retry/classify';
 import { abortableDelay, unrefSleep, Waiters } from '../util/delay';
 import { runBatch, type BatchReport, type BatchSettings } from './batch';
 import { BatchFault } from './faults';
-import type { BrokerPort, Clock, HealthPort, QueuePort, WakePort } from './ports';
+import type { BrokerPort, Clock, HealthPort, LeadershipPort, QueuePort, WakePort } from './ports';
 import { nextStep, type Streaks, type Turn } from './schedule';
 import { Recovery } from './recovery';
 import { StallWatch, type DueHead } from './stall';
@@ -19,6 +19,8 @@ const HOT_WINDOW_MS = 2_000;
 const STALL_CHECK_MS = 1_000;
 /** How long abandoned batches get to roll back before their connections are dropped (ms). */
 const ABANDON_GRACE_MS = 2_000;
+/** A standby's workers look up this often at most (ms): becoming the leader wakes them at once. */
+const STANDBY_WAIT_MS = 5_000;
 
 /** The settings the loop reads; a subset of `Config`. */
 export interface LoopSettings extends BatchSettings {
@@ -36,6 +38,8 @@ export interface LoopDeps {
   readonly wake: WakePort;
   readonly backoff: BackoffPolicy;
   readonly health: HealthPort;
+  /** Whether this replica leads (only the leader claims); absent: it always does (tests of the loop alone). */
+  readonly leadership?: LeadershipPort;
   readonly log: Logger;
   readonly clock: Clock;
   /** Told about every committed batch (metrics and logs). */
@@ -89,6 +93,11 @@ export class RelayLoop {
     let streaks: Streaks = { consecutiveErrors: 0, consecutiveHeld: 0 };
     while (!signal.aborted) {
       health.beat();
+      if (!this.leading) {
+        // A standby: no claims, no peeks. Becoming the leader wakes it at once.
+        await this.deps.leadership?.waitUntilLeading(signal, STANDBY_WAIT_MS);
+        continue;
+      }
       if (!broker.connected) {
         // Wake now and then while waiting: the loop is not stuck, /healthz stays 200.
         await broker.waitUntilConnected(signal, this.settings.pollIntervalMs);
@@ -107,6 +116,11 @@ export class RelayLoop {
       else if (next.sleep) await abortableDelay(next.delayMs, signal);
       else await wake.wait(next.delayMs, signal, seen);
     }
+  }
+
+  /** Whether this replica may claim now. */
+  private get leading(): boolean {
+    return this.deps.leadership?.leading ?? true;
   }
 
   private async batchTurn(worker: number, consecutiveErrors: number): Promise<Turn> {
@@ -174,6 +188,12 @@ export class RelayLoop {
   /** Reads the oldest due message for the stall check (every second while running). */
   private async checkStall(): Promise<void> {
     const { queue, health, broker } = this.deps;
+    if (!this.leading) {
+      // The leader watches the outbox; a standby reports no stall of its own.
+      this.stall.observe(undefined, false);
+      this.reportStall();
+      return;
+    }
     let head: DueHead | undefined;
     try {
       head = await queue.oldestDue();
@@ -213,7 +233,7 @@ export class RelayLoop {
       const hot = worker === 0 && clock.now() - this.lastFoundAt < HOT_WINDOW_MS;
       if (hot || worker !== 0) await wake.wait(hot ? HOT_POLL_MS : this.settings.pollIntervalMs, signal, seen);
       else await this.idleWait(signal, seen);
-      if (wake.generation !== seen || signal.aborted || worker !== 0) return;
+      if (wake.generation !== seen || signal.aborted || worker !== 0 || !this.leading) return;
       try {
         if (await queue.peek()) return;
       } catch {

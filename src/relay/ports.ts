@@ -1,4 +1,5 @@
 import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
+import type { LeaderTerm, LockAttempt } from '../domain/fleet';
 import type { Preflight, PublishOutcome } from '../domain/outcome';
 
 /**
@@ -85,4 +86,30 @@ export interface HealthPort {
   setDatabaseUp(up: boolean): void;
   /** Reports (a reason) or clears (undefined) why the relay is not ready while its dependencies are up. */
   setProblem(kind: 'stalled' | 'writes', reason: string | undefined): void;
+}
+
+/** The replicas' coordination in the database (outbox/fleet-store.ts); see relay/leadership.ts. */
+export interface LeasePort {
+  /** Tries the leader lock; when won it stays held until `releaseLock` or until its connection is lost. */
+  tryLock(): Promise<LockAttempt>;
+  releaseLock(): Promise<void>;
+  /** Records this replica, holder of the lock, as the leader (a new epoch). */
+  claim(ttlMs: number): Promise<LeaderTerm>;
+  /** Extends the lease of `epoch`; false when another replica took over since. */
+  renew(epoch: string, ttlMs: number): Promise<boolean>;
+  /** Ends the lease of `epoch` (graceful stop). */
+  release(epoch: string): Promise<void>;
+  /** Ends the sessions of a leader whose lease expired (it froze); returns how many. */
+  fence(holder: string): Promise<number>;
+  /** Registers this replica or refreshes its row. */
+  heartbeat(leading: boolean): Promise<void>;
+  unregister(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Whether this replica may claim now (it leads and its lease is running), as the loop asks it. */
+export interface LeadershipPort {
+  readonly leading: boolean;
+  /** Resolves once this replica leads, after `maxWaitMs`, or when `signal` aborts. */
+  waitUntilLeading(signal: AbortSignal, maxWaitMs: number): Promise<void>;
 }

@@ -53,6 +53,8 @@ describe('check', () => {
       await fx.pool.query(`GRANT UPDATE (published_at, attempts, last_error, next_attempt_at, dead_at) ON ${table} TO ${role}`);
       await fx.pool.query(`GRANT SELECT ON ${schema}.schema_migrations TO ${role}`);
       await fx.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${schema}.audit TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, UPDATE ON ${schema}.relay_lease TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${schema}.relay_replicas TO ${role}`);
       const asRole = new URL(testDatabaseUrl());
       asRole.username = role;
       asRole.password = '';
@@ -85,6 +87,8 @@ describe('check', () => {
       await fx.pool.query(`GRANT SELECT, UPDATE, DELETE ON ${fx.table} TO ${role}`);
       await fx.pool.query(`GRANT SELECT ON ${schema}.schema_migrations TO ${role}`);
       await fx.pool.query(`GRANT SELECT, UPDATE ON ${schema}.audit TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, UPDATE ON ${schema}.relay_lease TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${schema}.relay_replicas TO ${role}`);
       const asRole = new URL(testDatabaseUrl());
       asRole.username = role;
       asRole.password = '';
@@ -101,6 +105,35 @@ describe('check', () => {
       const granted = await cli(['check'], envFor(fx.schema, { OUTBOX_DATABASE_URL: asRole.toString() }));
       expect(granted).toMatchObject({ code: 0, stderr: '' });
       expect(granted.stdout).toMatch(/^ok +role may read and write the audit trail /m);
+    } finally {
+      await fx.pool.query(`DROP OWNED BY ${role}`);
+      await fx.pool.query(`DROP ROLE ${role}`);
+    }
+  });
+
+  test("a role that may relay but lacks privileges on the replicas' tables: check fails naming each one, and a relay will not start", async () => {
+    const role = uniqueName('no_fleet');
+    const schema = `"${fx.schema}"`;
+    await fx.pool.query(`CREATE ROLE ${role} LOGIN`);
+    try {
+      await fx.pool.query(`GRANT USAGE ON SCHEMA ${schema} TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, UPDATE, DELETE ON ${fx.table} TO ${role}`);
+      await fx.pool.query(`GRANT SELECT ON ${schema}.schema_migrations TO ${role}`);
+      await fx.pool.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${schema}.audit TO ${role}`);
+      await fx.pool.query(`GRANT SELECT ON ${schema}.relay_lease TO ${role}`);
+      const asRole = new URL(testDatabaseUrl());
+      asRole.username = role;
+      asRole.password = '';
+
+      const result = await cli(['check'], envFor(fx.schema, { OUTBOX_DATABASE_URL: asRole.toString() }));
+      expectOneLineFailure(result, 1);
+      const failing = lines(result.stdout).filter((l) => !/^ok\b/.test(l));
+      expect(failing).toEqual([
+        `FAIL  role lacks UPDATE on ${schema}."relay_lease", SELECT, INSERT, UPDATE, DELETE on ${schema}."relay_replicas"`,
+      ]);
+      const run = await cli(['run'], envFor(fx.schema, { OUTBOX_DATABASE_URL: asRole.toString(), OUTBOX_HTTP_PORT: '0' }));
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(`lacks UPDATE on ${schema}."relay_lease"`);
     } finally {
       await fx.pool.query(`DROP OWNED BY ${role}`);
       await fx.pool.query(`DROP ROLE ${role}`);
