@@ -246,7 +246,18 @@ function version(): string {
  * newer than this build, exits 1 with the instruction.
  */
 async function runDaemon(config: Config, log: Logger): Promise<void> {
-  const relay = await startRelay(config, log, { version: version() });
+  // A signal that comes while the relay starts (a rolling restart of a replica that just
+  // came up) stops it as soon as it has started, instead of killing it mid-start.
+  const early: NodeJS.Signals[] = [];
+  const onEarlySignal = (signal: NodeJS.Signals): void => {
+    early.push(signal);
+  };
+  process.on('SIGTERM', onEarlySignal);
+  process.on('SIGINT', onEarlySignal);
+  const relay = await startRelay(config, log, { version: version() }).finally(() => {
+    process.off('SIGTERM', onEarlySignal);
+    process.off('SIGINT', onEarlySignal);
+  });
   let signals = 0;
   const done = new Promise<void>((resolve, reject) => {
     const onSignal = (signal: NodeJS.Signals): void => {
@@ -267,6 +278,7 @@ async function runDaemon(config: Config, log: Logger): Promise<void> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    for (const signal of early) onSignal(signal);
     relay.started.catch((err: unknown) => {
       void relay.stop().finally(() => reject(err));
     });

@@ -18,6 +18,13 @@ export function connectionConfig(databaseUrl: string, applicationName = 'outbox-
   };
 }
 
+/**
+ * A pooled connection unused this long is closed (ms): a standby, which needs only its
+ * coordination connection, gives back what its start used within seconds; a leader keeps
+ * the connection its peeks use warm.
+ */
+const IDLE_CONNECTION_MS = 10_000;
+
 /** A pool and the way to open single connections (LISTEN) to the host the pool uses. */
 export interface Database {
   readonly pool: Pool;
@@ -65,7 +72,7 @@ export function createDatabase(databaseUrl: string, max: number, log: Logger, ap
     // User, password, database and parameters; the host and port are the picker's.
     config = { ...base, connectionString: target.hosts[0]?.url };
   }
-  const poolConfig: PoolConfig = { ...config, max, idleTimeoutMillis: 30_000, Client: ClientClass as new () => Client };
+  const poolConfig: PoolConfig = { ...config, max, idleTimeoutMillis: IDLE_CONNECTION_MS, Client: ClientClass as new () => Client };
   const pool = new Pool(poolConfig);
   pool.on('error', (err) => log.debug({ err: errorMessage(err) }, 'idle database connection failed'));
   // A checked-out client whose connection drops while no query runs (a claim
