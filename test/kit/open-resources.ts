@@ -1,6 +1,6 @@
 /**
  * What the kit opened and has not closed yet: relay processes, in-process relays, pg
- * pools, AMQP connections, TCP proxies, RabbitMQ clusters. Each kit class adds itself when it opens and
+ * pools, AMQP connections, TCP proxies, RabbitMQ clusters, PgBouncers. Each kit class adds itself when it opens and
  * removes itself when it closes; the leak check (leak-check-environment.ts) names
  * whatever is still here when a test file ends.
  *
@@ -12,7 +12,7 @@
 
 /** One thing the kit opened. */
 export interface OpenResource {
-  readonly kind: 'relay process' | 'in-process relay' | 'pg pool' | 'AMQP connection' | 'TCP proxy' | 'RabbitMQ cluster';
+  readonly kind: 'relay process' | 'in-process relay' | 'pg pool' | 'AMQP connection' | 'TCP proxy' | 'RabbitMQ cluster' | 'PgBouncer';
   /** What tells it apart in a failure message: schema, port, pid, target. Never a password. */
   readonly detail: string;
 }
