@@ -112,12 +112,12 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
   const relayLog = log.child({ component: 'relay' });
   const tracing = startTracing(tracingSettings(config), config.schema, log.child({ component: 'tracing' }));
   const deadHoldsKey = config.orderingOnDead === 'block';
+  // The counts alone: the lag comes with the leader's heartbeat (onHeartbeat below).
   const stats = new StatsPoller(
     () => operator.stats(pool, deadHoldsKey),
     metrics,
     log.child({ component: 'stats' }),
     tuning.statsIntervalMs ?? STATS_INTERVAL_MS,
-    () => operator.lag(pool),
   );
   const fleetLog = log.child({ component: 'fleet' });
   // Only the leader listens, refreshes the outbox gauges and shows them (a standby's would be stale).
@@ -132,11 +132,16 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
       },
       onFollow: () => {
         health.setLeading(false);
+        loop.observeDueHead(undefined);
         void Promise.all([wakeup.unlisten(), stats.stop()]).catch((err: unknown) =>
           fleetLog.debug({ err: errorMessage(err) }, 'cannot stop listening'),
         );
       },
       onDatabase: (up) => health.setDatabaseUp(up),
+      onHeartbeat: (outbox, readAt) => {
+        stats.observeLag(outbox.lagSeconds, readAt);
+        loop.observeDueHead(outbox.dueMessageId === null ? undefined : { id: outbox.dueMessageId, messageId: outbox.dueMessageId });
+      },
     },
     fleetLog,
   );

@@ -166,10 +166,11 @@ export const SETTINGS = {
   } satisfies Setting<number>,
   pollIntervalMs: {
     env: 'OUTBOX_POLL_INTERVAL_MS',
-    defaultValue: '100',
+    defaultValue: '1000',
     doc:
-      'How often an idle relay checks for new messages (ms). While messages flow' +
-      ' it checks every 3 ms; a NOTIFY on `<schema>.messages` wakes it at once.',
+      'How often a quiet relay checks for new messages (ms); from 1000 on, once a second, with the' +
+      " leader's heartbeat. While messages flow it checks every 3 ms, for 15 s after every 100 ms;" +
+      ' a NOTIFY on `<schema>.messages` wakes it at once.',
     schema: integer(10, 3_600_000),
   } satisfies Setting<number>,
   maxAttempts: {

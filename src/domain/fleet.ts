@@ -36,3 +36,18 @@ export interface LeaderTerm {
   /** Whether the previous holder's lease was still running (its process died rather than let go or froze). */
   readonly previousLive: boolean;
 }
+
+/** The head of the outbox's due messages, as the leader's heartbeat reads it every second. */
+export interface OutboxHead {
+  /** Seconds since the oldest due message became due; null when none is due. */
+  readonly lagSeconds: number | null;
+  /** The message at the head of the due order (what a stall is stuck on); null when none is due. */
+  readonly dueMessageId: string | null;
+}
+
+/** What one heartbeat of the leader found. */
+export interface Heartbeat {
+  /** False when another replica has taken over the lease since. */
+  readonly renewed: boolean;
+  readonly outbox: OutboxHead;
+}

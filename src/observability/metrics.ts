@@ -33,9 +33,16 @@ export interface RelayMetrics {
   showOutboxGauges(show: boolean): void;
 }
 
+/**
+ * How often the event loop delay histogram (nodejs_eventloop_lag_*) is sampled (ms). Each
+ * sample wakes the process: at prom-client's default (every 10 ms) the sampling alone
+ * cost an idle relay 0.8 % of a core here, at 1 s still 0.17 % (node alone, measured).
+ */
+const EVENT_LOOP_SAMPLE_MS = 5_000;
+
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): RelayMetrics {
   const registry = new Registry();
-  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   const registers = [registry];
   const metrics: RelayMetrics = {
     registry,

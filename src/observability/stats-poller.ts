@@ -44,6 +44,8 @@ export class StatsPoller {
   private countsNotBefore = 0;
   /** What the due gauge shows, and when the reading behind it started (clock ms). */
   private due = { value: 0, readAt: Number.NEGATIVE_INFINITY };
+  /** The lag comes from `observeLag` (the leader's heartbeat): the counts leave the lag gauge alone. */
+  private lagFromOutside = false;
 
   constructor(
     /** Reads the counts (and the lag, used only without `readLag`); may take long on a large backlog. */
@@ -94,17 +96,31 @@ export class StatsPoller {
 
   private async refreshLag(readLag: () => Promise<number | null>): Promise<void> {
     const started = this.clock();
-    const lag = await readLag();
+    this.showLag(await readLag(), started);
+  }
+
+  private showLag(lag: number | null, readAt: number): void {
     this.metrics.lagSeconds.set(lag ?? 0);
     // What the probe proves of the due count, until the next count: none, or at least one.
-    if (this.due.readAt <= started) this.showDue(lag === null ? 0 : Math.max(this.due.value, 1), started);
+    if (this.due.readAt <= readAt) this.showDue(lag === null ? 0 : Math.max(this.due.value, 1), readAt);
+  }
+
+  /**
+   * The lag as read elsewhere (the leader's heartbeat reads it every second with its
+   * lease): shown as this poller's own lag probe would show it. From the first call on,
+   * the counts never set the lag gauge.
+   */
+  observeLag(lag: number | null, readAt: number): void {
+    this.lagFromOutside = true;
+    this.showLag(lag, readAt);
+    this.metrics.gaugeLastRefreshSeconds.set({ part: 'lag' }, this.clock() / 1000);
   }
 
   private async refreshCounts(): Promise<void> {
     const started = this.clock();
     try {
       const stats = await this.readStats();
-      if (!this.readLag) this.metrics.lagSeconds.set(stats.lagSeconds);
+      if (!this.readLag && !this.lagFromOutside) this.metrics.lagSeconds.set(stats.lagSeconds);
       // A probe that started since knows better whether anything is due at all.
       const probedSince = this.due.readAt >= started;
       this.showDue(probedSince ? (this.due.value === 0 ? 0 : Math.max(stats.due, 1)) : stats.due, Math.max(started, this.due.readAt));
@@ -132,8 +148,8 @@ export class StatsPoller {
       this.failures[part] = 0;
       const at = this.clock() / 1000;
       this.metrics.gaugeLastRefreshSeconds.set({ part }, at);
-      // Without a lag reader the lag is refreshed with the counts.
-      if (part === 'counts' && !this.readLag) this.metrics.gaugeLastRefreshSeconds.set({ part: 'lag' }, at);
+      // Without a lag reader (and no lag from outside) the lag is refreshed with the counts.
+      if (part === 'counts' && !this.readLag && !this.lagFromOutside) this.metrics.gaugeLastRefreshSeconds.set({ part: 'lag' }, at);
     } catch (err: unknown) {
       this.failures[part] += 1;
       this.metrics.gaugeRefreshFailuresTotal.inc({ part });

@@ -1,6 +1,7 @@
 import { escapeLiteral, type Client, type Pool } from 'pg';
 import { ADVISORY_LOCK_NAMESPACE, qualified } from '../db/sql';
-import type { LeaderTerm, LockAttempt } from '../domain/fleet';
+import type { Heartbeat, LeaderTerm, LockAttempt } from '../domain/fleet';
+import { dueHeadsCte, HEAD_COLUMNS } from './due-head';
 
 /** This replica, as it registers itself in `<schema>.relay_replicas`. */
 export interface ReplicaIdentity {
@@ -36,7 +37,10 @@ export function replicaApplicationName(replicaId: string, role?: 'lease' | 'list
 export class FleetStore {
   private readonly lease: string;
   private readonly replicas: string;
+  private readonly messages: string;
   private readonly lockKey: string;
+  /** The standby check (see `tryLock`): values of code, not of input, inlined as literals. */
+  private readonly checkSql: string;
   private client: Client | undefined;
   private connecting: Promise<Client> | undefined;
   /** Set while the coordination connection holds the leader lock. */
@@ -51,7 +55,15 @@ export class FleetStore {
   ) {
     this.lease = qualified(schema, 'relay_lease');
     this.replicas = qualified(schema, 'relay_replicas');
+    this.messages = qualified(schema, 'messages');
     this.lockKey = `${ADVISORY_LOCK_NAMESPACE}, hashtext(${escapeLiteral(`lead:${schema}`)})`;
+    const me = escapeLiteral(identity.replicaId);
+    this.checkSql = `SELECT pg_try_advisory_xact_lock(${this.lockKey}) AS free, l.holder, l.epoch::text, l.expires_at < now() AS expired,
+            count(r.replica_id) FILTER (WHERE r.replica_id IS DISTINCT FROM l.holder) AS standbys,
+            count(r.replica_id) FILTER (WHERE r.replica_id IS DISTINCT FROM l.holder AND r.replica_id < ${me}) AS rank
+       FROM ${this.lease} AS l
+       LEFT JOIN ${this.replicas} AS r ON r.seen_at > now() - interval '${LIVE_SECONDS} seconds'
+      GROUP BY l.holder, l.epoch, l.expires_at`;
   }
 
   private async coordination(): Promise<Client> {
@@ -82,52 +94,48 @@ export class FleetStore {
   }
 
   /**
-   * One standby check: tries the leader lock in a new transaction on the coordination
-   * connection. Won: the transaction stays open and holds the lock (no statement timeout,
-   * no idle timeout). Not won: rolled back, with the lease and the standbys' count read
-   * in the same statement. One transaction either way.
+   * One standby check, one statement in a transaction of its own (the simple protocol,
+   * no parameters: the cheapest round trip there is): whether the leader lock is free,
+   * the lease, and the standbys' count and this one's rank. Only when the lock is free,
+   * a second transaction takes it and stays open, holding it (no statement timeout, no
+   * idle timeout).
    */
   async tryLock(): Promise<LockAttempt> {
     const client = await this.coordination();
+    const { rows } = await client.query<{
+      free: boolean;
+      holder: string | null;
+      epoch: string;
+      expired: boolean;
+      standbys: string;
+      rank: string;
+    }>(this.checkSql);
+    const row = rows[0];
+    if (row === undefined) throw new Error(`${this.lease} has no row: run outbox-relay migrate`);
+    const notWon: LockAttempt = {
+      won: false,
+      lease: { holder: row.holder, epoch: row.epoch, expired: row.expired },
+      standbys: Math.max(1, Number(row.standbys)),
+      rank: Number(row.rank),
+    };
+    if (!row.free) return notWon;
     await client.query('BEGIN; SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL statement_timeout = 0');
     try {
-      const { rows } = await client.query<{
-        won: boolean;
-        holder: string | null;
-        epoch: string;
-        expired: boolean;
-        standbys: string;
-        rank: string;
-      }>(
-        `SELECT pg_try_advisory_xact_lock(${this.lockKey}) AS won, l.holder, l.epoch::text, l.expires_at < now() AS expired,
-                count(r.replica_id) FILTER (WHERE r.replica_id IS DISTINCT FROM l.holder) AS standbys,
-                count(r.replica_id) FILTER (WHERE r.replica_id IS DISTINCT FROM l.holder AND r.replica_id < $1) AS rank
-           FROM ${this.lease} AS l
-           LEFT JOIN ${this.replicas} AS r ON r.seen_at > now() - $2 * interval '1 second'
-          GROUP BY l.holder, l.epoch, l.expires_at`,
-        [this.identity.replicaId, LIVE_SECONDS],
-      );
-      const row = rows[0];
-      if (row === undefined) throw new Error(`${this.lease} has no row: run outbox-relay migrate`);
-      if (row.won) {
-        let lost: () => void = () => undefined;
-        const lostPromise = new Promise<void>((resolve) => {
-          lost = resolve;
-        });
-        this.held = { lost };
-        return { won: true, lost: lostPromise };
+      const { rows: lock } = await client.query<{ won: boolean }>(`SELECT pg_try_advisory_xact_lock(${this.lockKey}) AS won`);
+      if (lock[0]?.won !== true) {
+        await client.query('ROLLBACK');
+        return notWon; // another standby was quicker
       }
-      await client.query('ROLLBACK');
-      return {
-        won: false,
-        lease: { holder: row.holder, epoch: row.epoch, expired: row.expired },
-        standbys: Math.max(1, Number(row.standbys)),
-        rank: Number(row.rank),
-      };
     } catch (err: unknown) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     }
+    let lost: () => void = () => undefined;
+    const lostPromise = new Promise<void>((resolve) => {
+      lost = resolve;
+    });
+    this.held = { lost };
+    return { won: true, lost: lostPromise };
   }
 
   /** Gives up the leader lock (ends its transaction). */
@@ -151,13 +159,26 @@ export class FleetStore {
     return { epoch: row.epoch, previous: row.previous, previousLive: row.previous_live };
   }
 
-  /** Extends the lease of `epoch`; false when another replica has taken over since. */
-  async renew(epoch: string, ttlMs: number): Promise<boolean> {
-    const { rowCount } = await this.pool.query(
-      `UPDATE ${this.lease} SET expires_at = now() + $3 * interval '1 millisecond' WHERE holder = $1 AND epoch = $2::bigint`,
-      [this.identity.replicaId, epoch, ttlMs],
+  /**
+   * The leader's heartbeat, one statement a second: extends the lease of `epoch` (not
+   * renewed: another replica has taken over since) and reads the head of the outbox's due
+   * messages (the lag gauge, the stall check, the wake-up of an idle relay). The simple
+   * protocol with values of code inlined: the cheapest round trip there is.
+   */
+  async renew(epoch: string, ttlMs: number): Promise<Heartbeat> {
+    if (!/^\d+$/.test(epoch)) throw new Error(`not an epoch: ${epoch}`);
+    const { rows } = await this.pool.query<{ renewed: boolean; lag_seconds: number | null; head_message_id: string | null }>(
+      `WITH renewed AS (
+         UPDATE ${this.lease} SET expires_at = now() + interval '${Math.round(ttlMs)} milliseconds'
+          WHERE holder = ${escapeLiteral(this.identity.replicaId)} AND epoch = ${epoch} RETURNING 1),
+       ${dueHeadsCte(this.messages)}
+       SELECT EXISTS (SELECT 1 FROM renewed) AS renewed, ${HEAD_COLUMNS}`,
     );
-    return rowCount === 1;
+    const row = rows[0];
+    return {
+      renewed: row?.renewed === true,
+      outbox: { lagSeconds: row?.lag_seconds ?? null, dueMessageId: row?.head_message_id ?? null },
+    };
   }
 
   /** Ends the lease of `epoch` (a graceful stop): a standby takes over at its next check. */

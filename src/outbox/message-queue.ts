@@ -151,13 +151,6 @@ export class MessageQueue {
     return rows[0]?.due ?? false;
   }
 
-  /** The oldest due message, locked or not; undefined when none is due. */
-  async oldestDue(): Promise<{ id: string; messageId: string } | undefined> {
-    const { rows } = await this.pool.query<{ id: string; message_id: string }>(this.statements.oldestDue.text);
-    const row = rows[0];
-    return row && { id: row.id, messageId: row.message_id };
-  }
-
   /**
    * Runs `work` in one claim transaction: committed when it resolves, rolled back when
    * it throws. A lost mark only re-publishes (at-least-once), so the relay's own

@@ -3,23 +3,8 @@ import { qualified } from '../db/sql';
 import { withPoolTransaction } from '../db/transaction';
 import type { OutboxStats } from '../domain/message';
 import { stateOf, type InspectedMessage, type Instant, type KeyAhead, type StateFlags } from './inspection';
+import { dueHeadsCte, HEAD_COLUMNS, LAG_SECONDS } from './due-head';
 import { DUE, PENDING, UNPARKED } from './sql';
-
-/**
- * How many rows due since '-infinity' the lag reads to find the oldest created_at among
- * them (their index entries are all equal). Exact while fewer are pending; above it, the
- * oldest of the first this many in index order. Reading 1,000 rows costs about 1 ms.
- */
-export const FOREVER_DUE_SCAN_LIMIT = 1_000;
-
-/**
- * The lag in seconds over the CTEs of `dueHeads`: from the oldest finite due instant or
- * the oldest finite created_at of a row due since '-infinity', whichever is older; null
- * when neither exists (a created_at of ±infinity, written by hand, is left out).
- */
-const LAG_SECONDS = `EXTRACT(EPOCH FROM now() - LEAST(
-         (SELECT due_at FROM finite_head),
-         (SELECT min(created_at) FROM forever_head WHERE isfinite(created_at))))::float8`;
 
 const TIMESTAMPTZ = types.builtins.TIMESTAMPTZ;
 const parseTimestamptz = types.getTypeParser(TIMESTAMPTZ, 'text') as (text: string) => Date | number;
@@ -177,12 +162,8 @@ export class OperatorStore {
    * messages_pending_due_idx, however large the backlog.
    */
   async lag(db: Pool | ClientBase): Promise<number | null> {
-    const { rows } = await db.query<{ any_due: boolean; lag_seconds: number | null }>(
-      `WITH ${this.dueHeads()}
-       SELECT EXISTS (SELECT 1 FROM finite_head) OR EXISTS (SELECT 1 FROM forever_head) AS any_due, ${LAG_SECONDS} AS lag_seconds`,
-    );
-    const row = rows[0];
-    return row?.any_due ? Math.max(0, row.lag_seconds ?? 0) : null;
+    const { rows } = await db.query<{ lag_seconds: number | null }>(`WITH ${this.dueHeads()} SELECT ${HEAD_COLUMNS}`);
+    return rows[0]?.lag_seconds ?? null;
   }
 
   /**
@@ -197,13 +178,7 @@ export class OperatorStore {
    * delayed and never part of the lag.
    */
   private dueHeads(): string {
-    return `finite_head AS (
-         SELECT message_id, created_at, ${DUE} AS due_at FROM ${this.table}
-          WHERE ${PENDING} AND ${DUE} > '-infinity' AND ${DUE} <= now()
-          ORDER BY ${DUE} LIMIT 1),
-       forever_head AS (
-         SELECT message_id, created_at, ${DUE} AS due_at FROM ${this.table}
-          WHERE ${PENDING} AND ${DUE} = '-infinity' LIMIT ${FOREVER_DUE_SCAN_LIMIT})`;
+    return dueHeadsCte(this.table);
   }
 
   /**

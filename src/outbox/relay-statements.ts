@@ -13,7 +13,7 @@ export interface RelayStatement {
 
 /** The statements that run on every batch or peek, by what they do. */
 export type RelayStatementKey =
-  'peek' | 'oldestDue' | 'claim' | 'claimIds' | 'keyRows' | 'park' | 'markPublished' | 'deletePublished' | 'markFailed' | 'markExpired';
+  'peek' | 'claim' | 'claimIds' | 'keyRows' | 'park' | 'markPublished' | 'deletePublished' | 'markFailed' | 'markExpired';
 
 /**
  * The claimed columns: headers::text is parsed without loss by outbox/rows.ts
@@ -31,8 +31,6 @@ function texts(table: string): Record<RelayStatementKey, string> {
   return {
     // One index probe, no lock, no transaction: the wake-up's poll.
     peek: `SELECT EXISTS (SELECT 1 FROM ${table} WHERE ${PENDING} AND ${DUE} <= now()) AS due`,
-    // The stall check's probe: the head of messages_pending_due_idx, locked rows included.
-    oldestDue: `SELECT id, message_id FROM ${table} WHERE ${PENDING} AND ${DUE} <= now() ORDER BY ${DUE} LIMIT 1`,
     // The claim is one statement: the partial index messages_pending_due_idx yields due
     // rows in due order (ties in heap order, roughly insertion order), LIMIT stops the
     // scan, SKIP LOCKED passes over the rows another batch or replica holds. Rows a

@@ -1,11 +1,11 @@
-import type { LeaderTerm } from '../domain/fleet';
+import type { LeaderTerm, OutboxHead } from '../domain/fleet';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
 import { reconnectDelayMs } from '../retry/backoff';
 import { abortableDelay, Waiters } from '../util/delay';
 import type { LeadershipPort, LeasePort } from './ports';
 
-/** The leader renews its lease this often (ms). */
+/** The leader renews its lease this often (ms): its heartbeat, which also reads the outbox's due head. */
 export const LEASE_RENEW_MS = 1_000;
 /**
  * A lease not renewed for this long has expired (ms): a frozen leader loses the lead after
@@ -21,7 +21,7 @@ export const LEASE_TTL_MS = 4_000;
  */
 const LEASE_MARGIN_MS = 500;
 /** Every standby checks the leader at least this often (ms). */
-const MIN_STANDBY_PERIOD_MS = 500;
+const MIN_STANDBY_PERIOD_MS = 1_000;
 /** The standbys together check the leader about this often (ms), whatever their number. */
 export const FLEET_CHECK_GAP_MS = 300;
 /** A replica refreshes its row in relay_replicas this often (ms). */
@@ -48,6 +48,8 @@ export interface LeadershipEvents {
   onLead(term: LeaderTerm): void;
   onFollow(reason: string): void;
   onDatabase(up: boolean): void;
+  /** Every heartbeat of the leader (once a second): the head of the outbox's due messages, read at `readAt` (epoch ms). */
+  onHeartbeat(outbox: OutboxHead, readAt: number): void;
 }
 
 /**
@@ -148,14 +150,20 @@ export class Leadership implements LeadershipPort {
 
   /** The leader's turn: renew, or step down when another replica has taken over. */
   private async renew(): Promise<number> {
+    // The heartbeat: the lease, and the outbox's due head for the gauges, the stall check
+    // and the wake-up of an idle relay, in one statement a second.
     const term = this.term;
     if (!term) return 0;
     const sentAt = this.monotonic();
-    if (await this.port.renew(term.epoch, LEASE_TTL_MS)) {
-      if (this.term === term) term.deadline = sentAt + LEASE_TTL_MS - LEASE_MARGIN_MS;
-    } else if (this.term === term) {
+    const readAt = this.wallClock();
+    const heartbeat = await this.port.renew(term.epoch, LEASE_TTL_MS);
+    if (this.term !== term) return LEASE_RENEW_MS;
+    if (!heartbeat.renewed) {
       await this.stepDown('another replica took over the lease');
+      return LEASE_RENEW_MS;
     }
+    term.deadline = sentAt + LEASE_TTL_MS - LEASE_MARGIN_MS;
+    this.events.onHeartbeat(heartbeat.outbox, readAt);
     return LEASE_RENEW_MS;
   }
 

@@ -15,10 +15,23 @@ import { StallWatch, type DueHead } from './stall';
 const HOT_POLL_MS = 3;
 /** How long after the last message found the relay keeps peeking fast (ms). */
 const HOT_WINDOW_MS = 2_000;
-/** How often the oldest due message is read for the stall check (ms). */
-const STALL_CHECK_MS = 1_000;
+/** Peek interval after that, while the outbox was busy lately (ms); OUTBOX_POLL_INTERVAL_MS when shorter. */
+const WARM_POLL_MS = 100;
+/** How long after the last message found the relay keeps peeking every WARM_POLL_MS (ms). */
+const WARM_WINDOW_MS = 15_000;
+/**
+ * At or above this OUTBOX_POLL_INTERVAL_MS (ms), a quiet relay does not peek at all: the
+ * leader's heartbeat reads the outbox's due head every second and wakes the workers
+ * when something is due (relay/leadership.ts).
+ */
+export const HEARTBEAT_POLL_MS = 1_000;
 /** How long abandoned batches get to roll back before their connections are dropped (ms). */
 const ABANDON_GRACE_MS = 2_000;
+/**
+ * An idle worker with nothing to peek looks up this often at most (ms), only to show it
+ * is alive: a wake-up, the heartbeat finding work or the peeker leaving wakes it at once.
+ */
+const IDLE_WORKER_WAIT_MS = 10_000;
 /** A standby's workers look up this often at most (ms): becoming the leader wakes them at once. */
 const STANDBY_WAIT_MS = 5_000;
 
@@ -63,12 +76,15 @@ export class RelayLoop {
   private stopping: Promise<void> | undefined;
   /** When a claim last found messages (epoch ms): decides hot or idle peeking. */
   private lastFoundAt = 0;
-  /** Woken when messages are found after a quiet spell (worker 0 starts peeking fast). */
+  /** Woken when messages are found after a quiet spell (the peeker starts peeking fast). */
   private readonly hotStarted = new Waiters();
+  /** The idle worker that peeks for work; the other idle workers sleep. */
+  private peeker: number | undefined;
+  /** Woken when the peeker leaves its duty (it goes to claim), so another idle worker takes it. */
+  private readonly peekerLeft = new Waiters();
   private readonly stall: StallWatch;
   private readonly recovery: Recovery;
   private stalledReason: string | undefined;
-  private stallTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly settings: LoopSettings,
@@ -82,8 +98,6 @@ export class RelayLoop {
   start(): void {
     if (this.workers.length > 0 || this.stopping) return;
     this.deps.health.setRunning(true);
-    this.stallTimer = setInterval(() => void this.checkStall(), STALL_CHECK_MS);
-    this.stallTimer.unref();
     for (let worker = 0; worker < this.settings.concurrency; worker += 1) this.workers.push(this.work(worker));
   }
 
@@ -153,7 +167,7 @@ export class RelayLoop {
       const now = this.deps.clock.now();
       const wasHot = now - this.lastFoundAt < HOT_WINDOW_MS;
       this.lastFoundAt = now;
-      // Worker 0 may have gone to its long idle sleep just before another worker found this.
+      // The peeker may have gone to its long idle sleep just before another worker found this.
       if (!wasHot) this.hotStarted.wakeAll();
     }
     if (report.claimed === 0) return;
@@ -185,23 +199,22 @@ export class RelayLoop {
     return { kind: 'broker_blocked' };
   }
 
-  /** Reads the oldest due message for the stall check (every second while running). */
-  private async checkStall(): Promise<void> {
-    const { queue, health, broker } = this.deps;
+  /**
+   * The head of the due messages, as the leader's heartbeat reads it every second
+   * (undefined: nothing is due): feeds the stall check, and wakes idle workers when
+   * something is due (a quiet relay does not peek by itself, see `peekUntilWork`). On a
+   * standby it clears any stall: the leader watches the outbox.
+   */
+  observeDueHead(head: DueHead | undefined): void {
+    const { health, broker, wake } = this.deps;
     if (!this.leading) {
-      // The leader watches the outbox; a standby reports no stall of its own.
       this.stall.observe(undefined, false);
       this.reportStall();
       return;
     }
-    let head: DueHead | undefined;
-    try {
-      head = await queue.oldestDue();
-    } catch {
-      head = undefined; // the database's state is the batches' to report
-    }
     this.stall.observe(head, health.databaseUp && broker.connected);
     this.reportStall();
+    if (head !== undefined && this.peeker !== undefined) wake.trigger();
   }
 
   /** Shows a stall (or its end) in /readyz, the gauge and one log line. */
@@ -218,22 +231,57 @@ export class RelayLoop {
   }
 
   /**
-   * The wake-up (measured by `npm run bench`; see the README's Performance section):
-   * while messages have been flowing in the last HOT_WINDOW_MS, worker 0 peeks every
-   * HOT_POLL_MS with one cheap indexed query, so a commit is published within a few
-   * milliseconds without any cost to the producer's transaction; when the outbox has
-   * been quiet it peeks every OUTBOX_POLL_INTERVAL_MS. A NOTIFY on '<schema>.messages'
-   * (the optional trigger, or the producer's own) wakes every worker at once. The other
-   * workers sleep until worker 0 finds a full batch.
+   * The wake-up (measured by `npm run bench`; see the README's Performance section).
+   * One idle worker at a time, the peeker, looks for work: while messages have been
+   * flowing in the last HOT_WINDOW_MS it peeks every HOT_POLL_MS with one cheap indexed
+   * query, so a commit is published within a few milliseconds without any cost to the
+   * producer's transaction; when the outbox has been quiet it peeks every
+   * OUTBOX_POLL_INTERVAL_MS. The other idle workers touch no database: they sleep until
+   * the peeker finds work and, after a full batch, wakes them, until a NOTIFY on
+   * '<schema>.messages' (the optional trigger, or the producer's own) wakes every worker,
+   * or until the peeker goes to claim and one of them takes its place.
    */
   private async waitForWork(worker: number, signal: AbortSignal, seen: number): Promise<void> {
-    const { wake, queue, health, clock } = this.deps;
+    const { wake, health } = this.deps;
     while (!signal.aborted) {
       health.beat();
-      const hot = worker === 0 && clock.now() - this.lastFoundAt < HOT_WINDOW_MS;
-      if (hot || worker !== 0) await wake.wait(hot ? HOT_POLL_MS : this.settings.pollIntervalMs, signal, seen);
-      else await this.idleWait(signal, seen);
-      if (wake.generation !== seen || signal.aborted || worker !== 0 || !this.leading) return;
+      if (this.peeker === undefined) {
+        this.peeker = worker;
+        try {
+          await this.peekUntilWork(signal, seen);
+        } finally {
+          this.peeker = undefined;
+          this.peekerLeft.wakeAll();
+        }
+        return;
+      }
+      await this.sleepUnless(this.peekerLeft, IDLE_WORKER_WAIT_MS, signal, seen);
+      if (wake.generation !== seen || !this.leading) return;
+    }
+  }
+
+  /**
+   * The peeker's duty: returns when work may be there (found, a wake-up) or when this
+   * replica stops leading. Hot (messages found in the last HOT_WINDOW_MS): a peek every
+   * HOT_POLL_MS. Warm (in the last WARM_WINDOW_MS): every WARM_POLL_MS. Quiet: every
+   * OUTBOX_POLL_INTERVAL_MS, or, from HEARTBEAT_POLL_MS on, no peek at all: the leader's
+   * heartbeat looks once a second (each wake-up of an idle process costs CPU).
+   */
+  private async peekUntilWork(signal: AbortSignal, seen: number): Promise<void> {
+    const { wake, queue, health, clock } = this.deps;
+    const { pollIntervalMs } = this.settings;
+    while (!signal.aborted) {
+      health.beat();
+      const quietMs = clock.now() - this.lastFoundAt;
+      if (quietMs < HOT_WINDOW_MS) await wake.wait(HOT_POLL_MS, signal, seen);
+      else if (quietMs < WARM_WINDOW_MS) await this.sleepUnless(this.hotStarted, Math.min(WARM_POLL_MS, pollIntervalMs), signal, seen);
+      else if (pollIntervalMs < HEARTBEAT_POLL_MS) await this.sleepUnless(this.hotStarted, pollIntervalMs, signal, seen);
+      else {
+        await this.sleepUnless(this.hotStarted, IDLE_WORKER_WAIT_MS, signal, seen);
+        if (wake.generation !== seen || this.deps.clock.now() - this.lastFoundAt < WARM_WINDOW_MS) return;
+        continue;
+      }
+      if (wake.generation !== seen || signal.aborted || !this.leading) return;
       try {
         if (await queue.peek()) return;
       } catch {
@@ -242,12 +290,12 @@ export class RelayLoop {
     }
   }
 
-  /** Worker 0's idle sleep: a poll interval, cut short by a wake-up or by messages found by another worker. */
-  private async idleWait(signal: AbortSignal, seen: number): Promise<void> {
-    const hotNow = new AbortController();
-    const unsubscribe = this.hotStarted.subscribe(() => hotNow.abort());
+  /** Sleeps up to `ms`, cut short by a wake-up, by `also`, or by the signal. */
+  private async sleepUnless(also: Waiters, ms: number, signal: AbortSignal, seen: number): Promise<void> {
+    const woken = new AbortController();
+    const unsubscribe = also.subscribe(() => woken.abort());
     try {
-      await this.deps.wake.wait(this.settings.pollIntervalMs, AbortSignal.any([signal, hotNow.signal]), seen);
+      await this.deps.wake.wait(ms, AbortSignal.any([signal, woken.signal]), seen);
     } finally {
       unsubscribe();
     }
@@ -261,7 +309,6 @@ export class RelayLoop {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.controller.abort();
-      clearInterval(this.stallTimer);
       const all = Promise.all(this.workers);
       const finishedInTime = await Promise.race([all.then(() => true), unrefSleep(this.settings.shutdownTimeoutMs).then(() => false)]);
       if (!finishedInTime) {

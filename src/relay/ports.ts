@@ -1,5 +1,5 @@
 import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
-import type { LeaderTerm, LockAttempt } from '../domain/fleet';
+import type { Heartbeat, LeaderTerm, LockAttempt } from '../domain/fleet';
 import type { Preflight, PublishOutcome } from '../domain/outcome';
 
 /**
@@ -25,8 +25,6 @@ export interface ClaimPort {
 export interface QueuePort {
   /** Whether any message is due (cheap; no lock). */
   peek(): Promise<boolean>;
-  /** The oldest due message, locked or not (cheap; no lock); undefined when none is due. */
-  oldestDue(): Promise<{ id: string; messageId: string } | undefined>;
   /** Runs `work` in one claim transaction: committed when it resolves, rolled back when it throws. */
   withClaim<T>(work: (claim: ClaimPort) => Promise<T>): Promise<T>;
   /** Drops open claims whose database does not answer (shutdown). */
@@ -95,8 +93,8 @@ export interface LeasePort {
   releaseLock(): Promise<void>;
   /** Records this replica, holder of the lock, as the leader (a new epoch). */
   claim(ttlMs: number): Promise<LeaderTerm>;
-  /** Extends the lease of `epoch`; false when another replica took over since. */
-  renew(epoch: string, ttlMs: number): Promise<boolean>;
+  /** The leader's heartbeat: extends the lease of `epoch` (not renewed: another replica took over) and reads the outbox's due head. */
+  renew(epoch: string, ttlMs: number): Promise<Heartbeat>;
   /** Ends the lease of `epoch` (graceful stop). */
   release(epoch: string): Promise<void>;
   /** Ends the sessions of a leader whose lease expired (it froze); returns how many. */

@@ -12,7 +12,7 @@ describe('loadConfig defaults', () => {
       amqpUrls: ['amqp://guest:guest@localhost:5672'],
       schema: 'outbox',
       batchSize: 500,
-      pollIntervalMs: 100,
+      pollIntervalMs: 1_000,
       maxAttempts: 10,
       backoffBaseMs: 1000,
       backoffMaxMs: 300_000,

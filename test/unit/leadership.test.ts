@@ -1,4 +1,4 @@
-import type { LeaderTerm, LockAttempt } from '../../src/domain/fleet';
+import type { Heartbeat, LeaderTerm, LockAttempt } from '../../src/domain/fleet';
 import { createLogger } from '../../src/observability/logger';
 import { FLEET_CHECK_GAP_MS, Leadership, LEASE_TTL_MS, standbyCheckDelayMs } from '../../src/relay/leadership';
 import type { LeasePort } from '../../src/relay/ports';
@@ -62,13 +62,14 @@ class FakeLeasePort implements LeasePort {
     s.expiresAt = s.now() + ttlMs;
     return Promise.resolve({ epoch: String(s.epoch), previous, previousLive });
   }
-  renew(epoch: string, ttlMs: number): Promise<boolean> {
+  renew(epoch: string, ttlMs: number): Promise<Heartbeat> {
     this.renewals += 1;
     if (this.hangRenewals || this.dead) return new Promise(() => undefined);
     const s = this.shared;
-    if (s.holder !== this.id || String(s.epoch) !== epoch) return Promise.resolve(false);
+    const outbox = { lagSeconds: null, dueMessageId: null };
+    if (s.holder !== this.id || String(s.epoch) !== epoch) return Promise.resolve({ renewed: false, outbox });
     s.expiresAt = s.now() + ttlMs;
-    return Promise.resolve(true);
+    return Promise.resolve({ renewed: true, outbox });
   }
   release(epoch: string): Promise<void> {
     const s = this.shared;
@@ -103,6 +104,7 @@ describe('leadership: one replica leads, the others stand by', () => {
     const port = new FakeLeasePort(shared, id);
     const logs = new LogCapture();
     const events: string[] = [];
+    let heartbeats = 0;
     const leadership = new Leadership(
       port,
       id,
@@ -110,10 +112,13 @@ describe('leadership: one replica leads, the others stand by', () => {
         onLead: (term) => events.push(`lead ${term.epoch}`),
         onFollow: (reason) => events.push(`follow: ${reason}`),
         onDatabase: () => undefined,
+        onHeartbeat: () => {
+          heartbeats += 1;
+        },
       },
       createLogger({ level: 'debug', secrets: [], destination: logs.stream }),
     );
-    return { port, leadership, events, logs };
+    return { port, leadership, events, logs, heartbeats: () => heartbeats };
   }
 
   test('the first replica to find the lock free leads; the others stand by; the leader keeps renewing', async () => {
@@ -129,6 +134,8 @@ describe('leadership: one replica leads, the others stand by', () => {
     expect(a.events).toEqual(['lead 1']);
     expect(b.events).toEqual([]);
     expect(a.port.renewals).toBeGreaterThanOrEqual(9);
+    expect(a.heartbeats()).toBe(a.port.renewals);
+    expect(b.heartbeats()).toBe(0);
     await Promise.all([a.leadership.stop(), b.leadership.stop()]);
   });
 
@@ -216,21 +223,24 @@ describe('leadership: one replica leads, the others stand by', () => {
 });
 
 describe('standbyCheckDelayMs: the standbys share out their checks', () => {
-  test.each([1, 2, 3, 11, 29])('%i standbys: together they check every 300 ms or more often, each at most every 500 ms', (standbys) => {
-    const period = Math.max(500, standbys * FLEET_CHECK_GAP_MS);
-    const checks: number[] = [];
-    for (let rank = 0; rank < standbys; rank += 1) {
-      let now = 123_456 + rank * 7;
-      for (let i = 0; i < 6; i += 1) {
-        const delay = standbyCheckDelayMs(now, rank, standbys);
-        expect(delay).toBeGreaterThan(0);
-        expect(delay).toBeLessThanOrEqual(period * 1.25 + 1);
-        now += delay;
-        checks.push(now);
+  test.each([1, 2, 3, 11, 29])(
+    '%i standbys: together every 300 ms (1 s / standbys when fewer than 4), each no more often than once a second',
+    (standbys) => {
+      const period = Math.max(1_000, standbys * FLEET_CHECK_GAP_MS);
+      const checks: number[] = [];
+      for (let rank = 0; rank < standbys; rank += 1) {
+        let now = 123_456 + rank * 7;
+        for (let i = 0; i < 6; i += 1) {
+          const delay = standbyCheckDelayMs(now, rank, standbys);
+          expect(delay).toBeGreaterThanOrEqual(Math.min(100, period / 4));
+          expect(delay).toBeLessThanOrEqual(period * 1.25 + 1);
+          now += delay;
+          checks.push(now);
+        }
       }
-    }
-    const window = checks.filter((t) => t > 130_000 && t < 130_000 + 3 * period).sort((x, y) => x - y);
-    const gaps = window.slice(1).map((t, i) => t - (window[i] as number));
-    expect(Math.max(...gaps)).toBeLessThanOrEqual(Math.max(FLEET_CHECK_GAP_MS, period / standbys) + 1);
-  });
+      const window = checks.filter((t) => t > 130_000 && t < 130_000 + 3 * period).sort((x, y) => x - y);
+      const gaps = window.slice(1).map((t, i) => t - (window[i] as number));
+      expect(Math.max(...gaps)).toBeLessThanOrEqual(Math.max(FLEET_CHECK_GAP_MS, period / standbys) + 1);
+    },
+  );
 });

@@ -40,5 +40,21 @@ export function loopUnderTest(settings: Partial<LoopSettings> = {}) {
       errorBackoffMs: () => 5,
     },
   );
+  // The leader's heartbeat (relay/leadership.ts), faked: every 100 ms the head of the due
+  // messages goes to the loop, for its stall check and to wake it when idle.
+  let heartbeat: NodeJS.Timeout | undefined;
+  const start = loop.start.bind(loop);
+  const stop = loop.stop.bind(loop);
+  loop.start = () => {
+    start();
+    heartbeat ??= setInterval(() => void queue.oldestDue().then((head) => loop.observeDueHead(head)), HEARTBEAT_MS);
+  };
+  loop.stop = () => {
+    clearInterval(heartbeat);
+    return stop();
+  };
   return { queue, broker, wake, health, reports, loop };
 }
+
+/** The fake heartbeat's period (ms). */
+const HEARTBEAT_MS = 100;
