@@ -126,7 +126,10 @@ export class Leadership implements LeadershipPort {
       try {
         await this.beat();
         delayMs = this.term ? await this.renew() : await this.check();
-        if (failures > 0) this.events.onDatabase(true);
+        // A standby's checks are its only statements: one that succeeds says the database
+        // answers, also after the loop saw it fail (a leader's last batch, cut off when it
+        // woke from a freeze and found its sessions ended) and stopped claiming.
+        if (failures > 0 || !this.term) this.events.onDatabase(true);
         failures = 0;
       } catch (err: unknown) {
         if (signal.aborted) break;

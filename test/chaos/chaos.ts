@@ -1,11 +1,13 @@
 import { connect } from 'amqplib';
 import { Pool } from 'pg';
 import { dropSchema, migrateSchema } from '../kit/outbox-schema';
+import { endpointAnswer } from '../kit/relay-http';
 import { RabbitCluster } from '../kit/rabbit-cluster';
 import { testDatabaseUrl } from '../kit/services';
 import { TestBroker } from '../kit/test-broker';
 import { countFaults, runFaultSchedule, type FaultKind } from './faults';
 import { checkInvariants, type Delivery } from './invariants';
+import { FREEZE_LATENCY_BOUND_MS, type LatencyFigures } from './latency';
 import { ChaosDatabase } from './pg-failover';
 import { createAggregates, resolveUnknownCommits, startProducers } from './producers';
 import { seededRandom } from './random';
@@ -42,6 +44,11 @@ export interface ChaosOptions {
    * and adds the failover to the faults (`npm run chaos -- --pg-failover`).
    */
   readonly pgFailover?: boolean;
+  /**
+   * Adds the rolling restart to the faults (`npm run chaos -- --rolling-restarts`): every
+   * relay in turn stopped with SIGTERM, started again and ready before the next one.
+   */
+  readonly rollingRestarts?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -60,6 +67,7 @@ export interface ChaosReport {
   readonly poisonNotDead: number;
   readonly othersDead: number;
   readonly lockedOrHalfMarked: number;
+  readonly latency: LatencyFigures;
   readonly relaysNotReady: number;
   readonly resources: { readonly start: Resources; readonly end: Resources };
   /** Relay 0's RSS (MiB) once per fault, to tell growth from a one-off peak. */
@@ -145,7 +153,7 @@ async function runWith(
   const relay0Pid = relays[0]!.pid;
   const resources = async (): Promise<Resources> => ({
     longLivedRelay: relays[0]!.pid === relay0Pid && relays[0]!.running ? processResources(relay0Pid) : { rssMiB: -1, openFds: -1 },
-    databaseConnections: await relayDatabaseConnections(admin),
+    databaseConnections: await relayDatabaseConnections(admin, schema),
     // rabbitmqctl of the machine's broker: not the cluster's.
     amqpChannels: rabbit ? undefined : await amqpChannels(appId),
   });
@@ -169,6 +177,7 @@ async function runWith(
     log,
     rabbit,
     database,
+    rollingRestarts: options.rollingRestarts ?? false,
   });
   await producers.stop();
   const unknownCommitted = await resolveUnknownCommits(admin, schema, producers);
@@ -182,7 +191,9 @@ async function runWith(
     if (good.every((w) => received.has(w.id)) || Date.now() > deadline) break;
     await sleep(200);
   }
-  const notReady = await waitReady(30_000);
+  const notReady = await Promise.all(
+    (await waitReady(30_000)).map(async (i) => `${i} (/readyz: ${await endpointAnswer(relays[i]!.port, '/readyz')})`),
+  );
   // Poison messages die within their three attempts.
   const poisonIds = written.filter((w) => w.poison).map((w) => w.id);
   const poisonDeadline = Date.now() + 20_000;
@@ -252,6 +263,7 @@ export function formatReport(r: ChaosReport): string {
     `lost ${r.lost} · rolled back delivered ${r.rolledBackDelivered} · per-key order violations ${r.orderViolations}`,
     `duplicates ${r.duplicates} (unexplained ${r.unexplainedDuplicates}) · poison not dead ${r.poisonNotDead} · good dead ${r.othersDead}`,
     `locked/half-marked/unpublished rows ${r.lockedOrHalfMarked} · relays not ready ${r.relaysNotReady}`,
+    `commit → consumer: max ${r.latency.maxMs} ms (committed ${new Date(r.latency.maxCommittedAt).toISOString().slice(11, 23)}), p99 ${r.latency.p99Ms} ms; committed during a freeze: ${r.latency.duringFreezes}, max ${r.latency.duringFreezesMaxMs} ms (${r.latency.judged} held to ${FREEZE_LATENCY_BOUND_MS / 1000} s: max ${r.latency.judgedMaxMs} ms)`,
     `resources at start: ${res(r.resources.start)}`,
     `resources at end:   ${res(r.resources.end)}`,
     `relay 0 RSS over the run (MiB, per fault): ${summarise(r.rssSamples)}`,

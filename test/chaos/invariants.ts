@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
 import type { Fault } from './faults';
+import { commitLatencies, type LatencyFigures } from './latency';
 import type { Written } from './producers';
 import { PUBLISH_TIMEOUT_MS } from './relays';
 
@@ -21,8 +22,8 @@ export interface RunRecord {
   readonly poisonIds: readonly string[];
   readonly deliveries: readonly Delivery[];
   readonly faults: readonly Fault[];
-  /** Relays not ready at the end. */
-  readonly notReady: readonly number[];
+  /** Relays not ready at the end: each one's index and what its /readyz answered. */
+  readonly notReady: readonly string[];
 }
 
 /** The counts the invariants are checked on (each should be 0). */
@@ -35,13 +36,16 @@ export interface InvariantCounts {
   readonly poisonNotDead: number;
   readonly othersDead: number;
   readonly lockedOrHalfMarked: number;
+  /** Commit → first arrival: not a count, the figures of the run (a late message during a freeze is a violation). */
+  readonly latency: LatencyFigures;
 }
 
 /**
  * Checks every invariant over what was written and received and over the outbox rows
  * (the relays stopped): nothing committed lost, nothing rolled back delivered, per-key
  * order kept, every duplicate explained by a fault, poison and only poison dead, no row
- * locked or half-marked, every relay ready. Each broken one is added to `violations`.
+ * locked or half-marked, every relay ready, every message committed during a freeze at
+ * the consumer within 10 s (latency.ts). Each broken one is added to `violations`.
  */
 export async function checkInvariants(admin: Pool, schema: string, run: RunRecord, violations: string[]): Promise<InvariantCounts> {
   const { good, rolledBack, poisonIds, deliveries, faults, notReady } = run;
@@ -59,6 +63,7 @@ export async function checkInvariants(admin: Pool, schema: string, run: RunRecor
     copies.set(d.id, (copies.get(d.id) ?? 0) + 1);
   });
   const lost = good.filter((w) => !firstAt.has(w.id));
+  const latency = commitLatencies(good, firstAt, faults, violations);
   const rolledBackDelivered = rolledBack.filter((id) => firstAt.has(id));
   let orderViolations = 0;
   const byKey = new Map<string, Written[]>();
@@ -125,5 +130,6 @@ export async function checkInvariants(admin: Pool, schema: string, run: RunRecor
     poisonNotDead: Number(s.poison_not_dead),
     othersDead: Number(s.others_dead),
     lockedOrHalfMarked,
+    latency,
   };
 }

@@ -14,6 +14,8 @@ export interface Written {
   /** The aggregate's version for a keyed message (its order within the key). */
   readonly version: number;
   readonly poison: boolean;
+  /** When its COMMIT returned (ms since the epoch; for a commit of unknown outcome, when it was sent). */
+  readonly committedAt: number;
 }
 
 /** The producers of a chaos run: what they committed and rolled back so far; `stop()` ends them. */
@@ -73,7 +75,7 @@ export function startProducers(
     const rollback = producerRandom() < 0.1;
     const long = producerRandom() < 0.05;
     state.phase = 'open';
-    state.message = { id, key: null, version: 0, poison: false };
+    state.message = { id, key: null, version: 0, poison: false, committedAt: 0 };
     await pg.query('BEGIN');
     let key: string | null = null;
     let version = 0;
@@ -85,7 +87,7 @@ export function startProducers(
       );
       version = rows[0]!.version;
     }
-    state.message = { id, key, version, poison: false };
+    state.message = { id, key, version, poison: false, committedAt: 0 };
     await pg.query(
       `INSERT INTO "${schema}".messages (message_id, exchange, routing_key, partition_key, payload) VALUES ($1, $2, 'chaos', $3, $4)`,
       [id, exchange, key, JSON.stringify({ key, version, producer: index })],
@@ -96,8 +98,9 @@ export function startProducers(
       rolledBack.push(id);
     } else {
       state.phase = 'commit';
+      state.message = { ...state.message, committedAt: Date.now() };
       await pg.query('COMMIT');
-      written.push(state.message);
+      written.push({ ...state.message, committedAt: Date.now() });
     }
     await sleep(Math.max(0, intervalMs - (Date.now() - started)));
   };

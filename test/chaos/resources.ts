@@ -16,10 +16,16 @@ export function processResources(pid: number): ProcessResources {
   };
 }
 
-/** Database connections opened by relays (application_name outbox-relay*). */
-export async function relayDatabaseConnections(pool: Pool): Promise<number> {
+/**
+ * Database connections opened by the relays of `schema`: their application_name is
+ * `outbox-relay <replica id>[ role]`, and the ids are those of `<schema>.relay_replicas`
+ * (relays of other runs and tests on the same server are not counted).
+ */
+export async function relayDatabaseConnections(pool: Pool, schema: string): Promise<number> {
   const { rows } = await pool.query<{ n: string }>(
-    `SELECT count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'outbox-relay%'`,
+    `SELECT count(*) AS n FROM pg_stat_activity
+      WHERE application_name LIKE 'outbox-relay %'
+        AND split_part(application_name, ' ', 2) IN (SELECT replica_id FROM "${schema}".relay_replicas)`,
   );
   return Number(rows[0]?.n ?? 0);
 }

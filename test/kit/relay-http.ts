@@ -79,3 +79,13 @@ export async function endpointStatus(port: number, path: string): Promise<number
     return 0;
   }
 }
+
+/** GET http://127.0.0.1:`port``path` as one line for a failure message: "503 database=down broker=up …", or "no answer". */
+export async function endpointAnswer(port: number, path: string): Promise<string> {
+  try {
+    const response = await fetch(`http://127.0.0.1:${port}${path}`);
+    return `${response.status} ${(await response.text()).trim().split('\n').join('; ')}`;
+  } catch {
+    return 'no answer';
+  }
+}

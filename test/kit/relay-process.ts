@@ -25,6 +25,8 @@ export class RelayProcess {
   readonly exited: Promise<RelayExit>;
   /** Whether `stop()` or `kill()` asked it to exit (an exit without is a crash). */
   private stopRequested = false;
+  /** Stopped by `freeze()` and not yet continued. */
+  private frozen = false;
 
   private constructor(
     readonly child: ChildProcess,
@@ -134,9 +136,25 @@ export class RelayProcess {
     this.child.kill(signal);
   }
 
-  /** Graceful stop: SIGTERM, then the exit. */
+  /**
+   * Stops the process without ending it (SIGSTOP): a paused VM, a node swapping, a
+   * debugger. It holds its connections and does nothing until `thaw()`. Not a crash.
+   */
+  freeze(): void {
+    this.child.kill('SIGSTOP');
+    this.frozen = true;
+  }
+
+  /** Lets a frozen process go on (SIGCONT). */
+  thaw(): void {
+    if (this.frozen && this.running) this.child.kill('SIGCONT');
+    this.frozen = false;
+  }
+
+  /** Graceful stop: SIGTERM, then the exit (a frozen process is thawed to receive it). */
   async stop(): Promise<RelayExit> {
     if (this.running) this.kill('SIGTERM');
+    this.thaw();
     return this.exited;
   }
 

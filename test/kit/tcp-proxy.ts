@@ -13,7 +13,7 @@ export class TcpProxy {
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
   private refusing = false;
-  /** Added to every chunk in both directions (ms): a slow network or a slow broker. */
+  /** Added to every chunk in both directions (ms): a slow network or a slow broker. A change applies to the chunks that arrive after it; bytes always keep their order. */
   latencyMs = 0;
   port = 0;
   private untrack: () => void = () => undefined;
@@ -73,23 +73,9 @@ export class TcpProxy {
         this.sockets.delete(a);
         b.destroy();
       });
-      // Bytes must keep their order when the latency changes: each chunk is released no
-      // earlier than the one before it (timers of equal or later expiry fire in order).
-      let releaseAt = 0;
-      let pending = 0;
-      a.on('data', (chunk: Buffer) => {
-        const now = Date.now();
-        releaseAt = Math.max(now + this.latencyMs, releaseAt);
-        if (releaseAt <= now && pending === 0) {
-          b.write(chunk);
-          return;
-        }
-        pending += 1;
-        setTimeout(() => {
-          pending -= 1;
-          if (!b.destroyed) b.write(chunk);
-        }, releaseAt - now);
-      });
+      const forward = new DelayedForwarder(b, () => this.latencyMs);
+      a.on('data', (chunk: Buffer) => forward.push(chunk));
+      a.on('close', () => forward.clear());
     }
   }
 
@@ -121,5 +107,50 @@ export class TcpProxy {
       this.untrack();
     })();
     return this.closing;
+  }
+}
+
+/**
+ * One direction of a proxied connection: each chunk is written to `to` once it has been
+ * held for the latency in force when it arrived, and never before the chunks that
+ * arrived earlier. One FIFO queue and at most one timer: a timer per chunk releases
+ * chunks out of order when the latency drops (Node keeps a timer list per duration, and
+ * a later chunk with a shorter delay can fire first).
+ */
+class DelayedForwarder {
+  private readonly queue: { readonly chunk: Buffer; readonly releaseAt: number }[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly to: Socket,
+    private readonly latencyMs: () => number,
+  ) {}
+
+  push(chunk: Buffer): void {
+    const latencyMs = this.latencyMs();
+    if (latencyMs <= 0 && this.queue.length === 0) {
+      if (!this.to.destroyed) this.to.write(chunk);
+      return;
+    }
+    this.queue.push({ chunk, releaseAt: Date.now() + latencyMs });
+    this.timer ??= setTimeout(() => this.release(), latencyMs);
+  }
+
+  /** Forgets what is still held (the connection is gone). */
+  clear(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.queue.length = 0;
+  }
+
+  private release(): void {
+    this.timer = undefined;
+    const now = Date.now();
+    while (this.queue.length > 0 && this.queue[0]!.releaseAt <= now) {
+      const { chunk } = this.queue.shift()!;
+      if (!this.to.destroyed) this.to.write(chunk);
+    }
+    const next = this.queue[0];
+    if (next) this.timer = setTimeout(() => this.release(), next.releaseAt - now);
   }
 }
