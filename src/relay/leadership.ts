@@ -134,8 +134,7 @@ export class Leadership implements LeadershipPort {
       } catch (err: unknown) {
         if (signal.aborted) break;
         failures += 1;
-        if (failures === 1)
-          this.log.warn({ err: errorMessage(err) }, 'cannot reach the database to coordinate with the other replicas; retrying');
+        if (failures === 1) this.log.warn({ err: errorMessage(err) }, 'database unavailable; retrying');
         this.events.onDatabase(false);
         if (this.term && this.monotonic() >= this.term.deadline) await this.stepDown('its lease ran out while the database did not answer');
         delayMs = Math.min(reconnectDelayMs(failures), LEASE_RENEW_MS);

@@ -28,7 +28,7 @@ function fakePort(): { port: LeasePort; loseLock: () => void } {
     },
     releaseLock: () => Promise.resolve(),
     claim: (): Promise<LeaderTerm> => Promise.resolve({ epoch: '1', previous: null, previousLive: false }),
-    renew: () => Promise.resolve(true),
+    renew: () => Promise.resolve({ renewed: true, outbox: { lagSeconds: null, dueMessageId: null } }),
     release: () => Promise.resolve(),
     fence: () => Promise.resolve(0),
     heartbeat: () => Promise.resolve(),
@@ -45,6 +45,7 @@ test('a leader that loses its lock and stands by reports the database up once it
     onLead: () => events.push('lead'),
     onFollow: () => events.push('follow'),
     onDatabase: (up) => events.push(up ? 'database up' : 'database down'),
+    onHeartbeat: () => undefined,
   };
   const leadership = new Leadership(port, 'me', record, silent);
   leadership.start();
