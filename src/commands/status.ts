@@ -3,6 +3,7 @@ import { verifySchema } from '../db/migrator';
 import { withClient } from '../db/transaction';
 import type { Logger } from '../observability/logger';
 import { instantText } from '../outbox/inspection';
+import { readFleet, type FleetView } from '../outbox/fleet-store';
 import { OperatorStore } from '../outbox/operator-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
@@ -24,13 +25,15 @@ export interface StatusReport {
   readonly publishedEstimated: boolean;
   readonly lagSeconds: number;
   readonly oldestPending: { readonly messageId: string; readonly createdAt: string; readonly dueAt: string } | null;
+  /** The running replicas (seen within the last 45 s) and which one leads (publishes); `leader` null while none does. */
+  readonly relays: FleetView;
 }
 
 export async function statusCommand(config: Config, log: Logger, io: Io, options: { json?: boolean }): Promise<void> {
   const store = new OperatorStore(config.schema);
   const report = await withDatabase(config, log, async (pool): Promise<StatusReport> => {
     await withClient(pool, (client) => verifySchema(client, config.schema));
-    const [stats, details] = await Promise.all([store.stats(pool), store.statusDetails(pool)]);
+    const [stats, details, relays] = await Promise.all([store.stats(pool), store.statusDetails(pool), readFleet(pool, config.schema)]);
     const { count, estimatedRows } = details.published;
     return {
       schema: config.schema,
@@ -47,6 +50,7 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
         createdAt: instantText(details.oldestPending.createdAt),
         dueAt: instantText(details.oldestPending.dueAt),
       },
+      relays,
     };
   });
   if (options.json) {
@@ -67,6 +71,18 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
         : `published       ${report.published} (kept for OUTBOX_RETENTION)`,
       `lag             ${report.lagSeconds.toFixed(3)} s`,
       `oldest pending  ${oldest}`,
+      `relays          ${relaysLine(report.relays)}`,
     ].join('\n'),
   );
+}
+
+/** `3 running: leader 550045d0e5b6 (host vm, pid 8299, since …), 2 standbys`, or why none leads. */
+function relaysLine(fleet: FleetView): string {
+  const running = fleet.replicas.length;
+  const leader = fleet.replicas.find((r) => r.role === 'leader');
+  const standbys = running - (leader ? 1 : 0);
+  const standbyText = `${standbys} ${standbys === 1 ? 'standby' : 'standbys'}`;
+  if (running === 0) return 'none running (no replica seen in the last 45 s)';
+  if (!leader) return `${running} running, none leading (a takeover takes a few seconds), ${standbyText}`;
+  return `${running} running: leader ${leader.replicaId} (host ${leader.host}, pid ${leader.pid}, since ${fleet.leadingSince ?? '?'}), ${standbyText}`;
 }

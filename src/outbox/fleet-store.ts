@@ -238,3 +238,67 @@ export class FleetStore {
     if (client) await client.end().catch(() => undefined);
   }
 }
+
+/** A replica as `outbox-relay status` shows it. */
+export interface ReplicaView {
+  readonly replicaId: string;
+  readonly host: string;
+  readonly pid: number;
+  readonly version: string;
+  readonly role: 'leader' | 'standby';
+  readonly startedAt: string;
+  readonly seenAt: string;
+}
+
+/** The replicas of an outbox and who leads, as `outbox-relay status` shows them. */
+export interface FleetView {
+  /** The leading replica while its lease runs, else null. */
+  readonly leader: string | null;
+  /** When the leader took the lead (ISO 8601), null without a leader. */
+  readonly leadingSince: string | null;
+  readonly epoch: string;
+  /** Live replicas (seen within the last 45 s), the leader first. */
+  readonly replicas: readonly ReplicaView[];
+}
+
+/** Reads the lease and the live replicas (two small tables; no lock). */
+export async function readFleet(db: Pool, schema: string): Promise<FleetView> {
+  const lease = qualified(schema, 'relay_lease');
+  const replicas = qualified(schema, 'relay_replicas');
+  const { rows } = await db.query<{
+    holder: string | null;
+    acquired_at: Date | null;
+    epoch: string;
+    replica_id: string | null;
+    host: string | null;
+    pid: number | null;
+    version: string | null;
+    started_at: Date | null;
+    seen_at: Date | null;
+  }>(
+    `SELECT CASE WHEN l.expires_at > now() THEN l.holder END AS holder, CASE WHEN l.expires_at > now() THEN l.acquired_at END AS acquired_at,
+            l.epoch::text AS epoch, r.replica_id, r.host, r.pid, r.version, r.started_at, r.seen_at
+       FROM ${lease} AS l
+       LEFT JOIN ${replicas} AS r ON r.seen_at > now() - $1 * interval '1 second'
+      ORDER BY r.replica_id = l.holder AND l.expires_at > now() DESC, r.started_at`,
+    [LIVE_SECONDS],
+  );
+  const first = rows[0];
+  const leader = first?.holder ?? null;
+  return {
+    leader,
+    leadingSince: first?.acquired_at?.toISOString() ?? null,
+    epoch: first?.epoch ?? '0',
+    replicas: rows
+      .filter((r) => r.replica_id !== null)
+      .map((r) => ({
+        replicaId: r.replica_id as string,
+        host: r.host ?? '',
+        pid: r.pid ?? 0,
+        version: r.version ?? '',
+        role: r.replica_id === leader ? ('leader' as const) : ('standby' as const),
+        startedAt: (r.started_at as Date).toISOString(),
+        seenAt: (r.seen_at as Date).toISOString(),
+      })),
+  };
+}

@@ -185,7 +185,10 @@ describe('status', () => {
         publishedEstimated: false,
         lagSeconds: 0,
         oldestPending: null,
+        relays: { leader: null, leadingSince: null, epoch: '0', replicas: [] },
       });
+      const text = await cli(['status'], envFor(fx.schema));
+      expect(text.stdout).toMatch(/^relays +none running \(no replica seen in the last 45 s\)$/m);
     } finally {
       await fx.close();
     }

@@ -1,5 +1,7 @@
 import type { ConsumeMessage } from 'amqplib';
 import type { Pool } from 'pg';
+import type { FleetView } from '../../src/outbox/fleet-store';
+import { cli, envFor } from '../kit/cli';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import type { RelayProcess } from '../kit/relay-process';
 import { TestBroker } from '../kit/test-broker';
@@ -78,6 +80,16 @@ test('three replicas: one leads and publishes everything exactly once, in per-ke
     expect(metrics.type('outbox_lag_seconds')).toBeUndefined();
     expect(metrics.type('outbox_pending_messages')).toBeUndefined();
   }
+  // status names the leader and counts the standbys.
+  const status = await cli(['status', '--json'], envFor(fx.schema));
+  const fleet = (JSON.parse(status.stdout) as { relays: FleetView }).relays;
+  const pids = (list: readonly { pid: number }[]): number[] => list.map((r) => r.pid).sort((a, b) => a - b);
+  expect(pids(fleet.replicas)).toEqual(pids(relays));
+  expect(fleet.replicas.find((r) => r.role === 'leader')?.pid).toBe(leader.pid);
+  expect(pids(fleet.replicas.filter((r) => r.role === 'standby'))).toEqual(pids(standbys));
+  expect((await cli(['status'], envFor(fx.schema))).stdout).toMatch(
+    new RegExp(`^relays +3 running: leader ${fleet.leader} \\(host .*, pid ${leader.pid}, since .*\\), 2 standbys$`, 'm'),
+  );
   const leaderMetrics = await leader.metrics();
   expect(leaderMetrics.value('outbox_leader')).toBe(1);
   expect(leaderMetrics.type('outbox_lag_seconds')).toBe('gauge');
