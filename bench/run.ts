@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only replay|failover|tracing [--baseline <rev>]]`: throughput, latency, scale and producer cost of
+ * `npm run bench [-- --quick] [-- --only fleet|replay|failover|tracing [--baseline <rev>]]`: throughput, latency, scale and producer cost of
  * outbox-relay against the local PostgreSQL and RabbitMQ, each figure against a bare
  * amqplib publisher measured in the same run. Prints progress and a final table; writes
  * bench/results/latest.json and latest.md. Numbers, not pass/fail: the exit code is 0
@@ -25,6 +25,7 @@ import {
 } from './scenarios';
 import { consumerThroughput } from './consumer';
 import { failoverRun } from './failover';
+import { idleCost, takeover, type IdleCost } from './fleet';
 import { replayBeside, type ReplayResult } from './replay';
 import { tracingRuns, type TracingArm, type TracingRun } from './tracing';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
@@ -41,7 +42,17 @@ const IDLE_SECONDS = quick ? 5 : 30;
 const LATENCY_SECONDS = quick ? 3 : 10;
 const PRODUCER_SECONDS = quick ? 2 : 5;
 const WAL_INSERTS = quick ? 5_000 : 20_000;
-const REPLICAS = [1, 3] as const;
+const REPLICAS = [1, 3, 12] as const;
+/** The drains every replica count runs: no key, 1,000 keys, one hot key. */
+const DRAIN_KINDS = [
+  { name: 'unkeyed', count: N, keys: 0 },
+  { name: '1,000 keys', count: N, keys: 1_000 },
+  { name: 'a single key', count: HOT_KEY_BACKLOG, keys: 1 },
+] as const;
+/** How long the idle cost of 1 and of 12 replicas is measured, once they settled (s). */
+const FLEET_IDLE_SECONDS = quick ? 20 : 60;
+/** The backlog the takeover runs drain while the leader is killed or frozen. */
+const TAKEOVER_COUNT = quick ? 20_000 : 40_000;
 const CONSUMER_COUNT = quick ? 2_000 : 5_000;
 /** The backlog a failover run drains (1 KiB messages; the primary is stopped after a quarter). */
 const FAILOVER_COUNT = quick ? 10_000 : 20_000;
@@ -208,6 +219,59 @@ async function tracingBench(pool: ReturnType<typeof newPool>, started: number, e
   writeFileSync(join(dir, 'tracing.json'), `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs }, null, 2)}\n`);
 }
 
+/** Each drain of 3 and 12 replicas against the same drain by one, from `drains` (labels "<kind>, <n> relay(s)"). */
+function replicaRatioRows(drains: Readonly<Record<string, DrainResult[]>>, kinds: readonly string[]): Row[] {
+  const rows: Row[] = [];
+  for (const kind of kinds) {
+    const one = figure((drains[`${kind}, 1 relay`] ?? []).map((r) => r.rate));
+    for (const n of REPLICAS.filter((r) => r > 1)) {
+      const many = figure((drains[`${kind}, ${n} relays`] ?? []).map((r) => r.rate));
+      rows.push([`drain, ${kind}: ${n} replicas vs 1`, `${fmt(many.median)} msg/s`, spread(many), ratio(many.median, one.median)]);
+    }
+  }
+  return rows;
+}
+
+/** The idle cost of 1 and 12 replicas and the takeover times (`--only fleet`, and the full bench). */
+async function fleetRows(): Promise<{ rows: Row[]; idle: IdleCost[]; takeovers: Record<string, number[]> }> {
+  const idle: IdleCost[] = [];
+  for (const replicas of [1, 12]) {
+    console.log(`
+idle: ${replicas} replica${replicas > 1 ? 's' : ''} of one outbox, nothing to publish, measured for ${FLEET_IDLE_SECONDS} s`);
+    const cost = await idleCost(replicas, FLEET_IDLE_SECONDS);
+    idle.push(cost);
+    console.log(
+      `  ${cost.connections} connections, ${cost.txPerSecond.toFixed(1)} transactions/s, PostgreSQL ${cost.postgresCpu.toFixed(2)} % of a core, ` +
+        `leader ${cost.leaderCpu.toFixed(2)} %, standbys ${cost.standbyCpu.toFixed(2)} % each`,
+    );
+  }
+  const [one, twelve] = idle as [IdleCost, IdleCost];
+  const rows: Row[] = [
+    ['idle, 1 relay: database connections', fmt(one.connections), '', '1.00'],
+    ['idle, 12 relays: database connections', fmt(twelve.connections), '', ratio(twelve.connections, one.connections)],
+    ['idle, 1 relay: transactions/s', one.txPerSecond.toFixed(1), '', '1.00'],
+    ['idle, 12 relays: transactions/s', twelve.txPerSecond.toFixed(1), '', ratio(twelve.txPerSecond, one.txPerSecond)],
+    ['idle, 1 relay: PostgreSQL CPU', `${one.postgresCpu.toFixed(2)} %`, '', '1.00'],
+    ['idle, 12 relays: PostgreSQL CPU', `${twelve.postgresCpu.toFixed(2)} %`, '', ratio(twelve.postgresCpu, one.postgresCpu)],
+    ['idle relay process CPU (a lone relay, the leader)', `${one.leaderCpu.toFixed(2)} %`, '', ''],
+    ['idle standby process CPU (12 relays, each)', `${twelve.standbyCpu.toFixed(2)} %`, '', ''],
+  ];
+  const takeovers: Record<string, number[]> = {};
+  for (const fault of ['kill -9', 'freeze'] as const) {
+    console.log(`
+takeover: 3 relays drain ${fmt(TAKEOVER_COUNT)} messages (1,000 keys); the leader gets ${fault}`);
+    const runs = await repeat(
+      fault,
+      () => takeover(fault, TAKEOVER_COUNT),
+      (t) => `another replica published ${fmt(t.ms)} ms later`,
+    );
+    const f = figure(runs.map((t) => t.ms));
+    takeovers[fault] = [...f.runs];
+    rows.push([`takeover after ${fault} of the leader (to the first publish by another)`, `${fmt(f.median)} ms`, spread(f), '']);
+  }
+  return { rows, idle, takeovers };
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   const pool = newPool(24);
@@ -231,6 +295,48 @@ async function main(): Promise<void> {
     writeFileSync(
       join(dir, 'failover.json'),
       `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs }, null, 2)}\n`,
+    );
+    return;
+  }
+  if (only === 'fleet') {
+    console.log(`\nbare amqplib publisher, ${fmt(N)} persistent 1 KiB messages, 1,000 confirms outstanding`);
+    const bareRuns = await repeat(
+      'bare',
+      () => bare(N),
+      (r) => `${fmt(r.rate)} msg/s`,
+    );
+    const ceiling = figure(bareRuns.map((r) => r.rate));
+    rows.push(['bare amqplib publisher (ceiling)', `${fmt(ceiling.median)} msg/s`, spread(ceiling), '1.00']);
+    const drains: Record<string, DrainResult[]> = {};
+    for (const kind of DRAIN_KINDS) {
+      for (const relays of REPLICAS) {
+        const label = `${kind.name}, ${relays} relay${relays > 1 ? 's' : ''}`;
+        console.log(`\ndrain of a ${fmt(kind.count)}-message backlog: ${label}`);
+        drains[label] = await repeat(
+          label,
+          () => drain(pool, kind.count, kind.keys, relays),
+          (r) => `${fmt(r.rate)} msg/s`,
+        );
+        const rate = figure((drains[label] ?? []).map((r) => r.rate));
+        rows.push([`drain, ${label}`, `${fmt(rate.median)} msg/s`, spread(rate), ratio(rate.median, ceiling.median)]);
+      }
+    }
+    rows.push(
+      ...replicaRatioRows(
+        drains,
+        DRAIN_KINDS.map((k) => k.name),
+      ),
+    );
+    await pool.end();
+    const fleet = await fleetRows();
+    rows.push(...fleet.rows);
+    const table = ['| figure | median | spread | ratio |', '|---|---|---|---|', ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+    console.log(`\n${table}\n\nbench took ${Math.round((Date.now() - started) / 1000)} s`);
+    const dir = join(__dirname, 'results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'fleet.json'),
+      `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, rows, idle: fleet.idle, takeovers: fleet.takeovers }, null, 2)}\n`,
     );
     return;
   }
@@ -274,12 +380,7 @@ async function main(): Promise<void> {
   );
 
   const drains: Record<string, DrainResult[]> = {};
-  const drainKinds = [
-    { name: 'unkeyed', count: N, keys: 0 },
-    { name: '1,000 keys', count: N, keys: 1_000 },
-    { name: 'a single key', count: HOT_KEY_BACKLOG, keys: 1 },
-  ];
-  for (const kind of drainKinds) {
+  for (const kind of DRAIN_KINDS) {
     for (const relays of REPLICAS) {
       const label = `${kind.name}, ${relays} relay${relays > 1 ? 's' : ''}`;
       console.log(`\ndrain of a ${fmt(kind.count)}-message backlog: ${label}`);
@@ -364,6 +465,12 @@ async function main(): Promise<void> {
     const rate = figure(results.map((r) => r.rate));
     rows.push([`drain, ${label}`, `${fmt(rate.median)} msg/s`, spread(rate), ratio(rate.median, ceiling.median)]);
   }
+  rows.push(
+    ...replicaRatioRows(
+      drains,
+      DRAIN_KINDS.map((k) => k.name),
+    ),
+  );
   const lagCleared = figure(one.map((r) => r.lagClearedMs));
   rows.push(['outbox_lag_seconds reads 0 after the last publish', `${fmt(lagCleared.median)} ms`, spread(lagCleared), '']);
 
@@ -439,6 +546,7 @@ async function main(): Promise<void> {
   }
 
   rows.push(...(await replayRows(pool)).rows);
+  rows.push(...(await fleetRows()).rows);
 
   console.log(`\nscale: a ${fmt(SCALE_BACKLOG)}-message backlog, 1,000 keys`);
   const big: ScaleResult = await scale(pool, SCALE_BACKLOG, IDLE_SECONDS);
