@@ -1,20 +1,44 @@
 import type { Config } from 'jest';
 
-const config: Config = {
+/** What every project shares: TypeScript through ts-jest, and the leak check. */
+const common = {
   // A test file that leaves a relay, a pool, a connection, a socket, a child process or
   // a timer that keeps the process alive open fails, 2 s after its last afterAll
-  // (test/kit/leak-check-environment.ts names what it left), so leaks fail the run
-  // without forceExit. forceExit is the safety net behind it: after a test that timed
-  // out and could not clean up, the run ends with its report instead of hanging until
-  // CI's own time limit kills it with nothing said.
+  // (test/kit/leak-check-environment.ts names what it left).
   testEnvironment: '<rootDir>/test/kit/leak-check-environment.ts',
-  roots: ['<rootDir>/test'],
-  testMatch: ['**/*.test.ts'],
+  // tsconfig.json's isolatedModules makes ts-jest transpile only; `npm run lint`
+  // type-checks the tests (tsconfig.json includes test/).
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] },
-  globalSetup: '<rootDir>/test/kit/global-setup.ts',
-  globalTeardown: '<rootDir>/test/kit/global-teardown.ts',
+} satisfies Config;
+
+/**
+ * Two tiers. `unit`: pure modules and the relay loop over fakes; they need neither
+ * PostgreSQL nor RabbitMQ and run in parallel (`npm run test:unit`). `integration`: the
+ * real services, relays as processes, the CLI, chaos and fuzz; its global setup finds the
+ * services (or starts them with testcontainers, or fails naming them). `npm test` runs
+ * both, one file at a time.
+ */
+const config: Config = {
+  projects: [
+    {
+      ...common,
+      displayName: 'unit',
+      roots: ['<rootDir>/test/unit'],
+      testMatch: ['**/*.test.ts'],
+    },
+    {
+      ...common,
+      displayName: 'integration',
+      roots: ['<rootDir>/test/integration', '<rootDir>/test/chaos', '<rootDir>/test/fuzz'],
+      testMatch: ['**/*.test.ts'],
+      globalSetup: '<rootDir>/test/kit/global-setup.ts',
+      globalTeardown: '<rootDir>/test/kit/global-teardown.ts',
+    },
+  ],
   testTimeout: 60_000,
   detectOpenHandles: false,
+  // After a test that timed out and could not clean up, the run ends with its report
+  // instead of hanging until CI's own time limit kills it with nothing said.
   forceExit: true,
 };
 
