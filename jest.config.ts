@@ -1,7 +1,7 @@
 import type { Config } from 'jest';
 
 /** What every project shares: TypeScript through ts-jest, and the leak check. */
-const common = {
+export const common = {
   // A test file that leaves a relay, a pool, a connection, a socket, a child process or
   // a timer that keeps the process alive open fails, 2 s after its last afterAll
   // (test/kit/leak-check-environment.ts names what it left).
@@ -9,6 +9,12 @@ const common = {
   // tsconfig.json's isolatedModules makes ts-jest transpile only; `npm run lint`
   // type-checks the tests (tsconfig.json includes test/).
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] },
+} satisfies Config;
+
+/** The integration tier's services: found, started with testcontainers, or named as missing. */
+export const services = {
+  globalSetup: '<rootDir>/test/kit/global-setup.ts',
+  globalTeardown: '<rootDir>/test/kit/global-teardown.ts',
 } satisfies Config;
 
 /**
@@ -28,11 +34,10 @@ const config: Config = {
     },
     {
       ...common,
+      ...services,
       displayName: 'integration',
       roots: ['<rootDir>/test/integration', '<rootDir>/test/chaos', '<rootDir>/test/fuzz'],
       testMatch: ['**/*.test.ts'],
-      globalSetup: '<rootDir>/test/kit/global-setup.ts',
-      globalTeardown: '<rootDir>/test/kit/global-teardown.ts',
     },
   ],
   testTimeout: 60_000,
