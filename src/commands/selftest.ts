@@ -147,7 +147,7 @@ async function roundTrip(
   await steps.run(
     'privileges',
     async () => {
-      const missing = await missingPrivileges(pool, config.schema);
+      const missing = await missingPrivileges(pool, config.schema, { fleet: false });
       if (!(await store.mayInsert(pool))) missing.unshift(`INSERT on ${qualified(config.schema, 'messages')}`);
       if (missing.length > 0) {
         throw new OutboxError(

@@ -74,6 +74,9 @@ describe('the relay role’s privileges', () => {
     await admin.query(`GRANT USAGE ON SCHEMA ${escapeIdentifier(fx.schema)} TO ${escapeIdentifier(role)}`);
     await admin.query(`GRANT SELECT ON ${fx.table}, ${escapeIdentifier(fx.schema)}.schema_migrations TO ${escapeIdentifier(role)}`);
     await admin.query(`GRANT UPDATE ON ${fx.table} TO ${escapeIdentifier(role)}`);
+    // The replicas' coordination (the relay takes the lead through these).
+    await admin.query(`GRANT SELECT, UPDATE ON ${escapeIdentifier(fx.schema)}.relay_lease TO ${escapeIdentifier(role)}`);
+    await admin.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${escapeIdentifier(fx.schema)}.relay_replicas TO ${escapeIdentifier(role)}`);
   });
   afterAll(async () => {
     await admin.query(`DROP OWNED BY ${escapeIdentifier(role)}`);

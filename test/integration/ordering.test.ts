@@ -1,3 +1,4 @@
+import type { RunningRelay } from '../../src/app';
 import type { ConsumeMessage } from 'amqplib';
 import { Client } from 'pg';
 import { OperatorStore } from '../../src/outbox/operator-store';
@@ -47,8 +48,11 @@ async function insertKeyed(exchange: string, keys: number, perKey: number): Prom
   await fx.insertBacklog({ count: keys * perKey, keys, exchange, routingKey: 'k' });
 }
 
-async function threeRelays(overrides: Record<string, string> = {}): Promise<void> {
-  for (let i = 0; i < 3; i += 1) await fx.startRelay({ OUTBOX_BATCH_SIZE: '100', ...overrides });
+/** Three in-process relays: one leads (and alone shows the outbox gauges), two stand by. */
+async function threeRelays(overrides: Record<string, string> = {}): Promise<RunningRelay[]> {
+  const relays: RunningRelay[] = [];
+  for (let i = 0; i < 3; i += 1) relays.push((await fx.startRelay({ OUTBOX_BATCH_SIZE: '100', ...overrides })).relay);
+  return relays;
 }
 
 test('three relays: 200 keys × 100 messages arrive with every key in order', async () => {
@@ -136,12 +140,14 @@ describe('a message that keeps failing holds back only its own key', () => {
 
   test('block: K stays held after its head dies (outbox_blocked_keys 1) until dead retry, then arrives in order', async () => {
     const { missing, queue, poisonId } = await setup();
-    await threeRelays({ OUTBOX_MAX_ATTEMPTS: '2', OUTBOX_ORDERING_ON_DEAD: 'block' });
+    const relays = await threeRelays({ OUTBOX_MAX_ATTEMPTS: '2', OUTBOX_ORDERING_ON_DEAD: 'block' });
     await waitFor('the head dead', async () => (await fx.row(poisonId))['dead_at'] !== null, 20_000);
     await waitFor('the other keys', () => decode(queue).filter((m) => m.key !== 'K').length === 3);
     await staysFalse("K's later messages", () => decode(queue).some((m) => m.key === 'K'), 1_000);
-    const { relay } = await fx.startRelay({ OUTBOX_ORDERING_ON_DEAD: 'block' });
-    await waitFor('outbox_blocked_keys 1', async () => (await readMetrics(relay.port)).value('outbox_blocked_keys') === 1);
+    // The leader's scrape has the gauge (the standbys' have no outbox gauges).
+    await waitFor('outbox_blocked_keys 1 on the leader', async () =>
+      (await Promise.all(relays.map((r) => readMetrics(r.port)))).some((m) => m.value('outbox_blocked_keys') === 1),
+    );
 
     // The operator fixes the cause and retries the dead message.
     await broker.exchange(missing);
