@@ -16,8 +16,9 @@ import { OperatorStore } from './outbox/operator-store';
 import { missingPrivileges } from './outbox/privileges';
 import { CleanupJob } from './outbox/retention';
 import { Wakeup } from './outbox/wakeup';
+import { HeldDestinations } from './relay/held-destinations';
 import { RelayLoop } from './relay/loop';
-import { observeBatch } from './relay/observer';
+import { holdReporter, observeBatch } from './relay/observer';
 import { systemClock } from './relay/ports';
 import { fullJitterBackoff } from './retry/backoff';
 import { isTransientDatabaseError } from './retry/classify';
@@ -91,6 +92,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
       health,
       log: relayLog,
       clock: systemClock,
+      holds: new HeldDestinations(holdReporter(metrics, relayLog)),
       onBatch: (report) => observeBatch(report, metrics, relayLog, systemClock.now()),
       tracer: tracing?.tracer,
     },
@@ -123,6 +125,9 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
       const released = await queue.unparkAll();
       if (released > 0) log.info({ released }, 'OUTBOX_ORDERING_ON_DEAD=skip: released messages held behind dead messages');
     }
+    // Rows a relay before this one parked for destinations it held: this one learns them again.
+    const unheld = await queue.releaseHeld();
+    if (unheld > 0) log.info({ released: unheld }, 'released messages that waited for held destinations');
     health.setDatabaseUp(true);
     connection.start();
     wakeup.start();

@@ -6,6 +6,7 @@ import { isTransientDatabaseError } from '../retry/classify';
 import { abortableDelay, unrefSleep, Waiters } from '../util/delay';
 import { runBatch, type BatchReport, type BatchSettings } from './batch';
 import { BatchFault } from './faults';
+import type { HeldDestinations } from './held-destinations';
 import type { BrokerPort, Clock, HealthPort, QueuePort, WakePort } from './ports';
 import { nextStep, type Streaks, type Turn } from './schedule';
 import { Recovery } from './recovery';
@@ -38,6 +39,8 @@ export interface LoopDeps {
   readonly health: HealthPort;
   readonly log: Logger;
   readonly clock: Clock;
+  /** The destinations this relay holds because the broker refused messages for them. */
+  readonly holds: HeldDestinations;
   /** Told about every committed batch (metrics and logs). */
   readonly onBatch: (report: BatchReport) => void;
   /** The reconnect backoff after an error (ms); jittered by default. */
@@ -173,7 +176,9 @@ export class RelayLoop {
 
   /** Reads the oldest due message for the stall check (every second while running). */
   private async checkStall(): Promise<void> {
-    const { queue, health, broker } = this.deps;
+    const { queue, health, broker, holds, wake, clock } = this.deps;
+    // A held destination's probe is due: claim now (an idle worker peeks only every poll interval).
+    if (holds.tick(clock.now())) wake.trigger();
     let head: DueHead | undefined;
     try {
       head = await queue.oldestDue();
