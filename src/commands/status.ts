@@ -3,7 +3,7 @@ import { verifySchema } from '../db/migrator';
 import { withClient } from '../db/transaction';
 import type { Logger } from '../observability/logger';
 import { instantText } from '../outbox/inspection';
-import { OperatorStore } from '../outbox/operator-store';
+import { OperatorStore, type HeldWaiting } from '../outbox/operator-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -24,13 +24,22 @@ export interface StatusReport {
   readonly publishedEstimated: boolean;
   readonly lagSeconds: number;
   readonly oldestPending: { readonly messageId: string; readonly createdAt: string; readonly dueAt: string } | null;
+  /**
+   * Pending messages that wait for destinations (exchange and routing key) the broker
+   * refuses messages for — a queue full under x-overflow reject-publish — as their rows
+   * say (last_error `destination held: …`): how many, and the destinations with the most.
+   */
+  readonly held: { readonly messages: number; readonly destinations: readonly HeldWaiting[] };
 }
+
+/** How many held destinations `status` names. */
+const HELD_SHOWN = 10;
 
 export async function statusCommand(config: Config, log: Logger, io: Io, options: { json?: boolean }): Promise<void> {
   const store = new OperatorStore(config.schema);
   const report = await withDatabase(config, log, async (pool): Promise<StatusReport> => {
     await withClient(pool, (client) => verifySchema(client, config.schema));
-    const [stats, details] = await Promise.all([store.stats(pool), store.statusDetails(pool)]);
+    const [stats, details, held] = await Promise.all([store.stats(pool), store.statusDetails(pool), store.heldWaiting(pool, HELD_SHOWN)]);
     const { count, estimatedRows } = details.published;
     return {
       schema: config.schema,
@@ -47,6 +56,7 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
         createdAt: instantText(details.oldestPending.createdAt),
         dueAt: instantText(details.oldestPending.dueAt),
       },
+      held,
     };
   });
   if (options.json) {
@@ -67,6 +77,18 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
         : `published       ${report.published} (kept for OUTBOX_RETENTION)`,
       `lag             ${report.lagSeconds.toFixed(3)} s`,
       `oldest pending  ${oldest}`,
+      `held            ${heldText(report.held)}`,
     ].join('\n'),
   );
+}
+
+/** The `held` line: what waits for destinations that refuse messages. */
+function heldText(held: StatusReport['held']): string {
+  if (held.messages === 0) return 'none (no message waits for a destination that refuses messages)';
+  const count = held.destinations.length;
+  const names = held.destinations.map(
+    (d) => `exchange ${JSON.stringify(d.exchange)} routing key ${JSON.stringify(d.routingKey)} (${d.messages})`,
+  );
+  const more = count === HELD_SHOWN ? ', …' : '';
+  return `${held.messages} message${held.messages === 1 ? '' : 's'} wait for ${count === 1 ? 'a destination' : 'destinations'} that refuse messages (a full queue?): ${names.join(', ')}${more}`;
 }

@@ -185,6 +185,7 @@ describe('status', () => {
         publishedEstimated: false,
         lagSeconds: 0,
         oldestPending: null,
+        held: { messages: 0, destinations: [] },
       });
     } finally {
       await fx.close();
