@@ -11,6 +11,14 @@ export interface Destination {
   readonly routingKey: string;
 }
 
+/**
+ * The messages parked until a hold's horizon are spread over this long after it (ms), one
+ * microsecond per id (60,000,000 ids), so that the due index holds them in id order and
+ * a release, reading it in order, gives each key back its first messages first. Two
+ * holds' horizons are further apart than this.
+ */
+export const HOLD_SPREAD_MS = 60_000;
+
 /** How `last_error` starts on a row that waits for a held destination. */
 export const HELD_NOTE_PREFIX = 'destination held: ';
 

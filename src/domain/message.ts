@@ -75,12 +75,14 @@ export interface ParkOrder {
 /**
  * A row that waits for a held destination: its next attempt pushed to `at` (never past
  * its expires_at), `note` (relay/held-destinations.ts) stored as its last_error. No
- * attempt is counted.
+ * attempt is counted. With `spreadFromId`, one microsecond later per id above that one
+ * (at most HOLD_SPREAD_MS): rows parked until one instant come back in id order.
  */
 export interface HoldOrder {
   readonly id: string;
   readonly at: Date;
   readonly note: string;
+  readonly spreadFromId?: string;
 }
 
 /**

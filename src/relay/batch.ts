@@ -194,7 +194,8 @@ function splitHeldParks(plan: BatchPlan, holds: HeldDestinations): HeldParks {
     const held = 'at' in order.until ? holds.holdForPark(order.until.at.getTime()) : undefined;
     const blocker = plan.parkedBehind.get(order.id);
     if (!held || !('at' in order.until)) park.push(order);
-    else if (!held.flowing || blocker === undefined) hold.push({ id: order.id, at: order.until.at, note: held.note });
+    else if (!held.flowing || blocker === undefined)
+      hold.push({ id: order.id, at: order.until.at, note: held.note, spreadFromId: held.spreadFromId });
     else {
       heldBack += 1;
       const entry = blockers.get(held.note) ?? { upTo: new Date(held.upToMs), ids: [] };

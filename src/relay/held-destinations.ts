@@ -1,4 +1,4 @@
-import { destinationKey, heldNote, type Destination } from '../domain/held-note';
+import { destinationKey, heldNote, HOLD_SPREAD_MS, type Destination } from '../domain/held-note';
 import type { OutboxMessage, ReleaseOrder } from '../domain/message';
 import type { PublishOutcome } from '../domain/outcome';
 import { HORIZON_MIN_MS, horizonMs, LAPSE_MS, PROBE_FIRST_MS, probeDelayMs, RELEASE_FIRST, SETTLE_MS } from './probe-schedule';
@@ -6,11 +6,26 @@ import { HORIZON_MIN_MS, horizonMs, LAPSE_MS, PROBE_FIRST_MS, probeDelayMs, RELE
 /** What becomes of a message whose destination may be held: sent, sent as the probe, or not sent (it waits). */
 export type Admission = 'send' | 'probe' | 'wait';
 
-/** Where a waiting message is parked: its row until `atMs`, the later messages of its key until `keyAtMs`; `note` is their last_error. */
+/**
+ * Where a waiting message is parked: its row until `atMs`, the later messages of its key
+ * until `keyAtMs`; `note` is their last_error. Parked until the horizon, rows are spread
+ * after it by their id above `spreadFromId` (the row's own only when `spread`).
+ */
 export interface HoldPark {
   readonly atMs: number;
   readonly keyAtMs: number;
   readonly note: string;
+  readonly spread: boolean;
+  readonly spreadFromId: string;
+}
+
+/** The hold a row parked behind a waiting message of its key (until `atMs`) waits for. */
+export interface ParkedHold {
+  readonly note: string;
+  readonly flowing: boolean;
+  /** How far its parked rows reach (its horizon and the spread after it). */
+  readonly upToMs: number;
+  readonly spreadFromId: string;
 }
 
 /** One hold from its first refusal to its end. */
@@ -45,6 +60,8 @@ interface Hold {
   readonly note: string;
   /** When the first refusal came (epoch ms). */
   readonly since: number;
+  /** The id of the first refused message: parked rows are spread after the horizon by their id above it. */
+  readonly spreadFromId: string;
   /** `held`: one probe at a time, the rest waits; `flowing`: sent at full speed, parked rows released. */
   phase: 'held' | 'flowing';
   /** When the current held phase began: only a publish sent after it proves the destination flows. */
@@ -131,6 +148,7 @@ export class HeldDestinations {
         destination,
         note: heldNote(destination),
         since: nowMs,
+        spreadFromId: message.id,
         phase: 'held',
         heldAt: nowMs,
         refusedProbes: 0,
@@ -190,15 +208,18 @@ export class HeldDestinations {
   parkOf(message: OutboxMessage, nowMs: number, refused: boolean): HoldPark | undefined {
     const hold = this.holds.get(keyOf(message));
     if (!hold) return undefined;
+    const { note, spreadFromId } = hold;
     if (hold.phase === 'flowing') {
       // A refusal of a publish sent before it flowed again: a short wait, then it goes.
-      return refused ? { atMs: nowMs + PROBE_FIRST_MS, keyAtMs: nowMs + PROBE_FIRST_MS, note: hold.note } : undefined;
+      const atMs = nowMs + PROBE_FIRST_MS;
+      return refused ? { atMs, keyAtMs: atMs, note, spread: false, spreadFromId } : undefined;
     }
     const keyAtMs = this.horizon(hold, nowMs);
-    if (hold.candidateId !== undefined && hold.candidateId !== message.id) return { atMs: keyAtMs, keyAtMs, note: hold.note };
+    if (hold.candidateId !== undefined && hold.candidateId !== message.id)
+      return { atMs: keyAtMs, keyAtMs, note, spread: true, spreadFromId };
     hold.candidateId = message.id;
     const probeAt = hold.probeMessageId === undefined ? hold.nextProbeAt : nowMs + probeDelayMs(hold.refusedProbes);
-    return { atMs: Math.max(probeAt, nowMs), keyAtMs, note: hold.note };
+    return { atMs: Math.max(probeAt, nowMs), keyAtMs, note, spread: false, spreadFromId };
   }
 
   /**
@@ -207,10 +228,16 @@ export class HeldDestinations {
    * held, it carries the hold's note and is released with the others; once it flows, its
    * blocker is released instead, so the key goes in order whatever order the chunks came in.
    */
-  holdForPark(atMs: number): { readonly note: string; readonly flowing: boolean; readonly upToMs: number } | undefined {
+  holdForPark(atMs: number): ParkedHold | undefined {
+    const within = (horizon: number | undefined): boolean => horizon !== undefined && atMs >= horizon && atMs <= horizon + HOLD_SPREAD_MS;
     for (const hold of this.holds.values()) {
-      if (hold.horizonAt === atMs || hold.previousHorizonAt === atMs)
-        return { note: hold.note, flowing: hold.phase === 'flowing', upToMs: hold.horizonAt };
+      if (within(hold.horizonAt) || within(hold.previousHorizonAt))
+        return {
+          note: hold.note,
+          flowing: hold.phase === 'flowing',
+          upToMs: hold.horizonAt + HOLD_SPREAD_MS,
+          spreadFromId: hold.spreadFromId,
+        };
     }
     return undefined;
   }
@@ -224,7 +251,7 @@ export class HeldDestinations {
       hold.releaseDue = false;
       hold.releaseLimit = Math.min(hold.releaseLimit * 2, maxLimit);
       hold.lastReleaseAt = nowMs;
-      orders.push({ key, note: hold.note, upTo: new Date(hold.horizonAt), limit, lapse: false });
+      orders.push({ key, note: hold.note, upTo: new Date(hold.horizonAt + HOLD_SPREAD_MS), limit, lapse: false });
     }
     return orders;
   }
@@ -236,7 +263,7 @@ export class HeldDestinations {
       if (hold.phase !== 'held' || hold.probeMessageId !== undefined || nowMs < hold.nextProbeAt + LAPSE_MS) continue;
       hold.nextProbeAt = nowMs;
       hold.candidateId = undefined;
-      orders.push({ key, note: hold.note, upTo: new Date(hold.horizonAt), limit: 1, lapse: true });
+      orders.push({ key, note: hold.note, upTo: new Date(hold.horizonAt + HOLD_SPREAD_MS), limit: 1, lapse: true });
     }
     return orders;
   }
@@ -298,11 +325,14 @@ export class HeldDestinations {
     return hold.horizonAt;
   }
 
-  /** `atMs`, or the next millisecond no other hold parks at (a horizon names its hold). */
+  /** `atMs`, or later, so that no other hold's rows are parked within the spread after it (a horizon names its hold). */
   private uniqueHorizon(atMs: number): number {
     let at = atMs;
-    const taken = (t: number): boolean => [...this.holds.values()].some((h) => h.horizonAt === t || h.previousHorizonAt === t);
-    while (taken(at)) at += 1;
+    const clash = (t: number): number | undefined =>
+      [...this.holds.values()]
+        .flatMap((h) => [h.horizonAt, h.previousHorizonAt])
+        .find((other) => other !== undefined && Math.abs(other - t) <= HOLD_SPREAD_MS);
+    for (let other = clash(at); other !== undefined; other = clash(at)) at = other + HOLD_SPREAD_MS + 1;
     return at;
   }
 }

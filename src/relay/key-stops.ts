@@ -1,9 +1,15 @@
 import type { OutboxMessage, ParkUntil } from '../domain/message';
 
-/** How the later messages of a stopped key wait: until a time (parked), with the stopper's held-destination note, or for the next claim. */
+/** The hold a stopper waits for, which the later messages of its key wait for too: its note, and how they are spread after the horizon. */
+export interface StopHold {
+  readonly note: string;
+  readonly spreadFromId: string;
+}
+
+/** How the later messages of a stopped key wait: until a time (parked), for the stopper's hold, or for the next claim. */
 interface Stop {
   readonly until: ParkUntil | undefined;
-  readonly note: string | undefined;
+  readonly hold: StopHold | undefined;
 }
 
 /**
@@ -26,14 +32,14 @@ export class KeyStops {
     return message.partitionKey === null ? undefined : this.stops.get(message.partitionKey)?.until;
   }
 
-  /** The held-destination note the later messages of `message`'s key carry, if their stopper waits for one. */
-  note(message: OutboxMessage): string | undefined {
-    return message.partitionKey === null ? undefined : this.stops.get(message.partitionKey)?.note;
+  /** The hold the later messages of `message`'s key wait for, if their stopper waits for one. */
+  hold(message: OutboxMessage): StopHold | undefined {
+    return message.partitionKey === null ? undefined : this.stops.get(message.partitionKey)?.hold;
   }
 
   /** Stops `message`'s key (the first stop of a key wins). */
-  stop(message: OutboxMessage, until?: ParkUntil, note?: string): void {
+  stop(message: OutboxMessage, until?: ParkUntil, hold?: StopHold): void {
     const key = message.partitionKey;
-    if (key !== null && !this.stops.has(key)) this.stops.set(key, { until, note });
+    if (key !== null && !this.stops.has(key)) this.stops.set(key, { until, hold });
   }
 }

@@ -3,7 +3,7 @@ import type { FailedAttempt, HoldOrder, OutboxMessage, ParkOrder, ParkUntil } fr
 import type { Failure, PublishOutcome } from '../domain/outcome';
 import type { BackoffPolicy } from '../retry/backoff';
 import type { HeldDestinations, HoldPark } from './held-destinations';
-import { KeyStops } from './key-stops';
+import { KeyStops, type StopHold } from './key-stops';
 import { PROBE_FIRST_MS } from './probe-schedule';
 
 /**
@@ -28,9 +28,9 @@ import { PROBE_FIRST_MS } from './probe-schedule';
 export type Verdict =
   | { readonly kind: 'published'; readonly returned: boolean }
   | ({ readonly kind: 'failed'; readonly retryInMs: number; readonly dead: boolean; readonly returned: boolean } & Failure)
-  | { readonly kind: 'refused'; readonly at: Date; readonly note: string }
-  | { readonly kind: 'waiting'; readonly at: Date; readonly note: string }
-  | { readonly kind: 'parked'; readonly until: ParkUntil; readonly note?: string }
+  | ({ readonly kind: 'refused' } & Omit<HoldOrder, 'id'>)
+  | ({ readonly kind: 'waiting' } & Omit<HoldOrder, 'id'>)
+  | { readonly kind: 'parked'; readonly until: ParkUntil; readonly hold?: StopHold }
   | { readonly kind: 'held'; readonly cause: 'key' | 'broker_blocked' | 'not_sent' }
   | { readonly kind: 'unconfirmed'; readonly error: string }
   | { readonly kind: 'expired' };
@@ -91,7 +91,8 @@ export type HoldParks = Pick<HeldDestinations, 'parkOf'>;
 /** Without held destinations to ask (a test of the verdicts alone): a refused message waits a first probe's time. */
 function parkAlone(message: OutboxMessage, nowMs: number): HoldPark {
   const atMs = nowMs + PROBE_FIRST_MS;
-  return { atMs, keyAtMs: atMs, note: heldNote({ exchange: message.exchange, routingKey: message.routingKey }) };
+  const note = heldNote({ exchange: message.exchange, routingKey: message.routingKey });
+  return { atMs, keyAtMs: atMs, note, spread: false, spreadFromId: message.id };
 }
 
 /**
@@ -119,8 +120,8 @@ export function decideVerdicts(
     if (stops.isStopped(message)) {
       const until = stops.until(message);
       if (!until) return { kind: 'held', cause: 'key' };
-      const note = stops.note(message);
-      return note === undefined ? { kind: 'parked', until } : { kind: 'parked', until, note };
+      const hold = stops.hold(message);
+      return hold === undefined ? { kind: 'parked', until } : { kind: 'parked', until, hold };
     }
     const outcome = outcomes[index] as PublishOutcome;
     const expiresAt = message.expiresAt === undefined || message.expiresAt === null ? Infinity : message.expiresAt;
@@ -132,8 +133,10 @@ export function decideVerdicts(
         stops.stop(message);
         return { kind: 'held', cause: 'not_sent' };
       }
-      stops.stop(message, { at: new Date(Math.min(park.keyAtMs, Math.max(expiresAt, nowMs))) }, park.note);
-      return { kind: refused ? 'refused' : 'waiting', at: new Date(park.atMs), note: park.note };
+      const { note, spreadFromId } = park;
+      stops.stop(message, { at: new Date(Math.min(park.keyAtMs, Math.max(expiresAt, nowMs))) }, { note, spreadFromId });
+      const at = new Date(park.atMs);
+      return { kind: refused ? 'refused' : 'waiting', at, note, ...(park.spread ? { spreadFromId } : {}) };
     }
     const own = ownVerdict(message, outcome, settings, brokerWasBlocked);
     if ('kind' in own) {
@@ -170,9 +173,11 @@ export function marksOf(messages: readonly OutboxMessage[], verdicts: readonly V
     const { id } = messages[index] as OutboxMessage;
     if (verdict.kind === 'published') marks.published.push(id);
     else if (verdict.kind === 'failed') marks.failed.push({ id, error: verdict.error, retryInMs: verdict.retryInMs, dead: verdict.dead });
-    else if (verdict.kind === 'refused' || verdict.kind === 'waiting') marks.hold.push({ id, at: verdict.at, note: verdict.note });
-    else if (verdict.kind === 'parked' && verdict.note !== undefined && 'at' in verdict.until)
-      marks.hold.push({ id, at: verdict.until.at, note: verdict.note });
+    else if (verdict.kind === 'refused' || verdict.kind === 'waiting') {
+      const { at, note, spreadFromId } = verdict;
+      marks.hold.push(spreadFromId === undefined ? { id, at, note } : { id, at, note, spreadFromId });
+    } else if (verdict.kind === 'parked' && verdict.hold !== undefined && 'at' in verdict.until)
+      marks.hold.push({ id, at: verdict.until.at, ...verdict.hold });
     else if (verdict.kind === 'parked') marks.park.push({ id, until: verdict.until });
     else if (verdict.kind === 'expired') marks.expired.push(id);
     else if (verdict.kind === 'held' && verdict.cause === 'key') held += 1;

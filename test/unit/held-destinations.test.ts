@@ -1,4 +1,4 @@
-import { heldDestinationOf, heldNote, HELD_NOTE_PREFIX } from '../../src/domain/held-note';
+import { heldDestinationOf, heldNote, HELD_NOTE_PREFIX, HOLD_SPREAD_MS } from '../../src/domain/held-note';
 import type { OutboxMessage } from '../../src/domain/message';
 import type { PublishOutcome } from '../../src/domain/outcome';
 import { HeldDestinations, type HoldEpisode, type HoldListener } from '../../src/relay/held-destinations';
@@ -183,15 +183,27 @@ describe('held destinations', () => {
 
   test('where waiting messages are parked: the first until the next probe, the others and their keys until the horizon', () => {
     const { holds } = holdsUnderTest();
-    holds.record([to('a')], [REFUSED], T0, T0);
+    const refused = to('a');
+    holds.record([refused], [REFUSED], T0, T0);
     const [first, second, third] = [to('a'), to('a'), to('a')];
     const note = heldNote({ exchange: 'orders', routingKey: 'a' });
-    expect(holds.parkOf(first!, T0 + 1, true)).toEqual({ atMs: T0 + 100, keyAtMs: T0 + HORIZON_MIN_MS, note });
-    expect(holds.parkOf(second!, T0 + 2, false)).toEqual({ atMs: T0 + HORIZON_MIN_MS, keyAtMs: T0 + HORIZON_MIN_MS, note });
+    const spreadFromId = refused.id; // the horizon's rows are spread after it by their id above the first refused one
+    expect(holds.parkOf(first!, T0 + 1, true)).toEqual({ atMs: T0 + 100, keyAtMs: T0 + HORIZON_MIN_MS, note, spread: false, spreadFromId });
+    expect(holds.parkOf(second!, T0 + 2, false)).toEqual({
+      atMs: T0 + HORIZON_MIN_MS,
+      keyAtMs: T0 + HORIZON_MIN_MS,
+      note,
+      spread: true,
+      spreadFromId,
+    });
     // The candidate asked again (claimed again before its probe): still the candidate.
     expect(holds.parkOf(first!, T0 + 3, false)?.atMs).toBe(T0 + 100);
-    expect(holds.holdForPark(T0 + HORIZON_MIN_MS)).toEqual({ note, flowing: false, upToMs: T0 + HORIZON_MIN_MS });
-    expect(holds.holdForPark(T0 + HORIZON_MIN_MS + 1)).toBeUndefined();
+    const parkedHold = { note, flowing: false, upToMs: T0 + HORIZON_MIN_MS + HOLD_SPREAD_MS, spreadFromId };
+    expect(holds.holdForPark(T0 + HORIZON_MIN_MS)).toEqual(parkedHold);
+    // Behind a row spread after the horizon: the same hold; not before it, nor past the spread.
+    expect(holds.holdForPark(T0 + HORIZON_MIN_MS + 1_234)).toEqual(parkedHold);
+    expect(holds.holdForPark(T0 + HORIZON_MIN_MS - 1)).toBeUndefined();
+    expect(holds.holdForPark(T0 + HORIZON_MIN_MS + HOLD_SPREAD_MS + 1)).toBeUndefined();
     // The probe takes over from the candidate; while it is in flight, the next waiting
     // message becomes the candidate, one probe delay from now, and the others the horizon.
     expect(holds.admit(third!, T0 + 100)).toBe('probe');
@@ -200,9 +212,10 @@ describe('held destinations', () => {
     // Near the horizon, a new one further away (the longer it has been held, up to 5 minutes).
     const late = T0 + HORIZON_MIN_MS - 1_000;
     const park = holds.parkOf(to('a'), late, false);
-    expect(park?.keyAtMs).toBe(late + HORIZON_MIN_MS);
+    // Further than the spread after the previous horizon, so the two cannot be told apart.
+    expect(park?.keyAtMs).toBe(T0 + HORIZON_MIN_MS + HOLD_SPREAD_MS + 1);
     // The previous horizon still names it; releases reach up to the new one.
-    expect(holds.holdForPark(T0 + HORIZON_MIN_MS)).toEqual({ note, flowing: false, upToMs: late + HORIZON_MIN_MS });
+    expect(holds.holdForPark(T0 + HORIZON_MIN_MS)).toEqual({ ...parkedHold, upToMs: park!.keyAtMs + HOLD_SPREAD_MS });
     const much = T0 + 20 * 60_000;
     expect(holds.parkOf(to('a'), much, false)?.keyAtMs).toBe(much + HORIZON_MAX_MS);
   });
@@ -212,7 +225,7 @@ describe('held destinations', () => {
     holds.record([to('a'), to('b')], [REFUSED, REFUSED], T0, T0);
     const a = holds.parkOf(to('a'), T0, false)!;
     const b = holds.parkOf(to('b'), T0, false)!;
-    expect(a.keyAtMs).not.toBe(b.keyAtMs);
+    expect(Math.abs(a.keyAtMs - b.keyAtMs)).toBeGreaterThan(HOLD_SPREAD_MS);
     expect(holds.holdForPark(a.keyAtMs)?.note).toBe(a.note);
     expect(holds.holdForPark(b.keyAtMs)?.note).toBe(b.note);
   });

@@ -35,12 +35,14 @@ describe('verdicts of refused messages (negative confirms)', () => {
     const marks = marksOf(batch, verdicts);
     expect(marks.failed).toEqual([]);
     expect(marks.published).toEqual([batch[3]!.id]);
-    // The first refused waits for the next probe; everything else for the hold's horizon, all with its note.
+    // The first refused waits for the next probe; everything else for the hold's horizon,
+    // spread after it by id (from the first refused one), all with its note.
+    const spreadFromId = batch[0]!.id;
     expect(marks.hold).toEqual([
       { id: batch[0]!.id, at: new Date(NOW + PROBE_FIRST_MS), note: NOTE_A },
-      { id: batch[1]!.id, at: new Date(NOW + HORIZON_MIN_MS), note: NOTE_A },
-      { id: batch[2]!.id, at: new Date(NOW + HORIZON_MIN_MS), note: NOTE_A },
-      { id: batch[4]!.id, at: new Date(NOW + HORIZON_MIN_MS), note: NOTE_A },
+      { id: batch[1]!.id, at: new Date(NOW + HORIZON_MIN_MS), note: NOTE_A, spreadFromId },
+      { id: batch[2]!.id, at: new Date(NOW + HORIZON_MIN_MS), note: NOTE_A, spreadFromId },
+      { id: batch[4]!.id, at: new Date(NOW + HORIZON_MIN_MS), note: NOTE_A, spreadFromId },
     ]);
     expect(marks.park).toEqual([]);
     // Even the last allowed attempt does not make it dead: a refusal is not an attempt.
@@ -70,7 +72,7 @@ describe('verdicts of refused messages (negative confirms)', () => {
     // Its own row: the database keeps it no later than its expires_at (outbox/held-rows.ts).
     expect(marks.hold).toEqual([
       { id: expiring.id, at: new Date(NOW + PROBE_FIRST_MS), note: NOTE_A },
-      { id: behind.id, at: new Date(NOW + 2_000), note: NOTE_A },
+      { id: behind.id, at: new Date(NOW + 2_000), note: NOTE_A, spreadFromId: expiring.id },
     ]);
   });
 

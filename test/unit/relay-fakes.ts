@@ -1,4 +1,5 @@
 import type { FailedAttempt, HoldOrder, KeyRow, KeyWindow, OutboxMessage, ParkOrder, ReleaseOrder } from '../../src/domain/message';
+import { HOLD_SPREAD_MS } from '../../src/domain/held-note';
 import type { Preflight, PublishOutcome } from '../../src/domain/outcome';
 import type { BrokerPort, ClaimPort, HealthPort, QueuePort, WakePort } from '../../src/relay/ports';
 import { abortableDelay, Waiters } from '../../src/util/delay';
@@ -128,7 +129,9 @@ export class FakeQueue implements QueuePort {
         writes.push(() =>
           orders.forEach((o) => {
             const row = byId(o.id);
-            row.dueAt = Math.min(o.at.getTime(), row.message.expiresAt ?? Infinity);
+            const spreadMs =
+              o.spreadFromId === undefined ? 0 : Math.min(Math.max(Number(o.id) - Number(o.spreadFromId), 0) / 1_000, HOLD_SPREAD_MS);
+            row.dueAt = Math.min(o.at.getTime() + spreadMs, row.message.expiresAt ?? Infinity);
             row.note = o.note;
           }),
         );
