@@ -90,5 +90,5 @@ function heldText(held: StatusReport['held']): string {
     (d) => `exchange ${JSON.stringify(d.exchange)} routing key ${JSON.stringify(d.routingKey)} (${d.messages})`,
   );
   const more = count === HELD_SHOWN ? ', …' : '';
-  return `${held.messages} message${held.messages === 1 ? '' : 's'} wait for ${count === 1 ? 'a destination' : 'destinations'} that refuse messages (a full queue?): ${names.join(', ')}${more}`;
+  return `${held.messages} message${held.messages === 1 ? '' : 's'} wait for ${count === 1 ? 'a destination that refuses' : 'destinations that refuse'} messages (a full queue?): ${names.join(', ')}${more}`;
 }
