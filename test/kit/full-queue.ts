@@ -57,16 +57,19 @@ export class FullQueues {
   }
 }
 
-/** `count` messages to `routingKey` on `exchange`, keyed round-robin over `keys` partition keys (`<prefix>0`…), in one transaction. */
+/**
+ * `count` messages to `routingKey` on `exchange`, keyed round-robin over `keys` partition
+ * keys (`<prefix>0`…, starting at key `from` modulo `keys`), in one transaction.
+ */
 export async function insertKeyed(
   pool: Pool,
   table: string,
-  options: { exchange: string; routingKey: string; count: number; keys: number; prefix: string },
+  options: { exchange: string; routingKey: string; count: number; keys: number; prefix: string; from?: number },
 ): Promise<void> {
   await pool.query(
     `INSERT INTO ${table} (exchange, routing_key, partition_key, payload)
-     SELECT $1, $2, $3 || (g % $4), jsonb_build_object('n', g) FROM generate_series(1, $5::int) AS g`,
-    [options.exchange, options.routingKey, options.prefix, options.keys, options.count],
+     SELECT $1, $2, $3 || ((g + $6) % $4), jsonb_build_object('n', g) FROM generate_series(1, $5::int) AS g`,
+    [options.exchange, options.routingKey, options.prefix, options.keys, options.count, options.from ?? 0],
   );
 }
 
