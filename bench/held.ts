@@ -81,3 +81,34 @@ export async function heldRun(
     await drop();
   }
 }
+
+/**
+ * The baseline: the same messages to the same kind of queue, consumed all along (never
+ * full); from the relay ready to every message delivered (ms).
+ */
+export async function unheldDrainMs(pool: Pool, options: { readonly queueType: FullQueueType; readonly count: number }): Promise<number> {
+  const { schema, drop } = await outboxSchema(pool);
+  const broker = await TestBroker.connect({ url: AMQP_URL, durable: true });
+  let relay: RelayProcess | undefined;
+  try {
+    const queues = await FullQueues.declare(broker, [options.queueType], options.count * 2);
+    const full = queues.full.get(options.queueType)!;
+    await queues.drain();
+    await insertKeyed(pool, `"${schema}".messages`, {
+      exchange: queues.exchange,
+      routingKey: full.routingKey,
+      count: options.count,
+      keys: 100,
+      prefix: 'k',
+    });
+    relay = await startRelay({ OUTBOX_SCHEMA: schema, OUTBOX_LOG_LEVEL: 'warn' });
+    await relay.ready();
+    const readyAt = Date.now();
+    await waitFor('every message delivered', () => new Set(full.delivered).size >= options.count, 300_000, 5);
+    return Date.now() - readyAt;
+  } finally {
+    await relay?.stop();
+    await broker.close();
+    await drop();
+  }
+}

@@ -25,7 +25,7 @@ import {
 } from './scenarios';
 import { consumerThroughput } from './consumer';
 import { failoverRun } from './failover';
-import { heldRun, type HeldResult } from './held';
+import { heldRun, unheldDrainMs, type HeldResult } from './held';
 import { replayBeside, type ReplayResult } from './replay';
 import { tracingRuns, type TracingArm, type TracingRun } from './tracing';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
@@ -178,11 +178,23 @@ async function replayRows(pool: ReturnType<typeof newPool>): Promise<{ rows: Row
  * A queue full under x-overflow reject-publish (x-max-length 200) for a while: how fast its
  * held messages flow once it has room, and how often the relay publishes to it meanwhile.
  */
-async function heldRows(pool: ReturnType<typeof newPool>): Promise<{ rows: Row[]; runs: HeldResult[] }> {
+async function heldRows(pool: ReturnType<typeof newPool>): Promise<{ rows: Row[]; runs: HeldResult[]; baselineMs: number[] }> {
   console.log(`
 held destination: ${fmt(HELD_COUNT)} messages (100 keys) to a queue of x-max-length 200 with reject-publish and no consumer, then a consumer`);
   const rows: Row[] = [];
   const all: HeldResult[] = [];
+  const baselines = await repeat(
+    'the same to a classic queue never full (baseline)',
+    () => unheldDrainMs(pool, { queueType: 'classic', count: HELD_COUNT }),
+    (ms) => `relay ready → all ${fmt(HELD_COUNT)} delivered ${fmt(ms)} ms`,
+  );
+  const baseline = figure(baselines);
+  rows.push([
+    `held destination baseline: a queue never full, relay ready → all ${fmt(HELD_COUNT)} delivered`,
+    `${fmt(baseline.median)} ms`,
+    spread(baseline),
+    '1.00',
+  ]);
   for (const { queueType, heldMs } of HELD_CASES) {
     const label = `${queueType} queue full ${heldMs / 1000} s`;
     const runs = await repeat(
@@ -196,7 +208,14 @@ held destination: ${fmt(HELD_COUNT)} messages (100 keys) to a queue of x-max-len
     const whole = figure(runs.map((r) => r.allDeliveredMs));
     const probes = figure(runs.map((r) => r.probesPerSecond));
     rows.push([`held destination (${label}): room → first held message delivered`, `${fmt(first.median)} ms`, spread(first), '']);
+    const afterFirst = figure(runs.map((r) => r.allDeliveredMs - r.firstHeldMs));
     rows.push([`held destination (${label}): room → all ${fmt(HELD_COUNT)} delivered`, `${fmt(whole.median)} ms`, spread(whole), '']);
+    rows.push([
+      `held destination (${label}): first held message → all delivered, vs the baseline`,
+      `${fmt(afterFirst.median)} ms`,
+      spread(afterFirst),
+      ratio(afterFirst.median, baseline.median),
+    ]);
     rows.push([
       `held destination (${label}): publishes to it while held, after the first second`,
       `${probes.median.toFixed(2)}/s`,
@@ -204,7 +223,7 @@ held destination: ${fmt(HELD_COUNT)} messages (100 keys) to a queue of x-max-len
       '',
     ]);
   }
-  return { rows, runs: all };
+  return { rows, runs: all, baselineMs: baselines };
 }
 
 /** `--only tracing`: drains with tracing off and on, alternated (results in bench/results/tracing.json). */
@@ -293,7 +312,7 @@ async function main(): Promise<void> {
     mkdirSync(dir, { recursive: true });
     writeFileSync(
       join(dir, 'held.json'),
-      `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs: held.runs, rows: held.rows }, null, 2)}\n`,
+      `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, baselineMs: held.baselineMs, runs: held.runs, rows: held.rows }, null, 2)}\n`,
     );
     return;
   }
