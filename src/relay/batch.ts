@@ -66,8 +66,11 @@ export async function runBatch(
   // Opened once the claim found rows; the batch span ends after the commit or the rollback.
   const spans: { trace?: BatchTrace } = {};
   const claiming = queue.withClaim(async (claim): Promise<Omit<BatchReport, 'durationMs'>> => {
-    // A held destination whose next probe is long overdue: one parked row becomes due, to be it.
-    await inPhase('writes', [], () => release(claim, holds.lapses(clock.now()), holds, clock));
+    // A held destination whose next probe is long overdue: one parked row becomes due, to be
+    // it. A destination that flows again and has a release due: its next chunk.
+    const now = clock.now();
+    const maxRelease = RELEASE_BATCHES * settings.batchSize;
+    await inPhase('writes', [], () => release(claim, [...holds.lapses(now), ...holds.releases(now, maxRelease)], holds, clock));
     let claimed = await inPhase('writes', [], () => claim.claim(claimLimit));
     if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, settled: 0, noProgress: false };
     const { claimed: all, keyRows } = await inPhase('writes', claimed, () =>
@@ -114,7 +117,7 @@ export async function runBatch(
       await claim.hold([...parked.hold, ...marks.hold]);
       for (const blockers of parked.blockers) await claim.release(blockers);
       // Destinations that take messages again: their parked rows come back, a chunk at a time.
-      await release(claim, holds.releases(clock.now(), RELEASE_BATCHES * settings.batchSize), holds, clock);
+      await release(claim, holds.releases(clock.now(), maxRelease), holds, clock);
     });
     return {
       claimed: claimed.length,

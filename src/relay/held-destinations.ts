@@ -287,17 +287,19 @@ export class HeldDestinations {
   }
 
   /**
-   * Ends the holds of destinations that flowed for SETTLE_MS; returns whether a probe is
-   * due (a batch should run: the loop wakes a worker, as its idle poll may be slow).
+   * Ends the holds of destinations that flowed for SETTLE_MS; returns whether a batch
+   * should run — a probe is due, or a release — even if no message is due (the loop wakes
+   * a worker, as its idle poll may be slow).
    */
   tick(nowMs: number): boolean {
-    let probeDue = false;
+    let batchDue = false;
     for (const [key, hold] of this.holds) {
-      if (hold.phase === 'held') probeDue ||= hold.probeMessageId === undefined && nowMs >= hold.nextProbeAt;
+      if (hold.phase === 'held') batchDue ||= hold.probeMessageId === undefined && nowMs >= hold.nextProbeAt;
       else if (hold.releasing && !hold.releaseDue && nowMs - hold.lastReleaseAt >= SETTLE_MS) hold.releaseDue = true;
       else if (!hold.releasing && nowMs - hold.flowingSince >= SETTLE_MS) this.end(key, hold, 'flowing', nowMs);
+      batchDue ||= hold.phase === 'flowing' && hold.releasing && hold.releaseDue;
     }
-    return probeDue;
+    return batchDue;
   }
 
   /** Forgets every hold (this relay stops publishing: another learns them again). */

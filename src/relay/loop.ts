@@ -177,7 +177,7 @@ export class RelayLoop {
   /** Reads the oldest due message for the stall check (every second while running). */
   private async checkStall(): Promise<void> {
     const { queue, health, broker, holds, wake, clock } = this.deps;
-    // A held destination's probe is due: claim now (an idle worker peeks only every poll interval).
+    // A held destination's probe or release is due: run a batch now (an idle worker peeks only every poll interval).
     if (holds.tick(clock.now())) wake.trigger();
     let head: DueHead | undefined;
     try {
