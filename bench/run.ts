@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only fleet|replay|failover|tracing [--baseline <rev>]]`: throughput, latency, scale and producer cost of
+ * `npm run bench [-- --quick] [-- --only fleet|replay|failover|held|tracing [--baseline <rev>]]`: throughput, latency, scale and producer cost of
  * outbox-relay against the local PostgreSQL and RabbitMQ, each figure against a bare
  * amqplib publisher measured in the same run. Prints progress and a final table; writes
  * bench/results/latest.json and latest.md. Numbers, not pass/fail: the exit code is 0
@@ -26,6 +26,7 @@ import {
 import { consumerThroughput } from './consumer';
 import { failoverRun } from './failover';
 import { idleCost, takeover, type IdleCost } from './fleet';
+import { heldRun, unheldDrainMs, type HeldResult } from './held';
 import { replayBeside, type ReplayResult } from './replay';
 import { tracingRuns, type TracingArm, type TracingRun } from './tracing';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
@@ -58,6 +59,18 @@ const CONSUMER_COUNT = quick ? 2_000 : 5_000;
 const FAILOVER_COUNT = quick ? 10_000 : 20_000;
 /** Published messages replayed while a relay drains as many new ones. */
 const REPLAY_COUNT = quick ? 5_000 : 20_000;
+/** Messages to a queue that is full for a while (a held destination), and how long it stays full. */
+const HELD_COUNT = quick ? 2_000 : 5_000;
+const HELD_CASES: readonly { queueType: 'classic' | 'quorum'; heldMs: number }[] = quick
+  ? [
+      { queueType: 'classic', heldMs: 2_000 },
+      { queueType: 'quorum', heldMs: 10_000 },
+    ]
+  : [
+      { queueType: 'classic', heldMs: 2_000 },
+      { queueType: 'classic', heldMs: 20_000 },
+      { queueType: 'quorum', heldMs: 20_000 },
+    ];
 /** `--only tracing --baseline <rev>`: also drain with the relay built from `<rev>` (a commit without tracing code). */
 const baselineRev = process.argv.includes('--baseline') ? process.argv[process.argv.indexOf('--baseline') + 1] : undefined;
 
@@ -170,6 +183,58 @@ async function replayRows(pool: ReturnType<typeof newPool>): Promise<{ rows: Row
       ],
     ],
   };
+}
+
+/**
+ * A queue full under x-overflow reject-publish (x-max-length 200) for a while: how fast its
+ * held messages flow once it has room, and how often the relay publishes to it meanwhile.
+ */
+async function heldRows(pool: ReturnType<typeof newPool>): Promise<{ rows: Row[]; runs: HeldResult[]; baselineMs: number[] }> {
+  console.log(`
+held destination: ${fmt(HELD_COUNT)} messages (100 keys) to a queue of x-max-length 200 with reject-publish and no consumer, then a consumer`);
+  const rows: Row[] = [];
+  const all: HeldResult[] = [];
+  const baselines = await repeat(
+    'the same to a classic queue never full (baseline)',
+    () => unheldDrainMs(pool, { queueType: 'classic', count: HELD_COUNT }),
+    (ms) => `relay ready → all ${fmt(HELD_COUNT)} delivered ${fmt(ms)} ms`,
+  );
+  const baseline = figure(baselines);
+  rows.push([
+    `held destination baseline: a queue never full, relay ready → all ${fmt(HELD_COUNT)} delivered`,
+    `${fmt(baseline.median)} ms`,
+    spread(baseline),
+    '1.00',
+  ]);
+  for (const { queueType, heldMs } of HELD_CASES) {
+    const label = `${queueType} queue full ${heldMs / 1000} s`;
+    const runs = await repeat(
+      label,
+      () => heldRun(pool, { queueType, heldMs, count: HELD_COUNT, maxLength: 200 }),
+      (r) =>
+        `${fmt(r.refusedWhileHeld)} refused while held (${r.probesPerSecond.toFixed(2)}/s after the first second); room → first held message ${fmt(r.firstHeldMs)} ms, → all ${fmt(r.allDeliveredMs)} ms`,
+    );
+    all.push(...runs);
+    const first = figure(runs.map((r) => r.firstHeldMs));
+    const whole = figure(runs.map((r) => r.allDeliveredMs));
+    const probes = figure(runs.map((r) => r.probesPerSecond));
+    rows.push([`held destination (${label}): room → first held message delivered`, `${fmt(first.median)} ms`, spread(first), '']);
+    const afterFirst = figure(runs.map((r) => r.allDeliveredMs - r.firstHeldMs));
+    rows.push([`held destination (${label}): room → all ${fmt(HELD_COUNT)} delivered`, `${fmt(whole.median)} ms`, spread(whole), '']);
+    rows.push([
+      `held destination (${label}): first held message → all delivered, vs the baseline`,
+      `${fmt(afterFirst.median)} ms`,
+      spread(afterFirst),
+      ratio(afterFirst.median, baseline.median),
+    ]);
+    rows.push([
+      `held destination (${label}): publishes to it while held, after the first second`,
+      `${probes.median.toFixed(2)}/s`,
+      spread(probes, (n) => n.toFixed(2)),
+      '',
+    ]);
+  }
+  return { rows, runs: all, baselineMs: baselines };
 }
 
 /** `--only tracing`: drains with tracing off and on, alternated (results in bench/results/tracing.json). */
@@ -342,6 +407,19 @@ async function main(): Promise<void> {
   }
   if (only === 'tracing') {
     await tracingBench(pool, started, env);
+    return;
+  }
+  if (only === 'held') {
+    const held = await heldRows(pool);
+    await pool.end();
+    const table = ['| figure | median | spread | ratio |', '|---|---|---|---|', ...held.rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+    console.log(`\n${table}\n\nbench took ${Math.round((Date.now() - started) / 1000)} s`);
+    const dir = join(__dirname, 'results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'held.json'),
+      `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, baselineMs: held.baselineMs, runs: held.runs, rows: held.rows }, null, 2)}\n`,
+    );
     return;
   }
   if (only === 'replay') {
@@ -547,6 +625,7 @@ async function main(): Promise<void> {
 
   rows.push(...(await replayRows(pool)).rows);
   rows.push(...(await fleetRows()).rows);
+  rows.push(...(await heldRows(pool)).rows);
 
   console.log(`\nscale: a ${fmt(SCALE_BACKLOG)}-message backlog, 1,000 keys`);
   const big: ScaleResult = await scale(pool, SCALE_BACKLOG, IDLE_SECONDS);

@@ -20,8 +20,9 @@ import { missingPrivileges } from './outbox/privileges';
 import { CleanupJob } from './outbox/retention';
 import { Wakeup } from './outbox/wakeup';
 import { Leadership } from './relay/leadership';
+import { HeldDestinations } from './relay/held-destinations';
 import { RelayLoop } from './relay/loop';
-import { observeBatch } from './relay/observer';
+import { holdReporter, observeBatch } from './relay/observer';
 import { systemClock } from './relay/ports';
 import { fullJitterBackoff } from './retry/backoff';
 import { isTransientDatabaseError } from './retry/classify';
@@ -120,6 +121,8 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     tuning.statsIntervalMs ?? STATS_INTERVAL_MS,
   );
   const fleetLog = log.child({ component: 'fleet' });
+  // Destinations the broker refuses messages for, as the leader learned them (a standby knows none).
+  const holds = new HeldDestinations(holdReporter(metrics, relayLog));
   // Only the leader listens, refreshes the outbox gauges and shows them (a standby's would be stale).
   const leadership = new Leadership(
     fleet,
@@ -129,9 +132,17 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
         health.setLeading(true);
         wakeup.start();
         stats.start();
+        // Rows the previous leader parked for destinations it held: this one learns them again.
+        queue.releaseHeld().then(
+          (released) => {
+            if (released > 0) fleetLog.info({ released }, 'released messages that waited for held destinations');
+          },
+          (err: unknown) => fleetLog.warn({ err: errorMessage(err) }, 'cannot release messages that waited for held destinations'),
+        );
       },
       onFollow: () => {
         health.setLeading(false);
+        holds.clear();
         loop.observeDueHead(undefined);
         void Promise.all([wakeup.unlisten(), stats.stop()]).catch((err: unknown) =>
           fleetLog.debug({ err: errorMessage(err) }, 'cannot stop listening'),
@@ -157,6 +168,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
       leadership,
       log: relayLog,
       clock: systemClock,
+      holds,
       onBatch: (report) => observeBatch(report, metrics, relayLog, systemClock.now()),
       tracer: tracing?.tracer,
     },

@@ -110,7 +110,7 @@ export async function publishBatch(
                 settle(index, { kind: 'confirmed' });
               }
             } else if (err instanceof Error && err.message === 'message nacked') {
-              settle(index, { kind: 'failed', reason: 'nack', error: 'the broker rejected the message (negative confirm)' });
+              settle(index, { kind: 'refused' });
             } else {
               settle(index, afterClose(message));
             }

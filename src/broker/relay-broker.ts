@@ -147,8 +147,8 @@ export class RelayBroker {
     // A channel opened while a quorum queue elected a new leader can nack everything for
     // that queue from then on (RabbitMQ 3.10, measured after a node loss on a test
     // cluster: a new channel on the same node was confirmed at once). A publish the broker
-    // nacked whole replaces its channel; the nacks themselves are failures as usual.
-    if (judged.length > 0 && judged.every((o) => o.kind === 'failed' && o.reason === 'nack')) channel.discard();
+    // nacked whole replaces its channel; the nacks themselves hold their destinations.
+    if (judged.length > 0 && judged.every((o) => o.kind === 'refused')) channel.discard();
     return judged;
   }
 

@@ -15,6 +15,8 @@ export const INSPECT_FIRST_AHEAD = 5;
 const STATE_TEXT: Readonly<Record<MessageState, string>> = {
   'pending-due': 'pending-due (may be published now)',
   'pending-delayed': 'pending-delayed (waits for available_at or its next attempt)',
+  'pending-held':
+    'pending-held (its destination refuses messages, see last_error: a full queue or one without a leader; sent, costing no attempt, once it takes messages again)',
   parked: 'parked (waits behind earlier messages of its key)',
   published: 'published',
   dead: 'dead (failed OUTBOX_MAX_ATTEMPTS times; dead retry or dead discard)',

@@ -4,7 +4,7 @@ import { withClient } from '../db/transaction';
 import type { Logger } from '../observability/logger';
 import { instantText } from '../outbox/inspection';
 import { readFleet, type FleetView } from '../outbox/fleet-store';
-import { OperatorStore } from '../outbox/operator-store';
+import { OperatorStore, type HeldWaiting } from '../outbox/operator-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -27,13 +27,27 @@ export interface StatusReport {
   readonly oldestPending: { readonly messageId: string; readonly createdAt: string; readonly dueAt: string } | null;
   /** The running replicas (seen within the last 45 s) and which one leads (publishes); `leader` null while none does. */
   readonly relays: FleetView;
+  /**
+   * Pending messages that wait for destinations (exchange and routing key) the broker
+   * refuses messages for — a queue full under x-overflow reject-publish — as their rows
+   * say (last_error `destination held: …`): how many, and the destinations with the most.
+   */
+  readonly held: { readonly messages: number; readonly destinations: readonly HeldWaiting[] };
 }
+
+/** How many held destinations `status` names. */
+const HELD_SHOWN = 10;
 
 export async function statusCommand(config: Config, log: Logger, io: Io, options: { json?: boolean }): Promise<void> {
   const store = new OperatorStore(config.schema);
   const report = await withDatabase(config, log, async (pool): Promise<StatusReport> => {
     await withClient(pool, (client) => verifySchema(client, config.schema));
-    const [stats, details, relays] = await Promise.all([store.stats(pool), store.statusDetails(pool), readFleet(pool, config.schema)]);
+    const [stats, details, held, relays] = await Promise.all([
+      store.stats(pool),
+      store.statusDetails(pool),
+      store.heldWaiting(pool, HELD_SHOWN),
+      readFleet(pool, config.schema),
+    ]);
     const { count, estimatedRows } = details.published;
     return {
       schema: config.schema,
@@ -50,6 +64,7 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
         createdAt: instantText(details.oldestPending.createdAt),
         dueAt: instantText(details.oldestPending.dueAt),
       },
+      held,
       relays,
     };
   });
@@ -72,6 +87,7 @@ export async function statusCommand(config: Config, log: Logger, io: Io, options
       `lag             ${report.lagSeconds.toFixed(3)} s`,
       `oldest pending  ${oldest}`,
       `relays          ${relaysLine(report.relays)}`,
+      `held            ${heldText(report.held)}`,
     ].join('\n'),
   );
 }
@@ -85,4 +101,15 @@ function relaysLine(fleet: FleetView): string {
   if (running === 0) return 'none running (no replica seen in the last 45 s)';
   if (!leader) return `${running} running, none leading (a takeover takes a few seconds), ${standbyText}`;
   return `${running} running: leader ${leader.replicaId} (host ${leader.host}, pid ${leader.pid}, since ${fleet.leadingSince ?? '?'}), ${standbyText}`;
+}
+
+/** The `held` line: what waits for destinations that refuse messages. */
+function heldText(held: StatusReport['held']): string {
+  if (held.messages === 0) return 'none (no message waits for a destination that refuses messages)';
+  const count = held.destinations.length;
+  const names = held.destinations.map(
+    (d) => `exchange ${JSON.stringify(d.exchange)} routing key ${JSON.stringify(d.routingKey)} (${d.messages})`,
+  );
+  const more = count === HELD_SHOWN ? ', …' : '';
+  return `${held.messages} message${held.messages === 1 ? '' : 's'} wait for ${count === 1 ? 'a destination that refuses' : 'destinations that refuse'} messages (a full queue?): ${names.join(', ')}${more}`;
 }

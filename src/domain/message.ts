@@ -72,6 +72,30 @@ export interface ParkOrder {
   readonly until: ParkUntil;
 }
 
+/**
+ * A row that waits for a held destination: its next attempt pushed to `at` (never past
+ * its expires_at), `note` (relay/held-destinations.ts) stored as its last_error. No
+ * attempt is counted. With `spreadFromId`, one microsecond later per id above that one
+ * (at most HOLD_SPREAD_MS): rows parked until one instant come back in id order.
+ */
+export interface HoldOrder {
+  readonly id: string;
+  readonly at: Date;
+  readonly note: string;
+  readonly spreadFromId?: string;
+}
+
+/**
+ * Makes rows that wait for a held destination due now: at most `limit` of those whose
+ * last_error is `note` and that are due after now and by `upTo` (only those of `ids`, when given).
+ */
+export interface ReleaseOrder {
+  readonly note: string;
+  readonly upTo: Date;
+  readonly limit: number;
+  readonly ids?: readonly string[];
+}
+
 /** A failed attempt to record: the next attempt's delay, or dead. */
 export interface FailedAttempt {
   readonly id: string;

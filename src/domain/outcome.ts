@@ -1,8 +1,7 @@
 /** Why a publish attempt did not end in a broker confirm (the `reason` label). */
-export type FailureReason = 'nack' | 'unroutable' | 'unknown_exchange' | 'too_large' | 'timeout' | 'invalid_message' | 'connection_lost';
+export type FailureReason = 'unroutable' | 'unknown_exchange' | 'too_large' | 'timeout' | 'invalid_message' | 'connection_lost';
 
 export const FAILURE_REASONS: readonly FailureReason[] = [
-  'nack',
   'unroutable',
   'unknown_exchange',
   'too_large',
@@ -24,7 +23,11 @@ export interface Failure {
  * - `failed`: a message-level failure that costs an attempt;
  * - `unconfirmed`: the connection or channel went away first: no verdict, no attempt
  *   burnt, the message stays pending for a later batch;
+ * - `refused`: the broker nacked it (a negative confirm: the destination's answer, a
+ *   queue full under `x-overflow: reject-publish` or without a leader — never the
+ *   message's fault). No attempt; its destination is held (relay/held-destinations.ts);
  * - `held`: never sent (the relay's ordering held it back);
+ * - `destination_held`: never sent, its destination refuses messages and it is not the probe;
  * - `expired`: never sent, its expires_at was reached.
  */
 export type PublishOutcome =
@@ -32,7 +35,9 @@ export type PublishOutcome =
   | { readonly kind: 'returned'; readonly replyText: string }
   | ({ readonly kind: 'failed' } & Failure)
   | { readonly kind: 'unconfirmed'; readonly error: string }
+  | { readonly kind: 'refused' }
   | { readonly kind: 'held' }
+  | { readonly kind: 'destination_held' }
   | { readonly kind: 'expired' };
 
 /**

@@ -10,6 +10,10 @@ export interface RelayMetrics {
   readonly expiredMessages: Gauge;
   readonly publishedTotal: Counter;
   readonly publishFailuresTotal: Counter<'reason'>;
+  /** Publishes the broker refused with a negative confirm (no attempt: their destination is held). */
+  readonly refusedTotal: Counter;
+  /** Destinations (exchange and routing key) the relay holds because the broker refuses their messages. */
+  readonly heldDestinations: Gauge;
   readonly deadTotal: Counter;
   readonly expiredTotal: Counter;
   readonly unroutableTotal: Counter;
@@ -68,6 +72,16 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
       name: 'outbox_publish_failures_total',
       help: 'Publish attempts that did not end in a positive confirm, by reason.',
       labelNames: ['reason'],
+      registers,
+    }),
+    refusedTotal: new Counter({
+      name: 'outbox_publishes_refused_total',
+      help: 'Publishes the broker refused with a negative confirm (a queue full under x-overflow reject-publish, or without a leader): no attempt counted, their destination held.',
+      registers,
+    }),
+    heldDestinations: new Gauge({
+      name: 'outbox_held_destinations',
+      help: 'Destinations (exchange and routing key) held because the broker refuses their messages: they wait, one probe at a time, until it takes them again.',
       registers,
     }),
     deadTotal: new Counter({ name: 'outbox_messages_dead_total', help: 'Messages that became dead.', registers }),
@@ -161,6 +175,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
   metrics.deadMessages.set(0);
   metrics.expiredMessages.set(0);
   metrics.blockedKeys.set(0);
+  metrics.heldDestinations.set(0);
   metrics.stalled.set(0);
   return metrics;
 }

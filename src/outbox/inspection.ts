@@ -16,7 +16,7 @@ export function instantText(instant: Instant): string {
 }
 
 /** A message's state as `inspect` names it. */
-export type MessageState = 'pending-due' | 'pending-delayed' | 'parked' | 'published' | 'dead' | 'expired';
+export type MessageState = 'pending-due' | 'pending-delayed' | 'pending-held' | 'parked' | 'published' | 'dead' | 'expired';
 
 /** The columns that decide a state, as the operator store's statements select them. */
 export interface StateFlags {
@@ -26,18 +26,22 @@ export interface StateFlags {
   due_now: boolean;
   /** Parked behind a dead message under OUTBOX_ORDERING_ON_DEAD=block (null: next_attempt_at not set). */
   parked_forever: boolean | null;
+  /** Not due, with a held-destination note as its last_error (domain/held-note.ts): it waits for a destination that refuses messages. */
+  held_destination: boolean;
 }
 
 /**
  * Expired before dead (an expired message carries dead_at too); a pending message is
  * parked while an earlier message holds its key (`behind`), or while it waits, parked
- * for good, for a dead message of its key to be retried or discarded.
+ * for good, for a dead message of its key to be retried or discarded; `pending-held`
+ * while it waits for a destination that refuses messages.
  */
 export function stateOf(flags: StateFlags, behind: boolean): MessageState {
   if (flags.published) return 'published';
   if (flags.expired) return 'expired';
   if (flags.dead) return 'dead';
   if (behind || flags.parked_forever === true) return 'parked';
+  if (flags.held_destination) return 'pending-held';
   return flags.due_now ? 'pending-due' : 'pending-delayed';
 }
 

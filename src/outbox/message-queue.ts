@@ -1,8 +1,9 @@
 import type { ClientBase, Pool, PoolClient } from 'pg';
 import { qualified } from '../db/sql';
 import { withPoolTransaction } from '../db/transaction';
-import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
+import type { FailedAttempt, HoldOrder, KeyRow, KeyWindow, OutboxMessage, ParkOrder, ReleaseOrder } from '../domain/message';
 import { errorMessage } from '../errors';
+import { holdRows, releaseAllHeldRows, releaseRows } from './held-rows';
 import { relayStatements, type RelayStatement, type RelayStatementKey } from './relay-statements';
 import { toMessage, type ClaimedRow } from './rows';
 import { DUE, PENDING, UNPARKED } from './sql';
@@ -56,6 +57,7 @@ export class ClaimSession {
   constructor(
     private readonly client: ClientBase,
     private readonly statements: Readonly<Record<RelayStatementKey, RelayStatement>>,
+    private readonly table: string,
   ) {}
 
   private run<R extends object>(key: RelayStatementKey, values: unknown[]): Promise<{ rows: R[] }> {
@@ -99,6 +101,16 @@ export class ClaimSession {
       orders.map((o) => ('inMs' in o.until ? o.until.inMs : null)),
       orders.map((o) => 'forever' in o.until),
     ]);
+  }
+
+  /** Parks messages that wait for a held destination (outbox/held-rows.ts). */
+  hold(orders: readonly HoldOrder[]): Promise<void> {
+    return holdRows(this.client, this.table, orders);
+  }
+
+  /** Makes rows parked for a held destination due now; returns how many (outbox/held-rows.ts). */
+  release(order: ReleaseOrder): Promise<number> {
+    return releaseRows(this.client, this.table, order);
   }
 
   /** Marks confirmed messages published, or deletes them when retention is zero. */
@@ -158,7 +170,7 @@ export class MessageQueue {
    * RELAXED_COMMIT) — unless the server replicates synchronously.
    */
   withClaim<T>(work: (session: ClaimSession) => Promise<T>): Promise<T> {
-    return withPoolTransaction(this.pool, (client) => work(new ClaimSession(client, this.statements)), {
+    return withPoolTransaction(this.pool, (client) => work(new ClaimSession(client, this.statements, this.table)), {
       local: { idle_in_transaction_session_timeout: this.idleClaimTimeoutMs },
       afterBegin: RELAXED_COMMIT,
       track: this.openClaims,
@@ -186,6 +198,11 @@ export class MessageQueue {
   abandonClaims(): void {
     for (const client of this.openClaims) client.release(new Error('shutdown'));
     this.openClaims.clear();
+  }
+
+  /** Makes every row parked for a held destination due now (a relay that starts publishing learns its holds again). */
+  releaseHeld(): Promise<number> {
+    return releaseAllHeldRows(this.pool, this.table);
   }
 
   /**

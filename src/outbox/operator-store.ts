@@ -1,6 +1,7 @@
 import { types, type ClientBase, type CustomTypesConfig, type Pool } from 'pg';
 import { qualified } from '../db/sql';
 import { withPoolTransaction } from '../db/transaction';
+import { heldDestinationOf, HELD_NOTE_PREFIX, type Destination } from '../domain/held-note';
 import type { OutboxStats } from '../domain/message';
 import { stateOf, type InspectedMessage, type Instant, type KeyAhead, type StateFlags } from './inspection';
 import { dueHeadsCte, HEAD_COLUMNS, LAG_SECONDS } from './due-head';
@@ -54,7 +55,14 @@ export interface DeadMessage {
 
 /** The columns that decide a state (`stateOf`), as `inspect`'s statements select them. */
 const STATE_FLAGS = `published_at IS NOT NULL AS published, expired_at IS NOT NULL AS expired, dead_at IS NOT NULL AS dead,
-       ${DUE} <= now() AS due_now, next_attempt_at = 'infinity' AS parked_forever`;
+       ${DUE} <= now() AS due_now, next_attempt_at = 'infinity' AS parked_forever,
+       coalesce(${DUE} > now() AND starts_with(last_error, '${HELD_NOTE_PREFIX}'), false) AS held_destination`;
+
+/** A destination the pending rows wait for (their last_error says it refuses messages), as `status` shows it. */
+export interface HeldWaiting extends Destination {
+  /** Pending rows that wait for it, not due (their own, and later messages of their keys). */
+  readonly messages: number;
+}
 
 interface InspectRow extends StateFlags {
   id: string;
@@ -399,7 +407,7 @@ export class OperatorStore {
     // `behind`: whether a message before it (within the first ones, which start the key)
     // holds the key, i.e. whether it is parked behind its key itself.
     const first = await db.query<AheadRow>(
-      `SELECT message_id, attempts, last_error, published, expired, dead, due_now, parked_forever, holds,
+      `SELECT message_id, attempts, last_error, published, expired, dead, due_now, parked_forever, held_destination, holds,
               coalesce(bool_or(holds) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS behind
          FROM (SELECT id, message_id, attempts, last_error, ${STATE_FLAGS}, ${holds} AS holds
                  ${range} ORDER BY id LIMIT $4) AS first_ahead
@@ -418,6 +426,27 @@ export class OperatorStore {
         holdsKey: r.holds,
       })),
     };
+  }
+
+  /**
+   * The destinations pending rows wait for, from their last_error (the relay's memory
+   * is not readable from here): the rows it parked for a held destination carry its note
+   * until it takes messages again. The `limit` with most rows first, and how many rows
+   * wait in all. A range scan of messages_pending_due_idx over the rows due later.
+   */
+  async heldWaiting(db: Pool | ClientBase, limit: number): Promise<{ messages: number; destinations: HeldWaiting[] }> {
+    const { rows } = await db.query<{ note: string; n: string; total: string }>(
+      `SELECT last_error AS note, count(*) AS n, sum(count(*)) OVER () AS total
+         FROM ${this.table}
+        WHERE ${PENDING} AND ${DUE} > now() AND starts_with(last_error, $1)
+        GROUP BY last_error ORDER BY count(*) DESC, last_error LIMIT $2`,
+      [HELD_NOTE_PREFIX, limit],
+    );
+    const destinations = rows.flatMap((r) => {
+      const destination = heldDestinationOf(r.note);
+      return destination ? [{ ...destination, messages: Number(r.n) }] : [];
+    });
+    return { messages: Number(rows[0]?.total ?? 0), destinations };
   }
 
   /** Distinct exchanges named by pending messages, for `check`. */

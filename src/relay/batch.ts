@@ -1,8 +1,9 @@
-import type { KeyRow, OutboxMessage } from '../domain/message';
+import type { HoldOrder, KeyRow, OutboxMessage, ParkOrder, ReleaseOrder } from '../domain/message';
 import type { BatchTrace, BatchTracer, TracedOutcome } from '../domain/tracing';
 import { inPhase } from './faults';
 import type { BackoffPolicy } from '../retry/backoff';
-import { keysToCheck, planBatch } from './ordering';
+import type { HeldDestinations, HoldRelease } from './held-destinations';
+import { keysToCheck, planBatch, type BatchPlan } from './ordering';
 import type { BrokerPort, ClaimPort, Clock, QueuePort } from './ports';
 import { sendBatch } from './send';
 import { decideVerdicts, marksOf, type Verdict, type VerdictSettings } from './verdicts';
@@ -25,7 +26,7 @@ export interface BatchReport {
   readonly parkedBehindKey: number;
   /** Claimed rows waiting for an earlier message of their key in flight elsewhere, or held behind one of this batch. */
   readonly held: number;
-  /** Messages that got a verdict written: published, failed (dead included) or expired. */
+  /** Messages that got a verdict written: published, failed (dead included), expired, or waiting for a held destination. */
   readonly settled: number;
   /** Messages were sent but none got a verdict (the broker went away mid-batch). */
   readonly noProgress: boolean;
@@ -39,6 +40,8 @@ export interface BatchDeps {
   readonly broker: BrokerPort;
   readonly backoff: BackoffPolicy;
   readonly clock: Clock;
+  /** The destinations this relay holds (the broker refused messages for them). */
+  readonly holds: HeldDestinations;
   /** Spans of the batch and of each message; absent when tracing is off. */
   readonly tracer?: BatchTracer;
 }
@@ -57,11 +60,17 @@ export async function runBatch(
   abandon: AbortSignal,
   claimLimit = settings.batchSize,
 ): Promise<BatchReport> {
-  const { queue, broker, backoff, clock, tracer } = deps;
+  const { queue, broker, backoff, clock, tracer, holds } = deps;
   const started = clock.now();
+  holds.tick(started);
   // Opened once the claim found rows; the batch span ends after the commit or the rollback.
   const spans: { trace?: BatchTrace } = {};
   const claiming = queue.withClaim(async (claim): Promise<Omit<BatchReport, 'durationMs'>> => {
+    // A held destination whose next probe is long overdue: one parked row becomes due, to be
+    // it. A destination that flows again and has a release due: its next chunk.
+    const now = clock.now();
+    const maxRelease = RELEASE_BATCHES * settings.batchSize;
+    await inPhase('writes', [], () => release(claim, [...holds.lapses(now), ...holds.releases(now, maxRelease)], holds, clock));
     let claimed = await inPhase('writes', [], () => claim.claim(claimLimit));
     if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, settled: 0, noProgress: false };
     const { claimed: all, keyRows } = await inPhase('writes', claimed, () =>
@@ -72,35 +81,52 @@ export async function runBatch(
       const plan = planBatch(claimed, keyRows);
       const trace = (spans.trace = tracer?.start(started, claimed.length, plan.publish));
       const publishStarted = clock.now();
-      const outcomes =
-        plan.publish.length > 0
-          ? await sendBatch(broker, trace?.messages ?? plan.publish, {
-              timeoutMs: settings.publishTimeoutMs,
-              signal: abandon,
-              now: () => clock.now(),
-              onSettled: trace?.settled,
-            })
-          : [];
-      const verdicts = decideVerdicts(plan.publish, outcomes, settings, backoff, broker.blockedAtAnyTimeSince(publishStarted), clock.now());
-      trace?.decided(verdicts.map(tracedOutcome));
-      return { plan, verdicts };
+      try {
+        const outcomes =
+          plan.publish.length > 0
+            ? await sendBatch(broker, trace?.messages ?? plan.publish, {
+                timeoutMs: settings.publishTimeoutMs,
+                signal: abandon,
+                now: () => clock.now(),
+                onSettled: trace?.settled,
+                gate: holds,
+              })
+            : [];
+        holds.record(plan.publish, outcomes, publishStarted, clock.now());
+        const blocked = broker.blockedAtAnyTimeSince(publishStarted);
+        const verdicts = decideVerdicts(plan.publish, outcomes, settings, backoff, blocked, clock.now(), holds);
+        trace?.decided(verdicts.map(tracedOutcome));
+        return { plan, verdicts };
+      } finally {
+        holds.probesEnded(plan.publish, clock.now());
+      }
     });
     const marks = marksOf(plan.publish, verdicts);
-    const settled = new Set([...marks.published, ...marks.failed.map((f) => f.id), ...marks.expired]);
+    const parked = splitHeldParks(plan, holds);
+    const settled = new Set([
+      ...marks.published,
+      ...marks.failed.map((f) => f.id),
+      ...marks.expired,
+      ...plan.publish.filter((_, i) => verdicts[i]?.kind === 'refused' || verdicts[i]?.kind === 'waiting').map((m) => m.id),
+    ]);
     await inPhase('writes', claimed, async () => {
       await claim.markPublished(marks.published, settings.retentionMs === 0);
       await claim.markFailed(marks.failed);
       await claim.markExpired(marks.expired);
-      await claim.park([...plan.park, ...marks.park]);
+      await claim.park([...parked.park, ...marks.park]);
+      await claim.hold([...parked.hold, ...marks.hold]);
+      for (const blockers of parked.blockers) await claim.release(blockers);
+      // Destinations that take messages again: their parked rows come back, a chunk at a time.
+      await release(claim, holds.releases(clock.now(), maxRelease), holds, clock);
     });
     return {
       claimed: claimed.length,
       messages: plan.publish,
       verdicts,
-      parkedBehindKey: plan.park.length,
-      held: plan.held + marks.held,
+      parkedBehindKey: plan.park.length - parked.heldBack,
+      held: plan.held + marks.held + parked.heldBack,
       settled: settled.size,
-      noProgress: plan.publish.length > 0 && settled.size === 0 && marks.park.length === 0,
+      noProgress: plan.publish.length > 0 && settled.size === 0 && marks.park.length === 0 && marks.hold.length === 0,
       waitingMessageId: claimed.find((m) => !settled.has(m.id))?.messageId,
     };
   });
@@ -125,15 +151,63 @@ function tracedOutcome(verdict: Verdict): TracedOutcome {
       };
     case 'expired':
       return { verdict: 'expired', error: { reason: 'expired', message: 'expired before it could be published' } };
+    case 'refused':
+      return { verdict: 'refused', error: { reason: 'refused', message: verdict.note } };
     case 'held':
     case 'parked':
       return { verdict: verdict.kind };
-    default: {
-      // unconfirmed (the connection went away), or waiting without an attempt burnt
-      const kind: string = verdict.kind;
-      return { verdict: kind, error: { reason: kind === 'unconfirmed' ? 'connection_lost' : kind, message: verdict.error } };
+    case 'waiting':
+      return { verdict: 'held' }; // not sent: its destination is held
+    case 'unconfirmed':
+      return { verdict: 'unconfirmed', error: { reason: 'connection_lost', message: verdict.error } };
+  }
+}
+
+/** The most rows one release of a destination that flows again makes due, in batches. */
+const RELEASE_BATCHES = 2;
+
+/** Runs `orders` (ClaimPort.release) and tells `holds` how many rows each made due. */
+async function release(claim: ClaimPort, orders: readonly HoldRelease[], holds: HeldDestinations, clock: Clock): Promise<void> {
+  for (const order of orders) holds.released(order, await claim.release(order), clock.now());
+}
+
+/** What becomes of the ordering's park orders behind messages that wait for held destinations. */
+interface HeldParks {
+  readonly park: ParkOrder[];
+  readonly hold: HoldOrder[];
+  /** Blockers to make due, by hold. */
+  readonly blockers: ReleaseOrder[];
+  /** Rows left as they were (claimed again shortly, with their blockers). */
+  readonly heldBack: number;
+}
+
+/**
+ * The ordering's park orders. A row behind a message waiting for a held destination
+ * (parked until that hold's horizon) waits for the hold too: while it is held, the row
+ * is parked with its note (released with the others); once it flows, the row is left
+ * for the next claim and its blocker made due, so that a key whose later messages were
+ * released first goes in order without waiting for another chunk.
+ */
+function splitHeldParks(plan: BatchPlan, holds: HeldDestinations): HeldParks {
+  const park: ParkOrder[] = [];
+  const hold: HoldOrder[] = [];
+  const blockers = new Map<string, { upTo: Date; ids: string[] }>();
+  let heldBack = 0;
+  for (const order of plan.park) {
+    const held = 'at' in order.until ? holds.holdForPark(order.until.at.getTime()) : undefined;
+    const blocker = plan.parkedBehind.get(order.id);
+    if (!held || !('at' in order.until)) park.push(order);
+    else if (!held.flowing || blocker === undefined)
+      hold.push({ id: order.id, at: order.until.at, note: held.note, spreadFromId: held.spreadFromId });
+    else {
+      heldBack += 1;
+      const entry = blockers.get(held.note) ?? { upTo: new Date(held.upToMs), ids: [] };
+      if (!entry.ids.includes(blocker)) entry.ids.push(blocker);
+      blockers.set(held.note, entry);
     }
   }
+  const releases = [...blockers].map(([note, { upTo, ids }]) => ({ note, upTo, ids, limit: ids.length }));
+  return { park, hold, blockers: releases, heldBack };
 }
 
 /** Rounds of claiming the blockers of held rows (a chain of them is rare and short). */

@@ -6,6 +6,7 @@ import { isTransientDatabaseError } from '../retry/classify';
 import { abortableDelay, unrefSleep, Waiters } from '../util/delay';
 import { runBatch, type BatchReport, type BatchSettings } from './batch';
 import { BatchFault } from './faults';
+import type { HeldDestinations } from './held-destinations';
 import type { BrokerPort, Clock, HealthPort, LeadershipPort, QueuePort, WakePort } from './ports';
 import { nextStep, type Streaks, type Turn } from './schedule';
 import { Recovery } from './recovery';
@@ -55,6 +56,8 @@ export interface LoopDeps {
   readonly leadership?: LeadershipPort;
   readonly log: Logger;
   readonly clock: Clock;
+  /** The destinations this relay holds because the broker refused messages for them. */
+  readonly holds: HeldDestinations;
   /** Told about every committed batch (metrics and logs). */
   readonly onBatch: (report: BatchReport) => void;
   /** The reconnect backoff after an error (ms); jittered by default. */
@@ -202,16 +205,19 @@ export class RelayLoop {
   /**
    * The head of the due messages, as the leader's heartbeat reads it every second
    * (undefined: nothing is due): feeds the stall check, and wakes idle workers when
-   * something is due (a quiet relay does not peek by itself, see `peekUntilWork`). On a
-   * standby it clears any stall: the leader watches the outbox.
+   * something is due (a quiet relay does not peek by itself, see `peekUntilWork`) or when
+   * a held destination's probe or release is. On a standby it clears any stall: the
+   * leader watches the outbox.
    */
   observeDueHead(head: DueHead | undefined): void {
-    const { health, broker, wake } = this.deps;
+    const { health, broker, wake, holds, clock } = this.deps;
     if (!this.leading) {
       this.stall.observe(undefined, false);
       this.reportStall();
       return;
     }
+    // A held destination's probe or release is due: run a batch even if no row is due yet.
+    if (holds.tick(clock.now())) wake.trigger();
     this.stall.observe(head, health.databaseUp && broker.connected);
     this.reportStall();
     if (head !== undefined && this.peeker !== undefined) wake.trigger();

@@ -2,6 +2,7 @@ import type { OutboxMessage } from '../domain/message';
 import type { Logger } from '../observability/logger';
 import type { RelayMetrics } from '../observability/metrics';
 import type { BatchReport } from './batch';
+import type { HoldListener } from './held-destinations';
 
 /**
  * Metrics and logs of a committed batch, derived from its verdicts only — the same
@@ -11,6 +12,8 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
   if (report.claimed === 0) return;
   let published = 0;
   let unconfirmed = 0;
+  let refused = 0;
+  let waiting = 0;
   const expired: OutboxMessage[] = [];
   const failed: { message: OutboxMessage; error: string; dead: boolean }[] = [];
   report.verdicts.forEach((verdict, index) => {
@@ -31,6 +34,12 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
       case 'unconfirmed':
         unconfirmed += 1;
         break;
+      case 'refused':
+        refused += 1;
+        break;
+      case 'waiting':
+        waiting += 1;
+        break;
       case 'expired':
         expired.push(message);
         break;
@@ -40,6 +49,7 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
     }
   });
   if (unconfirmed > 0) metrics.publishFailuresTotal.inc({ reason: 'connection_lost' }, unconfirmed);
+  if (refused > 0) metrics.refusedTotal.inc(refused);
   metrics.publishedTotal.inc(published);
   const dead = failed.filter((f) => f.dead);
   if (dead.length > 0) metrics.deadTotal.inc(dead.length);
@@ -56,9 +66,28 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
       'batch had failures',
     );
   } else {
-    log.debug({ published, claimed: report.claimed, held: report.held, parked: report.parkedBehindKey, ms }, 'published batch');
+    log.debug(
+      { published, claimed: report.claimed, held: report.held, parked: report.parkedBehindKey, refused, waiting, ms },
+      'published batch',
+    );
   }
   for (const { message, error } of dead) {
     log.error({ messageId: message.messageId, exchange: message.exchange, attempts: message.attempts + 1, error }, 'message is dead');
   }
+}
+
+/**
+ * The log lines and the gauge of held destinations: one warn line when a destination is
+ * held and one info line when it flows again (naming it, never a payload).
+ */
+export function holdReporter(metrics: RelayMetrics, log: Logger): HoldListener {
+  return {
+    held: (d, firstProbeInMs) =>
+      log.warn({ exchange: d.exchange, routingKey: d.routingKey, firstProbeInMs }, 'destination held: the broker refuses its messages'),
+    flowing: ({ destination: d, heldMs, refused }) =>
+      log.info({ exchange: d.exchange, routingKey: d.routingKey, heldMs, refused }, 'destination flows again'),
+    abandoned: ({ destination: d, heldMs, refused }) =>
+      log.info({ exchange: d.exchange, routingKey: d.routingKey, heldMs, refused }, 'destination no longer held: no message waits for it'),
+    changed: (count) => metrics.heldDestinations.set(count),
+  };
 }

@@ -26,6 +26,8 @@ export interface BatchPlan {
   readonly publish: OutboxMessage[];
   /** Claimed rows that must wait for a blocker that is not due. */
   readonly park: ParkOrder[];
+  /** The blocker (id) each parked row waits behind, by the parked row's id. */
+  readonly parkedBehind: ReadonlyMap<string, string>;
   /** Claimed rows that wait for a blocker in flight elsewhere (released at commit). */
   readonly held: number;
   /**
@@ -60,6 +62,7 @@ export function keysToCheck(claimed: readonly OutboxMessage[]): KeyWindow[] {
 export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly KeyRow[]): BatchPlan {
   const publish: OutboxMessage[] = [];
   const park: ParkOrder[] = [];
+  const parkedBehind = new Map<string, string>();
   let held = 0;
   const dueBlockers = new Set<string>();
   const claimedByKey = new Map<string, OutboxMessage[]>();
@@ -101,10 +104,13 @@ export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly K
         publish.push(m);
       } else if (blocker && compareIds(m.id, blocker.id) > 0) {
         // A blocker parked behind a dead message is due at 'infinity' (not a Date).
-        if (blocker.dead || (blocker.waiting && !Number.isFinite(new Date(blocker.due).getTime())))
+        if (blocker.dead || (blocker.waiting && !Number.isFinite(new Date(blocker.due).getTime()))) {
           park.push({ id: m.id, until: { forever: true } });
-        else if (blocker.waiting) park.push({ id: m.id, until: { at: blocker.due } });
-        else {
+          parkedBehind.set(m.id, blocker.id);
+        } else if (blocker.waiting) {
+          park.push({ id: m.id, until: { at: blocker.due } });
+          parkedBehind.set(m.id, blocker.id);
+        } else {
           held += 1;
           dueBlockers.add(blocker.id);
         }
@@ -115,5 +121,5 @@ export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly K
     }
   }
   publish.sort((a, b) => compareIds(a.id, b.id));
-  return { publish, park, held, dueBlockers: [...dueBlockers] };
+  return { publish, park, parkedBehind, held, dueBlockers: [...dueBlockers] };
 }

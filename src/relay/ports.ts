@@ -1,4 +1,4 @@
-import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
+import type { FailedAttempt, HoldOrder, KeyRow, KeyWindow, OutboxMessage, ParkOrder, ReleaseOrder } from '../domain/message';
 import type { Heartbeat, LeaderTerm, LockAttempt } from '../domain/fleet';
 import type { Preflight, PublishOutcome } from '../domain/outcome';
 
@@ -19,6 +19,10 @@ export interface ClaimPort {
   /** Marks messages expired (never sent; no longer pending). */
   markExpired(ids: readonly string[]): Promise<void>;
   park(orders: readonly ParkOrder[]): Promise<void>;
+  /** Parks messages that wait for a held destination, with its note as their last_error (no attempt counted). */
+  hold(orders: readonly HoldOrder[]): Promise<void>;
+  /** Makes rows parked for a held destination due now (`order` says which, and how many at most); returns how many. */
+  release(order: ReleaseOrder): Promise<number>;
 }
 
 /** The queue of messages in the outbox table. */

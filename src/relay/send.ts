@@ -2,6 +2,7 @@ import type { OutboxMessage } from '../domain/message';
 import type { Preflight, PublishOutcome } from '../domain/outcome';
 import { errorMessage } from '../errors';
 import { isConnectionLoss } from './faults';
+import type { Admission } from './held-destinations';
 import { KeyStops } from './key-stops';
 import type { BrokerPort, PublishBatchOptions } from './ports';
 
@@ -12,18 +13,25 @@ export function hasExpired(message: OutboxMessage, nowMs: number): boolean {
   return message.expiresAt !== undefined && message.expiresAt !== null && message.expiresAt <= nowMs;
 }
 
+/** Which messages of held destinations are sent (relay/held-destinations.ts). */
+export interface DestinationGate {
+  admit(message: OutboxMessage, nowMs: number): Admission;
+}
+
 /**
  * Sends a batch (in id order) and returns one outcome per message. A message whose
  * expires_at has been reached is not sent (`expired`) and holds nothing back. What the
  * broker adapter knows before sending is applied next: a message that cannot succeed fails
  * unsent, a message that may close the channel goes out alone after the others; either
- * holds back the later messages of its key in this batch (they are not sent). The rest
- * is published pipelined.
+ * holds back the later messages of its key in this batch (they are not sent). Then the
+ * `gate`: a message for a held destination is not sent (`destination_held`) unless it is
+ * the probe; both hold back the later messages of their key (the probe goes alone). The
+ * rest is published pipelined.
  */
 export async function sendBatch(
   broker: BrokerPort,
   messages: readonly OutboxMessage[],
-  options: PublishBatchOptions & { now?: () => number },
+  options: PublishBatchOptions & { now?: () => number; gate?: DestinationGate },
 ): Promise<PublishOutcome[]> {
   const nowMs = options.now?.() ?? Date.now();
   const expired = messages.map((m) => hasExpired(m, nowMs));
@@ -46,11 +54,12 @@ export async function sendBatch(
     } else if (check.kind === 'fail') {
       outcomes[index] = { kind: 'failed', reason: check.reason, error: check.error };
       stops.stop(message);
-    } else if (check.kind === 'apart') {
-      apart.push(index);
-      stops.stop(message);
     } else {
-      together.push(index);
+      const admission = options.gate?.admit(message, nowMs) ?? 'send';
+      if (admission === 'wait') outcomes[index] = { kind: 'destination_held' };
+      else if (check.kind === 'apart') apart.push(index);
+      else together.push(index);
+      if (admission !== 'send' || check.kind === 'apart') stops.stop(message);
     }
   });
   const publish = async (indexes: readonly number[]): Promise<void> => {

@@ -1,7 +1,10 @@
-import type { FailedAttempt, OutboxMessage, ParkOrder, ParkUntil } from '../domain/message';
+import { heldNote } from '../domain/held-note';
+import type { FailedAttempt, HoldOrder, OutboxMessage, ParkOrder, ParkUntil } from '../domain/message';
 import type { Failure, PublishOutcome } from '../domain/outcome';
 import type { BackoffPolicy } from '../retry/backoff';
-import { KeyStops } from './key-stops';
+import type { HeldDestinations, HoldPark } from './held-destinations';
+import { KeyStops, type StopHold } from './key-stops';
+import { PROBE_FIRST_MS } from './probe-schedule';
 
 /**
  * The one decision of a batch about each message it published, from which both the
@@ -9,7 +12,12 @@ import { KeyStops } from './key-stops';
  * disagree):
  * - `published`: confirmed (or returned on a named exchange, counted as published);
  * - `failed`: an attempt burnt, retried after `retryInMs` or dead;
- * - `parked`: behind an earlier message of its key that failed: waits until it is due;
+ * - `refused`: the broker nacked it: its destination refuses messages (held), not its
+ *   fault; no attempt, it waits until `at` (the next probe, or the hold's horizon) with
+ *   `note` as its last_error, and stops its key;
+ * - `waiting`: not sent, its destination is held (relay/held-destinations.ts): the same;
+ * - `parked`: behind an earlier message of its key that failed or waits for a held
+ *   destination (then with that hold's `note`): waits until it is due;
  * - `held`: left as it was for the next claim — behind an earlier message of its key
  *   that got no verdict (`key`), timed out while the broker blocked publishers
  *   (`broker_blocked`), or not sent at all (`not_sent`);
@@ -20,7 +28,9 @@ import { KeyStops } from './key-stops';
 export type Verdict =
   | { readonly kind: 'published'; readonly returned: boolean }
   | ({ readonly kind: 'failed'; readonly retryInMs: number; readonly dead: boolean; readonly returned: boolean } & Failure)
-  | { readonly kind: 'parked'; readonly until: ParkUntil }
+  | ({ readonly kind: 'refused' } & Omit<HoldOrder, 'id'>)
+  | ({ readonly kind: 'waiting' } & Omit<HoldOrder, 'id'>)
+  | { readonly kind: 'parked'; readonly until: ParkUntil; readonly hold?: StopHold }
   | { readonly kind: 'held'; readonly cause: 'key' | 'broker_blocked' | 'not_sent' }
   | { readonly kind: 'unconfirmed'; readonly error: string }
   | { readonly kind: 'expired' };
@@ -51,7 +61,7 @@ type OwnFailure = Failure & { readonly returned: boolean };
 
 function ownVerdict(
   message: OutboxMessage,
-  outcome: PublishOutcome,
+  outcome: Exclude<PublishOutcome, { kind: 'refused' | 'destination_held' }>,
   settings: VerdictSettings,
   brokerWasBlocked: boolean,
 ): Verdict | OwnFailure {
@@ -75,6 +85,16 @@ function ownVerdict(
   }
 }
 
+/** What the decision asks of the held destinations (relay/held-destinations.ts). */
+export type HoldParks = Pick<HeldDestinations, 'parkOf'>;
+
+/** Without held destinations to ask (a test of the verdicts alone): a refused message waits a first probe's time. */
+function parkAlone(message: OutboxMessage, nowMs: number): HoldPark {
+  const atMs = nowMs + PROBE_FIRST_MS;
+  const note = heldNote({ exchange: message.exchange, routingKey: message.routingKey });
+  return { atMs, keyAtMs: atMs, note, spread: false, spreadFromId: message.id };
+}
+
 /**
  * Turns outcomes (one per message, in id order) into verdicts. Within a key, a message
  * that is not published stops the key for the rest of the batch: its later messages
@@ -82,6 +102,9 @@ function ownVerdict(
  * them) and, when the stopper waits for a retry or is dead under `block`, they are
  * parked behind it. A retry never waits past the message's expires_at: it is then due
  * at its expiry, found expired, and its key (and what is parked behind it) moves on.
+ * A message refused by the broker, or not sent because its destination is held, costs
+ * no attempt: `holds` says where it waits (the next probe or the hold's horizon, never
+ * past its expiry), and the later messages of its key wait with the hold's note.
  */
 export function decideVerdicts(
   messages: readonly OutboxMessage[],
@@ -90,21 +113,39 @@ export function decideVerdicts(
   backoff: BackoffPolicy,
   brokerWasBlocked: boolean,
   nowMs = Date.now(),
+  holds?: HoldParks,
 ): Verdict[] {
   const stops = new KeyStops();
   return messages.map((message, index): Verdict => {
     if (stops.isStopped(message)) {
       const until = stops.until(message);
-      return until ? { kind: 'parked', until } : { kind: 'held', cause: 'key' };
+      if (!until) return { kind: 'held', cause: 'key' };
+      const hold = stops.hold(message);
+      return hold === undefined ? { kind: 'parked', until } : { kind: 'parked', until, hold };
     }
-    const own = ownVerdict(message, outcomes[index] as PublishOutcome, settings, brokerWasBlocked);
+    const outcome = outcomes[index] as PublishOutcome;
+    const expiresAt = message.expiresAt === undefined || message.expiresAt === null ? Infinity : message.expiresAt;
+    if (outcome.kind === 'refused' || outcome.kind === 'destination_held') {
+      const refused = outcome.kind === 'refused';
+      const park = holds ? holds.parkOf(message, nowMs, refused) : refused ? parkAlone(message, nowMs) : undefined;
+      if (!park) {
+        // Its destination flows again since it was kept back: claimed again at once.
+        stops.stop(message);
+        return { kind: 'held', cause: 'not_sent' };
+      }
+      const { note, spreadFromId } = park;
+      stops.stop(message, { at: new Date(Math.min(park.keyAtMs, Math.max(expiresAt, nowMs))) }, { note, spreadFromId });
+      const at = new Date(park.atMs);
+      return { kind: refused ? 'refused' : 'waiting', at, note, ...(park.spread ? { spreadFromId } : {}) };
+    }
+    const own = ownVerdict(message, outcome, settings, brokerWasBlocked);
     if ('kind' in own) {
       if (own.kind !== 'published' && own.kind !== 'expired') stops.stop(message);
       return own;
     }
     const attempts = message.attempts + 1;
     const dead = attempts >= settings.maxAttempts;
-    const timeLeft = message.expiresAt === undefined || message.expiresAt === null ? Infinity : Math.max(0, message.expiresAt - nowMs);
+    const timeLeft = Math.max(0, expiresAt - nowMs);
     const retryInMs = Math.min(backoff.delayMs(attempts), timeLeft);
     stops.stop(message, !dead ? { inMs: retryInMs } : settings.orderingOnDead === 'block' ? { forever: true } : undefined);
     return { kind: 'failed', ...own, retryInMs, dead };
@@ -121,15 +162,22 @@ export interface Marks {
   readonly held: number;
   /** Messages whose expires_at was reached: marked expired, never sent. */
   readonly expired: string[];
+  /** Messages that wait for a held destination (refused, not sent, or behind one of their key that does): no attempt. */
+  readonly hold: HoldOrder[];
 }
 
 export function marksOf(messages: readonly OutboxMessage[], verdicts: readonly Verdict[]): Marks {
-  const marks: Marks = { published: [], failed: [], park: [], held: 0, expired: [] };
+  const marks: Marks = { published: [], failed: [], park: [], held: 0, expired: [], hold: [] };
   let held = 0;
   verdicts.forEach((verdict, index) => {
     const { id } = messages[index] as OutboxMessage;
     if (verdict.kind === 'published') marks.published.push(id);
     else if (verdict.kind === 'failed') marks.failed.push({ id, error: verdict.error, retryInMs: verdict.retryInMs, dead: verdict.dead });
+    else if (verdict.kind === 'refused' || verdict.kind === 'waiting') {
+      const { at, note, spreadFromId } = verdict;
+      marks.hold.push(spreadFromId === undefined ? { id, at, note } : { id, at, note, spreadFromId });
+    } else if (verdict.kind === 'parked' && verdict.hold !== undefined && 'at' in verdict.until)
+      marks.hold.push({ id, at: verdict.until.at, ...verdict.hold });
     else if (verdict.kind === 'parked') marks.park.push({ id, until: verdict.until });
     else if (verdict.kind === 'expired') marks.expired.push(id);
     else if (verdict.kind === 'held' && verdict.cause === 'key') held += 1;
@@ -144,6 +192,8 @@ export function decideMarks(
   settings: VerdictSettings,
   backoff: BackoffPolicy,
   brokerWasBlocked: boolean,
+  holds?: HoldParks,
+  nowMs = Date.now(),
 ): Marks {
-  return marksOf(messages, decideVerdicts(messages, outcomes, settings, backoff, brokerWasBlocked));
+  return marksOf(messages, decideVerdicts(messages, outcomes, settings, backoff, brokerWasBlocked, nowMs, holds));
 }

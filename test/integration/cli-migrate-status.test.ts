@@ -185,6 +185,7 @@ describe('status', () => {
         publishedEstimated: false,
         lagSeconds: 0,
         oldestPending: null,
+        held: { messages: 0, destinations: [] },
         relays: { leader: null, leadingSince: null, epoch: '0', replicas: [] },
       });
       const text = await cli(['status'], envFor(fx.schema));

@@ -48,7 +48,9 @@ test('/metrics has every documented metric plus the process metrics; /healthz an
   expect(metrics.value('outbox_up', { dependency: 'database' })).toBe(1);
   expect(metrics.value('outbox_up', { dependency: 'broker' })).toBe(1);
   expect(metrics.value('outbox_pending_messages', { state: 'due' })).toBe(0);
-  expect(metrics.value('outbox_publish_failures_total', { reason: 'nack' })).toBe(0);
+  expect(metrics.value('outbox_publish_failures_total', { reason: 'timeout' })).toBe(0);
+  expect(metrics.value('outbox_publishes_refused_total')).toBe(0);
+  expect(metrics.value('outbox_held_destinations')).toBe(0);
   expect(await endpointStatus(relay.port, '/healthz')).toBe(200);
   expect(await endpointStatus(relay.port, '/nope')).toBe(404);
 });

@@ -1,6 +1,7 @@
 import { connect } from 'amqplib';
 import { Pool } from 'pg';
 import { createConsumer, type Consumer, type StateChange } from '../../src/consumer/index';
+import { maxProbesWithin } from '../../src/relay/probe-schedule';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { migrateInboxSchema } from '../kit/outbox-schema';
 import { RabbitCluster } from '../kit/rabbit-cluster';
@@ -13,7 +14,7 @@ import { waitFor } from '../kit/wait';
  * The relay and the consumer against a three-node RabbitMQ cluster of their own (started
  * by the kit as the rabbitmq user, apart from the machine's broker) with quorum queues:
  * the node both are connected to, which also leads the queue, is killed -9 in the middle
- * of a drain; and a full quorum queue under `x-overflow: reject-publish` nacks messages.
+ * of a drain; and a full quorum queue under `x-overflow: reject-publish` nacks messages (its destination is held).
  */
 
 const cluster = RabbitCluster.forFile();
@@ -145,7 +146,7 @@ test('a node killed -9 mid-drain: nothing lost, the relay ready again, the consu
   );
 }, 120_000);
 
-test('a full quorum queue (x-overflow reject-publish): each nack costs an attempt with backoff, so the relay slows down and kills nothing quickly; once consumed, everything arrives', async () => {
+test('a full quorum queue (x-overflow reject-publish): its destination is held, no attempt burnt, one probe at a time; once consumed, everything arrives', async () => {
   const c = cluster.get();
   const COUNT = 2_000;
   const MAX_LENGTH = 200;
@@ -153,48 +154,42 @@ test('a full quorum queue (x-overflow reject-publish): each nack costs an attemp
   // still gets every URL and passes over the dead one.
   const { exchange, queue } = await quorumQueue(1, { 'x-max-length': MAX_LENGTH, 'x-overflow': 'reject-publish' });
   await fx.insertBacklog({ count: COUNT, exchange, routingKey: 'ha.full' });
-  // The default backoff base (1 s doubling) with a lower cap, so the test drains in
-  // seconds once a consumer makes room; 20 attempts leave room for the retries that find
-  // the queue still full while the consumer catches up (with the default 10 attempts and
-  // 300 s cap a message to a queue that stays full dies after several minutes: README).
-  const { relay } = await fx.startRelay({
-    OUTBOX_AMQP_URL: c.urls.join(','),
-    OUTBOX_MAX_ATTEMPTS: '20',
-    OUTBOX_BACKOFF_BASE_MS: '1000',
-    OUTBOX_BACKOFF_MAX_MS: '8000',
-  });
-  const nacks = async (): Promise<number> =>
-    (await readMetrics(relay.port)).value('outbox_publish_failures_total', { reason: 'nack' }) ?? 0;
+  // Three attempts: a nack that cost one would kill messages within seconds.
+  const { relay, logs } = await fx.startRelay({ OUTBOX_AMQP_URL: c.urls.join(','), OUTBOX_MAX_ATTEMPTS: '3' });
+  const refused = async (): Promise<number> => (await readMetrics(relay.port)).value('outbox_publishes_refused_total') ?? 0;
 
-  await waitFor('the broker nacking', async () => (await nacks()) > 0, 30_000, 20);
-  const atStart = await nacks();
+  await waitFor('the destination held', async () => (await readMetrics(relay.port)).value('outbox_held_destinations') === 1, 30_000, 20);
+  // The refusals of what was in flight when the first came are counted by now.
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  const atStart = await refused();
   await new Promise((resolve) => setTimeout(resolve, 2_000));
-  const afterTwoSeconds = await nacks();
+  const afterTwoSeconds = await refused();
   await new Promise((resolve) => setTimeout(resolve, 2_000));
-  const afterFourSeconds = await nacks();
+  const afterFourSeconds = await refused();
   const full = await fx.counts();
-  // A nack is a failed attempt (its error stored), retried with backoff: none dead after 4 s.
-  expect(full.dead).toBe(0);
-  expect(full.attempts).toBeGreaterThan(0);
+  expect(full).toMatchObject({ dead: 0, attempts: 0 });
   expect(full.published).toBeGreaterThanOrEqual(MAX_LENGTH);
   expect(full.pending).toBeGreaterThan(0);
-  const { rows } = await fx.pool.query<{ last_error: string }>(`SELECT DISTINCT last_error FROM ${fx.table} WHERE attempts > 0`);
-  expect(rows.map((r) => r.last_error)).toEqual([expect.stringMatching(/negative confirm/)]);
-  // It slows down: each message's next attempt waits twice as long as its last.
-  expect(afterFourSeconds - afterTwoSeconds).toBeLessThan(afterTwoSeconds - atStart);
-  // A full queue is not the relay's problem: it stays ready (the nacks show in metrics).
+  const { rows } = await fx.pool.query<{ last_error: string }>(
+    `SELECT DISTINCT last_error FROM ${fx.table} WHERE published_at IS NULL AND last_error IS NOT NULL`,
+  );
+  expect(rows.map((r) => r.last_error)).toEqual([
+    expect.stringMatching(/^destination held: exchange ".*" routing key "ha.full" refuses messages/),
+  ]);
+  // Then one probe at a time, 100 ms doubling to 5 s apart.
+  expect(afterFourSeconds - atStart).toBeLessThanOrEqual(maxProbesWithin(5_000) + 1);
+  expect(logs.entries().filter((e) => e['msg'] === 'destination held: the broker refuses its messages')).toHaveLength(1);
+  // A full queue is not the relay's problem: it stays ready.
   expect(await endpointStatus(relay.port, '/readyz')).toBe(200);
 
   const consumingAt = Date.now();
   const { processed } = await consumerOf(queue);
   await waitFor('every message consumed', () => processed.size >= COUNT, 60_000, 50);
   const drainedMs = Date.now() - consumingAt;
-  expect(await fx.counts()).toMatchObject({ pending: 0, published: COUNT, dead: 0 });
-  const { rows: spread } = await fx.pool.query<{ max: number }>(`SELECT max(attempts)::int AS max FROM ${fx.table}`);
+  expect(await fx.counts()).toMatchObject({ pending: 0, published: COUNT, dead: 0, attempts: 0 });
   console.info(
     `rabbit-cluster full queue: ${COUNT} messages into a quorum queue of x-max-length ${MAX_LENGTH} (reject-publish), no consumer for 4 s: ` +
-      `${full.published} published, ${full.pending} waiting, ${full.attempts} attempts burnt, 0 dead; nacks ${afterTwoSeconds - atStart} in the first 2 s, ` +
-      `${afterFourSeconds - afterTwoSeconds} in the next 2 s; a consumer then received all ${COUNT} in ${drainedMs} ms ` +
-      `(at most ${spread[0]?.max} attempts for a message, of OUTBOX_MAX_ATTEMPTS 20)`,
+      `${full.published} published, ${full.pending} waiting, 0 attempts burnt, 0 dead; refused publishes ${atStart} until held for 1 s, ` +
+      `${afterTwoSeconds - atStart} in the next 2 s, ${afterFourSeconds - afterTwoSeconds} in the 2 s after; a consumer then received all ${COUNT} in ${drainedMs} ms`,
   );
 }, 120_000);

@@ -64,9 +64,16 @@ describe('prometheus/ and grafana/', () => {
     }
   });
 
-  test('there is an alert for lag, dead messages, relay down, dependency down and blocked keys, each with a severity and what to do', () => {
+  test('there is an alert for lag, dead messages, relay down, dependency down, blocked keys and held destinations, each with a severity and what to do', () => {
     const byMetric = new Map(ruleList.map((r) => [metricNames(String(r['expr'])).join(','), r]));
-    for (const metric of ['outbox_lag_seconds', 'outbox_dead_messages', 'up', 'outbox_up', 'outbox_blocked_keys']) {
+    for (const metric of [
+      'outbox_lag_seconds',
+      'outbox_dead_messages',
+      'up',
+      'outbox_up',
+      'outbox_blocked_keys',
+      'outbox_held_destinations',
+    ]) {
       expect({ metric, alerted: [...byMetric.keys()].some((k) => k.split(',').includes(metric)) }).toEqual({ metric, alerted: true });
     }
     for (const rule of ruleList) {
@@ -106,6 +113,18 @@ describe('prometheus/ and grafana/', () => {
     const exported = await exportedSeriesNames();
     const unknown = exprs.flatMap(metricNames).filter((name) => !exported.has(name));
     expect(unknown).toEqual([]);
+  });
+
+  test('the Grafana dashboard has a panel of held destinations and refused publishes', () => {
+    const dashboard = JSON.parse(readFileSync(join(DEPLOY, 'grafana', 'outbox-relay.json'), 'utf8')) as { panels: Doc[] };
+    const panel = dashboard.panels.find((p) =>
+      (p['targets'] as Doc[] | undefined)?.some((t) => String(t['expr']).includes('outbox_held_destinations')),
+    );
+    expect(panel?.['title']).toBe('Held destinations and refused publishes');
+    expect((panel?.['targets'] as Doc[]).map((t) => metricNames(String(t['expr'])))).toEqual([
+      ['outbox_held_destinations'],
+      ['outbox_publishes_refused_total'],
+    ]);
   });
 
   test('metricNames() finds the selected metrics, not functions, labels or durations', () => {

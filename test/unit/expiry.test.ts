@@ -52,7 +52,7 @@ test('verdicts: expired is marked expired and stops nothing; a retry never waits
   const outcomes: PublishOutcome[] = [
     { kind: 'expired' },
     { kind: 'confirmed' },
-    { kind: 'failed', reason: 'nack', error: 'nacked' },
+    { kind: 'failed', reason: 'timeout', error: 'no confirm' },
     { kind: 'confirmed' },
   ];
   const verdicts = decideVerdicts([expired, behind, failing, behindFailing], outcomes, SETTINGS, backoff, false, NOW);

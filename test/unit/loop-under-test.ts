@@ -1,5 +1,6 @@
 import pino from 'pino';
 import type { BatchReport } from '../../src/relay/batch';
+import { HeldDestinations, type HoldListener } from '../../src/relay/held-destinations';
 import { RelayLoop, type LoopSettings } from '../../src/relay/loop';
 import { systemClock } from '../../src/relay/ports';
 import { fullJitterBackoff } from '../../src/retry/backoff';
@@ -19,8 +20,21 @@ export const LOOP_SETTINGS: LoopSettings = {
   stallTimeoutMs: 60_000,
 };
 
+/** What the held destinations told (in order): `held <exchange>/<routing key>`, `flowing …`, `abandoned …`. */
+function recordingListener(events: string[]): HoldListener {
+  const name = (d: { exchange: string; routingKey: string }): string => `${d.exchange}/${d.routingKey}`;
+  return {
+    held: (d) => events.push(`held ${name(d)}`),
+    flowing: (e) => events.push(`flowing ${name(e.destination)}`),
+    abandoned: (e) => events.push(`abandoned ${name(e.destination)}`),
+    changed: () => undefined,
+  };
+}
+
 /** A relay loop over fakes of all its ports, and the reports of its batches. */
 export function loopUnderTest(settings: Partial<LoopSettings> = {}) {
+  const holdEvents: string[] = [];
+  const holds = new HeldDestinations(recordingListener(holdEvents));
   const queue = new FakeQueue();
   const broker = new FakeBroker();
   const wake = new FakeWake();
@@ -36,6 +50,7 @@ export function loopUnderTest(settings: Partial<LoopSettings> = {}) {
       backoff: fullJitterBackoff(1, 1),
       log: pino({ level: 'silent' }),
       clock: systemClock,
+      holds,
       onBatch: (report) => reports.push(report),
       errorBackoffMs: () => 5,
     },
@@ -53,7 +68,7 @@ export function loopUnderTest(settings: Partial<LoopSettings> = {}) {
     clearInterval(heartbeat);
     return stop();
   };
-  return { queue, broker, wake, health, reports, loop };
+  return { queue, broker, wake, health, reports, loop, holds, holdEvents };
 }
 
 /** The fake heartbeat's period (ms). */

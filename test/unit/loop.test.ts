@@ -104,7 +104,7 @@ describe('the relay loop, with fakes of the queue, the broker and the wake sourc
 
   test('failures are recorded with their attempt; the message goes dead after the last one', async () => {
     const parts = setup({ maxAttempts: 2 });
-    parts.broker.decide = () => ({ kind: 'failed', reason: 'nack', error: 'the broker rejected the message (negative confirm)' });
+    parts.broker.decide = () => ({ kind: 'failed', reason: 'timeout', error: 'no broker confirm within 1000 ms' });
     parts.queue.add(fakeMessage());
     started(parts);
     await waitFor('parts.queue.rows[0]?.dead === true', () => parts.queue.rows[0]?.dead === true);

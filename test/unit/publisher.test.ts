@@ -35,7 +35,7 @@ describe('publishBatch', () => {
     expect(fake.closeCalls).toBe(0);
   });
 
-  test('a negative confirm fails that message only', async () => {
+  test('a negative confirm refuses that message only', async () => {
     const { fake, target } = fakeChannel();
     const result = publishBatch(target, [message(), message(), message()], OPTIONS);
     fake.ack(0);
@@ -43,7 +43,7 @@ describe('publishBatch', () => {
     fake.ack(2);
     const outcomes = await result;
     expect(outcomes[0]).toEqual({ kind: 'confirmed' });
-    expect(outcomes[1]).toMatchObject({ kind: 'failed', reason: 'nack' });
+    expect(outcomes[1]).toEqual({ kind: 'refused' });
     expect(outcomes[2]).toEqual({ kind: 'confirmed' });
   });
 

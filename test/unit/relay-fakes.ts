@@ -1,4 +1,5 @@
-import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../../src/domain/message';
+import type { FailedAttempt, HoldOrder, KeyRow, KeyWindow, OutboxMessage, ParkOrder, ReleaseOrder } from '../../src/domain/message';
+import { HOLD_SPREAD_MS } from '../../src/domain/held-note';
 import type { Preflight, PublishOutcome } from '../../src/domain/outcome';
 import type { BrokerPort, ClaimPort, HealthPort, QueuePort, WakePort } from '../../src/relay/ports';
 import { abortableDelay, Waiters } from '../../src/util/delay';
@@ -14,6 +15,8 @@ interface Row {
   dueAt: number;
   locked: boolean;
   errors: string[];
+  /** The held-destination note of a row that waits for one (its last_error). */
+  note: string | undefined;
 }
 
 /** An outbox table in memory with claim transactions (locks released at commit or rollback). */
@@ -28,12 +31,25 @@ export class FakeQueue implements QueuePort {
 
   add(...messages: OutboxMessage[]): void {
     for (const message of messages)
-      this.rows.push({ message, published: false, dead: false, expired: false, attempts: 0, dueAt: 0, locked: false, errors: [] });
+      this.rows.push({
+        message,
+        published: false,
+        dead: false,
+        expired: false,
+        attempts: 0,
+        dueAt: 0,
+        locked: false,
+        errors: [],
+        note: undefined,
+      });
   }
 
   pending(): Row[] {
     return this.rows.filter((r) => !r.published && !r.dead && !r.expired);
   }
+
+  /** Rows made due by `release` (each release's count). */
+  readonly releases: number[] = [];
 
   published(): string[] {
     return this.rows.filter((r) => r.published).map((r) => r.message.id);
@@ -108,6 +124,29 @@ export class FakeQueue implements QueuePort {
           }),
         );
         return Promise.resolve();
+      },
+      hold: (orders: readonly HoldOrder[]) => {
+        writes.push(() =>
+          orders.forEach((o) => {
+            const row = byId(o.id);
+            const spreadMs =
+              o.spreadFromId === undefined ? 0 : Math.min(Math.max(Number(o.id) - Number(o.spreadFromId), 0) / 1_000, HOLD_SPREAD_MS);
+            row.dueAt = Math.min(o.at.getTime() + spreadMs, row.message.expiresAt ?? Infinity);
+            row.note = o.note;
+          }),
+        );
+        return Promise.resolve();
+      },
+      release: (order: ReleaseOrder) => {
+        const now = Date.now();
+        const rows = this.pending()
+          .filter((r) => !r.locked && r.note === order.note && r.dueAt > now && r.dueAt <= order.upTo.getTime())
+          .sort((a, b) => a.dueAt - b.dueAt)
+          .slice(0, order.limit);
+        // Within the claim transaction: the claim that follows sees them.
+        for (const r of rows) r.dueAt = now;
+        this.releases.push(rows.length);
+        return Promise.resolve(rows.length);
       },
     };
     try {

@@ -23,16 +23,16 @@ function msg(id: number, options: { key?: string; exchange?: string; attempts?: 
 const SETTINGS: VerdictSettings = { maxAttempts: 3, unroutable: 'publish', orderingOnDead: 'skip' };
 const backoff = { delayMs: (n: number) => n * 100 };
 const ok: PublishOutcome = { kind: 'confirmed' };
-const nack: PublishOutcome = { kind: 'failed', reason: 'nack', error: 'nacked' };
+const failure: PublishOutcome = { kind: 'failed', reason: 'unknown_exchange', error: 'exchange "events" does not exist' };
 
 test('confirmed messages are published; a failure costs an attempt with its backoff', () => {
-  const marks = decideMarks([msg(1), msg(2, { attempts: 1 })], [ok, nack], SETTINGS, backoff, false);
+  const marks = decideMarks([msg(1), msg(2, { attempts: 1 })], [ok, failure], SETTINGS, backoff, false);
   expect(marks.published).toEqual(['1']);
-  expect(marks.failed).toEqual([{ id: '2', error: 'nacked', retryInMs: 200, dead: false }]);
+  expect(marks.failed).toEqual([{ id: '2', error: 'exchange "events" does not exist', retryInMs: 200, dead: false }]);
 });
 
 test('the attempt that reaches OUTBOX_MAX_ATTEMPTS makes the message dead', () => {
-  const marks = decideMarks([msg(1, { attempts: 2 })], [nack], SETTINGS, backoff, false);
+  const marks = decideMarks([msg(1, { attempts: 2 })], [failure], SETTINGS, backoff, false);
   expect(marks.failed[0]).toMatchObject({ id: '1', dead: true });
 });
 
@@ -48,7 +48,7 @@ test('a returned event is published (OUTBOX_UNROUTABLE=publish) or fails (retry)
 test('no verdict (connection lost, or a timeout while the broker blocked publishers) burns no attempt', () => {
   const timeout: PublishOutcome = { kind: 'failed', reason: 'timeout', error: 'no confirm' };
   const marks = decideMarks([msg(1), msg(2)], [{ kind: 'unconfirmed', error: 'gone' }, timeout], SETTINGS, backoff, true);
-  expect(marks).toEqual({ published: [], failed: [], park: [], held: 0, expired: [] });
+  expect(marks).toEqual({ published: [], failed: [], park: [], held: 0, expired: [], hold: [] });
   expect(decideMarks([msg(2)], [timeout], SETTINGS, backoff, false).failed).toHaveLength(1);
 });
 
@@ -56,7 +56,7 @@ describe('within a key, the first message that does not go through stops the res
   const batch = [msg(1, { key: 'K' }), msg(2, { key: 'K' }), msg(3, { key: 'L' }), msg(4, { key: 'K' })];
 
   test('a retry: the later ones are parked until its next attempt, even if confirmed', () => {
-    const marks = decideMarks(batch, [nack, ok, ok, ok], SETTINGS, backoff, false);
+    const marks = decideMarks(batch, [failure, ok, ok, ok], SETTINGS, backoff, false);
     expect(marks.published).toEqual(['3']);
     expect(marks.park).toEqual([
       { id: '2', until: { inMs: 100 } },
@@ -66,10 +66,10 @@ describe('within a key, the first message that does not go through stops the res
 
   test('dead under block: parked forever; dead under skip: held for the next claim', () => {
     const dying = [msg(1, { key: 'K', attempts: 2 }), msg(2, { key: 'K' })];
-    expect(decideMarks(dying, [nack, ok], { ...SETTINGS, orderingOnDead: 'block' }, backoff, false).park).toEqual([
+    expect(decideMarks(dying, [failure, ok], { ...SETTINGS, orderingOnDead: 'block' }, backoff, false).park).toEqual([
       { id: '2', until: { forever: true } },
     ]);
-    const skip = decideMarks(dying, [nack, ok], SETTINGS, backoff, false);
+    const skip = decideMarks(dying, [failure, ok], SETTINGS, backoff, false);
     expect(skip.park).toEqual([]);
     expect(skip.held).toBe(1);
     expect(skip.published).toEqual([]);
