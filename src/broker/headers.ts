@@ -1,14 +1,5 @@
 import type { HeaderTable, HeaderValue, OutboxMessage } from '../domain/message';
-
-/**
- * The headers the relay itself puts on every message, so that a consumer can keep a
- * key's order: the row's `partition_key` (absent when it is null) and its position in the
- * outbox's order (the row's `id`, a signed 64-bit integer).
- */
-export const RELAY_HEADERS = Object.freeze({
-  partitionKey: 'x-outbox-partition-key',
-  position: 'x-outbox-position',
-});
+import { RELAY_HEADERS } from '../domain/relay-headers';
 
 /** A field-table key is an AMQP short string: one length octet, at most 255 bytes of UTF-8. */
 export const HEADER_KEY_MAX_BYTES = 255;

@@ -1,4 +1,5 @@
-import { encodeHeaders, HEADERS_MAX_BYTES, publishedHeaders, RELAY_HEADERS } from '../../src/broker/headers';
+import { encodeHeaders, HEADERS_MAX_BYTES, publishedHeaders } from '../../src/broker/headers';
+import { RELAY_HEADERS } from '../../src/domain/relay-headers';
 import { messageProblem } from '../../src/broker/amqp-limits';
 import { publishProperties } from '../../src/broker/publisher';
 import { fakeMessage } from './fake-message';
