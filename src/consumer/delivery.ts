@@ -122,6 +122,7 @@ export class Deliveries<TPayload> {
     }
     const seconds = (performance.now() - startedAt) / 1000;
     const waiting: Delivery[] = [];
+    const acks = new Map<Session, ConsumeMessage[]>();
     batch.forEach((d, index) => {
       const outcome = outcomes[index] as BatchOutcome;
       d.alone = outcome.kind === 'alone';
@@ -130,8 +131,7 @@ export class Deliveries<TPayload> {
         case 'duplicate':
           this.metrics.attempt(outcome.kind, seconds);
           this.count(outcome.kind);
-          // Not acknowledged when the connection is gone: redelivered, found in the inbox, skipped.
-          d.session.ack(d.msg);
+          acks.set(d.session, [...(acks.get(d.session) ?? []), d.msg]);
           d.settled();
           break;
         case 'failed':
@@ -150,6 +150,8 @@ export class Deliveries<TPayload> {
           this.scheduler.add(d);
       }
     });
+    // Not acknowledged when the connection is gone: redelivered, found in the inbox, skipped.
+    for (const [session, msgs] of acks) session.ackAll(msgs);
     if (waiting.length > 0) this.inboxUnavailable(waiting, outcomes);
     else if (outcomes.some((o) => o.kind === 'handled' || o.kind === 'duplicate')) this.inboxOutage = 0;
   }

@@ -1,6 +1,7 @@
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Message, type Options } from 'amqplib';
 import { errorMessage } from '../errors';
 import { unrefSleep } from '../util/delay';
+import { UnsettledTags } from './acks';
 import { HEADER } from './inbox';
 import type { ConsumerSettings } from './settings';
 import { declareTopology, retryQueueArguments } from './topology';
@@ -47,6 +48,7 @@ export class Session {
   private consumerTag: string | undefined;
   private retryQueueDeclared = false;
   private readonly returned = new Set<string>();
+  private readonly unsettled = new UnsettledTags();
   private endReason: string | undefined;
   private closing: Promise<unknown> = Promise.resolve();
   private readonly endedPromise: Promise<string>;
@@ -171,6 +173,7 @@ export class Session {
         this.consumerTag = undefined;
         hooks.onCancel(this);
       } else {
+        this.unsettled.add(msg.fields.deliveryTag);
         hooks.onMessage(this, msg);
       }
     });
@@ -189,6 +192,24 @@ export class Session {
     if (!this.isOpen) return false;
     try {
       this.channel.ack(msg);
+      this.unsettled.settle(msg.fields.deliveryTag);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Acknowledges several: one `basic.ack` with `multiple` for the longest run of
+   * unsettled deliveries they cover from the oldest, the rest one by one.
+   */
+  ackAll(msgs: readonly ConsumeMessage[]): boolean {
+    if (!this.isOpen || msgs.length === 0) return this.isOpen;
+    if (msgs.length === 1) return this.ack(msgs[0] as ConsumeMessage);
+    try {
+      const { upTo, rest } = this.unsettled.settleAll(msgs.map((msg) => msg.fields.deliveryTag));
+      if (upTo !== undefined) this.channel.ack({ fields: { deliveryTag: upTo } } as Message, true);
+      for (const deliveryTag of rest) this.channel.ack({ fields: { deliveryTag } } as Message);
       return true;
     } catch {
       return false;
@@ -200,6 +221,7 @@ export class Session {
     if (!this.isOpen) return false;
     try {
       this.channel.nack(msg, false, requeue);
+      this.unsettled.settle(msg.fields.deliveryTag);
       return true;
     } catch {
       return false;
