@@ -10,6 +10,12 @@ import { maskUrls, withHeartbeat } from './urls';
 /** How long closing a connection or cancelling a consumer may take (ms). */
 const CLOSE_TIMEOUT_MS = 2_000;
 
+/**
+ * How long acks may wait for an older delivery to be done, to go out with its ack as one
+ * frame (ms): about a batch's time; longer only keeps finished messages in the window.
+ */
+const ACK_DELAY_MS = 10;
+
 /** What a session tells the consumer. */
 export interface SessionHooks {
   /** A delivery (never null: a cancel goes to `onCancel`). */
@@ -49,6 +55,7 @@ export class Session {
   private retryQueueDeclared = false;
   private readonly returned = new Set<string>();
   private readonly unsettled = new UnsettledTags();
+  private ackTimer: NodeJS.Timeout | undefined;
   private endReason: string | undefined;
   private closing: Promise<unknown> = Promise.resolve();
   private readonly endedPromise: Promise<string>;
@@ -133,6 +140,7 @@ export class Session {
   private end(reason: string): void {
     if (this.endReason !== undefined) return;
     this.endReason = reason;
+    clearTimeout(this.ackTimer);
     this.stopSignal.removeEventListener('abort', this.onStop);
     this.controller.abort();
     this.resolveEnded(reason);
@@ -200,19 +208,36 @@ export class Session {
   }
 
   /**
-   * Acknowledges several: one `basic.ack` with `multiple` for the longest run of
-   * unsettled deliveries they cover from the oldest, the rest one by one.
+   * Acknowledges several: one `basic.ack` with `multiple` for every run of deliveries
+   * done from the oldest unsettled one; acks that must wait for an older delivery go out
+   * with it, or one by one after ACK_DELAY_MS.
    */
   ackAll(msgs: readonly ConsumeMessage[]): boolean {
     if (!this.isOpen || msgs.length === 0) return this.isOpen;
-    if (msgs.length === 1) return this.ack(msgs[0] as ConsumeMessage);
+    if (msgs.length === 1 && !this.unsettled.owing) return this.ack(msgs[0] as ConsumeMessage);
     try {
-      const { upTo, rest } = this.unsettled.settleAll(msgs.map((msg) => msg.fields.deliveryTag));
+      const upTo = this.unsettled.ackAll(msgs.map((msg) => msg.fields.deliveryTag));
       if (upTo !== undefined) this.channel.ack({ fields: { deliveryTag: upTo } } as Message, true);
-      for (const deliveryTag of rest) this.channel.ack({ fields: { deliveryTag } } as Message);
+      if (this.unsettled.owing && this.ackTimer === undefined) {
+        this.ackTimer = setTimeout(() => this.payOwedAcks(), ACK_DELAY_MS);
+        this.ackTimer.unref();
+      }
       return true;
     } catch {
       return false;
+    }
+  }
+
+  /** Sends the acks still owed, one by one. */
+  private payOwedAcks(): void {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    const owed = this.unsettled.takeOwed();
+    if (!this.isOpen) return;
+    try {
+      for (const deliveryTag of owed) this.channel.ack({ fields: { deliveryTag } } as Message);
+    } catch {
+      // The channel closed meanwhile: the broker redelivers them, and the inbox skips them.
     }
   }
 
@@ -254,8 +279,13 @@ export class Session {
       throw new Error(`unroutable: nothing is bound to ${exchange === '' ? `queue ${routingKey}` : `exchange ${exchange}`}`);
   }
 
-  /** Closes the connection (bounded in time); idempotent. */
+  /** Closes the connection (bounded in time), after the acks still owed; idempotent. */
   async close(): Promise<void> {
+    if (this.unsettled.owing) {
+      this.payOwedAcks();
+      // amqplib writes a channel's frames on the next turn: let them out before the connection's close.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     this.end('closed by the consumer');
     await this.closing;
   }

@@ -23,6 +23,14 @@ const fx = OutboxFixture.forFile('consumer_batches');
 const broker = TestBroker.forFile();
 const cleanups: (() => Promise<unknown>)[] = [];
 
+/** A pool whose clients pipeline their statements (pg's `pipeline` option). */
+const pipelined = new Pool({ connectionString: testDatabaseUrl(), max: 4, pipeline: true });
+const untrackPipelined = trackOpen(pipelined, { kind: 'pg pool', detail: 'consumer-batches pool in pipeline mode' });
+afterAll(async () => {
+  await pipelined.end();
+  untrackPipelined();
+});
+
 beforeAll(async () => {
   await migrateInboxSchema(fx.pool, fx.schema);
   // No primary key: a message processed twice would show as two rows.
@@ -72,61 +80,67 @@ async function start(queue: string, options: Partial<Parameters<typeof createCon
   return consumer;
 }
 
-test('a backlog is processed in shared transactions, each message exactly once, and all acknowledged', async () => {
-  const { queue } = await queueWithDlq();
-  const ids = Array.from({ length: 300 }, (_, i) => `m-${String(i).padStart(3, '0')}`);
-  for (const id of ids) send(queue, id);
-  const consumer = await start(queue);
-  await waitFor('300 handled', () => consumer.stats.handled === 300);
-  const rows = await done();
-  expect(rows.map((r) => r.message_id)).toEqual(ids);
-  const transactions = new Set(rows.map((r) => r.tx)).size;
-  // With the pool's 4 connections and 100 in flight, batches form by themselves.
-  expect(transactions).toBeLessThan(150);
-  const inbox = await fx.pool.query(`SELECT count(*)::int AS n FROM "${fx.schema}".inbox`);
-  expect(inbox.rows[0].n).toBe(300);
-  await waitFor('an empty queue', async () => (await broker.channel.checkQueue(queue)).messageCount === 0);
-  await consumer.stop();
-  // Nothing unacknowledged came back to the queue when the consumer's channel closed.
-  expect((await broker.channel.checkQueue(queue)).messageCount).toBe(0);
-  expect(consumer.stats).toMatchObject({ handled: 300, duplicates: 0, retried: 0, rejected: 0 });
-});
+// The same with a pool in pipeline mode, where a savepoint travels with the handler's first statement.
+describe.each([
+  ['a pool', (): Pool => fx.pool],
+  ['a pool in pipeline mode', (): Pool => pipelined],
+])('with %s', (_, pool) => {
+  test('a backlog is processed in shared transactions, each message exactly once, and all acknowledged', async () => {
+    const { queue } = await queueWithDlq();
+    const ids = Array.from({ length: 300 }, (_, i) => `m-${String(i).padStart(3, '0')}`);
+    for (const id of ids) send(queue, id);
+    const consumer = await start(queue, { pool: pool() });
+    await waitFor('300 handled', () => consumer.stats.handled === 300);
+    const rows = await done();
+    expect(rows.map((r) => r.message_id)).toEqual(ids);
+    const transactions = new Set(rows.map((r) => r.tx)).size;
+    // With the pool's 4 connections and 100 in flight, batches form by themselves.
+    expect(transactions).toBeLessThan(150);
+    const inbox = await fx.pool.query(`SELECT count(*)::int AS n FROM "${fx.schema}".inbox`);
+    expect(inbox.rows[0].n).toBe(300);
+    await waitFor('an empty queue', async () => (await broker.channel.checkQueue(queue)).messageCount === 0);
+    await consumer.stop();
+    // Nothing unacknowledged came back to the queue when the consumer's channel closed.
+    expect((await broker.channel.checkQueue(queue)).messageCount).toBe(0);
+    expect(consumer.stats).toMatchObject({ handled: 300, duplicates: 0, retried: 0, rejected: 0 });
+  });
 
-test("a failing handler rolls back only its own work; the batch's others commit; a copy of a message is a duplicate", async () => {
-  const { queue, dead } = await queueWithDlq();
-  const ids: string[] = [];
-  for (let i = 0; i < 40; i += 1) {
-    const id = `b-${String(i).padStart(2, '0')}`;
-    ids.push(id);
-    send(queue, id, { fail: i === 17 });
-  }
-  send(queue, 'b-05'); // a copy of a message in the same backlog
-  const batched = await start(queue, { batchSize: 64 });
-  await waitFor('39 handled and the failing one dead-lettered', () => batched.stats.handled === 39 && dead.length === 1);
-  const rows = await done();
-  expect(rows.map((r) => r.message_id)).toEqual(ids.filter((id) => id !== 'b-17'));
-  expect(dead.map((d) => d.properties.messageId)).toEqual(['b-17']);
-  expect(dead[0]!.properties.headers?.['x-outbox-consumer-error']).toBe('message b-17 fails on purpose');
-  expect(batched.stats).toMatchObject({ handled: 39, duplicates: 1, retried: 1, rejected: 1 });
-  const inbox = await fx.pool.query(`SELECT message_id FROM "${fx.schema}".inbox ORDER BY message_id`);
-  expect(inbox.rows.map((r: { message_id: string }) => r.message_id)).toEqual(ids.filter((id) => id !== 'b-17'));
-  // The others shared transactions with the failing one: its savepoint, not the batch, was rolled back.
-  expect(new Set(rows.map((r) => r.tx)).size).toBeLessThan(39);
-});
-
-test('a handler that catches an error of its own statement and returns is a failure, in a batch and alone, never acknowledged as done', async () => {
-  for (const batchSize of [64, 1]) {
+  test("a failing handler rolls back only its own work; the batch's others commit; a copy of a message is a duplicate", async () => {
     const { queue, dead } = await queueWithDlq();
-    for (let i = 0; i < 10; i += 1) send(queue, `s${batchSize}-${i}`, { swallow: i === 4 });
-    const batched = await start(queue, { batchSize });
-    await waitFor('9 handled and one dead-lettered', () => batched.stats.handled === 9 && dead.length === 1);
-    expect(dead[0]!.properties.messageId).toBe(`s${batchSize}-4`);
-    expect(String(dead[0]!.properties.headers?.['x-outbox-consumer-error'])).toMatch(/transaction was aborted by an error it caught/);
-    expect((await done()).map((r) => r.message_id)).toEqual(
-      Array.from({ length: 10 }, (_, i) => `s${batchSize}-${i}`).filter((id) => !id.endsWith('-4')),
-    );
-    await fx.pool.query(`TRUNCATE "${fx.schema}".done, "${fx.schema}".inbox`);
-  }
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i += 1) {
+      const id = `b-${String(i).padStart(2, '0')}`;
+      ids.push(id);
+      send(queue, id, { fail: i === 17 });
+    }
+    send(queue, 'b-05'); // a copy of a message in the same backlog
+    const batched = await start(queue, { batchSize: 64, pool: pool() });
+    await waitFor('39 handled and the failing one dead-lettered', () => batched.stats.handled === 39 && dead.length === 1);
+    const rows = await done();
+    expect(rows.map((r) => r.message_id)).toEqual(ids.filter((id) => id !== 'b-17'));
+    expect(dead.map((d) => d.properties.messageId)).toEqual(['b-17']);
+    expect(dead[0]!.properties.headers?.['x-outbox-consumer-error']).toBe('message b-17 fails on purpose');
+    expect(batched.stats).toMatchObject({ handled: 39, duplicates: 1, retried: 1, rejected: 1 });
+    const inbox = await fx.pool.query(`SELECT message_id FROM "${fx.schema}".inbox ORDER BY message_id`);
+    expect(inbox.rows.map((r: { message_id: string }) => r.message_id)).toEqual(ids.filter((id) => id !== 'b-17'));
+    // The others shared transactions with the failing one: its savepoint, not the batch, was rolled back.
+    expect(new Set(rows.map((r) => r.tx)).size).toBeLessThan(39);
+  });
+
+  test('a handler that catches an error of its own statement and returns is a failure, in a batch and alone, never acknowledged as done', async () => {
+    for (const batchSize of [64, 1]) {
+      const { queue, dead } = await queueWithDlq();
+      for (let i = 0; i < 10; i += 1) send(queue, `s${batchSize}-${i}`, { swallow: i === 4 });
+      const batched = await start(queue, { batchSize, pool: pool() });
+      await waitFor('9 handled and one dead-lettered', () => batched.stats.handled === 9 && dead.length === 1);
+      expect(dead[0]!.properties.messageId).toBe(`s${batchSize}-4`);
+      expect(String(dead[0]!.properties.headers?.['x-outbox-consumer-error'])).toMatch(/transaction was aborted by an error it caught/);
+      expect((await done()).map((r) => r.message_id)).toEqual(
+        Array.from({ length: 10 }, (_, i) => `s${batchSize}-${i}`).filter((id) => !id.endsWith('-4')),
+      );
+      await fx.pool.query(`TRUNCATE "${fx.schema}".done, "${fx.schema}".inbox`);
+    }
+  });
 });
 
 test('the database going away mid-batch costs no attempt: the deliveries wait, then each is processed once', async () => {
