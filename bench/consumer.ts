@@ -30,13 +30,17 @@ export const BENCH_KEYS = 1_000;
 export interface ConsumerVariant {
   readonly label: string;
   readonly options: Pick<ConsumerOptions, 'batchSize' | 'batchWaitMs' | 'ordered'>;
+  /** The consumer's pool in pg's pipeline mode (a savepoint travels with the handler's first statement). */
+  readonly pipeline?: boolean;
   readonly library?: { createConsumer: (options: ConsumerOptions<{ n: number }>) => Promise<Consumer> };
 }
 
 /** The variants `npm run bench` compares. */
 export const CONSUMER_VARIANTS: readonly ConsumerVariant[] = [
+  { label: 'batched, pool in pipeline mode', options: {}, pipeline: true },
   { label: 'batched', options: {} },
   { label: 'a transaction per message', options: { batchSize: 1 } },
+  { label: 'ordered, 1,000 keys, batched, pool in pipeline mode', options: { ordered: true }, pipeline: true },
   { label: 'ordered, 1,000 keys, batched', options: { ordered: true } },
   { label: 'ordered, 1,000 keys, a transaction per message', options: { ordered: true, batchSize: 1 } },
 ];
@@ -126,7 +130,7 @@ export async function consumerThroughput(
   /** Also the WAL of the handler's transactions without the inbox (NaN otherwise: it takes as long again). */
   baselineWal = true,
 ): Promise<ConsumerThroughput> {
-  const pool = newPool(POOL_SIZE);
+  const pool = newPool(POOL_SIZE, { pipeline: variant.pipeline === true });
   const schema = uniqueName('bench_consumer');
   const table = `"${schema}".handled`;
   const topo = await topology();
