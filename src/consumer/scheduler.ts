@@ -28,8 +28,8 @@ export interface SchedulerOptions {
 
 /**
  * Which deliveries run together, and when. Deliveries wait in delivery order; a batch
- * takes up to `batchSize` of them as soon as a connection is free (at most
- * `concurrency` batches run at once), so batches grow with the load by themselves:
+ * takes its share of them (at most `batchSize`; see `form`) as soon as a connection is
+ * free (at most `concurrency` batches run at once), so batches grow with the load by themselves:
  * an idle consumer runs each delivery at once, a busy one collects what arrived while
  * its connections were busy. `batchWaitMs` lets a batch that is not full wait for more,
  * only while another batch runs and more deliveries can still arrive.
@@ -144,27 +144,34 @@ export class BatchScheduler<T extends Schedulable> {
     }
   }
 
-  /** The next batch (not yet taken), and when a waiting delivery becomes due. */
+  /**
+   * The next batch (not yet taken), and when a waiting delivery becomes due. A batch
+   * takes its share of what can run now: what the free connections could take, divided
+   * among them (at most `batchSize`). The handlers of a batch run one after another, so
+   * a batch that took everything would leave the other connections idle — with slow
+   * handlers, or under `ordered` when one batch would hold every key.
+   */
   private form(now: number): { batch: T[]; nextAt: number | undefined } {
-    const { batchSize, ordered } = this.options;
-    const batch: T[] = [];
+    const { batchSize, ordered, concurrency } = this.options;
+    const free = Math.max(1, concurrency - this.running);
+    const eligible: T[] = [];
     const held = new Set<string>();
     let nextAt: number | undefined;
     for (const item of this.pending) {
-      if (batch.length >= batchSize) break;
+      if (eligible.length >= batchSize * free) break;
       const key = ordered ? item.key : undefined;
       if (key !== undefined && (held.has(key) || this.busyKeys.has(key))) continue;
       const due = item.notBefore <= now;
       if (!due) nextAt = Math.min(nextAt ?? item.notBefore, item.notBefore);
-      const fits = due && (!item.alone || batch.length === 0);
+      const fits = due && (!item.alone || eligible.length === 0);
       if (!fits) {
         if (key !== undefined) held.add(key);
         continue;
       }
-      batch.push(item);
+      eligible.push(item);
       if (item.alone) break;
     }
-    return { batch, nextAt };
+    return { batch: eligible.slice(0, Math.min(batchSize, Math.ceil(eligible.length / free))), nextAt };
   }
 
   private start(batch: T[]): void {

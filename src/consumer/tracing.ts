@@ -13,7 +13,7 @@ export interface TracedDelivery {
   readonly attempt: number;
 }
 
-/** How an attempt ended: processed, a duplicate skipped, or called off by a shutdown. */
+/** How an attempt ended: processed, a duplicate skipped, or not run in its batch (it runs again later). */
 export type AttemptOutcome = 'handled' | 'duplicate' | 'skipped';
 
 /** The span of one attempt. */
@@ -76,7 +76,7 @@ export class DeliveryTracing {
           span.setAttribute('outbox.inbox.duplicate', true);
           span.addEvent('duplicate skipped', { [MESSAGING.messageId]: delivery.messageId });
         } else if (outcome === 'skipped') {
-          span.setAttribute('outbox.consumer.skipped', 'shutting down');
+          span.setAttribute('outbox.consumer.skipped', 'not run in its batch: it runs again');
         }
         span.end();
       },

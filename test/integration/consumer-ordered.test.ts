@@ -2,6 +2,7 @@ import { connect } from 'amqplib';
 import type { InboxMessage } from '../../src/consumer/index';
 import { createConsumer, type Consumer } from '../../src/consumer/index';
 import { OutboxFixture } from '../kit/outbox-fixture';
+import { closeConnectionsNamed } from '../kit/rabbitmqctl';
 import { migrateInboxSchema } from '../kit/outbox-schema';
 import { testAmqpUrl } from '../kit/services';
 import { TestBroker } from '../kit/test-broker';
@@ -33,6 +34,8 @@ afterEach(async () => {
 interface Body {
   readonly key?: string;
   readonly n: number;
+  /** The handler takes 20 ms. */
+  readonly slow?: boolean;
 }
 
 /** A queue with a dead-letter queue; `send` publishes with the relay's key and position headers. */
@@ -100,7 +103,7 @@ async function start(
           msg.payload.n,
           msg.messageId,
         ]);
-        if (msg.payload.n % 7 === 0) await new Promise((resolve) => setTimeout(resolve, 2));
+        if (msg.payload.n % 7 === 0 || msg.payload.slow) await new Promise((resolve) => setTimeout(resolve, msg.payload.slow ? 20 : 2));
         if (fails(msg)) throw new Error(`${msg.partitionKey ?? '-'}#${msg.payload.n} fails on purpose`);
       } finally {
         active -= 1;
@@ -190,6 +193,26 @@ test('messages without a key are free: one that fails goes to the retry queue, a
   expect(consumer.stats.retried).toBeGreaterThanOrEqual(1);
   expect(await queueExists(`${queue}.retry`)).toBe(true);
   await broker.channel.deleteQueue(`${queue}.retry`);
+});
+
+test('a connection the broker closes mid-stream: it reconnects, each message once, each key still in order', async () => {
+  const { queue, send } = await setup();
+  const name = uniqueName('ordered_faults');
+  const { consumer } = await start(queue, () => false, { name });
+  // 20 ms a message on the pool's 4 connections: about 8 s in all.
+  for (let n = 1; n <= 30; n += 1) for (let k = 0; k < 50; k += 1) send({ key: `k${k}`, n, slow: true });
+  await waitFor('200 handled', () => consumer.stats.handled >= 200, 30_000, 1);
+  expect(await closeConnectionsNamed(`${name} (outbox-relay consumer)`, 'forced by the consumer-ordered test')).toBe(1);
+  await waitFor('consuming again', () => consumer.stats.reconnects === 1);
+  expect(consumer.stats.handled).toBeLessThan(1_500); // mid-stream
+  await waitFor('1,500 processed', async () => {
+    const { rows } = await fx.pool.query<{ n: number }>(`SELECT count(DISTINCT message_id)::int AS n FROM "${fx.schema}".processed`);
+    return rows[0]!.n === 1_500;
+  });
+  const { rows } = await fx.pool.query(`SELECT count(*)::int AS n FROM "${fx.schema}".processed`);
+  expect(rows[0]).toEqual({ n: 1_500 }); // each once: the redelivered ones found in the inbox
+  const byKey = await perKey();
+  for (const [key, ns] of byKey) expect({ key, ns }).toEqual({ key, ns: range(1, 30) });
 });
 
 test('end to end: keyed rows through the relay reach an ordered consumer with their key and position, each key in order', async () => {

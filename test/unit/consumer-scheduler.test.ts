@@ -227,3 +227,27 @@ test('stop() returns what waits and starts nothing more; a delivery whose channe
   expect(ran).toEqual([]);
   expect(dropped).toEqual([0, 2]);
 });
+
+test('a batch takes its share of what waits, so that every connection gets work (slow handlers, or every key in one batch)', async () => {
+  for (const ordered of [false, true]) {
+    const sizes: number[] = [];
+    const gates: (() => void)[] = [];
+    const scheduler = new BatchScheduler<Item>(
+      { batchSize: 50, batchWaitMs: 0, concurrency: 4, ordered, windowFull: () => false, isLive: () => true, now: Date.now },
+      (batch) => {
+        sizes.push(batch.length);
+        return new Promise<void>((resolve) => gates.push(resolve));
+      },
+      () => undefined,
+    );
+    // 50 keys, two messages each: under ordered, one batch of everything would hold all keys.
+    for (let id = 0; id < 100; id += 1) scheduler.add({ id, seq: id, key: `k${id % 50}`, notBefore: 0, alone: false, arrivedAt: 0 });
+    await turns(3);
+    // Not ordered: four batches of 25. Ordered: the keys spread over three (the fourth
+    // would find only the second messages of keys that are busy), instead of one of 50.
+    expect({ ordered, batches: sizes.length }).toEqual({ ordered, batches: ordered ? 3 : 4 });
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(25);
+    for (const gate of gates) gate();
+    scheduler.stop();
+  }
+});
