@@ -131,7 +131,8 @@ export class Deliveries<TPayload> {
         case 'duplicate':
           this.metrics.attempt(outcome.kind, seconds);
           this.count(outcome.kind);
-          acks.set(d.session, [...(acks.get(d.session) ?? []), d.msg]);
+          if (acks.has(d.session)) acks.get(d.session)?.push(d.msg);
+          else acks.set(d.session, [d.msg]);
           d.settled();
           break;
         case 'failed':
