@@ -1,6 +1,6 @@
 import { connect } from 'amqplib';
 import type { Pool } from 'pg';
-import { createConsumer } from '../src/consumer/index';
+import { createConsumer, type Consumer, type ConsumerOptions } from '../src/consumer/index';
 import { INBOX_MIGRATIONS_DIR, loadMigrations, migrate } from '../src/db/migrator';
 import { uniqueName } from '../test/kit/unique-name';
 import { checkpoint, walPosition } from './cost';
@@ -10,8 +10,10 @@ import { AMQP_URL, newPool, publishConfirmed, topology } from './support';
  * The idempotent consumer's throughput and what its inbox costs the consumer's
  * database: a backlog of 1 KiB persistent messages drained by `createConsumer` with a
  * trivial handler that writes one row, against a bare amqplib consumer that acks
- * without a database, at a given prefetch. The consumer's pool has POOL_SIZE
- * connections, as a service's would; prefetch above that only queues deliveries.
+ * without a database, at a given prefetch, in variants (batched or a transaction per
+ * message, ordered or not). Every message carries a key of 1,000 (the relay's
+ * `x-outbox-partition-key`), which only the ordered variants heed. The consumer's pool
+ * has POOL_SIZE connections, as a service's would.
  *
  * The WAL position is the cluster's: anything else writing to the same PostgreSQL
  * meanwhile (another bench, a test run, autovacuum) is counted too, so run it on an
@@ -21,12 +23,35 @@ import { AMQP_URL, newPool, publishConfirmed, topology } from './support';
 /** The consumer's pg pool (a service's usual size). */
 const POOL_SIZE = 10;
 
+/** Distinct partition keys of the backlog (taken in turn). */
+export const BENCH_KEYS = 1_000;
+
+/** How the consumer under test is configured; `library` is another build's (a baseline), default this one's. */
+export interface ConsumerVariant {
+  readonly label: string;
+  readonly options: Pick<ConsumerOptions, 'batchSize' | 'batchWaitMs' | 'ordered'>;
+  /** The consumer's pool in pg's pipeline mode (a savepoint travels with the handler's first statement). */
+  readonly pipeline?: boolean;
+  readonly library?: { createConsumer: (options: ConsumerOptions<{ n: number }>) => Promise<Consumer> };
+}
+
+/** The variants `npm run bench` compares. */
+export const CONSUMER_VARIANTS: readonly ConsumerVariant[] = [
+  { label: 'batched, pool in pipeline mode', options: {}, pipeline: true },
+  { label: 'batched', options: {} },
+  { label: 'a transaction per message', options: { batchSize: 1 } },
+  { label: 'ordered, 1,000 keys, batched, pool in pipeline mode', options: { ordered: true }, pipeline: true },
+  { label: 'ordered, 1,000 keys, batched', options: { ordered: true } },
+  { label: 'ordered, 1,000 keys, a transaction per message', options: { ordered: true, batchSize: 1 } },
+];
+
 export interface ConsumerThroughput {
+  readonly variant: string;
   readonly prefetch: number;
   readonly count: number;
   /** Messages/s handled by createConsumer (inbox insert + one row + commit + ack). */
   readonly consumerRate: number;
-  /** Messages/s acked by a bare amqplib consumer, no database. */
+  /** Messages/s acked by a bare amqplib consumer, no database (measured right after). */
   readonly bareRate: number;
   /** WAL bytes per message while the consumer drained: its inbox row and the handler's row. */
   readonly walPerMessage: number;
@@ -36,12 +61,15 @@ export interface ConsumerThroughput {
   readonly inboxWalPerMessage: number;
 }
 
-/** Publishes `count` 1 KiB persistent messages to `exchange`, 1,000 confirms outstanding at most. */
+/** Publishes `count` 1 KiB persistent keyed messages to `exchange`, 1,000 confirms outstanding at most. */
 async function fill(exchange: string, count: number): Promise<void> {
   const model = await connect(AMQP_URL);
   try {
     const channel = await model.createConfirmChannel();
-    await publishConfirmed(channel, exchange, count, (n) => ({ messageId: `${exchange}-${n}` }));
+    await publishConfirmed(channel, exchange, count, (n) => ({
+      messageId: `${exchange}-${n}`,
+      headers: { 'x-outbox-partition-key': `key-${n % BENCH_KEYS}`, 'x-outbox-position': n },
+    }));
   } finally {
     await model.close();
   }
@@ -95,8 +123,14 @@ async function withoutInbox(pool: Pool, table: string, count: number): Promise<n
  * Drains a backlog of `count` messages with `createConsumer` at `prefetch`, then the same
  * backlog with a bare amqplib consumer; measures the WAL the consumer's database wrote.
  */
-export async function consumerThroughput(prefetch: number, count: number): Promise<ConsumerThroughput> {
-  const pool = newPool(POOL_SIZE);
+export async function consumerThroughput(
+  prefetch: number,
+  count: number,
+  variant: ConsumerVariant = CONSUMER_VARIANTS[0] as ConsumerVariant,
+  /** Also the WAL of the handler's transactions without the inbox (NaN otherwise: it takes as long again). */
+  baselineWal = true,
+): Promise<ConsumerThroughput> {
+  const pool = newPool(POOL_SIZE, { pipeline: variant.pipeline === true });
   const schema = uniqueName('bench_consumer');
   const table = `"${schema}".handled`;
   const topo = await topology();
@@ -114,13 +148,14 @@ export async function consumerThroughput(prefetch: number, count: number): Promi
     await checkpoint(pool);
     const walBefore = await walPosition(pool);
     let started = 0;
-    const consumer = await createConsumer<{ n: number }>({
+    const consumer = await (variant.library?.createConsumer ?? createConsumer<{ n: number }>)({
       amqpUrl: AMQP_URL,
       queue: topo.queue,
       name: 'bench',
       pool,
       schema,
       prefetch,
+      ...variant.options,
       handler: async (msg, tx) => {
         started ||= performance.now();
         await tx.query(`INSERT INTO ${table} (message_id, n) VALUES ($1, $2)`, [msg.messageId, msg.payload.n]);
@@ -137,11 +172,12 @@ export async function consumerThroughput(prefetch: number, count: number): Promi
     const consumerRate = count / ((performance.now() - started) / 1000);
     await consumer.stop();
     const walPerMessage = Number((await walPosition(pool)) - walBefore) / count;
-    const walPerMessageWithoutInbox = await withoutInbox(pool, table, count);
+    const walPerMessageWithoutInbox = baselineWal ? await withoutInbox(pool, table, count) : Number.NaN;
 
     await fill(topo.exchange, count);
     const bareRate = await bareDrain(topo.queue, prefetch, count);
     return {
+      variant: variant.label,
       prefetch,
       count,
       consumerRate,
@@ -157,24 +193,24 @@ export async function consumerThroughput(prefetch: number, count: number): Promi
   }
 }
 
-/** The figures for prefetch 1, 100 and 500. */
-export async function consumerFigures(count: number): Promise<ConsumerThroughput[]> {
-  const results: ConsumerThroughput[] = [];
-  for (const prefetch of [1, 100, 500]) results.push(await consumerThroughput(prefetch, count));
-  return results;
-}
+/** The prefetches the bench compares. */
+export const CONSUMER_PREFETCHES = [1, 100, 500] as const;
 
 if (require.main === module) {
   const count = Number(process.argv[2] ?? 5_000);
   void (async () => {
-    console.log(`idempotent consumer: ${count} messages of 1 KiB, handler writes one row, pool of ${POOL_SIZE}`);
-    for (const r of await consumerFigures(count)) {
-      console.log(
-        `  prefetch ${String(r.prefetch).padStart(3)}: consumer ${r.consumerRate.toFixed(0).padStart(6)} msg/s · bare amqplib ${r.bareRate
-          .toFixed(0)
-          .padStart(6)} msg/s · WAL ${r.walPerMessage.toFixed(0)} B/msg (without the inbox ${r.walPerMessageWithoutInbox.toFixed(0)},` +
-          ` the inbox ${r.inboxWalPerMessage.toFixed(0)})`,
-      );
+    console.log(`idempotent consumer: ${count} messages of 1 KiB, ${BENCH_KEYS} keys, handler writes one row, pool of ${POOL_SIZE}`);
+    for (const prefetch of CONSUMER_PREFETCHES) {
+      for (const variant of CONSUMER_VARIANTS) {
+        const r = await consumerThroughput(prefetch, count, variant);
+        console.log(
+          `  prefetch ${String(r.prefetch).padStart(3)}, ${r.variant}: consumer ${r.consumerRate.toFixed(0).padStart(6)} msg/s · bare amqplib ${r.bareRate
+            .toFixed(0)
+            .padStart(
+              6,
+            )} msg/s (${(r.consumerRate / r.bareRate).toFixed(2)} ×) · WAL ${r.walPerMessage.toFixed(0)} B/msg (the inbox ${r.inboxWalPerMessage.toFixed(0)})`,
+        );
+      }
     }
   })().catch((err: unknown) => {
     console.error(err);

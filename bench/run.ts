@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only fleet|replay|failover|held|tracing [--baseline <rev>]]`: throughput, latency, scale and producer cost of
+ * `npm run bench [-- --quick] [-- --only fleet|replay|failover|held|tracing|consumer [--baseline <rev>]]`: throughput, latency, scale and producer cost of
  * outbox-relay against the local PostgreSQL and RabbitMQ, each figure against a bare
  * amqplib publisher measured in the same run. Prints progress and a final table; writes
  * bench/results/latest.json and latest.md. Numbers, not pass/fail: the exit code is 0
@@ -23,7 +23,7 @@ import {
   type ProducerVariant,
   type ScaleResult,
 } from './scenarios';
-import { consumerThroughput } from './consumer';
+import { CONSUMER_PREFETCHES, CONSUMER_VARIANTS, consumerThroughput, type ConsumerThroughput, type ConsumerVariant } from './consumer';
 import { failoverRun } from './failover';
 import { idleCost, takeover, type IdleCost } from './fleet';
 import { heldRun, unheldDrainMs, type HeldResult } from './held';
@@ -71,7 +71,10 @@ const HELD_CASES: readonly { queueType: 'classic' | 'quorum'; heldMs: number }[]
       { queueType: 'classic', heldMs: 20_000 },
       { queueType: 'quorum', heldMs: 20_000 },
     ];
-/** `--only tracing --baseline <rev>`: also drain with the relay built from `<rev>` (a commit without tracing code). */
+/**
+ * `--only tracing --baseline <rev>`: also drain with the relay built from `<rev>` (a commit without tracing code);
+ * `--only consumer --baseline <rev>`: also drain with the consumer library built from `<rev>` (before batches).
+ */
 const baselineRev = process.argv.includes('--baseline') ? process.argv[process.argv.indexOf('--baseline') + 1] : undefined;
 
 /**
@@ -235,6 +238,95 @@ held destination: ${fmt(HELD_COUNT)} messages (100 keys) to a queue of x-max-len
     ]);
   }
   return { rows, runs: all, baselineMs: baselines };
+}
+
+/**
+ * The idempotent consumer against a bare amqplib consumer, at each prefetch, in each
+ * variant (and the consumer built from `baseline`, when given): rounds alternate the
+ * variants, so a load that comes and goes on a shared machine spreads over all of them.
+ */
+async function consumerRows(baseline?: { rev: string; dir: string }): Promise<{ rows: Row[]; runs: ConsumerThroughput[] }> {
+  const variants: ConsumerVariant[] = [...CONSUMER_VARIANTS];
+  if (baseline) {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const library = require(join(baseline.dir, 'dist', 'consumer', 'index.js')) as ConsumerVariant['library'];
+    variants.push({ label: `before (${baseline.rev})`, options: {}, library });
+  }
+  console.log(
+    `
+the idempotent consumer: ${fmt(CONSUMER_COUNT)} 1 KiB messages of 1,000 keys (1,000 at prefetch 1), a handler writing one row, pool of 10, against a bare amqplib consumer`,
+  );
+  // At prefetch 1 every batch is one message and each costs a commit's flush: the
+  // variants that differ there, and fewer messages (one run took 90 s at load 10).
+  const variantsAt = (prefetch: number): ConsumerVariant[] =>
+    prefetch === 1 ? variants.filter((v) => v.pipeline !== true && v.options.batchSize === undefined) : variants;
+  const countAt = (prefetch: number): number => (prefetch === 1 ? Math.min(CONSUMER_COUNT, 1_000) : CONSUMER_COUNT);
+  const runs: ConsumerThroughput[] = [];
+  for (let round = 0; round < REPS; round += 1) {
+    for (const prefetch of CONSUMER_PREFETCHES) {
+      for (const variant of variantsAt(prefetch)) {
+        const r = await consumerThroughput(prefetch, countAt(prefetch), variant, variant === variants[0] && prefetch === 100);
+        runs.push(r);
+        const wal = Number.isNaN(r.inboxWalPerMessage) ? '' : ` (inbox ${fmt(r.inboxWalPerMessage)})`;
+        process.stdout.write(
+          `  #${round + 1} prefetch ${prefetch}, ${r.variant}: ${fmt(r.consumerRate)} msg/s, bare ${fmt(r.bareRate)} msg/s, ${ratio(r.consumerRate, r.bareRate)} ×, ${fmt(r.walPerMessage)} B WAL/msg${wal}\n`,
+        );
+      }
+    }
+  }
+  const rows: Row[] = [];
+  for (const prefetch of CONSUMER_PREFETCHES) {
+    for (const variant of variantsAt(prefetch)) {
+      const chosen = runs.filter((r) => r.prefetch === prefetch && r.variant === variant.label);
+      const consumer = figure(chosen.map((r) => r.consumerRate));
+      const share = figure(chosen.map((r) => r.consumerRate / r.bareRate));
+      const bareConsumer = figure(chosen.map((r) => r.bareRate));
+      rows.push([
+        `idempotent consumer, prefetch ${prefetch}, ${variant.label} (bare amqplib consumer: ${fmt(bareConsumer.median)} msg/s)`,
+        `${fmt(consumer.median)} msg/s`,
+        spread(consumer),
+        share.median.toFixed(2),
+      ]);
+    }
+  }
+  const walRuns = runs.filter((r) => !Number.isNaN(r.inboxWalPerMessage));
+  const inbox = figure(walRuns.map((r) => r.inboxWalPerMessage));
+  const whole = figure(walRuns.map((r) => r.walPerMessage));
+  rows.push([
+    `WAL per message in the consumer's database, batched, prefetch 100 (of it the inbox: ${fmt(inbox.median)} B)`,
+    `${fmt(whole.median)} B`,
+    spread(whole),
+    '',
+  ]);
+  return { rows, runs };
+}
+
+/** `--only consumer [--baseline <rev>]`: the consumer's figures alone (results in bench/results/consumer.json). */
+async function consumerBench(pool: ReturnType<typeof newPool>, started: number, env: Record<string, string>): Promise<void> {
+  await pool.end();
+  const before = baselineRev === undefined ? undefined : buildBaseline(baselineRev);
+  let result: { rows: Row[]; runs: ConsumerThroughput[] };
+  try {
+    result = await consumerRows(before && baselineRev ? { rev: baselineRev, dir: join(before.bin, '..', '..') } : undefined);
+  } finally {
+    before?.remove();
+  }
+  const load = (await import('node:os'))
+    .loadavg()
+    .map((n) => n.toFixed(1))
+    .join(' ');
+  const table = [
+    `| figure | median | spread (min–max of ${REPS}) | × bare (median of the runs' ratios) |`,
+    '|---|---|---|---|',
+    ...result.rows.map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n');
+  console.log(`\n${table}\n\nload average at the end: ${load}\nbench took ${Math.round((Date.now() - started) / 1000)} s`);
+  const dir = join(__dirname, 'results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(
+    join(dir, 'consumer.json'),
+    `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, load, runs: result.runs, rows: result.rows }, null, 2)}\n`,
+  );
 }
 
 /** `--only tracing`: drains with tracing off and on, alternated (results in bench/results/tracing.json). */
@@ -422,6 +514,10 @@ async function main(): Promise<void> {
     );
     return;
   }
+  if (only === 'consumer') {
+    await consumerBench(pool, started, env);
+    return;
+  }
   if (only === 'replay') {
     const replay = await replayRows(pool);
     await pool.end();
@@ -593,35 +689,7 @@ async function main(): Promise<void> {
     ]);
   }
 
-  console.log(
-    `\nthe idempotent consumer: ${fmt(CONSUMER_COUNT)} 1 KiB messages, a handler writing one row, against a bare amqplib consumer`,
-  );
-  for (const prefetch of [1, 100, 500]) {
-    const runs = await repeat(
-      `prefetch ${prefetch}`,
-      () => consumerThroughput(prefetch, CONSUMER_COUNT),
-      (r) =>
-        `${fmt(r.consumerRate)} msg/s, bare ${fmt(r.bareRate)} msg/s, ${fmt(r.walPerMessage)} B WAL/msg (inbox ${fmt(r.inboxWalPerMessage)})`,
-    );
-    const consumer = figure(runs.map((r) => r.consumerRate));
-    const bareConsumer = figure(runs.map((r) => r.bareRate));
-    rows.push([
-      `idempotent consumer, prefetch ${prefetch} (bare amqplib consumer: ${fmt(bareConsumer.median)} msg/s)`,
-      `${fmt(consumer.median)} msg/s`,
-      spread(consumer),
-      ratio(consumer.median, bareConsumer.median),
-    ]);
-    if (prefetch === 100) {
-      const inbox = figure(runs.map((r) => r.inboxWalPerMessage));
-      const whole = figure(runs.map((r) => r.walPerMessage));
-      rows.push([
-        `WAL per message in the consumer's database (of it the inbox: ${fmt(inbox.median)} B)`,
-        `${fmt(whole.median)} B`,
-        spread(whole),
-        '',
-      ]);
-    }
-  }
+  rows.push(...(await consumerRows()).rows);
 
   rows.push(...(await replayRows(pool)).rows);
   rows.push(...(await fleetRows()).rows);

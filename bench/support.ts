@@ -88,8 +88,8 @@ export async function publishedBy(relays: readonly RelayProcess[]): Promise<numb
   return counts.reduce((a, b) => a + b, 0);
 }
 
-export function newPool(max = 10): Pool {
-  return new Pool({ connectionString: DATABASE_URL, max });
+export function newPool(max = 10, options: { pipeline?: boolean } = {}): Pool {
+  return new Pool({ connectionString: DATABASE_URL, max, ...options });
 }
 
 /**

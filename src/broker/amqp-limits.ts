@@ -1,5 +1,5 @@
 import type { OutboxMessage } from '../domain/message';
-import { encodeHeaders } from './headers';
+import { encodeHeaders, publishedHeaders } from './headers';
 
 /**
  * AMQP 0-9-1 short strings (`shortstr`: exchange, routing key and the string
@@ -56,6 +56,6 @@ export function messageProblem(message: OutboxMessage, appId: string): string | 
     shortStringProblem('OUTBOX_APP_ID (AMQP app-id)', appId);
   if (problem !== undefined) return problem;
   if (message.createdAt.getTime() < 0) return 'created_at (AMQP timestamp) is before 1970; AMQP timestamps are unsigned seconds since 1970';
-  const headers = encodeHeaders(message.headers);
+  const headers = encodeHeaders(publishedHeaders(message));
   return headers.ok ? undefined : headers.error;
 }

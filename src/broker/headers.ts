@@ -1,4 +1,5 @@
-import type { HeaderTable, HeaderValue } from '../domain/message';
+import type { HeaderTable, HeaderValue, OutboxMessage } from '../domain/message';
+import { RELAY_HEADERS } from '../domain/relay-headers';
 
 /** A field-table key is an AMQP short string: one length octet, at most 255 bytes of UTF-8. */
 export const HEADER_KEY_MAX_BYTES = 255;
@@ -52,6 +53,22 @@ export function encodeHeaders(headers: HeaderTable): EncodedHeaders {
     if (err instanceof HeaderProblem) return { ok: false, error: err.message };
     throw err;
   }
+}
+
+/**
+ * The headers a message is published with: the row's `headers` plus RELAY_HEADERS. The
+ * relay's values win: a header of the same name in the row is replaced, or dropped when
+ * the row has no key, so that no producer can make a message claim another key or place.
+ */
+export function publishedHeaders(message: Pick<OutboxMessage, 'id' | 'partitionKey' | 'headers'>): HeaderTable {
+  const headers: Record<string, HeaderValue> = Object.create(null) as Record<string, HeaderValue>;
+  for (const key of Object.keys(message.headers)) {
+    if (key !== RELAY_HEADERS.partitionKey && key !== RELAY_HEADERS.position) headers[key] = message.headers[key] as HeaderValue;
+  }
+  if (message.partitionKey !== null) headers[RELAY_HEADERS.partitionKey] = message.partitionKey;
+  // A row that could not be read (a defect) may lack a numeric id: it is never sent anyway.
+  if (/^-?\d+$/.test(message.id)) headers[RELAY_HEADERS.position] = BigInt(message.id);
+  return headers;
 }
 
 /** Where a value sits in the headers: keys, and indexes of arrays. */

@@ -3,7 +3,7 @@ import type { OutboxMessage } from '../domain/message';
 import type { PublishOutcome } from '../domain/outcome';
 import { expirationOf } from './amqp-limits';
 import { closeVerdict } from './close-reason';
-import { encodeHeaders } from './headers';
+import { encodeHeaders, publishedHeaders } from './headers';
 import type { PublishChannel } from './publish-channel';
 
 export interface PublishOptions {
@@ -22,7 +22,7 @@ export interface PublishOptions {
  * before it gets here).
  */
 export function publishProperties(message: OutboxMessage, appId: string, nowMs = Date.now()): Options.Publish {
-  const headers = encodeHeaders(message.headers);
+  const headers = encodeHeaders(publishedHeaders(message));
   if (!headers.ok) throw new Error(headers.error);
   return {
     expiration: expirationOf(message.expiresAt, nowMs),

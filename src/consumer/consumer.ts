@@ -19,7 +19,7 @@ export interface ConsumerStats {
   readonly duplicates: number;
   /** Sent to the retry queue (or retried in place) after a handler failure. */
   readonly retried: number;
-  /** Given up: dead-lettered after `maxRetries`, or rejected for want of a message id. */
+  /** Given up: dead-lettered after `maxRetries`, or refused (no message id, or one the inbox cannot store). */
   readonly rejected: number;
   /** Times consuming resumed after a lost connection or a cancel by the broker. */
   readonly reconnects: number;
@@ -86,7 +86,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
       this.resolveFirstConsuming = resolve;
     });
     this.hooks = {
-      onMessage: (session, msg) => this.track(this.deliveries.deliver(session, msg)),
+      onMessage: (session, msg) => this.track(this.deliveries.accept(session, msg)),
       onCancel: (session) => this.onCancel(session),
     };
     this.cleanupTimer = setInterval(() => {
@@ -207,6 +207,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
       }
       const reason = await session.ended;
       this.session = undefined;
+      this.deliveries.sessionEnded();
       this.metrics.setConsuming(false);
       if (this.stopSignal.aborted) break;
       this.interruptedAt ??= Date.now();
@@ -296,6 +297,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     clearInterval(this.cleanupTimer);
     const session = this.session;
     if (session) await session.cancel();
+    this.deliveries.stop();
     if (this.inFlight.size > 0) {
       const drained = await Promise.race([
         Promise.allSettled([...this.inFlight]).then(() => true),
@@ -322,21 +324,24 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
 /**
  * The idempotent consumer: exactly-once *processing* on top of at-least-once delivery.
  *
- * For each delivery: open a transaction in `pool`; insert `(name, message_id)` into the
- * inbox; if that row already exists the message was processed before — ack, skip.
- * Otherwise run the handler in the same transaction, commit, and only then ack. A lost
- * connection between commit and ack redelivers the message, which then finds its inbox
- * row and is skipped.
+ * Deliveries are processed in batches (`batchSize`): one transaction in `pool` inserts
+ * `(name, message_id)` of each into the inbox; a message whose row existed already was
+ * processed before — a duplicate, acked and skipped. Each new message's handler runs in
+ * the same transaction, in its own savepoint; one commit, and only then the acks. A lost
+ * connection between commit and ack redelivers the messages, which then find their inbox
+ * rows and are skipped.
  *
- * A handler error rolls back; the message is republished to the retry queue with a
- * delay (or, with `retryMode: 'in-place'`, run again after it), and after `maxRetries`
- * dead-lettered. A delivery without a message id cannot be deduplicated and is rejected
- * at once.
+ * A handler error rolls back its savepoint (the others of the batch commit); the message
+ * is republished to the retry queue with a delay (or, with `retryMode: 'in-place'` or a
+ * keyed message under `ordered`, run again after it), and after `maxRetries`
+ * dead-lettered. A delivery refused before the inbox (no message id, or one the database
+ * cannot store) is dead-lettered at once with the reason; a database that is away makes
+ * the deliveries wait, costing no attempt.
  *
  * Resolves once it consumes. It then keeps consuming until `stop()`: after a lost
  * connection it reconnects (capped, jittered backoff; the URLs in turn), after a cancel
  * by the broker it consumes again once the queue exists. Rejects with a one-line
- * `OutboxError` for bad options (`INVALID_ARGUMENT`), a missing inbox table
+ * `OutboxError` for bad or unknown options (`INVALID_ARGUMENT`), a missing inbox table
  * (`SCHEMA_NOT_MIGRATED`), a refusal by the broker or no broker within `startTimeoutMs`
  * (`BROKER_UNAVAILABLE`).
  */

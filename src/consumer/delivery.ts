@@ -1,8 +1,11 @@
 import type { ConsumeMessage, Options } from 'amqplib';
-import { abortableDelay } from '../util/delay';
+import { admit } from './admission';
 import { reconnectDelayMs, retryDelayMs } from './backoff';
-import { failedAttempts, HEADER, headerText, InboxUnavailable, inboxMessage, processOnce, type InboxTarget } from './inbox';
+import { runBatch, type BatchItem, type BatchOutcome } from './batch';
+import { databaseFault } from './db-faults';
+import { HEADER, headerText, inboxMessage, failedAttempts, type InboxTarget } from './inbox';
 import type { ConsumerMetrics, MessageOutcome } from './metrics';
+import { BatchScheduler, type Schedulable } from './scheduler';
 import { describeError, type Session } from './session';
 import type { ConsumerSettings } from './settings';
 
@@ -12,102 +15,203 @@ const BROKER_HEADERS = /^x-(death|first-death-|last-death-|delivery-count)/;
 /** The longest error text put in a header. */
 const MAX_ERROR_CHARS = 1_000;
 
+/** One admitted delivery, from its arrival to its settlement. */
+interface Delivery extends Schedulable {
+  readonly session: Session;
+  readonly msg: ConsumeMessage;
+  readonly messageId: string;
+  /** Failed attempts so far (from the header of a retried copy, then counted here). */
+  failures: number;
+  /** Called once it is settled: acknowledged, rejected, republished, or dropped with its channel. */
+  readonly settled: () => void;
+}
+
 /**
- * What the consumer does with each delivery: the inbox transaction, then the ack, the
- * retry or the dead letter. Holds no connection: each delivery comes with its session.
+ * What the consumer does with each delivery: admission, then the batches of the inbox
+ * (batch.ts, scheduled by scheduler.ts), then the ack, the retry or the dead letter.
+ * Holds no connection: each delivery comes with its session.
  */
 export class Deliveries<TPayload> {
-  /** Consecutive failures to reach the inbox, over all deliveries (for the backoff and the log). */
+  /** Consecutive batches that could not reach the inbox (for the backoff and the log). */
   private inboxOutage = 0;
+  private nextSeq = 0;
+  private unsettled = 0;
+  private readonly scheduler: BatchScheduler<Delivery>;
 
   constructor(
     private readonly settings: ConsumerSettings<TPayload>,
     private readonly target: InboxTarget<TPayload>,
     private readonly metrics: ConsumerMetrics,
     private readonly count: (outcome: MessageOutcome) => void,
-  ) {}
+  ) {
+    const { batchSize, batchWaitMs, concurrency, ordered, prefetch } = settings;
+    this.scheduler = new BatchScheduler<Delivery>(
+      {
+        batchSize,
+        batchWaitMs,
+        concurrency,
+        ordered,
+        windowFull: () => this.unsettled >= prefetch,
+        isLive: (d) => (d as Delivery).session.isOpen,
+        now: Date.now,
+      },
+      (batch) => this.runBatch(batch),
+      (d) => {
+        // Stopping, or its channel closed: back to the queue (the broker redelivers it either way).
+        d.session.nack(d.msg, true);
+        d.settled();
+      },
+    );
+  }
 
   /**
-   * One delivery, to its settlement: processed (ack), a duplicate (ack), failed (to the
-   * retry queue, or held and run again in place; after `maxRetries` dead-lettered). A
-   * failure before the handler ran (the database is down) is nobody's attempt: the
-   * delivery waits and tries again. Once the session ended the delivery is dropped: the
-   * broker redelivers it on the next connection, where the inbox recognises it if it
-   * was processed.
+   * A delivery arrived; resolves once it is settled. The one place where a delivery is
+   * accepted or refused before the inbox (admission.ts): a refused one is dead-lettered
+   * (or rejected) with the reason, at once.
    */
-  async deliver(session: Session, msg: ConsumeMessage): Promise<void> {
-    const { queue, log, maxRetries, retryMode, reconnectBaseMs, reconnectMaxMs } = this.settings;
-    const messageId = msg.properties.messageId as unknown;
-    if (typeof messageId !== 'string' || messageId === '') {
-      log.error({ queue, routingKey: msg.fields.routingKey }, 'message without a message-id cannot be deduplicated: rejected');
-      this.count('rejected');
-      session.nack(msg, false);
-      return;
+  accept(session: Session, msg: ConsumeMessage): Promise<void> {
+    this.unsettled += 1;
+    const verdict = admit(msg);
+    const settledPromise = verdict.ok
+      ? new Promise<void>((settled) => {
+          this.scheduler.add({
+            seq: (this.nextSeq += 1),
+            key: verdict.key,
+            notBefore: 0,
+            alone: false,
+            arrivedAt: Date.now(),
+            session,
+            msg,
+            messageId: verdict.messageId,
+            failures: failedAttempts(msg),
+            settled,
+          });
+        })
+      : this.refuse(session, msg, verdict.reason);
+    return settledPromise.finally(() => {
+      this.unsettled -= 1;
+    });
+  }
+
+  /** Stops starting batches and returns the deliveries not started to the queue. */
+  stop(): void {
+    for (const d of this.scheduler.stop()) {
+      d.session.nack(d.msg, true);
+      d.settled();
     }
-    const waitSignal = session.signal;
-    const proceed = (): boolean => !waitSignal.aborted;
-    let failures = failedAttempts(msg);
-    for (;;) {
-      // During a shutdown a delivery not started goes back to the queue.
-      if (!proceed()) {
-        session.nack(msg, true);
-        return;
+  }
+
+  /** Drops the deliveries of a session that ended (the broker redelivers them). */
+  sessionEnded(): void {
+    this.scheduler.prune();
+  }
+
+  private async runBatch(batch: Delivery[]): Promise<void> {
+    const items: BatchItem<TPayload>[] = batch.map((d) => ({
+      messageId: d.messageId,
+      key: d.key,
+      msg: d.msg,
+      message: inboxMessage<TPayload>(d.msg, d.messageId, d.failures),
+    }));
+    const startedAt = performance.now();
+    let outcomes: BatchOutcome[];
+    try {
+      outcomes = await runBatch(this.target, items, this.settings.tracing, this.settings.ordered);
+    } catch (err: unknown) {
+      outcomes = batch.map(() => ({ kind: 'wait', error: err }));
+    }
+    const seconds = (performance.now() - startedAt) / 1000;
+    const waiting: Delivery[] = [];
+    const acks = new Map<Session, ConsumeMessage[]>();
+    batch.forEach((d, index) => {
+      const outcome = outcomes[index] as BatchOutcome;
+      d.alone = outcome.kind === 'alone';
+      switch (outcome.kind) {
+        case 'handled':
+        case 'duplicate':
+          this.metrics.attempt(outcome.kind, seconds);
+          this.count(outcome.kind);
+          if (acks.has(d.session)) acks.get(d.session)?.push(d.msg);
+          else acks.set(d.session, [d.msg]);
+          d.settled();
+          break;
+        case 'failed':
+          this.metrics.attempt('failed', seconds);
+          void this.failed(d, outcome.error);
+          break;
+        case 'refused':
+          void this.refuse(d.session, d.msg, `the inbox refused its message id: ${describeError(outcome.error)}`, d.failures).then(
+            d.settled,
+          );
+          break;
+        case 'wait':
+          waiting.push(d);
+          break;
+        default:
+          this.scheduler.add(d);
       }
-      const startedAt = performance.now();
-      let outcome: 'handled' | 'duplicate' | 'skipped';
+    });
+    // Not acknowledged when the connection is gone: redelivered, found in the inbox, skipped.
+    for (const [session, msgs] of acks) session.ackAll(msgs);
+    if (waiting.length > 0) this.inboxUnavailable(waiting, outcomes);
+    else if (outcomes.some((o) => o.kind === 'handled' || o.kind === 'duplicate')) this.inboxOutage = 0;
+  }
+
+  /** Not the deliveries' fault: they keep their places, and no batch starts for a backoff. */
+  private inboxUnavailable(waiting: Delivery[], outcomes: BatchOutcome[]): void {
+    const { queue, log, reconnectBaseMs, reconnectMaxMs } = this.settings;
+    const error = (outcomes.find((o) => o.kind === 'wait') as { error: unknown }).error;
+    this.inboxOutage += 1;
+    const retryInMs = reconnectDelayMs(Math.min(this.inboxOutage, 8), reconnectBaseMs, reconnectMaxMs);
+    const setup = databaseFault((error as { cause?: unknown }).cause ?? error) === 'setup';
+    const loud = this.inboxOutage === 1 || this.inboxOutage % 100 === 0;
+    const text = setup ? 'the inbox cannot be used (fix it: the messages wait)' : 'cannot reach the inbox: the messages wait';
+    log[setup ? 'error' : loud ? 'warn' : 'debug']({ queue, err: describeError(error), retryInMs, messages: waiting.length }, text);
+    this.scheduler.pause(retryInMs);
+    for (const d of waiting) this.scheduler.add(d);
+  }
+
+  /**
+   * A failed handler: retried (through the retry queue, or in place after the delay), or
+   * after `maxRetries` dead-lettered. Under `ordered` a message with a key is retried in
+   * place, synchronously back in its place before its batch releases the key: the key's
+   * later messages wait behind it (a copy through the retry queue would come back behind
+   * them). Dead-lettered, it releases its key.
+   */
+  private async failed(d: Delivery, err: unknown): Promise<void> {
+    const { queue, log, maxRetries, retryMode, ordered } = this.settings;
+    d.failures += 1;
+    if (!d.session.isOpen) return d.settled();
+    if (d.failures > maxRetries) {
+      await this.deadLetter(d.session, d.msg, d.messageId, d.failures, err);
+      return d.settled();
+    }
+    const delayMs = retryDelayMs(d.failures, this.settings.retryDelayMs, this.settings.retryMaxDelayMs);
+    const fields = { queue, messageId: d.messageId, attempt: d.failures, retryInMs: delayMs, err: describeError(err) };
+    const inPlace = retryMode === 'in-place' || (ordered && d.key !== undefined);
+    if (!inPlace) {
       try {
-        const message = inboxMessage<TPayload>(msg, messageId, failures);
-        const attempt = (): Promise<'handled' | 'duplicate' | 'skipped'> => processOnce(this.target, message, proceed);
-        outcome = await (this.settings.tracing?.around(msg, message, attempt) ?? attempt());
-        this.inboxOutage = 0;
-      } catch (err: unknown) {
-        if (err instanceof InboxUnavailable) {
-          this.inboxOutage += 1;
-          const retryInMs = reconnectDelayMs(Math.min(this.inboxOutage, 8), reconnectBaseMs, reconnectMaxMs);
-          const loud = this.inboxOutage === 1 || this.inboxOutage % 100 === 0;
-          log[loud ? 'warn' : 'debug']({ queue, err: describeError(err), retryInMs }, 'cannot reach the inbox: the message waits');
-          await abortableDelay(retryInMs, waitSignal);
-          continue;
-        }
-        this.metrics.attempt('failed', (performance.now() - startedAt) / 1000);
-        failures += 1;
-        if (!session.isOpen) return;
-        if (failures > maxRetries) {
-          await this.deadLetter(session, msg, messageId, failures, err);
-          return;
-        }
-        const delayMs = retryDelayMs(failures, this.settings.retryDelayMs, this.settings.retryMaxDelayMs);
-        const fields = { queue, messageId, attempt: failures, retryInMs: delayMs, err: describeError(err) };
-        if (retryMode === 'delay-queue') {
-          try {
-            await this.sendToRetryQueue(session, msg, failures, err, delayMs);
-            log.warn(fields, 'handler failed: retrying through the retry queue');
-            this.count('retried');
-            return;
-          } catch (publishErr: unknown) {
-            if (!session.isOpen) return;
-            log.error(
-              { ...fields, publishErr: describeError(publishErr) },
-              'cannot hand the message to the retry queue: retrying in place',
-            );
-          }
-        } else {
-          log.warn(fields, 'handler failed: retrying in place');
-        }
+        await this.sendToRetryQueue(d.session, d.msg, d.failures, err, delayMs);
+        log.warn(fields, 'handler failed: retrying through the retry queue');
         this.count('retried');
-        await abortableDelay(delayMs, waitSignal);
-        continue;
+        return d.settled();
+      } catch (publishErr: unknown) {
+        if (!d.session.isOpen) return d.settled();
+        log.error({ ...fields, publishErr: describeError(publishErr) }, 'cannot hand the message to the retry queue: retrying in place');
       }
-      if (outcome === 'skipped') {
-        session.nack(msg, true);
-        return;
-      }
-      this.metrics.attempt(outcome, (performance.now() - startedAt) / 1000);
-      this.count(outcome);
-      // Not acknowledged when the connection is gone: redelivered, found in the inbox, skipped.
-      session.ack(msg);
-      return;
+    } else {
+      log.warn(fields, 'handler failed: retrying in place');
     }
+    this.count('retried');
+    d.notBefore = Date.now() + delayMs;
+    this.scheduler.add(d);
+  }
+
+  /** A delivery refused (admission, or a value the inbox refused): dead-lettered at once with the reason. */
+  private async refuse(session: Session, msg: ConsumeMessage, reason: string, failures = failedAttempts(msg)): Promise<void> {
+    const { queue, log } = this.settings;
+    log.error({ queue, routingKey: msg.fields.routingKey, reason }, 'message refused: dead-lettered');
+    await this.deadLetter(session, msg, undefined, failures, new Error(reason));
   }
 
   /** The retry: a copy to the retry queue with its headers, confirmed, then the original acknowledged. */
@@ -122,11 +226,26 @@ export class Deliveries<TPayload> {
     session.ack(msg);
   }
 
-  private async deadLetter(session: Session, msg: ConsumeMessage, messageId: string, failures: number, err: unknown): Promise<void> {
+  /**
+   * To the dead-letter exchange with the reason and attempts, confirmed, then acknowledged;
+   * without one (or when that publish fails), rejected without requeue. `messageId`
+   * undefined: a refusal (counted `rejected`), otherwise a message out of retries.
+   */
+  private async deadLetter(
+    session: Session,
+    msg: ConsumeMessage,
+    messageId: string | undefined,
+    failures: number,
+    err: unknown,
+  ): Promise<void> {
     const { queue, log, deadLetterExchange } = this.settings;
-    log.error({ queue, messageId, attempts: failures, err: describeError(err) }, 'handler failed: message dead-lettered');
-    this.count('dead_lettered');
-    if (deadLetterExchange !== undefined) {
+    if (messageId !== undefined) {
+      log.error({ queue, messageId, attempts: failures, err: describeError(err) }, 'handler failed: message dead-lettered');
+      this.count('dead_lettered');
+    } else {
+      this.count('rejected');
+    }
+    if (deadLetterExchange !== undefined && session.isOpen) {
       try {
         const routingKey = headerText(msg, HEADER.routingKey) ?? msg.fields.routingKey;
         await session.publishConfirmed(deadLetterExchange, routingKey, msg.content, copyProperties(msg, failures, err));

@@ -1,7 +1,7 @@
 import type { ConsumeMessage } from 'amqplib';
-import type { Pool, PoolClient } from 'pg';
+import type { ClientBase, Pool, PoolClient } from 'pg';
 import { qualified } from '../db/sql';
-import { inTransaction } from '../db/transaction';
+import { RELAY_HEADERS } from '../domain/relay-headers';
 import { OutboxError } from '../errors';
 import type { InboxMessage, MessageHandler } from './options';
 
@@ -16,7 +16,7 @@ export const HEADER = Object.freeze({
   routingKey: 'x-outbox-consumer-routing-key',
 });
 
-/** A failure before the handler ran (no database connection, the inbox insert failed): not the message's fault. */
+/** A failure that is not the message's: the database away, the inbox unusable. The delivery waits. */
 export class InboxUnavailable extends Error {
   override readonly name = 'InboxUnavailable';
 }
@@ -59,8 +59,21 @@ export function inboxMessage<TPayload>(msg: ConsumeMessage, messageId: string, f
     routingKey: headerText(msg, HEADER.routingKey) ?? msg.fields.routingKey,
     exchange: headerText(msg, HEADER.exchange) ?? msg.fields.exchange,
     attempt: failures + 1,
+    partitionKey: partitionKeyOf(msg),
+    position: positionOf(msg),
     raw: msg,
   };
+}
+
+/** The relay's `x-outbox-partition-key`; undefined for a message without a key. */
+export function partitionKeyOf(msg: ConsumeMessage): string | undefined {
+  return headerText(msg, RELAY_HEADERS.partitionKey);
+}
+
+/** The relay's `x-outbox-position`, when the message carries it as an integer. */
+export function positionOf(msg: ConsumeMessage): number | undefined {
+  const value = (msg.properties.headers as Record<string, unknown> | undefined)?.[RELAY_HEADERS.position];
+  return typeof value === 'number' && Number.isInteger(value) ? value : undefined;
 }
 
 /** How the inbox is reached: the pool, the table, the consumer's name. */
@@ -80,58 +93,38 @@ export function inboxTable(schema: string): string {
 }
 
 /**
- * One attempt: a transaction that inserts `(name, message_id)` into the inbox and, when
- * that row is new, runs the handler; then commits. A duplicate's INSERT did nothing, and
- * committing that empty transaction is the same as rolling it back. Concurrent copies of
- * one message serialise on the inbox's primary key: the second waits for the first to
- * commit (then finds the row) or to roll back (then processes it).
- *
- * One round trip more than the handler's own statements: BEGIN and the INSERT are sent
- * apart (the INSERT needs its answer), COMMIT closes.
- *
- * Throws `InboxUnavailable` when it fails before the handler ran. `before`, asked once a
- * client is checked out, may still call the attempt off (`skipped`): a shutdown began.
+ * Records the message ids of a batch as processed by `name`; returns the ids that were
+ * new (the others are duplicates: processed before, or by a copy earlier in the batch).
+ * Concurrent copies of one message serialise on the primary key: the second waits for
+ * the first's transaction to commit (then it is a duplicate) or roll back (then new).
+ * The ids are inserted in sorted order, so two batches never wait for each other's rows
+ * in opposite orders (a deadlock).
  */
-export async function processOnce<TPayload>(
-  target: InboxTarget<TPayload>,
-  message: InboxMessage<TPayload>,
-  before?: () => boolean,
-): Promise<'handled' | 'duplicate' | 'skipped'> {
-  let client: PoolClient;
-  try {
-    client = await target.pool.connect();
-  } catch (err: unknown) {
-    throw new InboxUnavailable(`cannot reach the inbox database: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+export async function insertInboxRows(
+  client: ClientBase,
+  table: string,
+  name: string,
+  messageIds: readonly string[],
+): Promise<Set<string>> {
+  if (messageIds.length === 1) {
+    const { rowCount } = await client.query(`INSERT INTO ${table} (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [
+      name,
+      messageIds[0],
+    ]);
+    return new Set(rowCount === 1 ? messageIds : []);
   }
-  target.checkedOut.add(client);
-  let broken: Error | undefined;
-  // The connection may drop while the handler runs no query: keep that from crashing
-  // the process; the next query fails and the attempt with it.
-  const onError = (err: Error): void => {
-    broken = err;
-  };
-  client.on('error', onError);
-  let handlerRan = false;
-  try {
-    if (before && !before()) return 'skipped';
-    return await inTransaction(client, async () => {
-      const { rowCount } = await client.query(`INSERT INTO ${target.table} (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, [
-        target.name,
-        message.messageId,
-      ]);
-      if (rowCount === 0) return 'duplicate';
-      handlerRan = true;
-      await target.handler(message, client);
-      return 'handled';
-    });
-  } catch (err: unknown) {
-    if (!handlerRan) throw new InboxUnavailable(`inbox: ${(err as Error)?.message ?? String(err)}`, { cause: err });
-    throw err;
-  } finally {
-    client.off('error', onError);
-    // Not checked out any more: a shutdown past its timeout already dropped it.
-    if (target.checkedOut.delete(client)) client.release(broken);
-  }
+  const { rows } = await client.query<{ message_id: string }>(
+    `INSERT INTO ${table} (consumer, message_id)
+       SELECT $1, id FROM unnest($2::text[]) AS ids(id) ORDER BY id
+     ON CONFLICT DO NOTHING RETURNING message_id`,
+    [name, messageIds],
+  );
+  return new Set(rows.map((row) => row.message_id));
+}
+
+/** Removes the inbox rows of the messages of a batch that were not processed after all (a failed handler). */
+export async function deleteInboxRows(client: ClientBase, table: string, name: string, messageIds: readonly string[]): Promise<void> {
+  await client.query(`DELETE FROM ${table} WHERE consumer = $1 AND message_id = ANY($2::text[])`, [name, messageIds]);
 }
 
 /** Deletes inbox rows older than `retentionMs`; returns how many. */

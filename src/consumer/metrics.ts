@@ -158,7 +158,7 @@ export class ConsumerMetrics {
       CounterMetric,
       new CounterMetric(
         'outbox_consumer_messages_total',
-        'Deliveries settled by the idempotent consumer, by outcome: handled, duplicate (skipped), retried, dead_lettered, rejected (no message-id)',
+        'Deliveries settled by the idempotent consumer, by outcome: handled, duplicate (skipped), retried, dead_lettered, rejected (refused before the handler: no message-id, or one the inbox cannot store)',
       ),
     );
     this.duration = shared(

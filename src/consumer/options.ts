@@ -30,6 +30,13 @@ export interface InboxMessage<TPayload = unknown> {
   readonly exchange: string;
   /** 1 on the first attempt, 2 on the first retry, … */
   readonly attempt: number;
+  /** The row's `partition_key` (the relay's `x-outbox-partition-key` header); undefined for a message without a key. */
+  readonly partitionKey: string | undefined;
+  /**
+   * The message's place in the outbox's order (the relay's `x-outbox-position` header, the
+   * row's id; exact up to 2^53); undefined when the message does not carry it.
+   */
+  readonly position: number | undefined;
   /** The raw amqplib delivery. */
   readonly raw: ConsumeMessage;
 }
@@ -89,6 +96,15 @@ export interface ConsumerTopology {
   readonly deadLetterQueue?: string;
   /** More arguments of the queue (e.g. `{ 'x-max-length': 100000 }`). */
   readonly queueArguments?: Readonly<Record<string, unknown>>;
+  /**
+   * Declares the queue with `x-single-active-consumer`: of all the consumers of the queue
+   * (every instance of the service) the broker delivers to one at a time; the others are
+   * standbys, and when the active one's connection ends the next takes over, its
+   * unacknowledged messages delivered first. With `ordered: true`, a key's order holds
+   * across instances. Default false. (A queue that exists without it must be deleted or
+   * given a new name: the broker does not change a queue's arguments.)
+   */
+  readonly singleActiveConsumer?: boolean;
 }
 
 export interface ConsumerOptions<TPayload = unknown> {
@@ -102,8 +118,32 @@ export interface ConsumerOptions<TPayload = unknown> {
   readonly name?: string;
   /** Schema of the inbox table. Default `outbox`. */
   readonly schema?: string;
-  /** Unacknowledged messages in flight, processed concurrently (at most the pool's size at once). Default 10. */
+  /**
+   * Unacknowledged messages in flight. They are processed in batches on at most the pool's
+   * size of connections at once. Default 10.
+   */
   readonly prefetch?: number;
+  /**
+   * At most this many deliveries share one database transaction (each handler in its own
+   * savepoint, one commit, then the acks). A batch takes the deliveries waiting when a
+   * connection is free; 1 is a transaction per message. From 1 to 64 (a savepoint that
+   * writes is a subtransaction, and PostgreSQL caches 64 per transaction). Default 50.
+   */
+  readonly batchSize?: number;
+  /**
+   * How long a batch that is not full may wait for more deliveries (ms), and only while
+   * another batch is running and the prefetch window is not full: an idle consumer, and
+   * one at prefetch 1, never wait. Default 0.
+   */
+  readonly batchWaitMs?: number;
+  /**
+   * Per-key order: messages of one `partition_key` (the relay's `x-outbox-partition-key`
+   * header) are processed one after another in delivery order, different keys
+   * concurrently; messages without a key are not held. A failing keyed message is retried
+   * in place (the next ones of its key wait behind it); once dead-lettered, its key moves
+   * on to the next message. Default false.
+   */
+  readonly ordered?: boolean;
   readonly handler: MessageHandler<TPayload>;
   /** Declares the queue, its bindings, dead-letter exchange and queue, and the retry queue. Default: none. */
   readonly topology?: ConsumerTopology;

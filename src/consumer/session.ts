@@ -1,6 +1,7 @@
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Message, type Options } from 'amqplib';
 import { errorMessage } from '../errors';
 import { unrefSleep } from '../util/delay';
+import { UnsettledTags } from './acks';
 import { HEADER } from './inbox';
 import type { ConsumerSettings } from './settings';
 import { declareTopology, retryQueueArguments } from './topology';
@@ -8,6 +9,12 @@ import { maskUrls, withHeartbeat } from './urls';
 
 /** How long closing a connection or cancelling a consumer may take (ms). */
 const CLOSE_TIMEOUT_MS = 2_000;
+
+/**
+ * How long acks may wait for an older delivery to be done, to go out with its ack as one
+ * frame (ms): about a batch's time; longer only keeps finished messages in the window.
+ */
+const ACK_DELAY_MS = 10;
 
 /** What a session tells the consumer. */
 export interface SessionHooks {
@@ -47,6 +54,8 @@ export class Session {
   private consumerTag: string | undefined;
   private retryQueueDeclared = false;
   private readonly returned = new Set<string>();
+  private readonly unsettled = new UnsettledTags();
+  private ackTimer: NodeJS.Timeout | undefined;
   private endReason: string | undefined;
   private closing: Promise<unknown> = Promise.resolve();
   private readonly endedPromise: Promise<string>;
@@ -131,6 +140,7 @@ export class Session {
   private end(reason: string): void {
     if (this.endReason !== undefined) return;
     this.endReason = reason;
+    clearTimeout(this.ackTimer);
     this.stopSignal.removeEventListener('abort', this.onStop);
     this.controller.abort();
     this.resolveEnded(reason);
@@ -171,6 +181,7 @@ export class Session {
         this.consumerTag = undefined;
         hooks.onCancel(this);
       } else {
+        this.unsettled.add(msg.fields.deliveryTag);
         hooks.onMessage(this, msg);
       }
     });
@@ -189,9 +200,44 @@ export class Session {
     if (!this.isOpen) return false;
     try {
       this.channel.ack(msg);
+      this.unsettled.settle(msg.fields.deliveryTag);
       return true;
     } catch {
       return false;
+    }
+  }
+
+  /**
+   * Acknowledges several: one `basic.ack` with `multiple` for every run of deliveries
+   * done from the oldest unsettled one; acks that must wait for an older delivery go out
+   * with it, or one by one after ACK_DELAY_MS.
+   */
+  ackAll(msgs: readonly ConsumeMessage[]): boolean {
+    if (!this.isOpen || msgs.length === 0) return this.isOpen;
+    if (msgs.length === 1 && !this.unsettled.owing) return this.ack(msgs[0] as ConsumeMessage);
+    try {
+      const upTo = this.unsettled.ackAll(msgs.map((msg) => msg.fields.deliveryTag));
+      if (upTo !== undefined) this.channel.ack({ fields: { deliveryTag: upTo } } as Message, true);
+      if (this.unsettled.owing && this.ackTimer === undefined) {
+        this.ackTimer = setTimeout(() => this.payOwedAcks(), ACK_DELAY_MS);
+        this.ackTimer.unref();
+      }
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Sends the acks still owed, one by one. */
+  private payOwedAcks(): void {
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    const owed = this.unsettled.takeOwed();
+    if (!this.isOpen) return;
+    try {
+      for (const deliveryTag of owed) this.channel.ack({ fields: { deliveryTag } } as Message);
+    } catch {
+      // The channel closed meanwhile: the broker redelivers them, and the inbox skips them.
     }
   }
 
@@ -200,6 +246,7 @@ export class Session {
     if (!this.isOpen) return false;
     try {
       this.channel.nack(msg, false, requeue);
+      this.unsettled.settle(msg.fields.deliveryTag);
       return true;
     } catch {
       return false;
@@ -232,8 +279,13 @@ export class Session {
       throw new Error(`unroutable: nothing is bound to ${exchange === '' ? `queue ${routingKey}` : `exchange ${exchange}`}`);
   }
 
-  /** Closes the connection (bounded in time); idempotent. */
+  /** Closes the connection (bounded in time), after the acks still owed; idempotent. */
   async close(): Promise<void> {
+    if (this.unsettled.owing) {
+      this.payOwedAcks();
+      // amqplib writes a channel's frames on the next turn: let them out before the connection's close.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     this.end('closed by the consumer');
     await this.closing;
   }

@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import { OutboxError } from '../errors';
 import type { ConsumerMetricsRegistry } from './metrics';
+import { databaseTextProblem, MAX_IDENTIFIER_BYTES, unknownOptions } from './option-checks';
 import type { ConsumerLogger, ConsumerOptions, ConsumerTopology, ConsumerTracingOption, MessageHandler, StateChange } from './options';
 import { DeliveryTracing } from './tracing';
 
@@ -12,6 +13,11 @@ export interface ConsumerSettings<TPayload = unknown> {
   readonly name: string;
   readonly schema: string;
   readonly prefetch: number;
+  readonly batchSize: number;
+  readonly batchWaitMs: number;
+  readonly ordered: boolean;
+  /** Batches (each on its own pool connection) running at once: the pool's size. */
+  readonly concurrency: number;
   readonly handler: MessageHandler<TPayload>;
   readonly topology:
     | (Required<Omit<ConsumerTopology, 'exchangeType'>> & Pick<ConsumerTopology, 'exchangeType'> & { queueType: 'classic' | 'quorum' })
@@ -42,6 +48,15 @@ const noop = (): void => undefined;
 /** RabbitMQ's limit on queue and exchange names (bytes). */
 const MAX_NAME_BYTES = 255;
 
+/** A savepoint that writes is a subtransaction; PostgreSQL caches 64 per transaction, more slow every snapshot. */
+const MAX_BATCH_SIZE = 64;
+
+/** The pool's `max` (pg's default 10): how many batches may run at once. */
+function poolSize(pool: unknown): number {
+  const max = (pool as { options?: { max?: unknown } } | undefined)?.options?.max;
+  return typeof max === 'number' && Number.isInteger(max) && max > 0 ? max : 10;
+}
+
 /**
  * Checks `options` and applies the defaults. Every problem is collected and reported in
  * one `INVALID_ARGUMENT` error, on one line, naming each option.
@@ -49,6 +64,7 @@ const MAX_NAME_BYTES = 255;
 export function consumerSettings<TPayload>(options: ConsumerOptions<TPayload>): ConsumerSettings<TPayload> {
   const problems: string[] = [];
   const given = (options ?? {}) as Partial<ConsumerOptions<TPayload>> & Record<string, unknown>;
+  problems.push(...unknownOptions(given, ''));
 
   const int = (key: keyof ConsumerOptions, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number => {
     const value = given[key];
@@ -68,13 +84,27 @@ export function consumerSettings<TPayload>(options: ConsumerOptions<TPayload>): 
     }
     return value;
   };
-  const name = (key: string, value: unknown, fallback: string): string => {
+  const name = (key: string, value: unknown, fallback: string, maxBytes = MAX_NAME_BYTES): string => {
     if (value === undefined) return fallback;
-    if (typeof value !== 'string' || value === '' || Buffer.byteLength(value) > MAX_NAME_BYTES) {
-      problems.push(`${key} must be a non-empty string of at most ${MAX_NAME_BYTES} bytes (got ${describe(value)})`);
+    if (typeof value !== 'string' || value === '' || Buffer.byteLength(value) > maxBytes) {
+      problems.push(`${key} must be a non-empty string of at most ${maxBytes} bytes (got ${describe(value)})`);
       return fallback;
     }
     return value;
+  };
+  /** A name the database stores or uses: also text PostgreSQL takes. */
+  const storedName = (key: string, value: unknown, fallback: string, maxBytes = MAX_NAME_BYTES): string => {
+    const before = problems.length;
+    const result = name(key, value, fallback, maxBytes);
+    const problem = problems.length === before ? databaseTextProblem(result) : undefined;
+    if (problem !== undefined) problems.push(`${key} ${problem}${value === undefined ? ' (it defaults to the queue name)' : ''}`);
+    return result;
+  };
+  const flag = (key: keyof ConsumerOptions): boolean => {
+    const value = given[key];
+    if (value === undefined) return false;
+    if (typeof value !== 'boolean') problems.push(`${key} must be true or false (got ${describe(value)})`);
+    return value === true;
   };
 
   const urls = amqpUrls(given.amqpUrl, problems);
@@ -97,7 +127,7 @@ export function consumerSettings<TPayload>(options: ConsumerOptions<TPayload>): 
   }
   if (given.onStateChange !== undefined && typeof given.onStateChange !== 'function') problems.push('onStateChange must be a function');
   const topology = topologySettings(given.topology, queue, problems);
-  const consumerName = name('name', given.name, queue);
+  const consumerName = storedName('name', given.name, queue);
   const tracing = tracingSettings(given.tracing, queue, consumerName, problems);
 
   const settings: ConsumerSettings<TPayload> = {
@@ -105,8 +135,12 @@ export function consumerSettings<TPayload>(options: ConsumerOptions<TPayload>): 
     queue,
     pool: given.pool as Pool,
     name: consumerName,
-    schema: name('schema', given.schema, 'outbox'),
+    schema: storedName('schema', given.schema, 'outbox', MAX_IDENTIFIER_BYTES),
     prefetch: int('prefetch', 10, 1, 65_535),
+    batchSize: int('batchSize', 50, 1, MAX_BATCH_SIZE),
+    batchWaitMs: ms('batchWaitMs', 0),
+    ordered: flag('ordered'),
+    concurrency: poolSize(given.pool),
     handler: given.handler as MessageHandler<TPayload>,
     topology,
     maxRetries: int('maxRetries', 3, 0, 1_000),
@@ -166,6 +200,14 @@ function amqpUrls(value: unknown, problems: string[]): string[] {
 function topologySettings(value: ConsumerTopology | undefined, queue: string, problems: string[]): ConsumerSettings['topology'] {
   if (value === undefined) return undefined;
   const before = problems.length;
+  if (typeof value !== 'object' || value === null) {
+    problems.push('topology must be an object');
+    return undefined;
+  }
+  problems.push(...unknownOptions(value, 'topology.'));
+  if (value.singleActiveConsumer !== undefined && typeof value.singleActiveConsumer !== 'boolean') {
+    problems.push(`topology.singleActiveConsumer must be true or false (got ${describe(value.singleActiveConsumer)})`);
+  }
   if (typeof value.exchange !== 'string') problems.push('topology.exchange must be a string (the exchange to bind to)');
   if (value.exchangeType !== undefined && !['topic', 'direct', 'fanout', 'headers'].includes(value.exchangeType)) {
     problems.push(`topology.exchangeType must be topic, direct, fanout or headers (got ${describe(value.exchangeType)})`);
@@ -187,6 +229,7 @@ function topologySettings(value: ConsumerTopology | undefined, queue: string, pr
     queueType,
     deadLetterQueue: value.deadLetterQueue ?? `${queue}.dead`,
     queueArguments: Object.freeze({ ...(value.queueArguments ?? {}) }),
+    singleActiveConsumer: value.singleActiveConsumer === true,
   });
 }
 

@@ -23,8 +23,8 @@ function typeArguments(queueType: 'classic' | 'quorum'): Record<string, unknown>
 /**
  * Declares the topology (idempotent; run on every connection and after a cancel): the
  * exchange (when its type is given) or a check that it exists, the dead-letter exchange
- * (fanout) and queue, the retry queue, the queue with its dead-letter exchange, and its
- * bindings. A queue that exists with other arguments makes the broker close the channel
+ * (fanout) and queue, the retry queue, the queue with its dead-letter exchange (and, asked
+ * for, `x-single-active-consumer`), and its bindings. A queue that exists with other arguments makes the broker close the channel
  * (406 PRECONDITION_FAILED): the consumer reports it and does not consume.
  */
 export async function declareTopology(
@@ -42,7 +42,12 @@ export async function declareTopology(
   await channel.assertQueue(retryQueue, { durable: true, arguments: retryQueueArguments(queue, topology.queueType) });
   await channel.assertQueue(queue, {
     durable: true,
-    arguments: { ...topology.queueArguments, ...typeArguments(topology.queueType), 'x-dead-letter-exchange': deadLetterExchange },
+    arguments: {
+      ...topology.queueArguments,
+      ...typeArguments(topology.queueType),
+      ...(topology.singleActiveConsumer ? { 'x-single-active-consumer': true } : {}),
+      'x-dead-letter-exchange': deadLetterExchange,
+    },
   });
   for (const key of topology.bindingKeys) await channel.bindQueue(queue, topology.exchange, key);
 }

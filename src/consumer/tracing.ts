@@ -13,16 +13,28 @@ export interface TracedDelivery {
   readonly attempt: number;
 }
 
-/** How an attempt ended: processed, a duplicate skipped, or called off by a shutdown. */
-type AttemptOutcome = 'handled' | 'duplicate' | 'skipped';
+/** How an attempt ended: processed, a duplicate skipped, or not run in its batch (it runs again later). */
+export type AttemptOutcome = 'handled' | 'duplicate' | 'skipped';
+
+/** The span of one attempt. */
+export interface AttemptSpan {
+  /** Runs `work` (the handler) with the span active. */
+  run<T>(work: () => Promise<T>): Promise<T>;
+  /** Ends it with its outcome. */
+  end(outcome: AttemptOutcome): void;
+  /** Ends it as an error: ERROR status, the exception, `error.type`. */
+  fail(err: unknown): void;
+}
 
 /**
  * The consumer's spans: one CONSUMER span `process <queue>` per attempt, a child of the
  * delivery's `traceparent`/`tracestate` (the relay's publish span) or a root without a
- * valid one. The inbox insert, the handler and the commit run inside it, and the handler
- * runs with it active (its own spans, and instrumented pg queries, become its children
- * when the service registered a context manager). A duplicate gets the attribute
- * `outbox.inbox.duplicate` and an event; a throw sets status ERROR.
+ * valid one. The inbox insert, the handler and the commit run inside it (with batches: the
+ * spans of a batch's messages start together, before its inbox insert, and end after its
+ * commit), and the handler runs with it active (its own spans, and instrumented pg
+ * queries, become its children when the service registered a context manager). A
+ * duplicate gets the attribute `outbox.inbox.duplicate` and an event; a throw sets status
+ * ERROR.
  */
 export class DeliveryTracing {
   private constructor(
@@ -44,8 +56,11 @@ export class DeliveryTracing {
     return new DeliveryTracing(api, provider.getTracer('outbox-relay/consumer') as Tracer, queue, consumerName);
   }
 
-  /** Runs one attempt (`work`: the inbox transaction) inside its span. */
-  async around(msg: ConsumeMessage, delivery: TracedDelivery, work: () => Promise<AttemptOutcome>): Promise<AttemptOutcome> {
+  /**
+   * The span of one attempt, started now: `run` runs the handler with it active; `end`
+   * or `fail` ends it once the attempt's outcome is known (after its batch's commit).
+   */
+  start(msg: ConsumeMessage, delivery: TracedDelivery): AttemptSpan {
     const { api } = this;
     const parent = this.parentContext(msg);
     const span = this.tracer.startSpan(
@@ -53,21 +68,23 @@ export class DeliveryTracing {
       { kind: api.SpanKind.CONSUMER, attributes: this.attributes(msg, delivery) },
       parent,
     );
-    try {
-      const outcome = await api.context.with(api.trace.setSpan(parent, span), work);
-      if (outcome === 'duplicate') {
-        span.setAttribute('outbox.inbox.duplicate', true);
-        span.addEvent('duplicate skipped', { [MESSAGING.messageId]: delivery.messageId });
-      } else if (outcome === 'skipped') {
-        span.setAttribute('outbox.consumer.skipped', 'shutting down');
-      }
-      return outcome;
-    } catch (err: unknown) {
-      this.failed(span, err);
-      throw err;
-    } finally {
-      span.end();
-    }
+    const active = api.trace.setSpan(parent, span);
+    return {
+      run: (work) => api.context.with(active, work),
+      end: (outcome) => {
+        if (outcome === 'duplicate') {
+          span.setAttribute('outbox.inbox.duplicate', true);
+          span.addEvent('duplicate skipped', { [MESSAGING.messageId]: delivery.messageId });
+        } else if (outcome === 'skipped') {
+          span.setAttribute('outbox.consumer.skipped', 'not run in its batch: it runs again');
+        }
+        span.end();
+      },
+      fail: (err) => {
+        this.failed(span, err);
+        span.end();
+      },
+    };
   }
 
   private parentContext(msg: ConsumeMessage): ReturnType<OtelApiModule['context']['active']> {

@@ -89,6 +89,8 @@ test('two relays running and new messages flowing: each key replayed once, in it
     const original = originals.get(copy.properties.messageId as string) as ConsumeMessage;
     const { ['x-outbox-replay']: flag, ...headers } = copy.properties.headers ?? {};
     expect(flag).toBe(true);
+    // The key and the position a consumer keeps order by come with the copy too.
+    expect(Object.keys(headers)).toEqual(expect.arrayContaining(['x-outbox-partition-key', 'x-outbox-position']));
     expect({ ...copy.properties, headers }).toEqual(original.properties);
     expect(copy.content.equals(original.content)).toBe(true);
     expect(copy.fields.routingKey).toBe('backlog');

@@ -66,7 +66,13 @@ test('a node-postgres transaction: the relay publishes the message with its key,
   expect(msg.properties.messageId).toBe(id);
   expect(msg.properties.type).toBe('order.created');
   expect(msg.properties.correlationId).toBe('req-1');
-  expect(msg.properties.headers).toEqual({ 'x-tenant': 'acme', traceparent: TRACEPARENT });
+  // The row's headers, and the relay's: the key and the row's place in the outbox's order.
+  expect(msg.properties.headers).toEqual({
+    'x-tenant': 'acme',
+    traceparent: TRACEPARENT,
+    'x-outbox-partition-key': 'o-1',
+    'x-outbox-position': Number((await fx.row(id))['id']),
+  });
   expect(msg.fields.routingKey).toBe('order.created');
   expect(bodies(received)).toEqual([{ orderId: 'o-1', total: 1990 }]);
   expect((await fx.row(id))['partition_key']).toBe('o-1');
@@ -100,7 +106,7 @@ test('a Kysely transaction: enqueue and enqueueMany write rows the relay publish
   const first = events.find((m) => m.properties.messageId === ids[0])!;
   expect(first.properties.correlationId).toBe('c-k');
   const second = events.find((m) => m.properties.messageId === ids[1])!;
-  expect(second.properties.headers).toEqual({ traceparent: TRACEPARENT });
+  expect(second.properties.headers).toEqual({ traceparent: TRACEPARENT, 'x-outbox-position': Number((await fx.row(ids[1]!))['id']) });
   expect(commands[0]!.properties.messageId).toBe(ids[2]);
   expect(bodies(commands)).toEqual([{ orderId: 'k-2' }]);
   expect((await fx.row(ids[0]!))['partition_key']).toBe('k-1');

@@ -7,7 +7,9 @@ import type { WireDelivery, WireValue } from '../kit/amqp-wire';
 export const APP_ID = 'релé-€-应用';
 
 export interface StoredRow {
+  id: string;
   message_id: string;
+  partition_key: string | null;
   exchange: string;
   routing_key: string;
   message_type: string | null;
@@ -21,13 +23,21 @@ export interface StoredRow {
   dead_at: Date | null;
 }
 
-/** The delivery on the wire carries exactly the row's values; amqplib reads the same (its numbers are doubles). */
+/**
+ * The delivery on the wire carries exactly the row's values, plus the relay's key and
+ * position headers; amqplib reads the same (its numbers are doubles).
+ */
 export function expectExactly(
   wire: WireDelivery | undefined,
   viaAmqplib: ConsumeMessage | undefined,
   row: StoredRow,
-  headers: Record<string, WireValue>,
+  rowHeaders: Record<string, WireValue>,
 ): void {
+  const headers: Record<string, WireValue> = {
+    ...rowHeaders,
+    ...(row.partition_key === null ? {} : { 'x-outbox-partition-key': row.partition_key }),
+    'x-outbox-position': BigInt(row.id),
+  };
   expect(wire).toBeDefined();
   expect(viaAmqplib).toBeDefined();
   expect({

@@ -12,7 +12,15 @@
 
 /** One thing the kit opened. */
 export interface OpenResource {
-  readonly kind: 'relay process' | 'in-process relay' | 'pg pool' | 'AMQP connection' | 'TCP proxy' | 'RabbitMQ cluster' | 'PgBouncer';
+  readonly kind:
+    | 'relay process'
+    | 'consumer process'
+    | 'in-process relay'
+    | 'pg pool'
+    | 'AMQP connection'
+    | 'TCP proxy'
+    | 'RabbitMQ cluster'
+    | 'PgBouncer';
   /** What tells it apart in a failure message: schema, port, pid, target. Never a password. */
   readonly detail: string;
 }

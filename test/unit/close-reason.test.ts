@@ -25,7 +25,13 @@ describe('publishProperties: the AMQP properties of a message', () => {
       timestamp: 1_714_566_896, // seconds, not milliseconds
       appId: 'orders-service',
       // Integers as AMQP 64-bit integers, other numbers as doubles: nothing left to amqplib's guess.
-      headers: { traceparent: '00-abc-01', 'x-n': { '!': 'int64', value: 3n }, 'x-ratio': { '!': 'double', value: 0.5 } },
+      headers: {
+        traceparent: '00-abc-01',
+        'x-n': { '!': 'int64', value: 3n },
+        'x-ratio': { '!': 'double', value: 0.5 },
+        // The row's place in the outbox's order (its id), which every message carries.
+        'x-outbox-position': { '!': 'int64', value: BigInt(m.id) },
+      },
     });
   });
 

@@ -1,4 +1,8 @@
-import { encodeHeaders, HEADERS_MAX_BYTES } from '../../src/broker/headers';
+import { encodeHeaders, HEADERS_MAX_BYTES, publishedHeaders } from '../../src/broker/headers';
+import { RELAY_HEADERS } from '../../src/domain/relay-headers';
+import { messageProblem } from '../../src/broker/amqp-limits';
+import { publishProperties } from '../../src/broker/publisher';
+import { fakeMessage } from './fake-message';
 import type { HeaderTable } from '../../src/domain/message';
 import { parseHeaders } from '../../src/outbox/rows';
 import { decodeFieldTable } from '../kit/amqp-wire';
@@ -129,5 +133,43 @@ describe('encodeHeaders: the row headers in exact AMQP types', () => {
   test('a number that is not finite fails (JSON has none; a float too large for a double)', () => {
     expect(problem({ x: Number.POSITIVE_INFINITY })).toBe('header "x" is a number beyond the range of a double');
     expect(problem(parseHeaders(`{"x": 1${'0'.repeat(400)}.5}`))).toBe('header "x" is a number beyond the range of a double');
+  });
+});
+
+describe("publishedHeaders: the row's key and position travel with the message", () => {
+  test('the partition key as a string and the id as an exact signed 64-bit integer, also past 2^53', () => {
+    const m = fakeMessage({ id: '9223372036854775807', partitionKey: 'order-42', headers: { 'x-tenant': 'acme' } });
+    const encoded = publishProperties(m, 'app').headers;
+    expect(decodeFieldTable(amqplibEncodeHeaders(encoded).subarray(4))).toEqual({
+      'x-tenant': 'acme',
+      [RELAY_HEADERS.partitionKey]: 'order-42',
+      [RELAY_HEADERS.position]: 9223372036854775807n,
+    });
+  });
+
+  test('a row without a key has no key header; the position is always there', () => {
+    const wire = decodeFieldTable(
+      amqplibEncodeHeaders(publishProperties(fakeMessage({ id: '17', partitionKey: null }), 'a').headers).subarray(4),
+    );
+    expect(wire).not.toHaveProperty(RELAY_HEADERS.partitionKey);
+    expect(wire[RELAY_HEADERS.position]).toBe(17n);
+  });
+
+  test("the row's own headers of those names cannot spoof them: the relay's values win, a key header of a keyless row is dropped", () => {
+    const spoof = { [RELAY_HEADERS.partitionKey]: 'someone-else', [RELAY_HEADERS.position]: 1n, keep: 'me' };
+    expect(publishedHeaders({ id: '5', partitionKey: 'mine', headers: spoof })).toEqual({
+      keep: 'me',
+      [RELAY_HEADERS.partitionKey]: 'mine',
+      [RELAY_HEADERS.position]: 5n,
+    });
+    expect(publishedHeaders({ id: '6', partitionKey: null, headers: spoof })).toEqual({ keep: 'me', [RELAY_HEADERS.position]: 6n });
+  });
+
+  test('the added headers count in the 64 KiB limit, so the preflight judges what is sent', () => {
+    // What fits alone no longer fits with the key and the position: the message fails before it is sent.
+    const headers = { x: 'a'.repeat(HEADERS_MAX_BYTES - 11) };
+    expect(encodeHeaders(headers).ok).toBe(true);
+    expect(messageProblem(fakeMessage({ headers, partitionKey: 'k' }), 'app')).toMatch(/^headers are \d+ bytes encoded/);
+    expect(() => publishProperties(fakeMessage({ headers, partitionKey: 'k' }), 'app')).toThrow(/^headers are \d+ bytes encoded/);
   });
 });
