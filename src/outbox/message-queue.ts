@@ -200,12 +200,14 @@ export class MessageQueue {
 
   /**
    * Releases rows parked behind a dead message (OUTBOX_ORDERING_ON_DEAD=block): every
-   * such row, when a relay starts in skip mode. Returns how many were released.
+   * such row, when a relay starts in skip mode. Returns how many were released. A parked
+   * row is due at its expires_at ('infinity' without one), so the range of rows due later
+   * than now holds them all; one whose expires_at has passed is claimed and expired.
    */
   async unparkAll(): Promise<number> {
     const { rowCount } = await this.pool.query(
       `UPDATE ${this.table} SET next_attempt_at = ${UNPARKED}
-        WHERE ${PENDING} AND ${DUE} = 'infinity' AND next_attempt_at = 'infinity'`,
+        WHERE ${PENDING} AND ${DUE} > now() AND next_attempt_at = 'infinity'`,
     );
     return rowCount ?? 0;
   }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { qualified } from '../db/sql';
-import { DUE, PENDING } from './sql';
+import { DUE, keyHash, PENDING, sameKey } from './sql';
 
 /** A statement node-postgres prepares once per connection (it has a name). */
 export interface NamedStatement {
@@ -47,14 +47,16 @@ function texts(table: string): Record<RelayStatementKey, string> {
  WHERE id = ANY($1::bigint[]) AND ${PENDING} AND ${DUE} <= now()
    FOR UPDATE SKIP LOCKED`,
     // For each key: its unpublished rows in id order up to the batch's last one (one
-    // index range scan per key on messages_pending_key_idx, bounded by the batch). A dead
-    // row holds its key only under OUTBOX_ORDERING_ON_DEAD=block ($4), an expired one never.
+    // index range scan per key on messages_pending_key_idx, by the key's hash, the key
+    // itself compared on each row, bounded by the batch). A dead row holds its key only
+    // under OUTBOX_ORDERING_ON_DEAD=block ($4), an expired one never.
     keyRows: `SELECT k.key, p.id, p.due > now() AS waiting, p.due, p.dead
   FROM unnest($1::text[], $2::bigint[], $3::int[]) AS k(key, max_id, n)
   CROSS JOIN LATERAL (
         SELECT id, ${DUE} AS due, dead_at IS NOT NULL AS dead
           FROM ${table}
-         WHERE partition_key = k.key AND published_at IS NULL AND id <= k.max_id
+         WHERE ${keyHash('partition_key')} = ${keyHash('k.key')} AND ${sameKey('k.key')}
+           AND published_at IS NULL AND id <= k.max_id
            AND (dead_at IS NULL OR ($4::boolean AND expired_at IS NULL))
          ORDER BY id
          LIMIT k.n) AS p`,
@@ -78,9 +80,11 @@ function texts(table: string): Record<RelayStatementKey, string> {
   FROM unnest($1::bigint[], $2::text[], $3::double precision[], $4::boolean[]) AS f(id, error, retry_in_ms, dead)
  WHERE m.id = f.id AND m.published_at IS NULL AND m.dead_at IS NULL`,
     // Expired: no longer pending (dead_at, so the pending indexes pass over it), told
-    // apart from dead by expired_at; never published, its attempts unchanged.
+    // apart from dead by expired_at; never published, its attempts unchanged. The clock,
+    // not the claim's now(): a message that expired while its batch ran was found expired
+    // after its expires_at, never before.
     markExpired: `UPDATE ${table}
-   SET expired_at = now(), dead_at = now(),
+   SET expired_at = clock_timestamp(), dead_at = clock_timestamp(),
        last_error = 'expired at ' || expires_at::text || ' before it could be published'
  WHERE id = ANY($1::bigint[]) AND published_at IS NULL AND dead_at IS NULL`,
   };

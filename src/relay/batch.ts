@@ -65,11 +65,11 @@ export async function runBatch(
     let claimed = await inPhase('writes', [], () => claim.claim(claimLimit));
     if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, settled: 0, noProgress: false };
     const { claimed: all, keyRows } = await inPhase('writes', claimed, () =>
-      withDueBlockers(claim, claimed, settings.orderingOnDead === 'block'),
+      withDueBlockers(claim, claimed, settings.orderingOnDead === 'block', clock.now()),
     );
     claimed = all;
     const { plan, verdicts } = await inPhase('messages', claimed, async () => {
-      const plan = planBatch(claimed, keyRows);
+      const plan = planBatch(claimed, keyRows, clock.now());
       const trace = (spans.trace = tracer?.start(started, claimed.length, plan.publish));
       const publishStarted = clock.now();
       const outcomes =
@@ -149,11 +149,12 @@ async function withDueBlockers(
   claim: ClaimPort,
   first: readonly OutboxMessage[],
   deadHoldsKey: boolean,
+  nowMs: number,
 ): Promise<{ claimed: OutboxMessage[]; keyRows: KeyRow[] }> {
   let claimed = [...first];
   let keyRows = await claim.keyRows(keysToCheck(claimed), deadHoldsKey);
   for (let round = 0; round < BLOCKER_ROUNDS; round += 1) {
-    const blockers = planBatch(claimed, keyRows).dueBlockers;
+    const blockers = planBatch(claimed, keyRows, nowMs).dueBlockers;
     if (blockers.length === 0) break;
     const more = await claim.claimIds(blockers);
     if (more.length === 0) break;
