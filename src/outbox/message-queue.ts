@@ -4,7 +4,7 @@ import { withPoolTransaction } from '../db/transaction';
 import type { FailedAttempt, KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
 import { errorMessage } from '../errors';
 import { relayStatements, type NamedStatement, type RelayStatementKey } from './relay-statements';
-import { toMessage, type ClaimedRow } from './rows';
+import { claimBytes, toMessage, type ClaimedRow } from './rows';
 import { DUE, PENDING, UNPARKED } from './sql';
 
 /** Ends the write probe's transaction with a rollback. */
@@ -37,6 +37,7 @@ function readRow(row: ClaimedRow): OutboxMessage {
       createdAt: new Date(),
       availableAt: new Date(),
       attempts: Number(row.attempts),
+      claimBytes: claimBytes(row),
       defect: `cannot read the row: ${errorMessage(err)}`,
     };
   }
@@ -63,16 +64,23 @@ export class ClaimSession {
     return this.client.query<R>({ name, text, values });
   }
 
-  /** Locks and returns up to `limit` due messages; the transaction holds the locks. */
-  async claim(limit: number): Promise<OutboxMessage[]> {
-    const { rows } = await this.run<ClaimedRow>('claim', [limit]);
+  /**
+   * Locks and returns up to `limit` due messages holding at most `maxBytes` together (the
+   * first whatever its size); the transaction holds the locks.
+   */
+  async claim(limit: number, maxBytes: number): Promise<OutboxMessage[]> {
+    const { rows } = await this.run<ClaimedRow>('claim', [limit, maxBytes]);
     return rows.map(readRow);
   }
 
-  /** Locks and returns those of `ids` that are still due and not locked by another batch. */
-  async claimIds(ids: readonly string[]): Promise<OutboxMessage[]> {
+  /**
+   * Locks and returns those of `ids` that are still due and not locked by another batch,
+   * oldest first, at most `maxBytes` together (the first whatever its size; default: no
+   * limit beyond the ids).
+   */
+  async claimIds(ids: readonly string[], maxBytes = Number.MAX_SAFE_INTEGER): Promise<OutboxMessage[]> {
     if (ids.length === 0) return [];
-    const { rows } = await this.run<ClaimedRow>('claimIds', [ids]);
+    const { rows } = await this.run<ClaimedRow>('claimIds', [ids, maxBytes]);
     return rows.map(readRow);
   }
 

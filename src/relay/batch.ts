@@ -10,6 +10,13 @@ import { decideVerdicts, marksOf, type Verdict, type VerdictSettings } from './v
 /** The settings one batch reads. */
 export interface BatchSettings extends VerdictSettings {
   readonly batchSize: number;
+  /**
+   * Bytes of messages (body and headers, `claimBytes`) a batch holds at most: the claim
+   * stops before the message that would exceed it. A message larger than this is claimed
+   * alone; the blockers of held rows are claimed within what is left, and one of them
+   * beyond it once per batch (without it a key could wait for ever behind a large message).
+   */
+  readonly batchBytes: number;
   readonly publishTimeoutMs: number;
   /** 0: published messages are deleted at once instead of marked. */
   readonly retentionMs: number;
@@ -18,6 +25,8 @@ export interface BatchSettings extends VerdictSettings {
 /** What one claim-to-commit pass did: the loop's next delay and every metric and log come from it. */
 export interface BatchReport {
   readonly claimed: number;
+  /** The claim stopped at its limit of messages or (judged by their average size) of bytes: more may be due. */
+  readonly full: boolean;
   /** The messages sent (or meant to be), in id order, and the verdict on each. */
   readonly messages: readonly OutboxMessage[];
   readonly verdicts: readonly Verdict[];
@@ -62,10 +71,12 @@ export async function runBatch(
   // Opened once the claim found rows; the batch span ends after the commit or the rollback.
   const spans: { trace?: BatchTrace } = {};
   const claiming = queue.withClaim(async (claim): Promise<Omit<BatchReport, 'durationMs'>> => {
-    let claimed = await inPhase('writes', [], () => claim.claim(claimLimit));
-    if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, settled: 0, noProgress: false };
+    let claimed = await inPhase('writes', [], () => claim.claim(claimLimit, settings.batchBytes));
+    if (claimed.length === 0)
+      return { claimed: 0, full: false, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, settled: 0, noProgress: false };
+    const full = claimed.length >= claimLimit || bytesOf(claimed) * (1 + 1 / claimed.length) > settings.batchBytes;
     const { claimed: all, keyRows } = await inPhase('writes', claimed, () =>
-      withDueBlockers(claim, claimed, settings.orderingOnDead === 'block', clock.now()),
+      withDueBlockers(claim, claimed, settings.orderingOnDead === 'block', clock.now(), settings.batchBytes),
     );
     claimed = all;
     const { plan, verdicts } = await inPhase('messages', claimed, async () => {
@@ -95,6 +106,7 @@ export async function runBatch(
     });
     return {
       claimed: claimed.length,
+      full,
       messages: plan.publish,
       verdicts,
       parkedBehindKey: plan.park.length,
@@ -136,6 +148,11 @@ function tracedOutcome(verdict: Verdict): TracedOutcome {
   }
 }
 
+/** The bytes the claim counted for `messages`. */
+function bytesOf(messages: readonly OutboxMessage[]): number {
+  return messages.reduce((sum, m) => sum + (m.claimBytes ?? m.content.length), 0);
+}
+
 /** Rounds of claiming the blockers of held rows (a chain of them is rare and short). */
 const BLOCKER_ROUNDS = 3;
 
@@ -150,14 +167,20 @@ async function withDueBlockers(
   first: readonly OutboxMessage[],
   deadHoldsKey: boolean,
   nowMs: number,
+  batchBytes: number,
 ): Promise<{ claimed: OutboxMessage[]; keyRows: KeyRow[] }> {
   let claimed = [...first];
   let keyRows = await claim.keyRows(keysToCheck(claimed), deadHoldsKey);
+  let beyondBudget = false;
   for (let round = 0; round < BLOCKER_ROUNDS; round += 1) {
     const blockers = planBatch(claimed, keyRows, nowMs).dueBlockers;
     if (blockers.length === 0) break;
-    const more = await claim.claimIds(blockers);
+    // What is left of the budget; the claim returns one row even when nothing is left.
+    const left = batchBytes - bytesOf(claimed);
+    if (left <= 0 && beyondBudget) break;
+    const more = await claim.claimIds(blockers, Math.max(0, left));
     if (more.length === 0) break;
+    if (bytesOf(more) > left) beyondBudget = true;
     claimed = [...claimed, ...more];
     keyRows = await claim.keyRows(keysToCheck(claimed), deadHoldsKey);
   }

@@ -63,11 +63,15 @@ test("the ordering read of a key reads its first rows through the key index, not
   expect(readFrom(all, KEY_INDEX)).toBe(22);
 });
 
-test('the claim and the peek read the due index', async () => {
+test('the claim and the peek read the due index; the claim reads no further than its byte budget', async () => {
   const { claim, peek } = relayStatements(fx.schema);
-  const claimed = await plan(fx.pool, claim.text, [100]);
+  const claimed = await plan(fx.pool, claim.text, [100, 8_388_608]);
   expect(claimed.map((n) => n['Node Type'])).not.toContain('Sort');
   expect(readFrom(claimed, DUE_INDEX)).toBe(100);
+  // A budget of 40 bytes holds 10 of these rows ({} and {}): the scan stops a few rows after them.
+  const withinBudget = await plan(fx.pool, claim.text, [100, 40]);
+  expect(withinBudget[0]?.['Actual Rows']).toBe(10);
+  expect(readFrom(withinBudget, DUE_INDEX)).toBeLessThanOrEqual(13);
   const peeked = await plan(fx.pool, peek.text, []);
   expect(peeked.find((n) => n['Index Name'] === DUE_INDEX)?.['Node Type']).toBe('Index Only Scan');
 });
