@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only fleet|replay|failover|held|tracing|consumer [--baseline <rev>]]`: throughput, latency, scale and producer cost of
+ * `npm run bench [-- --quick] [-- --only fleet|replay|failover|held|tracing|consumer|memory [--baseline <rev>]]`: throughput, latency, scale and producer cost of
  * outbox-relay against the local PostgreSQL and RabbitMQ, each figure against a bare
  * amqplib publisher measured in the same run. Prints progress and a final table; writes
  * bench/results/latest.json and latest.md. Numbers, not pass/fail: the exit code is 0
@@ -27,6 +27,7 @@ import { CONSUMER_PREFETCHES, CONSUMER_VARIANTS, consumerThroughput, type Consum
 import { failoverRun } from './failover';
 import { idleCost, takeover, type IdleCost } from './fleet';
 import { heldRun, unheldDrainMs, type HeldResult } from './held';
+import { memoryRun, type MemoryRun } from './memory';
 import { replayBeside, type ReplayResult } from './replay';
 import { tracingRuns, type TracingArm, type TracingRun } from './tracing';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
@@ -429,6 +430,38 @@ takeover: 3 relays drain ${fmt(TAKEOVER_COUNT)} messages (1,000 keys); the leade
   return { rows, idle, takeovers };
 }
 
+/**
+ * `--only memory`: one relay drains messages of 100 KB, 400 KB and 1 MB with the default
+ * OUTBOX_BATCH_BYTES, and the first two also with the claim bounded by count alone (a
+ * budget of 1 GiB, as before the budget existed); peak RSS of the relay (results in
+ * bench/results/memory.json). 1 MB messages by count alone would take gigabytes.
+ */
+async function memoryBench(pool: ReturnType<typeof newPool>, started: number, env: Record<string, string>): Promise<void> {
+  const scale = quick ? 3 : 1;
+  const cases: readonly { payloadBytes: number; count: number; batchBytes?: string }[] = [
+    { payloadBytes: 100_000, count: 1_500 / scale },
+    { payloadBytes: 400_000, count: 400 / scale },
+    { payloadBytes: 1_000_000, count: 200 / scale },
+    { payloadBytes: 100_000, count: 1_500 / scale, batchBytes: '1GiB' },
+    { payloadBytes: 400_000, count: 400 / scale, batchBytes: '1GiB' },
+  ];
+  console.log('\nmemory: one relay drains large JSON messages; peak RSS (VmHWM) of the relay process');
+  const runs: MemoryRun[] = [];
+  for (const c of cases) {
+    const run = await memoryRun(pool, c.payloadBytes, Math.round(c.count), c.batchBytes ? { OUTBOX_BATCH_BYTES: c.batchBytes } : {});
+    runs.push(run);
+    console.log(
+      `  ${fmt(c.payloadBytes / 1000)} KB × ${fmt(run.count)}, OUTBOX_BATCH_BYTES ${run.batchBytes}: peak RSS ${run.peakRssMiB.toFixed(0)} MiB, ` +
+        `idle ${run.idleRssMiB.toFixed(0)} MiB, ${fmt(run.rate)} msg/s (${run.mibPerSecond.toFixed(0)} MiB/s)`,
+    );
+  }
+  await pool.end();
+  console.log(`bench took ${Math.round((Date.now() - started) / 1000)} s`);
+  const dir = join(__dirname, 'results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'memory.json'), `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs }, null, 2)}\n`);
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   const pool = newPool(24);
@@ -516,6 +549,10 @@ async function main(): Promise<void> {
   }
   if (only === 'consumer') {
     await consumerBench(pool, started, env);
+    return;
+  }
+  if (only === 'memory') {
+    await memoryBench(pool, started, env);
     return;
   }
   if (only === 'replay') {

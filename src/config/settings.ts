@@ -128,6 +128,26 @@ const cronExpression = z
   .trim()
   .refine((expr) => cron.validate(expr), { message: 'must be a cron expression such as "* * * * *" (optional seconds field first)' });
 
+const SIZE_UNITS: Readonly<Record<string, number>> = { B: 1, KiB: 1_024, MiB: 1_048_576, GiB: 1_073_741_824 };
+
+/** `8MiB`, `512KiB`, `1GiB` or a number of bytes → bytes; undefined when it is none of them. */
+export function parseBytes(text: string): number | undefined {
+  const match = /^(\d+)\s*(B|KiB|MiB|GiB)?$/.exec(text.trim());
+  if (!match) return undefined;
+  return Number(match[1]) * (SIZE_UNITS[match[2] ?? 'B'] ?? Number.NaN);
+}
+
+function bytes(min: number, max: number, shown: string): z.ZodType<number, string> {
+  return z.string().transform((text, ctx) => {
+    const value = parseBytes(text);
+    if (value === undefined || !Number.isSafeInteger(value) || value < min || value > max) {
+      ctx.addIssue({ code: 'custom', message: `must be a size from ${shown} such as 8MiB, 512KiB or a number of bytes` });
+      return z.NEVER;
+    }
+    return value;
+  });
+}
+
 const httpHost = z.string().trim().min(1, { message: 'must be a host name or IP address' });
 
 /** Every setting of `outbox-relay`, in the order the README documents them. */
@@ -163,6 +183,15 @@ export const SETTINGS = {
     defaultValue: '500',
     doc: 'Messages claimed and published per batch.',
     schema: integer(1, 10_000),
+  } satisfies Setting<number>,
+  batchBytes: {
+    env: 'OUTBOX_BATCH_BYTES',
+    defaultValue: '8MiB',
+    doc:
+      'Bytes of message bodies and headers a batch holds at most: a claim stops before the message that would exceed it' +
+      ' (a larger message is claimed alone). With two batches in flight it bounds the memory the relay needs for messages' +
+      ' (see Memory).',
+    schema: bytes(64 * 1_024, 1_073_741_824, '64KiB to 1GiB'),
   } satisfies Setting<number>,
   pollIntervalMs: {
     env: 'OUTBOX_POLL_INTERVAL_MS',

@@ -29,6 +29,8 @@ export interface OutboxMessage {
    * left at the claim); null or absent: no limit.
    */
   readonly expiresAt?: number | null;
+  /** Bytes the claim counted for it against OUTBOX_BATCH_BYTES: its body and its headers as JSON text. */
+  readonly claimBytes?: number;
   /** Set when the row could not be read into a message (the other fields are then best effort): it fails unsent. */
   readonly defect?: string;
 }

@@ -5,7 +5,7 @@ import type { FailedAttempt, HoldOrder, KeyRow, KeyWindow, OutboxMessage, ParkOr
 import { errorMessage } from '../errors';
 import { holdRows, releaseAllHeldRows, releaseRows } from './held-rows';
 import { relayStatements, type RelayStatement, type RelayStatementKey } from './relay-statements';
-import { toMessage, type ClaimedRow } from './rows';
+import { claimBytes, toMessage, type ClaimedRow } from './rows';
 import { DUE, PENDING, UNPARKED } from './sql';
 
 /** Ends the write probe's transaction with a rollback. */
@@ -38,6 +38,7 @@ function readRow(row: ClaimedRow): OutboxMessage {
       createdAt: new Date(),
       availableAt: new Date(),
       attempts: Number(row.attempts),
+      claimBytes: claimBytes(row),
       defect: `cannot read the row: ${errorMessage(err)}`,
     };
   }
@@ -64,16 +65,23 @@ export class ClaimSession {
     return this.client.query<R>(this.statements[key].text, values);
   }
 
-  /** Locks and returns up to `limit` due messages; the transaction holds the locks. */
-  async claim(limit: number): Promise<OutboxMessage[]> {
-    const { rows } = await this.run<ClaimedRow>('claim', [limit]);
+  /**
+   * Locks and returns up to `limit` due messages holding at most `maxBytes` together (the
+   * first whatever its size); the transaction holds the locks.
+   */
+  async claim(limit: number, maxBytes: number): Promise<OutboxMessage[]> {
+    const { rows } = await this.run<ClaimedRow>('claim', [limit, maxBytes]);
     return rows.map(readRow);
   }
 
-  /** Locks and returns those of `ids` that are still due and not locked by another batch. */
-  async claimIds(ids: readonly string[]): Promise<OutboxMessage[]> {
+  /**
+   * Locks and returns those of `ids` that are still due and not locked by another batch,
+   * oldest first, at most `maxBytes` together (the first whatever its size; default: no
+   * limit beyond the ids).
+   */
+  async claimIds(ids: readonly string[], maxBytes = Number.MAX_SAFE_INTEGER): Promise<OutboxMessage[]> {
     if (ids.length === 0) return [];
-    const { rows } = await this.run<ClaimedRow>('claimIds', [ids]);
+    const { rows } = await this.run<ClaimedRow>('claimIds', [ids, maxBytes]);
     return rows.map(readRow);
   }
 
@@ -207,12 +215,14 @@ export class MessageQueue {
 
   /**
    * Releases rows parked behind a dead message (OUTBOX_ORDERING_ON_DEAD=block): every
-   * such row, when a relay starts in skip mode. Returns how many were released.
+   * such row, when a relay starts in skip mode. Returns how many were released. A parked
+   * row is due at its expires_at ('infinity' without one), so the range of rows due later
+   * than now holds them all; one whose expires_at has passed is claimed and expired.
    */
   async unparkAll(): Promise<number> {
     const { rowCount } = await this.pool.query(
       `UPDATE ${this.table} SET next_attempt_at = ${UNPARKED}
-        WHERE ${PENDING} AND ${DUE} = 'infinity' AND next_attempt_at = 'infinity'`,
+        WHERE ${PENDING} AND ${DUE} > now() AND next_attempt_at = 'infinity'`,
     );
     return rowCount ?? 0;
   }

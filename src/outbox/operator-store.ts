@@ -5,7 +5,7 @@ import { heldDestinationOf, HELD_NOTE_PREFIX, type Destination } from '../domain
 import type { OutboxStats } from '../domain/message';
 import { stateOf, type InspectedMessage, type Instant, type KeyAhead, type StateFlags } from './inspection';
 import { dueHeadsCte, HEAD_COLUMNS, LAG_SECONDS } from './due-head';
-import { DUE, PENDING, UNPARKED } from './sql';
+import { DUE, keyHash, PENDING, sameKey, UNPARKED } from './sql';
 
 const TIMESTAMPTZ = types.builtins.TIMESTAMPTZ;
 const parseTimestamptz = types.getTypeParser(TIMESTAMPTZ, 'text') as (text: string) => Date | number;
@@ -330,7 +330,8 @@ export class OperatorStore {
   private unparkBehind(source: string): string {
     return `unparked AS (
          UPDATE ${this.table} SET next_attempt_at = ${UNPARKED}
-          WHERE partition_key IN (SELECT partition_key FROM ${source} WHERE partition_key IS NOT NULL)
+          WHERE (${keyHash('partition_key')}, partition_key) IN
+                (SELECT ${keyHash('partition_key')}, partition_key FROM ${source} WHERE partition_key IS NOT NULL)
             AND ${PENDING} AND next_attempt_at = 'infinity')`;
   }
 
@@ -390,7 +391,8 @@ export class OperatorStore {
    * The unpublished messages of `key` with an id below `id`: how many, how many of them
    * hold the key (pending ones, and dead ones when dead messages hold their key; never an
    * expired one), and the first `firstAhead` in id order with their state. Index range
-   * scans of messages_pending_key_idx, as long as the key's backlog before the message.
+   * scans of messages_pending_key_idx (by the key's hash), as long as the key's backlog
+   * before the message.
    */
   private async keyAhead(
     db: Pool | ClientBase,
@@ -398,10 +400,11 @@ export class OperatorStore {
     id: string,
     options: { deadHoldsKey: boolean; firstAhead: number },
   ): Promise<KeyAhead> {
-    const range = `FROM ${this.table} WHERE partition_key = $1 AND published_at IS NULL AND id < $2::bigint`;
     const holds = `(expired_at IS NULL AND (dead_at IS NULL OR $3::boolean))`;
     const counts = await db.query<{ total: string; holding: string }>(
-      `SELECT count(*)::text AS total, count(*) FILTER (WHERE ${holds})::text AS holding ${range}`,
+      `SELECT count(*)::text AS total, count(*) FILTER (WHERE ${holds})::text AS holding
+         FROM ${this.table}
+        WHERE ${keyHash('partition_key')} = ${keyHash('$1::text')} AND partition_key = $1 AND published_at IS NULL AND id < $2::bigint`,
       [key, id, options.deadHoldsKey],
     );
     // `behind`: whether a message before it (within the first ones, which start the key)
@@ -410,7 +413,10 @@ export class OperatorStore {
       `SELECT message_id, attempts, last_error, published, expired, dead, due_now, parked_forever, held_destination, holds,
               coalesce(bool_or(holds) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), false) AS behind
          FROM (SELECT id, message_id, attempts, last_error, ${STATE_FLAGS}, ${holds} AS holds
-                 ${range} ORDER BY id LIMIT $4) AS first_ahead
+                 FROM ${this.table}
+                WHERE ${keyHash('partition_key')} = ${keyHash('$1::text')} AND ${sameKey('$1::text')}
+                  AND published_at IS NULL AND id < $2::bigint
+                ORDER BY id LIMIT $4) AS first_ahead
         ORDER BY id`,
       [key, id, options.deadHoldsKey, options.firstAhead],
     );

@@ -1,5 +1,5 @@
 import { qualified } from '../db/sql';
-import { DUE, PENDING } from './sql';
+import { DUE, keyHash, PENDING, sameKey } from './sql';
 
 /**
  * A hot statement. Unnamed on purpose: a named prepared statement lives in one server
@@ -27,6 +27,31 @@ const CLAIMED = `id, message_id, exchange, routing_key, message_type, payload::t
             WHEN expires_at = '-infinity' THEN -1
             ELSE EXTRACT(EPOCH FROM expires_at - clock_timestamp()) * 1000 END::float8 AS expires_in_ms`;
 
+/** The columns of CLAIMED by name, as `withinBytes` selects them from the locking query. */
+const CLAIMED_NAMES = `id, message_id, exchange, routing_key, message_type, payload_text, body, content_type, headers_text,
+       partition_key, correlation_id, created_at, available_at, attempts, expires_in_ms`;
+
+/**
+ * The rows a locking SELECT of CLAIMED yields, in its order, while their bytes (body and
+ * headers text, as the relay holds them: claim_bytes) add up to at most `budget` bytes —
+ * the first row whatever its size. The count of rows past the budget is a window
+ * function PostgreSQL (15 on) stops on as soon as it is 1 (a "run condition": count(*)
+ * qualifies, count(expression) does not), so the locking query is read no further than
+ * the first row over the budget and a row or two of read-ahead, which stay locked
+ * unclaimed until the commit. Without that stop the locking query's own LIMIT still
+ * bounds what is read and locked. The windows have no ORDER BY: the rows are summed in
+ * the order they are locked (a sort after FOR UPDATE would read every due row first).
+ */
+function withinBytes(locking: string, budget: string): string {
+  return `SELECT ${CLAIMED_NAMES}, bytes AS claim_bytes
+  FROM (SELECT s.*, count(*) FILTER (WHERE s.total_bytes > ${budget} AND s.total_bytes > s.bytes)
+                      OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS over_budget
+          FROM (SELECT b.*, sum(b.bytes) OVER (ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS total_bytes
+                  FROM (SELECT l.*, coalesce(octet_length(l.payload_text), octet_length(l.body))::bigint + octet_length(l.headers_text) AS bytes
+                          FROM (${locking}) AS l) AS b) AS s) AS c
+ WHERE over_budget < 1`;
+}
+
 function texts(table: string): Record<RelayStatementKey, string> {
   return {
     // One index probe, no lock, no transaction: the wake-up's poll.
@@ -35,27 +60,37 @@ function texts(table: string): Record<RelayStatementKey, string> {
     // rows in due order (ties in heap order, roughly insertion order), LIMIT stops the
     // scan, SKIP LOCKED passes over the rows another batch or replica holds. Rows a
     // concurrent batch has just marked are re-checked by PostgreSQL against the WHERE
-    // clause after locking, so they drop out.
-    claim: `SELECT ${CLAIMED}
+    // clause after locking, so they drop out. At most $2 bytes of messages ($1 rows).
+    claim: withinBytes(
+      `SELECT ${CLAIMED}
   FROM ${table}
  WHERE ${PENDING} AND ${DUE} <= now()
  ORDER BY ${DUE}
  LIMIT $1
    FOR UPDATE SKIP LOCKED`,
-    // The blockers of held rows (relay/ordering.ts dueBlockers), by primary key.
-    claimIds: `SELECT ${CLAIMED}
+      '$2::bigint',
+    ),
+    // The blockers of held rows (relay/ordering.ts dueBlockers), by primary key, oldest
+    // first, at most $2 bytes (the first whatever its size).
+    claimIds: withinBytes(
+      `SELECT ${CLAIMED}
   FROM ${table}
  WHERE id = ANY($1::bigint[]) AND ${PENDING} AND ${DUE} <= now()
+ ORDER BY id
    FOR UPDATE SKIP LOCKED`,
+      '$2::bigint',
+    ),
     // For each key: its unpublished rows in id order up to the batch's last one (one
-    // index range scan per key on messages_pending_key_idx, bounded by the batch). A dead
-    // row holds its key only under OUTBOX_ORDERING_ON_DEAD=block ($4), an expired one never.
+    // index range scan per key on messages_pending_key_idx, by the key's hash, the key
+    // itself compared on each row, bounded by the batch). A dead row holds its key only
+    // under OUTBOX_ORDERING_ON_DEAD=block ($4), an expired one never.
     keyRows: `SELECT k.key, p.id, p.due > now() AS waiting, p.due, p.dead
   FROM unnest($1::text[], $2::bigint[], $3::int[]) AS k(key, max_id, n)
   CROSS JOIN LATERAL (
         SELECT id, ${DUE} AS due, dead_at IS NOT NULL AS dead
           FROM ${table}
-         WHERE partition_key = k.key AND published_at IS NULL AND id <= k.max_id
+         WHERE ${keyHash('partition_key')} = ${keyHash('k.key')} AND ${sameKey('k.key')}
+           AND published_at IS NULL AND id <= k.max_id
            AND (dead_at IS NULL OR ($4::boolean AND expired_at IS NULL))
          ORDER BY id
          LIMIT k.n) AS p`,
@@ -79,9 +114,11 @@ function texts(table: string): Record<RelayStatementKey, string> {
   FROM unnest($1::bigint[], $2::text[], $3::double precision[], $4::boolean[]) AS f(id, error, retry_in_ms, dead)
  WHERE m.id = f.id AND m.published_at IS NULL AND m.dead_at IS NULL`,
     // Expired: no longer pending (dead_at, so the pending indexes pass over it), told
-    // apart from dead by expired_at; never published, its attempts unchanged.
+    // apart from dead by expired_at; never published, its attempts unchanged. The clock,
+    // not the claim's now(): a message that expired while its batch ran was found expired
+    // after its expires_at, never before.
     markExpired: `UPDATE ${table}
-   SET expired_at = now(), dead_at = now(),
+   SET expired_at = clock_timestamp(), dead_at = clock_timestamp(),
        last_error = 'expired at ' || expires_at::text || ' before it could be published'
  WHERE id = ANY($1::bigint[]) AND published_at IS NULL AND dead_at IS NULL`,
   };

@@ -21,6 +21,8 @@ export interface ClaimedRow {
   attempts: number;
   /** Milliseconds left before expires_at at the claim (null: no limit). */
   expires_in_ms?: number | null;
+  /** The bytes the claim counted (body and headers text; bigint, as text). */
+  claim_bytes?: string | number;
 }
 
 /** The earliest and latest instants a JavaScript Date can hold (±8.64e15 ms, ±100,000,000 days). */
@@ -86,6 +88,12 @@ export function parseHeaders(text: string): HeaderTable {
   return value as HeaderTable;
 }
 
+/** The bytes the claim counted for `row`; without the column, its body and headers text as they arrived. */
+export function claimBytes(row: ClaimedRow): number {
+  if (row.claim_bytes !== undefined) return Number(row.claim_bytes);
+  return (row.body?.length ?? Buffer.byteLength(row.payload_text ?? '')) + Buffer.byteLength(row.headers_text ?? '');
+}
+
 /** The one place a claimed row's snake_case columns become an OutboxMessage; `nowMs` is the relay's clock at the claim. */
 export function toMessage(row: ClaimedRow, nowMs = Date.now()): OutboxMessage {
   return {
@@ -103,5 +111,6 @@ export function toMessage(row: ClaimedRow, nowMs = Date.now()): OutboxMessage {
     availableAt: instant(row.available_at),
     attempts: row.attempts,
     expiresAt: row.expires_in_ms === null || row.expires_in_ms === undefined ? null : nowMs + row.expires_in_ms,
+    claimBytes: claimBytes(row),
   };
 }

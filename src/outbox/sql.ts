@@ -3,9 +3,34 @@
  * operator's: one definition of "due" and "pending" for the claim, the gauges and the CLI.
  */
 
-/** When a row may be published: its available_at, or later its next attempt. */
-export const DUE = 'GREATEST(available_at, next_attempt_at)';
+/**
+ * When a row is looked at: its available_at, or later its next attempt — but never after
+ * its expires_at, when it is claimed to be marked expired (GREATEST and LEAST ignore
+ * NULL). The expression of messages_pending_due_idx (migration 0006): keep them equal.
+ */
+export const DUE = 'LEAST(GREATEST(available_at, next_attempt_at), expires_at)';
 /** Neither published nor dead. */
 export const PENDING = 'published_at IS NULL AND dead_at IS NULL';
 /** next_attempt_at of a row released from parking: its own retry time is lost, so now. */
 export const UNPARKED = 'CASE WHEN attempts = 0 THEN NULL ELSE now() END';
+
+/**
+ * The bounded stand-in for a partition key that messages_pending_key_idx holds (migration
+ * 0006): `keyHash('partition_key')`, or of a parameter. A statement finding a key's rows
+ * compares the hashes (the index) AND the keys themselves (`sameKey`), so keys that share
+ * a hash never mix.
+ */
+export function keyHash(expression: string): string {
+  return `hashtextextended(${expression}, 0)`;
+}
+
+/**
+ * partition_key = `key`, written so that the planner does not count it twice with the
+ * hash equality it implies: as a plain `=` it estimated a key's rows near zero and read
+ * them all through a bitmap and a sort instead of the first few through the index in id
+ * order (a key with a long backlog was read whole on every batch). A CASE is estimated
+ * as keeping half the rows; the index scan with LIMIT then reads as many as it needs.
+ */
+export function sameKey(key: string): string {
+  return `CASE WHEN partition_key = ${key} THEN true ELSE false END`;
+}

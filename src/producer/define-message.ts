@@ -1,3 +1,6 @@
+import { OutboxError } from '../errors';
+import { checkText, shown, ValueProblem } from './storable';
+
 /**
  * A typed message definition: what a service publishes, with the payload type checked
  * at compile time by `enqueue`.
@@ -32,16 +35,39 @@ export interface DefineMessageOptions<TPayload> {
   readonly contentType?: string;
 }
 
-/** Declares a message type; give the payload type explicitly: `defineMessage<Payload>({ … })`. */
+function invalid(what: string): OutboxError {
+  return new OutboxError('INVALID_ARGUMENT', what);
+}
+
+/**
+ * Declares a message type; give the payload type explicitly: `defineMessage<Payload>({ … })`.
+ * Throws an `OutboxError` `INVALID_ARGUMENT` for a definition no row could carry: an empty
+ * type or content type, a command without a queue, a value that is not a string or that
+ * PostgreSQL cannot store (a NUL character, a lone surrogate).
+ */
 export function defineMessage<TPayload>(options: DefineMessageOptions<TPayload>): MessageDefinition<TPayload> {
   if (typeof options.type !== 'string' || options.type.trim() === '') {
-    throw new TypeError('defineMessage: type must be a non-empty string, e.g. "order.created"');
+    throw invalid('defineMessage: type must be a non-empty string, e.g. "order.created"');
   }
+  const name = `defineMessage(${shown(options.type)})`;
+  const text = (field: string, value: unknown): void => {
+    try {
+      checkText(field, value);
+    } catch (err: unknown) {
+      if (err instanceof ValueProblem) throw invalid(`${name}: ${err.message}`);
+      throw err;
+    }
+  };
+  text('type', options.type);
   const exchange = options.exchange ?? '';
-  if (typeof exchange !== 'string') throw new TypeError(`defineMessage(${options.type}): exchange must be a string`);
+  text('exchange', exchange);
   const routingKey = options.routingKey ?? options.type;
+  if (typeof routingKey !== 'function') text('routingKey', routingKey);
   if (typeof routingKey === 'string' && exchange === '' && routingKey === '') {
-    throw new TypeError(`defineMessage(${options.type}): a command (default exchange) needs a routing key naming the target queue`);
+    throw invalid(`${name}: a command (default exchange) needs a routing key naming the target queue`);
   }
-  return Object.freeze({ type: options.type, exchange, routingKey, contentType: options.contentType ?? 'application/json' });
+  const contentType = options.contentType ?? 'application/json';
+  text('contentType', contentType);
+  if (contentType === '') throw invalid(`${name}: contentType must not be empty`);
+  return Object.freeze({ type: options.type, exchange, routingKey, contentType });
 }

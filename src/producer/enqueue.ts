@@ -3,6 +3,9 @@ import type { CompiledQuery } from 'kysely';
 import { qualified } from '../db/sql';
 import { OutboxError } from '../errors';
 import type { MessageDefinition } from './define-message';
+import { MAX_JSONB_BYTES } from './json-value';
+import { MessageProblem, toRowJson, type EnqueueOptions, type RowJson } from './row';
+import { checkText, describe, shown, ValueProblem } from './storable';
 import { activeTraceHeaders, type TraceHeaders } from './trace-headers';
 
 /**
@@ -40,35 +43,7 @@ export interface KyselyCompiledQuery {
   readonly queryId: { readonly queryId: string };
 }
 
-/** Per-message options of `enqueue`. */
-export interface EnqueueOptions {
-  /** Ordering key, e.g. the aggregate id. */
-  readonly partitionKey?: string;
-  /** AMQP `correlation-id`. */
-  readonly correlationId?: string;
-  /** Extra AMQP headers (JSON values). */
-  readonly headers?: Readonly<Record<string, unknown>>;
-  /**
-   * W3C trace context: copied unchanged into the `traceparent` header. When neither this,
-   * `tracestate` nor a `traceparent`/`tracestate` key of `headers` is given and the service
-   * uses OpenTelemetry, the active span's context is recorded instead.
-   */
-  readonly traceparent?: string;
-  /** W3C trace state: copied unchanged into the `tracestate` header. */
-  readonly tracestate?: string;
-  /** Not published before this instant. */
-  readonly availableAt?: Date;
-  /** Not published before this many ms from now (database clock). */
-  readonly delayMs?: number;
-  /** Not published at or after this instant: the message then expires, unsent (the row's `expires_at`). */
-  readonly expiresAt?: Date;
-  /** Not published this many ms or more from now (database clock); the other way to set `expires_at`. */
-  readonly ttlMs?: number;
-  /** The AMQP `message-id`; generated (UUID v4) when absent. */
-  readonly messageId?: string;
-  /** Overrides the definition's routing key. */
-  readonly routingKey?: string;
-}
+export type { EnqueueOptions } from './row';
 
 /** One message of `enqueueMany`. */
 export interface EnqueueItem<TPayload = unknown> {
@@ -105,110 +80,59 @@ export interface ProducerOptions {
   readonly schema?: string;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** PostgreSQL's longest identifier (bytes): a longer schema name would be cut to another one. */
+const MAX_IDENTIFIER_BYTES = 63;
 
-interface Row {
-  message_id: string;
-  exchange: string;
-  routing_key: string;
-  message_type: string;
-  payload: unknown;
-  body: string | null;
-  content_type: string;
-  headers: Record<string, unknown>;
-  partition_key: string | null;
-  correlation_id: string | null;
-  available_at: string | null;
-  delay_ms: number | null;
-  expires_at: string | null;
-  ttl_ms: number | null;
+function invalid(message: string): OutboxError {
+  return new OutboxError('INVALID_ARGUMENT', message);
 }
 
-function invalid(type: string, what: string): OutboxError {
-  return new OutboxError('INVALID_ARGUMENT', `enqueue(${type}): ${what}`);
+/** The schema option: a name PostgreSQL keeps as it is. */
+function schemaOf(options: ProducerOptions, call: string): string {
+  const schema: unknown = options.schema ?? 'outbox';
+  try {
+    checkText('schema', schema);
+  } catch (err: unknown) {
+    if (err instanceof ValueProblem) throw invalid(`${call}: ${err.message}`);
+    throw err;
+  }
+  const bytes = Buffer.byteLength(schema as string, 'utf8');
+  if (bytes === 0 || bytes > MAX_IDENTIFIER_BYTES) {
+    throw invalid(`${call}: schema must be 1 to ${MAX_IDENTIFIER_BYTES} bytes (a PostgreSQL name), not ${bytes}`);
+  }
+  return schema as string;
 }
 
-function toRow(item: AnyEnqueueItem, active: () => TraceHeaders | undefined): Row {
-  const { definition, payload } = item;
-  const options = item.options ?? {};
+/** One item checked and written as its row's JSON; any problem becomes an INVALID_ARGUMENT naming the item and the field. */
+function itemRow(item: unknown, where: string, active: () => TraceHeaders | undefined): RowJson {
+  if (item === null || typeof item !== 'object')
+    throw invalid(`${where}enqueue: each item must be { definition, payload, options }, not ${describe(item)}`);
+  const { definition, payload, options } = item as Partial<AnyEnqueueItem>;
   if (definition === null || typeof definition !== 'object' || typeof definition.type !== 'string') {
-    throw new OutboxError('INVALID_ARGUMENT', 'enqueue: the definition must come from defineMessage()');
+    throw invalid(`${where}enqueue: the definition must come from defineMessage()`);
   }
-  const type = definition.type;
-  if (payload === undefined || payload === null) throw invalid(type, `payload is ${String(payload)}`);
-  // The payload fits its definition: enqueueMany's signature checked each item.
-  const route = definition.routingKey as string | ((payload: unknown) => string);
-  const routingKey = options.routingKey ?? (typeof route === 'function' ? route(payload) : route);
-  if (typeof routingKey !== 'string') throw invalid(type, 'routing key must be a string');
-  if (definition.exchange === '' && routingKey === '')
-    throw invalid(type, 'a command (default exchange) needs a routing key naming the target queue');
-  const messageId = options.messageId ?? randomUUID();
-  if (!UUID.test(messageId)) throw invalid(type, `messageId "${messageId}" is not a UUID`);
-  if (
-    options.headers !== undefined &&
-    (options.headers === null || typeof options.headers !== 'object' || Array.isArray(options.headers))
-  ) {
-    throw invalid(type, 'headers must be an object');
+  if (options !== undefined && options !== null && typeof options !== 'object') {
+    throw invalid(`${where}enqueue(${shown(definition.type)}): options must be an object, not ${describe(options)}`);
   }
-  const headers: Record<string, unknown> = { ...options.headers };
-  if (options.traceparent !== undefined) headers['traceparent'] = options.traceparent;
-  if (options.tracestate !== undefined) headers['tracestate'] = options.tracestate;
-  if (!('traceparent' in headers) && !('tracestate' in headers)) Object.assign(headers, active());
-  if (options.availableAt !== undefined && (!(options.availableAt instanceof Date) || Number.isNaN(options.availableAt.getTime()))) {
-    throw invalid(type, 'availableAt must be a valid Date');
+  try {
+    return toRowJson(definition as MessageDefinition<unknown>, payload, options ?? {}, active);
+  } catch (err: unknown) {
+    if (err instanceof ValueProblem || err instanceof MessageProblem)
+      throw invalid(`${where}enqueue(${shown(definition.type)}): ${err.message}`);
+    throw err;
   }
-  if (options.delayMs !== undefined && (!Number.isFinite(options.delayMs) || options.delayMs < 0)) {
-    throw invalid(type, 'delayMs must be a finite number ≥ 0');
-  }
-  if (options.availableAt !== undefined && options.delayMs !== undefined) throw invalid(type, 'give availableAt or delayMs, not both');
-  if (options.expiresAt !== undefined && (!(options.expiresAt instanceof Date) || Number.isNaN(options.expiresAt.getTime()))) {
-    throw invalid(type, 'expiresAt must be a valid Date');
-  }
-  if (options.ttlMs !== undefined && (!Number.isFinite(options.ttlMs) || options.ttlMs <= 0)) {
-    throw invalid(type, 'ttlMs must be a finite number > 0');
-  }
-  if (options.expiresAt !== undefined && options.ttlMs !== undefined) throw invalid(type, 'give expiresAt or ttlMs, not both');
-  for (const [name, value] of [
-    ['partitionKey', options.partitionKey],
-    ['correlationId', options.correlationId],
-  ] as const) {
-    if (value !== undefined && typeof value !== 'string') throw invalid(type, `${name} must be a string`);
-  }
-  const raw = Buffer.isBuffer(payload);
-  if (!raw) {
-    let text: string | undefined;
-    try {
-      text = JSON.stringify(payload);
-    } catch (err: unknown) {
-      throw invalid(type, `payload is not JSON-serialisable (${(err as Error).message})`);
-    }
-    if (text === undefined) throw invalid(type, 'payload is not JSON-serialisable');
-  }
-  return {
-    message_id: messageId,
-    exchange: definition.exchange,
-    routing_key: routingKey,
-    message_type: type,
-    payload: raw ? null : payload,
-    body: raw ? (payload as Buffer).toString('base64') : null,
-    content_type: raw && definition.contentType === 'application/json' ? 'application/octet-stream' : definition.contentType,
-    headers,
-    partition_key: options.partitionKey ?? null,
-    correlation_id: options.correlationId ?? null,
-    available_at: options.availableAt?.toISOString() ?? null,
-    delay_ms: options.delayMs ?? null,
-    expires_at: options.expiresAt?.toISOString() ?? null,
-    ttl_ms: options.ttlMs ?? null,
-  };
 }
 
 /**
  * One statement whatever the number of messages: the rows travel as one JSON parameter.
  * Row order is kept (WITH ORDINALITY), so identity ids follow it. `expires_at` is written
  * only when a message has one, so a service may upgrade this library before the outbox
- * schema has the column (migration 0004).
+ * schema has the column (migration 0004). `skipTaken`: a row whose message_id is already
+ * in the table is skipped instead of failing the statement (which would abort the
+ * caller's transaction); the caller compares the rows written with the rows sent. ON
+ * CONFLICT without a target needs no privilege beyond INSERT.
  */
-function insertSql(schema: string, withExpiry: boolean): string {
+function insertSql(schema: string, withExpiry: boolean, skipTaken: boolean): string {
   return `INSERT INTO ${qualified(schema, 'messages')}
     (message_id, exchange, routing_key, message_type, payload, body, content_type, headers, partition_key, correlation_id, available_at${
       withExpiry ? ', expires_at' : ''
@@ -228,7 +152,32 @@ function insertSql(schema: string, withExpiry: boolean): string {
                                      body text, content_type text, headers jsonb, partition_key text,
                                      correlation_id text, available_at timestamptz, delay_ms double precision,
                                      expires_at timestamptz, ttl_ms double precision)
-   ORDER BY e.ord`;
+   ORDER BY e.ord${skipTaken ? '\n  ON CONFLICT DO NOTHING' : ''}`;
+}
+
+/** The rows an INSERT wrote, as node-postgres (`rowCount`) or kysely (`numAffectedRows`) reports it; undefined when unknown. */
+function rowsWritten(result: unknown): number | undefined {
+  if (result === null || typeof result !== 'object') return undefined;
+  const { rowCount, numAffectedRows } = result as { rowCount?: unknown; numAffectedRows?: unknown };
+  if (typeof rowCount === 'number') return rowCount;
+  if (typeof numAffectedRows === 'bigint') return Number(numAffectedRows);
+  return undefined;
+}
+
+/** The error for messages skipped because their messageId was taken: the transaction is still usable. */
+function takenIds(call: 'enqueue' | 'enqueueMany', rows: readonly RowJson[], written: number): OutboxError {
+  if (call === 'enqueue') {
+    const row = rows[0] as RowJson;
+    return invalid(
+      `enqueue(${shown(row.type)}): messageId ${row.messageId} is already in the outbox; nothing was written (the transaction is still usable)`,
+    );
+  }
+  const given = rows.filter((r) => r.chosenId).map((r) => r.messageId);
+  const ids = given.length > 5 ? `${given.slice(0, 5).join(', ')}, …` : given.join(', ');
+  return invalid(
+    `enqueueMany: ${rows.length - written} of the ${rows.length} messages were not written: their messageId is already in the outbox (one of ${ids}); ` +
+      `the other ${written} were written in this transaction, which is still usable: roll it back to undo them`,
+  );
 }
 
 function isKysely(executor: Executor): executor is KyselyTransaction {
@@ -261,20 +210,55 @@ export async function enqueueMany<const TItems extends readonly AnyEnqueueItem[]
   items: TItems & { readonly [K in keyof TItems]: CheckedItem<TItems[K]> },
   options: ProducerOptions = {},
 ): Promise<string[]> {
-  if (!Array.isArray(items)) throw new OutboxError('INVALID_ARGUMENT', 'enqueueMany: items must be an array');
+  if (!Array.isArray(items)) throw invalid(`enqueueMany: items must be an array, not ${describe(items)}`);
+  return write(executor, items, options, 'enqueueMany');
+}
+
+/** Checks every item, then sends one INSERT; `call` names the function in error messages. */
+async function write(
+  executor: Executor,
+  items: readonly unknown[],
+  options: ProducerOptions,
+  call: 'enqueue' | 'enqueueMany',
+): Promise<string[]> {
+  if (options === null || typeof options !== 'object') throw invalid(`${call}: options must be an object, not ${describe(options)}`);
+  const schema = schemaOf(options, call);
   if (items.length === 0) return [];
   // The active context is the same for every item of the call: read once, when first needed.
   let trace: { headers: TraceHeaders | undefined } | undefined;
   const active = (): TraceHeaders | undefined => (trace ??= { headers: activeTraceHeaders() }).headers;
-  const rows = items.map((item: AnyEnqueueItem) => toRow(item, active));
+  const where = (index: number): string => (call === 'enqueue' ? '' : `enqueueMany items[${index}]: `);
+  const firstIndex = new Map<string, number>();
+  let jsonbBytes = 0;
+  const rows = items.map((item, index) => {
+    const row = itemRow(item, where(index), active);
+    const earlier = firstIndex.get(row.messageId.toLowerCase());
+    if (earlier !== undefined) {
+      throw invalid(
+        `${where(index)}enqueue(${shown(row.type)}): messageId ${row.messageId} is also the messageId of items[${earlier}]; each message needs its own`,
+      );
+    }
+    firstIndex.set(row.messageId.toLowerCase(), index);
+    jsonbBytes += row.jsonbBytes;
+    return row;
+  });
+  if (jsonbBytes > MAX_JSONB_BYTES) {
+    throw invalid(
+      `${call}: the ${rows.length} message(s) take about ${jsonbBytes} bytes as jsonb, more than the ${MAX_JSONB_BYTES} one INSERT carries; write them in several calls`,
+    );
+  }
+  // A generated id is never taken: only ids the caller chose may meet an earlier message.
+  const skipTaken = rows.some((r) => r.chosenId);
   const text = insertSql(
-    options.schema ?? 'outbox',
-    rows.some((r) => r.expires_at !== null || r.ttl_ms !== null),
+    schema,
+    rows.some((r) => r.expires),
+    skipTaken,
   );
-  const values = [JSON.stringify(rows)];
-  if (isKysely(executor)) await executor.executeQuery(kyselyQuery(text, values));
-  else await executor.query(text, values);
-  return rows.map((r) => r.message_id);
+  const values = [`[${rows.map((r) => r.text).join(',')}]`];
+  const result = isKysely(executor) ? await executor.executeQuery(kyselyQuery(text, values)) : await executor.query(text, values);
+  const written = skipTaken ? rowsWritten(result) : undefined;
+  if (written !== undefined && written < rows.length) throw takenIds(call, rows, written);
+  return rows.map((r) => r.messageId);
 }
 
 /**
@@ -287,6 +271,6 @@ export async function enqueue<TPayload>(
   payload: NoInfer<TPayload>,
   options?: EnqueueOptions & ProducerOptions,
 ): Promise<string> {
-  const [id] = await enqueueMany(executor, [message(definition, payload, options)], options);
+  const [id] = await write(executor, [message(definition, payload, options)], options ?? {}, 'enqueue');
   return id as string;
 }

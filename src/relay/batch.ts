@@ -11,6 +11,13 @@ import { decideVerdicts, marksOf, type Verdict, type VerdictSettings } from './v
 /** The settings one batch reads. */
 export interface BatchSettings extends VerdictSettings {
   readonly batchSize: number;
+  /**
+   * Bytes of messages (body and headers, `claimBytes`) a batch holds at most: the claim
+   * stops before the message that would exceed it. A message larger than this is claimed
+   * alone; the blockers of held rows are claimed within what is left, and one of them
+   * beyond it once per batch (without it a key could wait for ever behind a large message).
+   */
+  readonly batchBytes: number;
   readonly publishTimeoutMs: number;
   /** 0: published messages are deleted at once instead of marked. */
   readonly retentionMs: number;
@@ -19,6 +26,8 @@ export interface BatchSettings extends VerdictSettings {
 /** What one claim-to-commit pass did: the loop's next delay and every metric and log come from it. */
 export interface BatchReport {
   readonly claimed: number;
+  /** The claim stopped at its limit of messages or (judged by their average size) of bytes: more may be due. */
+  readonly full: boolean;
   /** The messages sent (or meant to be), in id order, and the verdict on each. */
   readonly messages: readonly OutboxMessage[];
   readonly verdicts: readonly Verdict[];
@@ -71,14 +80,16 @@ export async function runBatch(
     const now = clock.now();
     const maxRelease = RELEASE_BATCHES * settings.batchSize;
     await inPhase('writes', [], () => release(claim, [...holds.lapses(now), ...holds.releases(now, maxRelease)], holds, clock));
-    let claimed = await inPhase('writes', [], () => claim.claim(claimLimit));
-    if (claimed.length === 0) return { claimed: 0, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, settled: 0, noProgress: false };
+    let claimed = await inPhase('writes', [], () => claim.claim(claimLimit, settings.batchBytes));
+    if (claimed.length === 0)
+      return { claimed: 0, full: false, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, settled: 0, noProgress: false };
+    const full = claimed.length >= claimLimit || bytesOf(claimed) * (1 + 1 / claimed.length) > settings.batchBytes;
     const { claimed: all, keyRows } = await inPhase('writes', claimed, () =>
-      withDueBlockers(claim, claimed, settings.orderingOnDead === 'block'),
+      withDueBlockers(claim, claimed, settings.orderingOnDead === 'block', clock.now(), settings.batchBytes),
     );
     claimed = all;
     const { plan, verdicts } = await inPhase('messages', claimed, async () => {
-      const plan = planBatch(claimed, keyRows);
+      const plan = planBatch(claimed, keyRows, clock.now());
       const trace = (spans.trace = tracer?.start(started, claimed.length, plan.publish));
       const publishStarted = clock.now();
       try {
@@ -121,6 +132,7 @@ export async function runBatch(
     });
     return {
       claimed: claimed.length,
+      full,
       messages: plan.publish,
       verdicts,
       parkedBehindKey: plan.park.length - parked.heldBack,
@@ -210,6 +222,11 @@ function splitHeldParks(plan: BatchPlan, holds: HeldDestinations): HeldParks {
   return { park, hold, blockers: releases, heldBack };
 }
 
+/** The bytes the claim counted for `messages`. */
+function bytesOf(messages: readonly OutboxMessage[]): number {
+  return messages.reduce((sum, m) => sum + (m.claimBytes ?? m.content.length), 0);
+}
+
 /** Rounds of claiming the blockers of held rows (a chain of them is rare and short). */
 const BLOCKER_ROUNDS = 3;
 
@@ -223,14 +240,21 @@ async function withDueBlockers(
   claim: ClaimPort,
   first: readonly OutboxMessage[],
   deadHoldsKey: boolean,
+  nowMs: number,
+  batchBytes: number,
 ): Promise<{ claimed: OutboxMessage[]; keyRows: KeyRow[] }> {
   let claimed = [...first];
   let keyRows = await claim.keyRows(keysToCheck(claimed), deadHoldsKey);
+  let beyondBudget = false;
   for (let round = 0; round < BLOCKER_ROUNDS; round += 1) {
-    const blockers = planBatch(claimed, keyRows).dueBlockers;
+    const blockers = planBatch(claimed, keyRows, nowMs).dueBlockers;
     if (blockers.length === 0) break;
-    const more = await claim.claimIds(blockers);
+    // What is left of the budget; the claim returns one row even when nothing is left.
+    const left = batchBytes - bytesOf(claimed);
+    if (left <= 0 && beyondBudget) break;
+    const more = await claim.claimIds(blockers, Math.max(0, left));
     if (more.length === 0) break;
+    if (bytesOf(more) > left) beyondBudget = true;
     claimed = [...claimed, ...more];
     keyRows = await claim.keyRows(keysToCheck(claimed), deadHoldsKey);
   }

@@ -149,7 +149,14 @@ export class RelayLoop {
       this.recovery.succeeded();
       this.track(report);
       this.observe(report);
-      return { kind: 'batch', claimed: report.claimed, held: report.held, noProgress: report.noProgress, settled: report.settled };
+      return {
+        kind: 'batch',
+        claimed: report.claimed,
+        full: report.full,
+        held: report.held,
+        noProgress: report.noProgress,
+        settled: report.settled,
+      };
     } catch (err: unknown) {
       if (err instanceof BatchFault) return await this.recovery.onFault(err);
       if (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') {

@@ -1,4 +1,5 @@
 import type { KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
+import { hasExpired } from './send';
 
 /**
  * Per-key ordering (see the README's "Ordering"), as a pure function of what one claim saw.
@@ -19,6 +20,9 @@ import type { KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/mess
  *   held — released at commit and claimed again shortly.
  * A message that failed before (attempts > 0) is published alone, without the rest of
  * its key behind it, so a message that keeps failing cannot drag its successors along.
+ * A message whose expires_at has passed (`nowMs`) goes to `publish` whatever is ahead of
+ * it: it is never sent, only marked expired, which changes no order — and a row claimed
+ * at its expiry must leave the pending rows, or it would be claimed again and again.
  */
 
 export interface BatchPlan {
@@ -59,7 +63,7 @@ export function keysToCheck(claimed: readonly OutboxMessage[]): KeyWindow[] {
   return [...byKey.values()];
 }
 
-export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly KeyRow[]): BatchPlan {
+export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly KeyRow[], nowMs = Date.now()): BatchPlan {
   const publish: OutboxMessage[] = [];
   const park: ParkOrder[] = [];
   const parkedBehind = new Map<string, string>();
@@ -100,7 +104,7 @@ export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly K
       if (first && message.attempts > 0) runClosed = true;
     }
     for (const m of mine) {
-      if (inRun.has(m.id)) {
+      if (inRun.has(m.id) || hasExpired(m, nowMs)) {
         publish.push(m);
       } else if (blocker && compareIds(m.id, blocker.id) > 0) {
         // A blocker parked behind a dead message is due at 'infinity' (not a Date).

@@ -10,9 +10,13 @@ import type { Preflight, PublishOutcome } from '../domain/outcome';
 
 /** What one claim transaction can do with the rows it locked. */
 export interface ClaimPort {
-  claim(limit: number): Promise<OutboxMessage[]>;
-  /** Locks and returns those of `ids` that are due and not locked elsewhere (the blockers of held rows). */
-  claimIds(ids: readonly string[]): Promise<OutboxMessage[]>;
+  /** Locks and returns up to `limit` due messages of at most `maxBytes` together (`claimBytes`; the first whatever its size). */
+  claim(limit: number, maxBytes: number): Promise<OutboxMessage[]>;
+  /**
+   * Locks and returns those of `ids` that are due and not locked elsewhere (the blockers of
+   * held rows), oldest first, at most `maxBytes` together (the first whatever its size).
+   */
+  claimIds(ids: readonly string[], maxBytes: number): Promise<OutboxMessage[]>;
   keyRows(keys: readonly KeyWindow[], deadHoldsKey: boolean): Promise<KeyRow[]>;
   markPublished(ids: readonly string[], deleteNow: boolean): Promise<void>;
   markFailed(failures: readonly FailedAttempt[]): Promise<void>;

@@ -117,6 +117,7 @@ export class Recovery {
     this.stall.progressed();
     this.observe({
       claimed: 1,
+      full: false,
       messages: [culprit],
       verdicts: [{ kind: 'failed', reason: 'invalid_message', error, retryInMs, dead, returned: false }],
       parkedBehindKey: 0,

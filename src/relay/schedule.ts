@@ -11,6 +11,8 @@ export type Turn =
   | {
       readonly kind: 'batch';
       readonly claimed: number;
+      /** The claim stopped at its limit of messages or bytes; absent: judged by `claimed` against the batch size. */
+      readonly full?: boolean;
       readonly held: number;
       readonly noProgress: boolean;
       /** Messages that got a verdict (published, failed or dead); 0 with held > 0: the whole claim waited. */
@@ -89,7 +91,7 @@ export function nextStep(
         return { ...wait(delayMs), sleep: true, consecutiveHeld: held };
       }
       if (turn.held > 0) return wait(Math.min(HELD_RETRY_MS, settings.pollIntervalMs));
-      if (turn.claimed >= settings.batchSize) return { ...wait(0), wakeOthers: true };
+      if (turn.full ?? turn.claimed >= settings.batchSize) return { ...wait(0), wakeOthers: true };
       return wait(settings.pollIntervalMs, true);
     }
   }

@@ -82,14 +82,14 @@ test('migration 0003 upgrades a filled outbox in place: every pending, delayed, 
       [fx.schema],
     );
     expect(indexes[0]?.n).toBe(0);
-    // The pending index now carries its expression's columns (index-only counts).
+    // The pending index now carries its expression's columns (index-only counts); 0006 adds expires_at to both.
     const { rows: pendingIndex } = await fx.pool.query<{ keys: number; all: number; valid: boolean }>(
       `SELECT i.indnkeyatts AS keys, i.indnatts AS all, i.indisvalid AS valid
          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = $1 AND c.relname = 'messages_pending_due_idx'`,
       [fx.schema],
     );
-    expect(pendingIndex).toEqual([{ keys: 1, all: 3, valid: true }]);
+    expect(pendingIndex).toEqual([{ keys: 1, all: 4, valid: true }]);
 
     // The relay takes over the upgraded table: the due messages arrive in per-key order.
     await fx.startRelay({ OUTBOX_ORDERING_ON_DEAD: 'block' });

@@ -20,6 +20,7 @@ describe('loadConfig rejects bad values', () => {
     OUTBOX_AMQP_URL: ['localhost:5672', 'http://guest:guest@localhost:15672', 'amqp://ok:5672,nonsense', ','],
     OUTBOX_SCHEMA: ['1outbox', 'out-box', 'out box', 'x'.repeat(55), 'outbox;drop'],
     OUTBOX_BATCH_SIZE: ['0', '-1', '1.5', 'ten', '10001', '1e3'],
+    OUTBOX_BATCH_BYTES: ['0', '65535', '63KiB', '2GiB', '1073741825', '8MB', '8 mib', '1.5MiB', '-1', 'lots'],
     OUTBOX_POLL_INTERVAL_MS: ['9', 'soon', '3600001'],
     OUTBOX_MAX_ATTEMPTS: ['0', 'many', '-3'],
     OUTBOX_BACKOFF_BASE_MS: ['0', 'x', '86400001'],

@@ -9,6 +9,7 @@ import { FakeBroker, FakeHealth, FakeQueue, FakeWake } from './relay-fakes';
 /** Fast settings for a loop driven by fakes. */
 export const LOOP_SETTINGS: LoopSettings = {
   batchSize: 10,
+  batchBytes: 1_048_576,
   pollIntervalMs: 20,
   maxAttempts: 3,
   publishTimeoutMs: 1_000,

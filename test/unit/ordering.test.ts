@@ -86,6 +86,23 @@ describe('planBatch', () => {
     expect(ids(plan.publish)).toEqual([3, 5]);
     expect(plan.park.map((p) => p.id)).toEqual(['2', '4']);
   });
+
+  test('a claimed row past its expires_at goes out whatever is ahead of it (it is only marked expired), the others still wait', () => {
+    const now = NOW.getTime();
+    const expired = (id: number): OutboxMessage => ({ ...msg(id, 'K'), expiresAt: now });
+    const behindDead = planBatch([expired(6), msg(7, 'K')], [row(5, 'K', 'dead'), row(6, 'K'), row(7, 'K')], now);
+    expect(ids(behindDead.publish)).toEqual([6]);
+    expect(behindDead.park).toEqual([{ id: '7', until: { forever: true } }]);
+    const behindWaiting = planBatch([expired(6), msg(7, 'K')], [row(5, 'K', 'waiting'), row(6, 'K'), row(7, 'K')], now);
+    expect(ids(behindWaiting.publish)).toEqual([6]);
+    expect(behindWaiting.park).toEqual([{ id: '7', until: { at: LATER } }]);
+    const behindInFlight = planBatch([expired(6), msg(7, 'K')], [row(5, 'K'), row(6, 'K'), row(7, 'K')], now);
+    expect(ids(behindInFlight.publish)).toEqual([6]);
+    expect(behindInFlight.held).toBe(1);
+    // Not yet expired: it waits like the others.
+    const notYet = planBatch([{ ...msg(6, 'K'), expiresAt: now + 1 }], [row(5, 'K', 'dead'), row(6, 'K')], now);
+    expect(notYet.publish).toEqual([]);
+  });
 });
 
 test('keysToCheck: per key the last claimed id and how many', () => {

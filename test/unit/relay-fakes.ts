@@ -19,9 +19,23 @@ interface Row {
   note: string | undefined;
 }
 
+/** The first of `rows` whatever its size, and the next ones while their bytes (`claimBytes`) add up to at most `maxBytes`, as the claim takes them. */
+function withinBytes(rows: readonly Row[], maxBytes: number): Row[] {
+  const taken: Row[] = [];
+  let total = 0;
+  for (const row of rows) {
+    total += row.message.claimBytes ?? row.message.content.length;
+    if (taken.length > 0 && total > maxBytes) break;
+    taken.push(row);
+  }
+  return taken;
+}
+
 /** An outbox table in memory with claim transactions (locks released at commit or rollback). */
 export class FakeQueue implements QueuePort {
   readonly rows: Row[] = [];
+  /** The messages each claim transaction locked, in the order it locked them. */
+  readonly batches: OutboxMessage[][] = [];
   claims = 0;
   abandoned = 0;
   /** Makes every claim throw this (a database outage) while set. */
@@ -71,16 +85,24 @@ export class FakeQueue implements QueuePort {
     const writes: (() => void)[] = [];
     const byId = (id: string): Row => this.rows.find((r) => r.message.id === id) as Row;
     const claim: ClaimPort = {
-      claim: (limit) => {
-        const due = this.pending()
-          .filter((r) => !r.locked && r.dueAt <= Date.now())
-          .slice(0, limit);
+      claim: (limit, maxBytes) => {
+        const due = withinBytes(
+          this.pending()
+            .filter((r) => !r.locked && r.dueAt <= Date.now())
+            .slice(0, limit),
+          maxBytes,
+        );
         for (const r of due) r.locked = true;
         locked.push(...due);
         return Promise.resolve(due.map((r) => ({ ...r.message, attempts: r.attempts })));
       },
-      claimIds: (ids: readonly string[]) => {
-        const due = this.pending().filter((r) => ids.includes(r.message.id) && !r.locked && r.dueAt <= Date.now());
+      claimIds: (ids: readonly string[], maxBytes) => {
+        const due = withinBytes(
+          this.pending()
+            .filter((r) => ids.includes(r.message.id) && !r.locked && r.dueAt <= Date.now())
+            .sort((a, b) => Number(a.message.id) - Number(b.message.id)),
+          maxBytes,
+        );
         for (const r of due) r.locked = true;
         locked.push(...due);
         return Promise.resolve(due.map((r) => ({ ...r.message, attempts: r.attempts })));
@@ -154,6 +176,7 @@ export class FakeQueue implements QueuePort {
       for (const write of writes) write();
       return result;
     } finally {
+      if (locked.length > 0) this.batches.push(locked.map((r) => r.message));
       for (const r of locked) r.locked = false;
     }
   }
