@@ -80,7 +80,7 @@ export interface RunningRelay {
  */
 export async function startRelay(config: Config, log: Logger, tuning: RelayTuning = {}): Promise<RunningRelay> {
   const concurrency = tuning.concurrency ?? CONCURRENCY;
-  const metrics = createMetrics();
+  const metrics = createMetrics({ stageTimings: config.stageTimings });
   const health = new RelayHealth(metrics, config.publishTimeoutMs + config.pollIntervalMs + 60_000);
   const replicaId = randomBytes(6).toString('hex');
   const database = createDatabase(
@@ -170,6 +170,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
       clock: systemClock,
       holds,
       onBatch: (report) => observeBatch(report, metrics, relayLog, systemClock.now()),
+      stages: config.stageTimings ? (stage, seconds) => metrics.stageSeconds.observe({ stage }, seconds) : undefined,
       tracer: tracing?.tracer,
     },
   );

@@ -13,6 +13,8 @@ export interface PublishOptions {
   readonly signal?: AbortSignal;
   /** Told of each message as its outcome is known: its confirm, its failure, or the end of waiting. */
   readonly onSettled?: (message: OutboxMessage) => void;
+  /** Told of each message right after its publish was written (OUTBOX_STAGE_TIMINGS). */
+  readonly onWritten?: (message: OutboxMessage) => void;
 }
 
 /**
@@ -122,6 +124,7 @@ export async function publishBatch(
         settle(index, { kind: 'failed', reason: 'invalid_message', error: `cannot encode the message: ${(err as Error).message}` });
         continue;
       }
+      options.onWritten?.(message);
       if (!writable) await waitForDrain(target);
     }
     if (target.closed || options.signal?.aborted)

@@ -17,7 +17,7 @@ export type RelayConnection = Pick<
 >;
 
 /** How the relay publishes a batch (the relay's `PublishBatchOptions`). */
-type RelayPublishOptions = Pick<PublishOptions, 'timeoutMs' | 'signal' | 'onSettled'> & { readonly signal: AbortSignal };
+type RelayPublishOptions = Pick<PublishOptions, 'timeoutMs' | 'signal' | 'onSettled' | 'onWritten'> & { readonly signal: AbortSignal };
 
 /** How long a positive exchange or queue check stays cached (ms). */
 const TOPOLOGY_CACHE_MS = 30_000;

@@ -29,6 +29,8 @@ export interface RelayMetrics {
   readonly gaugeLastRefreshSeconds: Gauge<'part'>;
   /** 1 while this replica leads (publishes for the outbox), 0 while it stands by. */
   readonly leader: Gauge;
+  /** Where messages spend their time between commit and mark (only with OUTBOX_STAGE_TIMINGS; otherwise never observed). */
+  readonly stageSeconds: Histogram<'stage'>;
   /**
    * Shows or hides the gauges that describe the outbox table (lag, pending, dead,
    * expired, blocked keys, their refresh time): only the leading replica reads the table,
@@ -44,7 +46,7 @@ export interface RelayMetrics {
  */
 const EVENT_LOOP_SAMPLE_MS = 5_000;
 
-export function createMetrics(options: { defaultMetrics?: boolean } = {}): RelayMetrics {
+export function createMetrics(options: { defaultMetrics?: boolean; stageTimings?: boolean } = {}): RelayMetrics {
   const registry = new Registry();
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   const registers = [registry];
@@ -139,6 +141,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Relay
       help: 'When the table gauges of part="lag" or part="counts" were last refreshed (Unix time; 0 before the first refresh).',
       labelNames: ['part'],
       registers,
+    }),
+    stageSeconds: new Histogram({
+      name: 'outbox_stage_seconds',
+      help: 'With OUTBOX_STAGE_TIMINGS=true: time per message in each stage between its commit and its mark (due_to_claimed, claimed_to_written, written_to_confirmed, confirmed_to_marked).',
+      labelNames: ['stage'],
+      buckets: [0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1],
+      registers: options.stageTimings ? registers : [],
     }),
     leader: new Gauge({
       name: 'outbox_leader',

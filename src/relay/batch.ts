@@ -6,6 +6,7 @@ import type { HeldDestinations, HoldRelease } from './held-destinations';
 import { keysToCheck, planBatch, type BatchPlan } from './ordering';
 import type { BrokerPort, ClaimPort, Clock, QueuePort } from './ports';
 import { sendBatch } from './send';
+import { StageTimeline, type StageObserver } from './stage-timeline';
 import { decideVerdicts, marksOf, type Verdict, type VerdictSettings } from './verdicts';
 
 /** The settings one batch reads. */
@@ -53,6 +54,8 @@ export interface BatchDeps {
   readonly holds: HeldDestinations;
   /** Spans of the batch and of each message; absent when tracing is off. */
   readonly tracer?: BatchTracer;
+  /** Told each published message's stage times (OUTBOX_STAGE_TIMINGS); absent when off. */
+  readonly stages?: StageObserver;
 }
 
 /**
@@ -71,6 +74,7 @@ export async function runBatch(
 ): Promise<BatchReport> {
   const { queue, broker, backoff, clock, tracer, holds } = deps;
   const started = clock.now();
+  const timeline = deps.stages && new StageTimeline(deps.stages, () => clock.now());
   holds.tick(started);
   // Opened once the claim found rows; the batch span ends after the commit or the rollback.
   const spans: { trace?: BatchTrace } = {};
@@ -88,6 +92,7 @@ export async function runBatch(
       withDueBlockers(claim, claimed, settings.orderingOnDead === 'block', clock.now(), settings.batchBytes),
     );
     claimed = all;
+    timeline?.claimed();
     const { plan, verdicts } = await inPhase('messages', claimed, async () => {
       const plan = planBatch(claimed, keyRows, clock.now());
       const trace = (spans.trace = tracer?.start(started, claimed.length, plan.publish));
@@ -99,7 +104,8 @@ export async function runBatch(
                 timeoutMs: settings.publishTimeoutMs,
                 signal: abandon,
                 now: () => clock.now(),
-                onSettled: trace?.settled,
+                onSettled: timeline ? (m) => (trace?.settled(m), timeline.settled(m)) : trace?.settled,
+                onWritten: timeline && ((m) => timeline.wrote(m)),
                 gate: holds,
               })
             : [];
@@ -147,6 +153,7 @@ export async function runBatch(
     throw err;
   });
   spans.trace?.end();
+  timeline?.marked(report.messages.filter((_, i) => report.verdicts[i]?.kind === 'published'));
   return { ...report, durationMs: clock.now() - started };
 }
 

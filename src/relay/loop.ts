@@ -10,6 +10,7 @@ import type { HeldDestinations } from './held-destinations';
 import type { BrokerPort, Clock, HealthPort, LeadershipPort, QueuePort, WakePort } from './ports';
 import { nextStep, type Streaks, type Turn } from './schedule';
 import { Recovery } from './recovery';
+import type { StageObserver } from './stage-timeline';
 import { StallWatch, type DueHead } from './stall';
 
 /** Peek interval while messages flow (ms): bounds the latency of a commit to a few ms. */
@@ -64,6 +65,8 @@ export interface LoopDeps {
   readonly errorBackoffMs?: (consecutiveErrors: number) => number;
   /** Spans of each batch and message (src/tracing/); absent when tracing is off. */
   readonly tracer?: BatchTracer;
+  /** Told each published message's stage times (OUTBOX_STAGE_TIMINGS); absent when off. */
+  readonly stages?: StageObserver;
 }
 
 /**

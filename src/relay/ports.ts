@@ -65,6 +65,8 @@ export interface PublishBatchOptions {
   readonly signal: AbortSignal;
   /** Called once per message as its outcome is known (tracing ends the message's span there). */
   readonly onSettled?: (message: OutboxMessage) => void;
+  /** Called once per message right after its publish was written (handed to the socket). */
+  readonly onWritten?: (message: OutboxMessage) => void;
 }
 
 /** Wakes sleeping workers when new messages may be due (a NOTIFY, another worker's backlog). */

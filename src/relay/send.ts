@@ -65,7 +65,7 @@ export async function sendBatch(
   const publish = async (indexes: readonly number[]): Promise<void> => {
     const results = await broker.publish(
       indexes.map((i) => messages[i] as OutboxMessage),
-      { timeoutMs: options.timeoutMs, signal: options.signal, onSettled: options.onSettled },
+      { timeoutMs: options.timeoutMs, signal: options.signal, onSettled: options.onSettled, onWritten: options.onWritten },
     );
     indexes.forEach((messageIndex, i) => {
       outcomes[messageIndex] = results[i];
