@@ -6,7 +6,7 @@ import { cleanupCommand } from './commands/cleanup';
 import { runDemo } from './demo/demo';
 import { deadDiscardCommand, deadListCommand, deadRetryCommand, type DeadListOptions } from './commands/dead';
 import { inspectCommand } from './commands/inspect';
-import type { Io } from './commands/io';
+import { CliOutput, type Io } from './commands/io';
 import { migrateCommand } from './commands/migrate';
 import { replayCommand, type ReplayOptions } from './commands/replay';
 import { exchangeProblem, SELFTEST_TIMEOUT_MS, selftestCommand } from './commands/selftest';
@@ -19,16 +19,32 @@ import { createLogger, type Logger } from './observability/logger';
 /**
  * The only module that touches the process: argv, env, signals, stdout/stderr and the
  * exit code. Exit codes: 0 success, 2 bad configuration or usage, 1 any other
- * failure, with a one-line reason on stderr and no stack trace.
+ * failure, with a one-line reason on stderr and no stack trace. Returns once the
+ * output is written whole (bin/outbox-relay.js exits then).
  */
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const output = new CliOutput(process.stdout, process.stderr);
+  try {
+    await runCommand(argv, env, output);
+  } finally {
+    await output.flush();
+    const writeError = output.writeError;
+    if (writeError !== undefined) {
+      output.writeErr(`outbox-relay: ${writeError}\n`);
+      await output.flush();
+      if (!process.exitCode) process.exitCode = 1;
+    }
+  }
+}
+
+async function runCommand(argv: readonly string[], env: NodeJS.ProcessEnv, output: CliOutput): Promise<void> {
   // Commands print URLs through `redactUrl`; this is the last line of defence for URL
   // credentials quoted by a driver's error. It masks URLs only, never a bare password:
   // JSON output stays JSON, numbers and words stay as they are.
   let secrets: readonly string[] = [];
   const io: Io = {
-    out: (text) => process.stdout.write(`${maskUrlsInOutput(text, secrets)}\n`),
-    err: (text) => process.stderr.write(`${maskUrlsInText(text, secrets)}\n`),
+    out: (text) => output.writeOut(`${maskUrlsInOutput(text, secrets)}\n`),
+    err: (text) => output.writeErr(`${maskUrlsInText(text, secrets)}\n`),
   };
   let config: Config | undefined;
   const configured = (): Config => {
@@ -38,7 +54,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   };
   const toolLogger = (): Logger => createLogger({ level: 'warn', secrets, fd: 2 });
 
-  const program = buildProgram({
+  const program = buildProgram(output, {
     run: async () => {
       const cfg = configured();
       await runDaemon(cfg, createLogger({ level: cfg.logLevel, secrets }));
@@ -99,7 +115,7 @@ function positiveInt(value: string): number {
   return Number(value);
 }
 
-function buildProgram(handlers: Handlers): Command {
+function buildProgram(output: CliOutput, handlers: Handlers): Command {
   const program = new Command('outbox-relay')
     .description('Publishes messages committed to a PostgreSQL outbox table to RabbitMQ. Configured by OUTBOX_* environment variables.')
     .version(version(), '-V, --version')
@@ -107,8 +123,8 @@ function buildProgram(handlers: Handlers): Command {
     .showHelpAfterError('(run outbox-relay --help for usage)')
     // Subcommands inherit these settings when they are created below.
     .configureOutput({
-      writeOut: (text) => process.stdout.write(text),
-      writeErr: (text) => process.stderr.write(text),
+      writeOut: (text) => output.writeOut(text),
+      writeErr: (text) => output.writeErr(text),
       outputError: (text, write) => write(`outbox-relay: ${text.replace(/^error: /, '').trim()}\n`),
     })
     // Excess arguments are reported by the preAction hook, which can name them.
