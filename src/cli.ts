@@ -15,6 +15,7 @@ import { loadConfig, secretsOf, type Config } from './config/load-config';
 import { maskUrlsInOutput, maskUrlsInText } from './config/redact';
 import { errorMessage, exitCodeFor, OutboxError } from './errors';
 import { createLogger, type Logger } from './observability/logger';
+import { escapeControls, terminalSafe } from './util/terminal-text';
 
 /**
  * The only module that touches the process: argv, env, signals, stdout/stderr and the
@@ -40,11 +41,12 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
 async function runCommand(argv: readonly string[], env: NodeJS.ProcessEnv, output: CliOutput): Promise<void> {
   // Commands print URLs through `redactUrl`; this is the last line of defence for URL
   // credentials quoted by a driver's error. It masks URLs only, never a bare password:
-  // JSON output stays JSON, numbers and words stay as they are.
+  // JSON output stays JSON, numbers and words stay as they are. `terminalSafe` then shows
+  // any control character a stored value brought along as an escape.
   let secrets: readonly string[] = [];
   const io: Io = {
-    out: (text) => output.writeOut(`${maskUrlsInOutput(text, secrets)}\n`),
-    err: (text) => output.writeErr(`${maskUrlsInText(text, secrets)}\n`),
+    out: (text) => output.writeOut(`${terminalSafe(maskUrlsInOutput(text, secrets))}\n`),
+    err: (text) => output.writeErr(`${terminalSafe(maskUrlsInText(text, secrets))}\n`),
   };
   let config: Config | undefined;
   const configured = (): Config => {
@@ -86,7 +88,8 @@ async function runCommand(argv: readonly string[], env: NodeJS.ProcessEnv, outpu
       process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
     }
-    io.err(`outbox-relay: ${errorMessage(err)}`);
+    // One line, whatever the message quotes (a stored value, an argument).
+    io.err(`outbox-relay: ${escapeControls(errorMessage(err))}`);
     if (!(err instanceof OutboxError) && env['OUTBOX_LOG_LEVEL'] === 'debug') io.err(String((err as Error).stack));
     process.exitCode = exitCodeFor(err);
   }
@@ -123,8 +126,8 @@ function buildProgram(output: CliOutput, handlers: Handlers): Command {
     .showHelpAfterError('(run outbox-relay --help for usage)')
     // Subcommands inherit these settings when they are created below.
     .configureOutput({
-      writeOut: (text) => output.writeOut(text),
-      writeErr: (text) => output.writeErr(text),
+      writeOut: (text) => output.writeOut(terminalSafe(text)),
+      writeErr: (text) => output.writeErr(terminalSafe(text)),
       outputError: (text, write) => write(`outbox-relay: ${text.replace(/^error: /, '').trim()}\n`),
     })
     // Excess arguments are reported by the preAction hook, which can name them.

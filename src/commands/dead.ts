@@ -7,6 +7,7 @@ import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { AuditLog, type AuditedCommand } from '../outbox/audit';
 import { OperatorStore, type DeadFilter } from '../outbox/operator-store';
+import { escapeControls as shown } from '../util/terminal-text';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -67,8 +68,10 @@ export async function deadListCommand(config: Config, log: Logger, io: Io, optio
     return;
   }
   for (const m of dead) {
-    const target = m.exchange === '' ? `queue "${m.routingKey}"` : `exchange "${m.exchange}" key "${m.routingKey}"`;
-    io.out(`${m.messageId}  ${m.deadAt.toISOString()}  ${m.messageType ?? '-'}  ${target}  attempts=${m.attempts}  ${m.lastError ?? ''}`);
+    const target = m.exchange === '' ? `queue "${shown(m.routingKey)}"` : `exchange "${shown(m.exchange)}" key "${shown(m.routingKey)}"`;
+    io.out(
+      `${m.messageId}  ${m.deadAt.toISOString()}  ${shown(m.messageType ?? '-')}  ${target}  attempts=${m.attempts}  ${shown(m.lastError ?? '')}`,
+    );
   }
 }
 

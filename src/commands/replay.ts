@@ -6,6 +6,7 @@ import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { AuditLog } from '../outbox/audit';
 import { ReplayStore, type ReplaySelection } from '../outbox/replay-store';
+import { escapeControls as shown } from '../util/terminal-text';
 import type { Io } from './io';
 import { openReplayBroker, replayMessages } from './replay-session';
 import { withDatabase } from './with-database';
@@ -128,16 +129,16 @@ function selectionOf(args: Record<string, unknown>): ReplaySelection {
 
 function describe(args: ReplayArguments, until: string | null): string {
   const parts = [args.ids ? `${plural(args.ids.length, 'id')} given` : `created from ${args.since} until ${until}`];
-  if (args.type !== null) parts.push(`type "${args.type}"`);
-  if (args.exchange !== null) parts.push(`exchange "${args.exchange}"`);
-  if (args.routingKey !== null) parts.push(`routing key "${args.routingKey}"`);
-  if (args.key !== null) parts.push(`key "${args.key}"`);
+  if (args.type !== null) parts.push(`type "${shown(args.type)}"`);
+  if (args.exchange !== null) parts.push(`exchange "${shown(args.exchange)}"`);
+  if (args.routingKey !== null) parts.push(`routing key "${shown(args.routingKey)}"`);
+  if (args.key !== null) parts.push(`key "${shown(args.key)}"`);
   return parts.join(', ');
 }
 
 function dryRunLine(m: OutboxMessage): string {
-  const target = m.exchange === '' ? `queue "${m.routingKey}"` : `exchange "${m.exchange}" key "${m.routingKey}"`;
-  return `${m.messageId}  ${m.createdAt.toISOString()}  ${m.messageType ?? '-'}  ${target}  partition ${m.partitionKey ?? '-'}`;
+  const target = m.exchange === '' ? `queue "${shown(m.routingKey)}"` : `exchange "${shown(m.exchange)}" key "${shown(m.routingKey)}"`;
+  return `${m.messageId}  ${m.createdAt.toISOString()}  ${shown(m.messageType ?? '-')}  ${target}  partition ${shown(m.partitionKey ?? '-')}`;
 }
 
 /**

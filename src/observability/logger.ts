@@ -1,5 +1,6 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { maskUrlsInJson } from '../config/redact';
+import { terminalSafe } from '../util/terminal-text';
 
 export type { Logger } from 'pino';
 
@@ -8,7 +9,9 @@ export type { Logger } from 'pino';
  * line of defence every line passes through `maskUrlsInJson` before it is written, so
  * a URL credential that reaches a log line by another path (a driver's error message
  * quoting a connection string, say) is masked too. That masking only rewrites the
- * contents of JSON strings, so each line stays valid JSON whatever the password.
+ * contents of JSON strings, so each line stays valid JSON whatever the password. A
+ * control character a logged value brings (an exchange name, a broker's error) is
+ * written as its JSON escape, so the line cannot act on a terminal showing it.
  */
 export function createLogger(options: {
   level: string;
@@ -26,7 +29,7 @@ export function createLogger(options: {
       base: { service: 'outbox-relay' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      hooks: { streamWrite: (line: string) => maskUrlsInJson(line, secrets) },
+      hooks: { streamWrite: (line: string) => terminalSafe(maskUrlsInJson(line, secrets)) },
     },
     // Synchronous writes: the relay logs per event, not per message, and a log line
     // must not be lost when the process exits right after writing it.
