@@ -118,9 +118,9 @@ export class ReplayStore {
     resolved: readonly string[],
   ): Promise<{ id: string; arguments: Record<string, unknown>; count: number; cursor: string | null } | undefined> {
     const { rows } = await db.query<Pick<AuditEntry, 'id' | 'arguments'> & { count: string; cursor: string | null }>(
-      `SELECT id::text AS id, arguments, count::text AS count, replay_cursor::text AS cursor FROM ${this.audit}
-        WHERE command = 'replay' AND finished_at IS NULL AND (arguments - $2::text[]) = ($1::jsonb - $2::text[])
-        ORDER BY id DESC LIMIT 1`,
+      `SELECT a.id::text AS id, a.arguments, a.count::text AS count, a.replay_cursor::text AS cursor FROM ${this.audit} AS a
+        WHERE a.command = 'replay' AND a.finished_at IS NULL AND (a.arguments - $2::text[]) = ($1::jsonb - $2::text[])
+        ORDER BY a.id DESC LIMIT 1`,
       [JSON.stringify(given), resolved],
     );
     const row = rows[0];

@@ -237,3 +237,20 @@ test.each([
   expect(expectOneLineFailure(result, 2)).toContain(named);
   expect(result.stdout).toBe('');
 });
+
+test('run again, it resumes the newest unfinished replay of its arguments, also among 10 and more (ids compared as numbers)', async () => {
+  await fx.insert([{ routing_key: 'q', payload: { n: 1 } }]);
+  await markAllPublished();
+  const args = ['replay', '--since', SINCE, '--type', 'none.such'];
+  const fresh = await cli([...args, '--dry-run', '--json'], envFor(fx.schema));
+  const { selection } = JSON.parse(fresh.stdout) as { selection: Record<string, unknown> };
+  // Entries #1 … #16 of the same replay, all unfinished: as text, "9" would sort after "16".
+  const { rows } = await fx.pool.query<{ id: string }>(
+    `INSERT INTO "${fx.schema}".audit (command, arguments, count)
+     SELECT 'replay', $1::jsonb, n FROM generate_series(1, 16) AS n RETURNING id::text AS id`,
+    [JSON.stringify(selection)],
+  );
+  const newest = rows.map((r) => BigInt(r.id)).reduce((a, b) => (a > b ? a : b));
+  const again = await cli([...args, '--dry-run', '--json'], envFor(fx.schema));
+  expect(JSON.parse(again.stdout)).toMatchObject({ resumes: String(newest) });
+});
