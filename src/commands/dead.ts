@@ -50,10 +50,11 @@ export async function deadListCommand(config: Config, log: Logger, io: Io, optio
   const dead = await withDatabase(config, log, async (pool) => {
     await withClient(pool, (client) => verifySchema(client, config.schema));
     // PostgreSQL judges the instant, so that everything a timestamptz takes is accepted.
-    if (filter.since !== undefined && !(await store.isInstant(pool, filter.since))) {
+    const problem = filter.since === undefined ? undefined : await store.instantProblem(pool, filter.since);
+    if (problem !== undefined) {
       throw new OutboxError(
         'INVALID_ARGUMENT',
-        `dead list: --since ${JSON.stringify(filter.since)} is not a timestamp (give an ISO 8601 instant such as 2026-05-01T12:00:00Z)`,
+        `dead list: --since ${JSON.stringify(filter.since)} is not a timestamp: ${problem} (give an ISO 8601 instant such as 2026-05-01T12:00:00Z)`,
       );
     }
     return store.listDead(pool, filter, options.limit);

@@ -8,6 +8,7 @@ import { AuditLog } from '../outbox/audit';
 import { ReplayStore, type ReplaySelection } from '../outbox/replay-store';
 import { escapeControls as shown } from '../util/terminal-text';
 import type { Io } from './io';
+import { parseInstant } from './instant-argument';
 import { openReplayBroker, replayMessages } from './replay-session';
 import { withDatabase } from './with-database';
 
@@ -33,7 +34,6 @@ const DRY_RUN_IDS = 20;
 const PROGRESS_EVERY_MS = 5_000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const TIMESTAMP = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)(Z|[+-]\d{2}(?::?\d{2})?)?)?$/i;
 
 /**
  * The normalised arguments of a replay, as its audit entry keeps them: the selection
@@ -54,25 +54,6 @@ type ReplayArguments = {
 
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 const plural = (n: number, word: string): string => `${fmt(n)} ${word}${n === 1 ? '' : 's'}`;
-
-/** An ISO 8601 date or date-time; without a zone it is UTC. */
-export function parseInstant(option: string, text: string): Date {
-  const match = TIMESTAMP.exec(text.trim());
-  let iso: string | undefined;
-  if (match) {
-    const [, date, time, zone] = match;
-    const offset = zone && /^[+-]\d{2}$/.test(zone) ? `${zone}:00` : zone?.replace(/^([+-]\d{2})(\d{2})$/, '$1:$2');
-    iso = time === undefined ? `${date}T00:00:00Z` : `${date}T${time}${offset ?? 'Z'}`;
-  }
-  const ms = iso === undefined ? Number.NaN : Date.parse(iso);
-  if (Number.isNaN(ms)) {
-    throw new OutboxError(
-      'INVALID_ARGUMENT',
-      `replay: ${option} "${text}" is not a timestamp (ISO 8601, e.g. 2026-11-24 or 2026-11-24T08:00:00Z; without a zone it is UTC)`,
-    );
-  }
-  return new Date(ms);
-}
 
 /** `--rate`: messages per second, or null for `unlimited`. */
 export function parseRate(text: string | undefined): number | null {
@@ -95,8 +76,8 @@ export function normaliseArguments(ids: readonly string[], options: ReplayOption
   if (options.until !== undefined && options.since === undefined) throw new OutboxError('USAGE', 'replay: --until needs --since');
   const bad = ids.find((id) => !UUID.test(id));
   if (bad !== undefined) throw new OutboxError('INVALID_ARGUMENT', `replay: "${bad}" is not a message id (a UUID)`);
-  const since = options.since === undefined ? null : parseInstant('--since', options.since);
-  const until = options.until === undefined ? null : parseInstant('--until', options.until);
+  const since = options.since === undefined ? null : parseInstant('replay: --since', options.since);
+  const until = options.until === undefined ? null : parseInstant('replay: --until', options.until);
   if (since && until && until <= since) throw new OutboxError('INVALID_ARGUMENT', 'replay: --until must be later than --since');
   return {
     since: since?.toISOString() ?? null,
