@@ -15,6 +15,7 @@ import { loadConfig, secretsOf, type Config } from './config/load-config';
 import { maskUrlsInOutput, maskUrlsInText } from './config/redact';
 import { errorMessage, exitCodeFor, OutboxError } from './errors';
 import { createLogger, type Logger } from './observability/logger';
+import { startShutdownWatchdog } from './shutdown-watchdog';
 import { escapeControls, terminalSafe } from './util/terminal-text';
 
 /**
@@ -259,10 +260,16 @@ function version(): string {
   return (require('../package.json') as { version: string }).version;
 }
 
+/** Beyond OUTBOX_SHUTDOWN_TIMEOUT_MS, how long closing the connections may take before the process exits 1 (ms). */
+const SHUTDOWN_GRACE_MS = 8_000;
+/** Beyond that, how long before the watchdog kills a process whose main thread cannot exit (ms). */
+const WATCHDOG_MARGIN_MS = 1_000;
+
 /**
  * `outbox-relay run`: starts the relay and stops it gracefully on SIGTERM/SIGINT
  * (exit 0). A second signal exits at once with 1. A schema that is not migrated, or
- * newer than this build, exits 1 with the instruction.
+ * newer than this build, exits 1 with the instruction. Whatever a dependency does, the
+ * process is gone OUTBOX_SHUTDOWN_TIMEOUT_MS + 9 s after the signal at the latest.
  */
 async function runDaemon(config: Config, log: Logger): Promise<void> {
   const relay = await startRelay(config, log);
@@ -276,12 +283,15 @@ async function runDaemon(config: Config, log: Logger): Promise<void> {
       }
       log.info({ signal }, 'signal received');
       // The in-flight batch has OUTBOX_SHUTDOWN_TIMEOUT_MS, closing the connections a few
-      // seconds more; past that the process exits anyway, naming the step that hung.
-      const graceMs = config.shutdownTimeoutMs + 8_000;
+      // seconds more; past that the process exits anyway, naming the step that hung. If
+      // the main thread is blocked so that this timer cannot fire, the watchdog's thread
+      // kills the process a little later.
+      const graceMs = config.shutdownTimeoutMs + SHUTDOWN_GRACE_MS;
       setTimeout(() => {
         log.error({ step: relay.shutdownStep(), graceMs }, 'shutdown overran its time: exiting now');
         process.exit(1);
       }, graceMs).unref();
+      startShutdownWatchdog(graceMs + WATCHDOG_MARGIN_MS, graceMs, 1);
       relay.stop().then(resolve, reject);
     };
     process.on('SIGTERM', onSignal);

@@ -121,9 +121,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, readFile: FileReader = readUt
     problems.push(isSecret ? `${source} ${messages}` : `${source} ${messages} (got ${JSON.stringify(texts[key])})`);
   }
   if (result.success && problems.length === 0) {
-    const { backoffBaseMs: base, backoffMaxMs: max } = result.data;
-    if (base <= max) return Object.freeze(result.data);
-    problems.push(`OUTBOX_BACKOFF_BASE_MS (${base}) must not exceed OUTBOX_BACKOFF_MAX_MS (${max})`);
+    const { backoffBaseMs: base, backoffMaxMs: max, bspMaxExportBatchSize: batch, bspMaxQueueSize: queue } = result.data;
+    if (base > max) problems.push(`OUTBOX_BACKOFF_BASE_MS (${base}) must not exceed OUTBOX_BACKOFF_MAX_MS (${max})`);
+    if (batch > queue) problems.push(`OTEL_BSP_MAX_EXPORT_BATCH_SIZE (${batch}) must not exceed OTEL_BSP_MAX_QUEUE_SIZE (${queue})`);
+    if (problems.length === 0) return Object.freeze(result.data);
   }
   throw new OutboxError('CONFIG_INVALID', `invalid configuration: ${problems.join('; ')}`);
 }

@@ -44,6 +44,11 @@ describe('loadConfig rejects bad values', () => {
     OTEL_TRACES_SAMPLER: ['jaeger_remote', 'xray', 'on'],
     OTEL_TRACES_SAMPLER_ARG: ['1.5', '-0.1', 'half', '2'],
     OTEL_SDK_DISABLED: ['yes', '1', 'off'],
+    // What the batch span processor would have taken unchecked: 0 made its flush loop until the heap ran out.
+    OTEL_BSP_SCHEDULE_DELAY: ['-1', '1e3', 'soon', '600001', '5000.5', ' '],
+    OTEL_BSP_EXPORT_TIMEOUT: ['0', '-5', 'Infinity', 'NaN', '600001'],
+    OTEL_BSP_MAX_QUEUE_SIZE: ['0', '-1', '65537', '1e9', '2.5'],
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE: ['0', '-1', '0.5', 'Infinity', 'all', '65537'],
   };
 
   test('the table covers every setting', () => {
@@ -101,4 +106,10 @@ describe('loadConfig rejects bad values', () => {
     const config = loadConfig({ OUTBOX_BACKOFF_BASE_MS: '2000', OUTBOX_BACKOFF_MAX_MS: '2000' });
     expect([config.backoffBaseMs, config.backoffMaxMs]).toEqual([2000, 2000]);
   });
+});
+
+test('OTEL_BSP_MAX_EXPORT_BATCH_SIZE above OTEL_BSP_MAX_QUEUE_SIZE: CONFIG_INVALID naming both', () => {
+  const err = configError({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4096' });
+  expect(err.message).toContain('OTEL_BSP_MAX_EXPORT_BATCH_SIZE (4096) must not exceed OTEL_BSP_MAX_QUEUE_SIZE (2048)');
+  expect(loadConfig({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4096', OTEL_BSP_MAX_QUEUE_SIZE: '4096' }).bspMaxExportBatchSize).toBe(4096);
 });

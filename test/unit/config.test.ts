@@ -37,6 +37,10 @@ describe('loadConfig defaults', () => {
       tracesSampler: 'parentbased_always_on',
       tracesSamplerArg: 1,
       sdkDisabled: false,
+      bspScheduleDelayMs: 5_000,
+      bspExportTimeoutMs: 30_000,
+      bspMaxQueueSize: 2_048,
+      bspMaxExportBatchSize: 512,
     });
   });
 
@@ -128,6 +132,10 @@ describe('loadConfig defaults', () => {
       OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
       OTEL_TRACES_SAMPLER_ARG: '0.25',
       OTEL_SDK_DISABLED: 'TRUE',
+      OTEL_BSP_SCHEDULE_DELAY: '0',
+      OTEL_BSP_EXPORT_TIMEOUT: '1',
+      OTEL_BSP_MAX_QUEUE_SIZE: '100',
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '100',
     });
     expect(config).toEqual({
       databaseUrl: 'postgresql://relay:pw@db.internal:6432/orders?sslmode=require',
@@ -158,6 +166,10 @@ describe('loadConfig defaults', () => {
       tracesSampler: 'parentbased_traceidratio',
       tracesSamplerArg: 0.25,
       sdkDisabled: true,
+      bspScheduleDelayMs: 0,
+      bspExportTimeoutMs: 1,
+      bspMaxQueueSize: 100,
+      bspMaxExportBatchSize: 100,
     });
   });
 });
