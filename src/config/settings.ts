@@ -239,7 +239,9 @@ export const SETTINGS = {
     defaultValue: '60000',
     doc:
       'While due messages wait and the database and broker are up, how long the relay may go without publishing a message' +
-      ' or recording a failure before it reports itself stalled (`outbox_stalled` 1, `/readyz` 503, one log line) (ms).',
+      ' or recording a failure before it reports itself stalled (`outbox_stalled` 1, `/readyz` 503, one log line) (ms).' +
+      ' Counted from when the relay could have published the oldest due message: an idle relay looks every' +
+      ' `OUTBOX_POLL_INTERVAL_MS`, so at most that long after it became due.',
     schema: integer(1_000, 86_400_000),
   } satisfies Setting<number>,
   httpHost: {
