@@ -9,7 +9,9 @@ import { ReplayStore, type ReplaySelection } from '../outbox/replay-store';
 import { escapeControls as shown } from '../util/terminal-text';
 import type { Io } from './io';
 import { parseInstant } from './instant-argument';
-import { openReplayBroker, replayMessages } from './replay-session';
+import { ReplayLock } from './replay-lock';
+import { leftOutError } from './replay-left-out';
+import { leftOutOf, openReplayBroker, replayMessages, type ReplayRun } from './replay-session';
 import { withDatabase } from './with-database';
 
 /** `outbox-relay replay` as commander hands it over: every value as typed. */
@@ -141,8 +143,9 @@ export async function replayCommand(
   const rate = parseRate(options.rate);
   const store = new ReplayStore(config.schema);
   const audit = new AuditLog(config.schema);
-  // What the first run settles; a run again takes them from its entry.
-  const resolved = ['asOf', 'maxId', ...(given.ids === null && !given.untilGiven ? ['until'] : [])];
+  // What the first run settles, and what the runs record (left out), apart from the
+  // arguments given: a run again finds its entry by the rest.
+  const resolved = ['asOf', 'maxId', 'leftOut', ...(given.ids === null && !given.untilGiven ? ['until'] : [])];
   const status = options.json ? io.err : io.out;
 
   await withDatabase(config, log, async (pool) => {
@@ -156,104 +159,116 @@ export async function replayCommand(
         );
       }
     }
-    const existing = options.restart ? undefined : await store.unfinished(pool, given, resolved);
-    const superseded = options.restart ? await store.unfinished(pool, given, resolved) : undefined;
-    const fresh = existing ? undefined : await store.snapshot(pool);
-    const args: Record<string, unknown> = existing
-      ? existing.arguments
-      : {
-          ...given,
-          until: given.until ?? (given.ids ? null : fresh?.asOf.toISOString()),
-          asOf: fresh?.asOf.toISOString(),
-          maxId: fresh?.maxId,
-        };
-    const selection = selectionOf(args);
-    const cursor = existing?.cursor ?? '0';
-    const done = existing?.count ?? 0;
-    const what = describe(given, typeof args['until'] === 'string' ? (args['until'] as string) : null);
+    // Taken before the entry is looked up or made: two identical replays started at once
+    // would otherwise each make one and publish everything twice.
+    const lock = options.dryRun ? undefined : await ReplayLock.take(pool, store, JSON.stringify(given));
+    if (!options.dryRun && lock === undefined) {
+      const running = await store.unfinished(pool, given, resolved);
+      throw new OutboxError(
+        'REPLAY_STOPPED',
+        `replay: the same replay${running ? ` (#${running.id})` : ''} is running in another process right now; one replay of a selection runs at a time`,
+      );
+    }
+    try {
+      const existing = options.restart ? undefined : await store.unfinished(pool, given, resolved);
+      const superseded = options.restart ? await store.unfinished(pool, given, resolved) : undefined;
+      const fresh = existing ? undefined : await store.snapshot(pool);
+      const args: Record<string, unknown> = existing
+        ? existing.arguments
+        : {
+            ...given,
+            until: given.until ?? (given.ids ? null : fresh?.asOf.toISOString()),
+            asOf: fresh?.asOf.toISOString(),
+            maxId: fresh?.maxId,
+          };
+      const selection = selectionOf(args);
+      const cursor = existing?.cursor ?? '0';
+      const done = existing?.count ?? 0;
+      const leftOut = leftOutOf(existing?.arguments);
+      const what = describe(given, typeof args['until'] === 'string' ? (args['until'] as string) : null);
 
-    if (options.dryRun) {
-      const [remaining, first] = await Promise.all([
-        store.count(pool, selection, cursor),
-        store.page(pool, selection, cursor, DRY_RUN_IDS),
-      ]);
-      if (options.json) {
+      if (options.dryRun) {
+        const [remaining, first] = await Promise.all([
+          store.count(pool, selection, cursor),
+          store.page(pool, selection, cursor, DRY_RUN_IDS),
+        ]);
+        if (options.json) {
+          io.out(
+            JSON.stringify({ count: remaining, firstIds: first.map((m) => m.messageId), resumes: existing?.id ?? null, selection: args }),
+          );
+          return;
+        }
+        const before = done + leftOut.count;
         io.out(
-          JSON.stringify({ count: remaining, firstIds: first.map((m) => m.messageId), resumes: existing?.id ?? null, selection: args }),
+          existing
+            ? `would resume replay #${existing.id} after ${fmt(before)} of ${fmt(before + remaining)} messages: ${plural(remaining, 'message')} left (${what})`
+            : `would replay ${plural(remaining, 'message')} (${what})`,
         );
+        if (first.length > 0) io.out(`the first ${first.length}:`);
+        for (const m of first) io.out(`  ${dryRunLine(m)}`);
         return;
       }
-      io.out(
-        existing
-          ? `would resume replay #${existing.id} after ${fmt(done)} of ${fmt(done + remaining)} messages: ${plural(remaining, 'message')} left (${what})`
-          : `would replay ${plural(remaining, 'message')} (${what})`,
-      );
-      if (first.length > 0) io.out(`the first ${first.length}:`);
-      for (const m of first) io.out(`  ${dryRunLine(m)}`);
-      return;
-    }
 
-    const broker = await openReplayBroker(config.amqpUrls, `${config.appId} (outbox-relay replay)`);
-    const lock = await pool.connect();
-    let auditId: string | undefined;
-    let locked = false;
-    try {
-      auditId = existing?.id ?? (await audit.record(pool, { command: 'replay', arguments: args, count: 0, messageIds: [] }));
-      locked = await store.tryLock(lock, auditId);
-      if (!locked) throw new OutboxError('REPLAY_STOPPED', `replay #${auditId} is running in another process right now`);
+      const auditId = existing?.id ?? (await audit.record(pool, { command: 'replay', arguments: args, count: 0, messageIds: [] }));
       if (superseded) await store.supersede(pool, superseded.id, auditId);
-      const total = done + (await store.count(pool, selection, cursor));
+      const total = done + leftOut.count + (await store.count(pool, selection, cursor));
       status(
         existing
-          ? `resuming replay #${auditId} after ${fmt(done)} of ${plural(total, 'message')} (${what})`
+          ? `resuming replay #${auditId} after ${fmt(done + leftOut.count)} of ${plural(total, 'message')} (${what})`
           : `replay #${auditId}: ${plural(total, 'message')} to publish again (${what}), ${rate === null ? 'as fast as the broker confirms' : `at most ${fmt(rate)} per second`}`,
       );
+      const broker = await openReplayBroker(config.amqpUrls, `${config.appId} (outbox-relay replay)`);
       const startedAt = performance.now();
-      let lastProgressAt = startedAt;
-      const id = auditId;
-      const replayedNow = await replayMessages(
-        { auditId, selection, cursor, done, total },
-        {
-          pool,
-          store,
-          audit,
-          broker,
-          appId: config.appId,
-          publishTimeoutMs: config.publishTimeoutMs,
-          rate,
-          signal,
-          onProgress: (count) => {
-            const now = performance.now();
-            if (now - lastProgressAt < PROGRESS_EVERY_MS) return;
-            lastProgressAt = now;
-            io.err(
-              `replay #${id}: ${fmt(count)} of ${fmt(total)} messages (${fmt((count - done) / ((now - startedAt) / 1000))} per second)`,
-            );
+      let run: ReplayRun;
+      try {
+        let lastProgressAt = startedAt;
+        const before = done + leftOut.count;
+        run = await replayMessages(
+          { auditId, selection, cursor, done, leftOut, total },
+          {
+            pool,
+            store,
+            audit,
+            broker,
+            appId: config.appId,
+            publishTimeoutMs: config.publishTimeoutMs,
+            rate,
+            signal: AbortSignal.any([signal, (lock as ReplayLock).lost]),
+            onProgress: (count) => {
+              const now = performance.now();
+              if (now - lastProgressAt < PROGRESS_EVERY_MS) return;
+              lastProgressAt = now;
+              io.err(
+                `replay #${auditId}: ${fmt(count)} of ${fmt(total)} messages (${fmt((count - before) / ((now - startedAt) / 1000))} per second)`,
+              );
+            },
           },
-        },
-      );
+        );
+      } finally {
+        await broker.close();
+      }
       const seconds = (performance.now() - startedAt) / 1000;
-      const perSecond = seconds > 0 ? replayedNow / seconds : 0;
+      const perSecond = seconds > 0 ? run.replayed / seconds : 0;
       if (options.json) {
         io.out(
           JSON.stringify({
             replay: auditId,
             resumed: existing !== undefined,
-            replayed: replayedNow,
+            replayed: run.replayed,
             total,
             perSecond: Math.round(perSecond),
             seconds,
+            leftOut: run.leftOut,
           }),
         );
       } else {
         io.out(
-          `replayed ${plural(replayedNow, 'message')} (${fmt(perSecond)} per second) as replay #${auditId}${existing ? `; ${fmt(done + replayedNow)} in all` : ''}`,
+          `replayed ${plural(run.replayed, 'message')} (${fmt(perSecond)} per second) as replay #${auditId}${existing ? `; ${fmt(done + run.replayed)} in all` : ''}`,
         );
       }
+      if (run.leftOut.count > 0) throw leftOutError(auditId, run.leftOut, total, args);
     } finally {
-      if (locked && auditId !== undefined) await store.unlock(lock, auditId).catch(() => undefined);
-      lock.release();
-      await broker.close();
+      await lock?.release();
     }
   });
 }

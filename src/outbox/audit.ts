@@ -96,24 +96,27 @@ export class AuditLog {
   }
 
   /**
-   * A replay's progress: `count` messages published again so far, the last of them
-   * `cursor`, the first ones' message ids appended (up to AUDIT_MAX_IDS in all), and
-   * `finished` once none is left.
+   * A replay's progress: `count` messages published again so far, `cursor` the last
+   * message done with (published again or left out), the first ones' message ids
+   * appended (up to AUDIT_MAX_IDS in all), `finished` once none is left, and what it left
+   * out (kept in its arguments as `leftOut`, when any).
    */
   async replayProgress(
     db: Pool | ClientBase,
     id: string,
-    progress: { cursor: string; count: number; messageIds: readonly string[]; finished: boolean },
+    progress: { cursor: string; count: number; messageIds: readonly string[]; finished: boolean; leftOut?: { count: number } },
   ): Promise<void> {
+    const leftOut = progress.leftOut && progress.leftOut.count > 0 ? JSON.stringify(progress.leftOut) : null;
     await db.query(
       `UPDATE ${this.table}
           SET replay_cursor = $2::bigint,
               count = $3,
               message_ids = CASE WHEN cardinality(message_ids) >= $5 THEN message_ids
                                  ELSE (message_ids || $4::uuid[])[1:$5] END,
-              finished_at = CASE WHEN $6::boolean THEN now() END
+              finished_at = CASE WHEN $6::boolean THEN now() END,
+              arguments = CASE WHEN $7::jsonb IS NULL THEN arguments ELSE arguments || jsonb_build_object('leftOut', $7::jsonb) END
         WHERE id = $1::bigint`,
-      [id, progress.cursor, progress.count, progress.messageIds, AUDIT_MAX_IDS, progress.finished],
+      [id, progress.cursor, progress.count, progress.messageIds, AUDIT_MAX_IDS, progress.finished, leftOut],
     );
   }
 
