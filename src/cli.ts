@@ -71,7 +71,7 @@ async function runCommand(argv: readonly string[], env: NodeJS.ProcessEnv, outpu
     audit: (options) => auditCommand(configured(), toolLogger(), io, options),
     cleanup: () => cleanupCommand(configured(), toolLogger(), io),
     check: () => checkCommand(configured(), toolLogger(), io),
-    selftest: (options) => selftestCommand(configured(), toolLogger(), io, options),
+    selftest: (options) => selftestCommand(configured(), toolLogger(), io, options, interruptSignal()),
     replay: (ids, options) => replayCommand(configured(), toolLogger(), io, ids, options, interruptSignal()),
     demo: async (options) => {
       await runDemo(configured(), createLogger({ level: 'error', secrets, fd: 2 }), io, {
@@ -246,10 +246,13 @@ function buildProgram(output: CliOutput, handlers: Handlers): Command {
   return program;
 }
 
-/** Aborts on the first SIGINT or SIGTERM (a command then stops at its next safe point); a second one ends the process. */
+/**
+ * Aborts on the first SIGINT or SIGTERM, with the signal's name as the reason (a command
+ * then stops at its next safe point and cleans up); a second one ends the process.
+ */
 function interruptSignal(): AbortSignal {
   const controller = new AbortController();
-  const onSignal = (): void => controller.abort();
+  const onSignal = (signal: NodeJS.Signals): void => controller.abort(signal);
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   return controller.signal;

@@ -1,3 +1,4 @@
+import { isCanary } from '../domain/canary';
 import type { FailedAttempt, OutboxMessage, ParkOrder, ParkUntil } from '../domain/message';
 import type { Failure, PublishOutcome } from '../domain/outcome';
 import type { BackoffPolicy } from '../retry/backoff';
@@ -103,7 +104,8 @@ export function decideVerdicts(
       return own;
     }
     const attempts = message.attempts + 1;
-    const dead = attempts >= settings.maxAttempts;
+    // A self-test canary is never dead: it is retried until its expires_at, then expires.
+    const dead = attempts >= settings.maxAttempts && !isCanary(message);
     const timeLeft = message.expiresAt === undefined || message.expiresAt === null ? Infinity : Math.max(0, message.expiresAt - nowMs);
     const retryInMs = Math.min(backoff.delayMs(attempts), timeLeft);
     stops.stop(message, !dead ? { inMs: retryInMs } : settings.orderingOnDead === 'block' ? { forever: true } : undefined);
