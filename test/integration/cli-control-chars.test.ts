@@ -119,7 +119,7 @@ test('inspect and dead list: text escapes every stored control character, JSON k
         await fx.reset();
       }
     }),
-    { numRuns: 8 },
+    { numRuns: 5 },
   );
 }, 240_000);
 

@@ -57,7 +57,7 @@ test('each command accepts exactly the instants that exist, as PostgreSQL does (
         else expect(expectOneLineFailure(result, 2)).toContain(`--since "${text}" is not a timestamp: `);
       }
     }),
-    { numRuns: 15 },
+    { numRuns: 8 },
   );
 }, 180_000);
 

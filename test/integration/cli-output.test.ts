@@ -135,7 +135,7 @@ test('whatever the command and the reader: the output is whole, or the prefix th
     fc.asyncProperty(fc.constantFrom(...NAMES), reader, async (name, r) => {
       await expectWhole(name, r);
     }),
-    { numRuns: 20 },
+    { numRuns: 12 },
   );
 }, 300_000);
 
