@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import { maskUrlsInJson } from '../config/redact';
 import { terminalSafe } from '../util/terminal-text';
@@ -33,6 +34,27 @@ export function createLogger(options: {
     },
     // Synchronous writes: the relay logs per event, not per message, and a log line
     // must not be lost when the process exits right after writing it.
-    options.destination ?? pino.destination({ fd: options.fd ?? 1, sync: true }),
+    options.destination ?? fileDescriptor(options.fd ?? 1),
   );
+}
+
+/**
+ * Log lines to `fd`. A write that fails (a full disk, a closed pipe) never ends the
+ * process with a stack trace: the first failure is said in one line on stderr (when the
+ * logs go elsewhere), the lines that cannot be written are dropped, and the relay goes
+ * on. pino already drops lines quietly after EPIPE.
+ */
+function fileDescriptor(fd: 1 | 2): DestinationStream {
+  const destination = pino.destination({ fd, sync: true });
+  let said = false;
+  destination.on('error', (err: NodeJS.ErrnoException) => {
+    if (said || err.code === 'EPIPE' || fd === 2) return;
+    said = true;
+    try {
+      writeSync(2, `outbox-relay: cannot write log lines to stdout (${err.code ?? err.message}); dropping them\n`);
+    } catch {
+      // stderr is gone too: nothing left to tell.
+    }
+  });
+  return destination;
 }

@@ -4,7 +4,10 @@ import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { buildIfMissing, envFor, ROOT, STACK_FRAME } from '../kit/cli';
+import { freePort } from '../kit/free-port';
 import { OutboxFixture } from '../kit/outbox-fixture';
+import { endpointStatus } from '../kit/relay-http';
+import { waitFor } from '../kit/wait';
 import { pipedCli, type Reader } from '../kit/piped-cli';
 
 // Any command's output is whole when the process exits, whatever reads it: a pipe
@@ -144,6 +147,40 @@ test('a write error that is not a reader going away (a full disk) is one line on
   expect(full.code).toBe(1);
   expect(full.stderr).toMatch(/^outbox-relay: cannot write the output: .*ENOSPC.*\n$/);
   expect(full.stderr).not.toContain(STACK_FRAME);
+});
+
+test('the relay (run) with its log going to a full disk or a closed pipe: it relays on, says so once, exits 0 on SIGTERM', async () => {
+  for (const target of ['/dev/full', 'closed pipe'] as const) {
+    const port = await freePort();
+    const env = { PATH: process.env['PATH'] ?? '', ...envFor(fx.schema), OUTBOX_HTTP_PORT: String(port), OUTBOX_HTTP_HOST: '127.0.0.1' };
+    const full = target === '/dev/full' ? openSync('/dev/full', 'w') : undefined;
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'outbox-relay.js'), 'run'], {
+      env,
+      stdio: ['ignore', full ?? 'pipe', 'pipe'],
+    });
+    if (full !== undefined) closeSync(full);
+    // The pipe's reader goes away at once: every log line then meets EPIPE.
+    child.stdout?.destroy();
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+      child.once('close', (code, signal) => resolve({ code, signal })),
+    );
+    try {
+      await waitFor(`the relay ready with its log on ${target}`, async () => (await endpointStatus(port, '/readyz')) === 200, 30_000);
+      const [id] = await fx.insert([{ exchange: 'amq.topic', routing_key: 'cli_output.relays_on', payload: { target } }]);
+      await waitFor('the message published', async () => {
+        const { rows } = await fx.pool.query(`SELECT 1 FROM ${fx.table} WHERE message_id = $1 AND published_at IS NOT NULL`, [id]);
+        return rows.length === 1;
+      });
+      child.kill('SIGTERM');
+      expect(await exited).toEqual({ code: 0, signal: null });
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+    expect(stderr).not.toContain(STACK_FRAME);
+    expect(stderr).toBe(target === '/dev/full' ? 'outbox-relay: cannot write log lines to stdout (ENOSPC); dropping them\n' : '');
+  }
 });
 
 /** The CLI with its stdout on /dev/full (every write fails with ENOSPC). */
