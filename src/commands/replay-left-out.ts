@@ -37,9 +37,9 @@ export function replayCommandFor(args: Readonly<Record<string, unknown>>, destin
 }
 
 /**
- * The one-line failure of a replay that finished but left messages out because their
- * destination does not exist: how many, which destinations, and the commands that replay
- * exactly those once the destinations exist (exit 1: not everything was replayed).
+ * The one-line failure of a replay that finished but left messages out: how many, which
+ * destinations were missing with the commands that replay exactly those once they exist,
+ * and how many the broker cannot take at all (exit 1: not everything was replayed).
  */
 export function leftOutError(auditId: string, leftOut: LeftOut, total: number, args: Readonly<Record<string, unknown>>): OutboxError {
   const n = (count: number): string => count.toLocaleString('en-US');
@@ -47,10 +47,19 @@ export function leftOutError(auditId: string, leftOut: LeftOut, total: number, a
     ...Object.entries(leftOut.exchanges).map(([exchange, count]) => ({ what: `exchange "${exchange}" (${n(count)})`, to: { exchange } })),
     ...Object.entries(leftOut.queues).map(([queue, count]) => ({ what: `queue "${queue}" (${n(count)})`, to: { queue } })),
   ];
+  const parts: string[] = [];
+  if (destinations.length > 0) {
+    parts.push(
+      `whose destination does not exist: ${destinations.map((d) => d.what).join(', ')}; once it exists, replay them with: ` +
+        destinations.map((d) => replayCommandFor(args, d.to)).join('; '),
+    );
+  }
+  const refused = Object.entries(leftOut.unpublishable);
+  if (refused.length > 0) {
+    parts.push(`that the broker cannot take (${refused.map(([reason, count]) => `${reason} ${n(count)}`).join(', ')})`);
+  }
   return new OutboxError(
     'REPLAY_STOPPED',
-    `replay #${auditId} finished but left out ${n(leftOut.count)} of ${n(total)} messages, whose destination does not exist: ` +
-      `${destinations.map((d) => d.what).join(', ')}; once it exists, replay them with: ` +
-      destinations.map((d) => replayCommandFor(args, d.to)).join('; '),
+    `replay #${auditId} finished but left out ${n(leftOut.count)} of ${n(total)} messages, ${parts.join('; and ')}`,
   );
 }

@@ -59,28 +59,34 @@ export async function openReplayBroker(urls: readonly string[], connectionName: 
 }
 
 /**
- * The messages a replay left out because their destination does not exist: counted per
- * exchange (a missing exchange) and per queue (a command the default exchange returned:
- * no queue of that name). Kept in the audit entry's arguments as `leftOut`.
+ * The messages a replay left out because they cannot be published as things stand:
+ * counted per exchange (a missing exchange), per queue (a command the default exchange
+ * returned: no queue of that name), and per reason for those the broker cannot take at
+ * all (`too_large` for its max message size, `invalid_message` for what AMQP cannot
+ * encode). Kept in the audit entry's arguments as `leftOut`.
  */
 export interface LeftOut {
   readonly count: number;
   readonly exchanges: Readonly<Record<string, number>>;
   readonly queues: Readonly<Record<string, number>>;
+  readonly unpublishable: Readonly<Record<string, number>>;
 }
 
-export const NOTHING_LEFT_OUT: LeftOut = Object.freeze({ count: 0, exchanges: {}, queues: {} });
+export const NOTHING_LEFT_OUT: LeftOut = Object.freeze({ count: 0, exchanges: {}, queues: {}, unpublishable: {} });
 
 /** `leftOut` as an audit entry's arguments keep it (none when absent). */
 export function leftOutOf(args: Readonly<Record<string, unknown>> | undefined): LeftOut {
   const kept = args?.['leftOut'] as Partial<LeftOut> | undefined;
   if (kept === undefined || typeof kept.count !== 'number') return NOTHING_LEFT_OUT;
-  return { count: kept.count, exchanges: kept.exchanges ?? {}, queues: kept.queues ?? {} };
+  return { count: kept.count, exchanges: kept.exchanges ?? {}, queues: kept.queues ?? {}, unpublishable: kept.unpublishable ?? {} };
 }
 
-function withLeftOut(leftOut: LeftOut, message: OutboxMessage, kind: 'exchanges' | 'queues'): LeftOut {
-  const name = kind === 'exchanges' ? message.exchange : message.routingKey;
-  return { ...leftOut, count: leftOut.count + 1, [kind]: { ...leftOut[kind], [name]: (leftOut[kind][name] ?? 0) + 1 } };
+type LeftOutAs = { readonly as: 'exchanges' | 'queues' } | { readonly as: 'unpublishable'; readonly reason: string };
+
+function withLeftOut(leftOut: LeftOut, message: OutboxMessage, why: LeftOutAs): LeftOut {
+  const name = 'reason' in why ? why.reason : why.as === 'exchanges' ? message.exchange : message.routingKey;
+  const counts = leftOut[why.as];
+  return { ...leftOut, count: leftOut.count + 1, [why.as]: { ...counts, [name]: (counts[name] ?? 0) + 1 } };
 }
 
 /** Where a replay starts: its audit entry, its cursor, and how many it had published or left out before. */
@@ -143,9 +149,7 @@ function settledOk(outcome: PublishOutcome, message: OutboxMessage): boolean {
 
 /** Each message of a chunk, in order: published again, left out (and why), or where the replay stops. */
 type Settled =
-  | { readonly kind: 'replayed' }
-  | { readonly kind: 'left out'; readonly as: 'exchanges' | 'queues' }
-  | { readonly kind: 'stop'; readonly why: string };
+  { readonly kind: 'replayed' } | ({ readonly kind: 'left out' } & LeftOutAs) | { readonly kind: 'stop'; readonly why: string };
 
 function settle(chunk: readonly OutboxMessage[], outcomes: readonly PublishOutcome[], missing: ReadonlySet<string>): Settled[] {
   let sent = 0;
@@ -153,8 +157,16 @@ function settle(chunk: readonly OutboxMessage[], outcomes: readonly PublishOutco
     if (missing.has(message.exchange)) return { kind: 'left out', as: 'exchanges' };
     const outcome = outcomes[sent++] as PublishOutcome;
     if (settledOk(outcome, message)) return { kind: 'replayed' };
-    // A command the default exchange returned: no queue of that name (a lasting fact, like a missing exchange).
+    // Lasting facts about this message, which no run again would change: a command the
+    // default exchange returned (no queue of that name), an exchange deleted since the
+    // probe, a message the broker or AMQP cannot take. (A channel the broker closed over
+    // it leaves the rest of the chunk unconfirmed: the replay stops there, and a run again
+    // goes on after it.) A nack, a timeout or a lost connection may pass: they stop it.
     if (outcome.kind === 'returned') return { kind: 'left out', as: 'queues' };
+    if (outcome.kind === 'failed' && outcome.reason === 'unknown_exchange') return { kind: 'left out', as: 'exchanges' };
+    if (outcome.kind === 'failed' && (outcome.reason === 'too_large' || outcome.reason === 'invalid_message')) {
+      return { kind: 'left out', as: 'unpublishable', reason: outcome.reason };
+    }
     return { kind: 'stop', why: outcomeText(outcome) };
   });
 }
@@ -225,7 +237,7 @@ export async function replayMessages(start: ReplayStart, deps: ReplayDeps): Prom
         settled.slice(0, prefix).forEach((s, i) => {
           const message = chunk[i] as OutboxMessage;
           if (s.kind === 'replayed') sent.push(message);
-          else if (s.kind === 'left out') leftOut = withLeftOut(leftOut, message, s.as);
+          else if (s.kind === 'left out') leftOut = withLeftOut(leftOut, message, s);
         });
         cursor = (chunk[prefix - 1] as OutboxMessage).id;
         const listed = done < AUDIT_MAX_IDS ? sent.slice(0, AUDIT_MAX_IDS - done).map((m) => m.messageId) : [];

@@ -198,6 +198,24 @@ test('a destination that does not exist (a deleted exchange, a command to no que
   expect(arrived.map((m) => payload(m).n)).toEqual([2, 5]);
 });
 
+test('a message the broker or AMQP cannot take (headers over 64 KiB) is left out for good, the rest replayed, the entry finished', async () => {
+  const { exchange, received } = await broker.exchangeWithQueue('replay_unencodable');
+  await fx.insert([
+    { exchange, routing_key: 'k', payload: { n: 1 } },
+    { exchange, routing_key: 'k', payload: { n: 2 }, headers: { 'x-big': 'h'.repeat(70_000) } },
+    { exchange, routing_key: 'k', payload: { n: 3 } },
+  ]);
+  await markAllPublished();
+  const result = await cli(['replay', '--since', SINCE, '--rate', 'unlimited'], envFor(fx.schema));
+  expect(expectOneLineFailure(result, 1)).toContain(
+    'finished but left out 1 of 3 messages, that the broker cannot take (invalid_message 1',
+  );
+  await waitFor('the others replayed', () => received.length === 2);
+  expect(received.map((m) => payload(m).n)).toEqual([1, 3]);
+  const [entry] = await auditRows();
+  expect(entry).toMatchObject({ count: 2, finished: true, arguments: { leftOut: { count: 1, unpublishable: { invalid_message: 1 } } } });
+});
+
 test('whatever destinations exist: exactly the messages of existing ones arrive, once each and in order, the others are counted per destination (property)', async () => {
   const { exchange, received } = await broker.exchangeWithQueue('replay_prop');
   const gone = uniqueName('replay_prop_gone');
