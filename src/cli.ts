@@ -6,7 +6,7 @@ import { cleanupCommand } from './commands/cleanup';
 import { runDemo } from './demo/demo';
 import { deadDiscardCommand, deadListCommand, deadRetryCommand, type DeadListOptions } from './commands/dead';
 import { inspectCommand } from './commands/inspect';
-import type { Io } from './commands/io';
+import { CliOutput, type Io } from './commands/io';
 import { migrateCommand } from './commands/migrate';
 import { replayCommand, type ReplayOptions } from './commands/replay';
 import { exchangeProblem, SELFTEST_TIMEOUT_MS, selftestCommand } from './commands/selftest';
@@ -15,20 +15,39 @@ import { loadConfig, secretsOf, type Config } from './config/load-config';
 import { maskUrlsInOutput, maskUrlsInText } from './config/redact';
 import { errorMessage, exitCodeFor, OutboxError } from './errors';
 import { createLogger, type Logger } from './observability/logger';
+import { startShutdownWatchdog } from './shutdown-watchdog';
+import { escapeControls, terminalSafe } from './util/terminal-text';
 
 /**
  * The only module that touches the process: argv, env, signals, stdout/stderr and the
  * exit code. Exit codes: 0 success, 2 bad configuration or usage, 1 any other
- * failure, with a one-line reason on stderr and no stack trace.
+ * failure, with a one-line reason on stderr and no stack trace. Returns once the
+ * output is written whole (bin/outbox-relay.js exits then).
  */
 export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const output = new CliOutput(process.stdout, process.stderr);
+  try {
+    await runCommand(argv, env, output);
+  } finally {
+    await output.flush();
+    const writeError = output.writeError;
+    if (writeError !== undefined) {
+      output.writeErr(`outbox-relay: ${writeError}\n`);
+      await output.flush();
+      if (!process.exitCode) process.exitCode = 1;
+    }
+  }
+}
+
+async function runCommand(argv: readonly string[], env: NodeJS.ProcessEnv, output: CliOutput): Promise<void> {
   // Commands print URLs through `redactUrl`; this is the last line of defence for URL
   // credentials quoted by a driver's error. It masks URLs only, never a bare password:
-  // JSON output stays JSON, numbers and words stay as they are.
+  // JSON output stays JSON, numbers and words stay as they are. `terminalSafe` then shows
+  // any control character a stored value brought along as an escape.
   let secrets: readonly string[] = [];
   const io: Io = {
-    out: (text) => process.stdout.write(`${maskUrlsInOutput(text, secrets)}\n`),
-    err: (text) => process.stderr.write(`${maskUrlsInText(text, secrets)}\n`),
+    out: (text) => output.writeOut(`${terminalSafe(maskUrlsInOutput(text, secrets))}\n`),
+    err: (text) => output.writeErr(`${terminalSafe(maskUrlsInText(text, secrets))}\n`),
   };
   let config: Config | undefined;
   const configured = (): Config => {
@@ -38,7 +57,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   };
   const toolLogger = (): Logger => createLogger({ level: 'warn', secrets, fd: 2 });
 
-  const program = buildProgram({
+  const program = buildProgram(output, {
     run: async () => {
       const cfg = configured();
       await runDaemon(cfg, createLogger({ level: cfg.logLevel, secrets }));
@@ -52,7 +71,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     audit: (options) => auditCommand(configured(), toolLogger(), io, options),
     cleanup: () => cleanupCommand(configured(), toolLogger(), io),
     check: () => checkCommand(configured(), toolLogger(), io),
-    selftest: (options) => selftestCommand(configured(), toolLogger(), io, options),
+    selftest: (options) => selftestCommand(configured(), toolLogger(), io, options, interruptSignal()),
     replay: (ids, options) => replayCommand(configured(), toolLogger(), io, ids, options, interruptSignal()),
     demo: async (options) => {
       await runDemo(configured(), createLogger({ level: 'error', secrets, fd: 2 }), io, {
@@ -70,7 +89,8 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
     }
-    io.err(`outbox-relay: ${errorMessage(err)}`);
+    // One line, whatever the message quotes (a stored value, an argument).
+    io.err(`outbox-relay: ${escapeControls(errorMessage(err))}`);
     if (!(err instanceof OutboxError) && env['OUTBOX_LOG_LEVEL'] === 'debug') io.err(String((err as Error).stack));
     process.exitCode = exitCodeFor(err);
   }
@@ -99,7 +119,7 @@ function positiveInt(value: string): number {
   return Number(value);
 }
 
-function buildProgram(handlers: Handlers): Command {
+function buildProgram(output: CliOutput, handlers: Handlers): Command {
   const program = new Command('outbox-relay')
     .description('Publishes messages committed to a PostgreSQL outbox table to RabbitMQ. Configured by OUTBOX_* environment variables.')
     .version(version(), '-V, --version')
@@ -107,8 +127,8 @@ function buildProgram(handlers: Handlers): Command {
     .showHelpAfterError('(run outbox-relay --help for usage)')
     // Subcommands inherit these settings when they are created below.
     .configureOutput({
-      writeOut: (text) => process.stdout.write(text),
-      writeErr: (text) => process.stderr.write(text),
+      writeOut: (text) => output.writeOut(terminalSafe(text)),
+      writeErr: (text) => output.writeErr(terminalSafe(text)),
       outputError: (text, write) => write(`outbox-relay: ${text.replace(/^error: /, '').trim()}\n`),
     })
     // Excess arguments are reported by the preAction hook, which can name them.
@@ -226,10 +246,13 @@ function buildProgram(handlers: Handlers): Command {
   return program;
 }
 
-/** Aborts on the first SIGINT or SIGTERM (a command then stops at its next safe point); a second one ends the process. */
+/**
+ * Aborts on the first SIGINT or SIGTERM, with the signal's name as the reason (a command
+ * then stops at its next safe point and cleans up); a second one ends the process.
+ */
 function interruptSignal(): AbortSignal {
   const controller = new AbortController();
-  const onSignal = (): void => controller.abort();
+  const onSignal = (signal: NodeJS.Signals): void => controller.abort(signal);
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   return controller.signal;
@@ -240,10 +263,16 @@ function version(): string {
   return (require('../package.json') as { version: string }).version;
 }
 
+/** Beyond OUTBOX_SHUTDOWN_TIMEOUT_MS, how long closing the connections may take before the process exits 1 (ms). */
+const SHUTDOWN_GRACE_MS = 8_000;
+/** Beyond that, how long before the watchdog kills a process whose main thread cannot exit (ms). */
+const WATCHDOG_MARGIN_MS = 1_000;
+
 /**
  * `outbox-relay run`: starts the relay and stops it gracefully on SIGTERM/SIGINT
  * (exit 0). A second signal exits at once with 1. A schema that is not migrated, or
- * newer than this build, exits 1 with the instruction.
+ * newer than this build, exits 1 with the instruction. Whatever a dependency does, the
+ * process is gone OUTBOX_SHUTDOWN_TIMEOUT_MS + 9 s after the signal at the latest.
  */
 async function runDaemon(config: Config, log: Logger): Promise<void> {
   // A signal that comes while the relay starts (a rolling restart of a replica that just
@@ -268,12 +297,15 @@ async function runDaemon(config: Config, log: Logger): Promise<void> {
       }
       log.info({ signal }, 'signal received');
       // The in-flight batch has OUTBOX_SHUTDOWN_TIMEOUT_MS, closing the connections a few
-      // seconds more; past that the process exits anyway, naming the step that hung.
-      const graceMs = config.shutdownTimeoutMs + 8_000;
+      // seconds more; past that the process exits anyway, naming the step that hung. If
+      // the main thread is blocked so that this timer cannot fire, the watchdog's thread
+      // kills the process a little later.
+      const graceMs = config.shutdownTimeoutMs + SHUTDOWN_GRACE_MS;
       setTimeout(() => {
         log.error({ step: relay.shutdownStep(), graceMs }, 'shutdown overran its time: exiting now');
         process.exit(1);
       }, graceMs).unref();
+      startShutdownWatchdog(graceMs + WATCHDOG_MARGIN_MS, graceMs, 1);
       relay.stop().then(resolve, reject);
     };
     process.on('SIGTERM', onSignal);

@@ -15,7 +15,11 @@ export type ErrorCode =
   | 'PRIVILEGES_MISSING'
   | 'INVALID_ARGUMENT'
   | 'NOT_FOUND'
-  /** A replay stopped before its end (a nack, a return, a missing exchange, the broker gone, a signal); its progress is saved. */
+  /**
+   * A replay that did not do it all: stopped before its end (a nack, the broker gone, a
+   * signal; its progress is saved), finished with messages left out (their destination
+   * does not exist), or not started because the same replay runs elsewhere.
+   */
   | 'REPLAY_STOPPED';
 
 /** An expected failure: its message is meant for the operator, on one line. */

@@ -3,6 +3,7 @@ import { verifySchema } from '../db/migrator';
 import { withClient } from '../db/transaction';
 import type { Logger } from '../observability/logger';
 import { AuditLog, type AuditEntry } from '../outbox/audit';
+import { escapeControls } from '../util/terminal-text';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -38,7 +39,7 @@ export function auditLine(entry: AuditEntry): string {
   const ids = shown.length === 0 ? 'ids -' : `ids ${shown.join(', ')}${more > 0 ? ` … and ${more} more` : ''}`;
   const parts = [
     entry.at.toISOString(),
-    `role=${entry.role}`,
+    `role=${escapeControls(entry.role)}`,
     entry.command,
     `count=${entry.count}`,
     `args=${JSON.stringify(entry.arguments)}`,

@@ -9,6 +9,7 @@ import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { OperatorStore } from '../outbox/operator-store';
 import { missingAuditPrivileges, missingPrivileges } from '../outbox/privileges';
+import { escapeControls } from '../util/terminal-text';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -26,7 +27,7 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
   const lines: CheckLine[] = [];
   const report = (ok: boolean, text: string): void => {
     lines.push({ ok, text });
-    io.out(`${ok ? 'ok  ' : 'FAIL'}  ${text}`);
+    io.out(`${ok ? 'ok  ' : 'FAIL'}  ${escapeControls(text)}`);
   };
   let exchanges: string[] | undefined;
   try {

@@ -7,6 +7,7 @@ import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { AuditLog, type AuditedCommand } from '../outbox/audit';
 import { OperatorStore, type DeadFilter } from '../outbox/operator-store';
+import { escapeControls as shown } from '../util/terminal-text';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -49,10 +50,11 @@ export async function deadListCommand(config: Config, log: Logger, io: Io, optio
   const dead = await withDatabase(config, log, async (pool) => {
     await withClient(pool, (client) => verifySchema(client, config.schema));
     // PostgreSQL judges the instant, so that everything a timestamptz takes is accepted.
-    if (filter.since !== undefined && !(await store.isInstant(pool, filter.since))) {
+    const problem = filter.since === undefined ? undefined : await store.instantProblem(pool, filter.since);
+    if (problem !== undefined) {
       throw new OutboxError(
         'INVALID_ARGUMENT',
-        `dead list: --since ${JSON.stringify(filter.since)} is not a timestamp (give an ISO 8601 instant such as 2026-05-01T12:00:00Z)`,
+        `dead list: --since ${JSON.stringify(filter.since)} is not a timestamp: ${problem} (give an ISO 8601 instant such as 2026-05-01T12:00:00Z)`,
       );
     }
     return store.listDead(pool, filter, options.limit);
@@ -67,8 +69,10 @@ export async function deadListCommand(config: Config, log: Logger, io: Io, optio
     return;
   }
   for (const m of dead) {
-    const target = m.exchange === '' ? `queue "${m.routingKey}"` : `exchange "${m.exchange}" key "${m.routingKey}"`;
-    io.out(`${m.messageId}  ${m.deadAt.toISOString()}  ${m.messageType ?? '-'}  ${target}  attempts=${m.attempts}  ${m.lastError ?? ''}`);
+    const target = m.exchange === '' ? `queue "${shown(m.routingKey)}"` : `exchange "${shown(m.exchange)}" key "${shown(m.routingKey)}"`;
+    io.out(
+      `${m.messageId}  ${m.deadAt.toISOString()}  ${shown(m.messageType ?? '-')}  ${target}  attempts=${m.attempts}  ${shown(m.lastError ?? '')}`,
+    );
   }
 }
 

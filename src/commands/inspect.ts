@@ -5,6 +5,7 @@ import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { instantText, type InspectedMessage, type Instant, type MessageState } from '../outbox/inspection';
 import { OperatorStore } from '../outbox/operator-store';
+import { escapeControls } from '../util/terminal-text';
 import { isMessageId } from './dead';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
@@ -61,9 +62,10 @@ export function inspectJson(m: InspectedMessage): string {
   return `${JSON.stringify(shown).slice(0, -1)},"headers":${headersText}}`;
 }
 
-/** The text form: one column per line, then the key's messages ahead. */
+/** The text form: one column per line, then the key's messages ahead. Stored text shows its control characters escaped. */
 export function inspectText(m: InspectedMessage): string[] {
-  const field = (name: string, value: string | number | null): string => `${name.padEnd(16)}${value ?? '-'}`;
+  const field = (name: string, value: string | number | null): string =>
+    `${name.padEnd(16)}${typeof value === 'string' ? escapeControls(value) : (value ?? '-')}`;
   const lines = [
     field('message_id', m.messageId),
     field('state', STATE_TEXT[m.state]),
@@ -110,5 +112,5 @@ export function inspectText(m: InspectedMessage): string[] {
 }
 
 function oneLine(text: string): string {
-  return text.replace(/\s*\n\s*/g, ' ');
+  return escapeControls(text.replace(/\s*\n\s*/g, ' '));
 }

@@ -6,8 +6,12 @@ import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { AuditLog } from '../outbox/audit';
 import { ReplayStore, type ReplaySelection } from '../outbox/replay-store';
+import { escapeControls as shown } from '../util/terminal-text';
 import type { Io } from './io';
-import { openReplayBroker, replayMessages } from './replay-session';
+import { parseInstant } from './instant-argument';
+import { ReplayLock } from './replay-lock';
+import { leftOutError } from './replay-left-out';
+import { leftOutOf, openReplayBroker, replayMessages, type ReplayRun } from './replay-session';
 import { withDatabase } from './with-database';
 
 /** `outbox-relay replay` as commander hands it over: every value as typed. */
@@ -32,7 +36,6 @@ const DRY_RUN_IDS = 20;
 const PROGRESS_EVERY_MS = 5_000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const TIMESTAMP = /^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)(Z|[+-]\d{2}(?::?\d{2})?)?)?$/i;
 
 /**
  * The normalised arguments of a replay, as its audit entry keeps them: the selection
@@ -53,25 +56,6 @@ type ReplayArguments = {
 
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 const plural = (n: number, word: string): string => `${fmt(n)} ${word}${n === 1 ? '' : 's'}`;
-
-/** An ISO 8601 date or date-time; without a zone it is UTC. */
-export function parseInstant(option: string, text: string): Date {
-  const match = TIMESTAMP.exec(text.trim());
-  let iso: string | undefined;
-  if (match) {
-    const [, date, time, zone] = match;
-    const offset = zone && /^[+-]\d{2}$/.test(zone) ? `${zone}:00` : zone?.replace(/^([+-]\d{2})(\d{2})$/, '$1:$2');
-    iso = time === undefined ? `${date}T00:00:00Z` : `${date}T${time}${offset ?? 'Z'}`;
-  }
-  const ms = iso === undefined ? Number.NaN : Date.parse(iso);
-  if (Number.isNaN(ms)) {
-    throw new OutboxError(
-      'INVALID_ARGUMENT',
-      `replay: ${option} "${text}" is not a timestamp (ISO 8601, e.g. 2026-11-24 or 2026-11-24T08:00:00Z; without a zone it is UTC)`,
-    );
-  }
-  return new Date(ms);
-}
 
 /** `--rate`: messages per second, or null for `unlimited`. */
 export function parseRate(text: string | undefined): number | null {
@@ -94,8 +78,8 @@ export function normaliseArguments(ids: readonly string[], options: ReplayOption
   if (options.until !== undefined && options.since === undefined) throw new OutboxError('USAGE', 'replay: --until needs --since');
   const bad = ids.find((id) => !UUID.test(id));
   if (bad !== undefined) throw new OutboxError('INVALID_ARGUMENT', `replay: "${bad}" is not a message id (a UUID)`);
-  const since = options.since === undefined ? null : parseInstant('--since', options.since);
-  const until = options.until === undefined ? null : parseInstant('--until', options.until);
+  const since = options.since === undefined ? null : parseInstant('replay: --since', options.since);
+  const until = options.until === undefined ? null : parseInstant('replay: --until', options.until);
   if (since && until && until <= since) throw new OutboxError('INVALID_ARGUMENT', 'replay: --until must be later than --since');
   return {
     since: since?.toISOString() ?? null,
@@ -128,16 +112,16 @@ function selectionOf(args: Record<string, unknown>): ReplaySelection {
 
 function describe(args: ReplayArguments, until: string | null): string {
   const parts = [args.ids ? `${plural(args.ids.length, 'id')} given` : `created from ${args.since} until ${until}`];
-  if (args.type !== null) parts.push(`type "${args.type}"`);
-  if (args.exchange !== null) parts.push(`exchange "${args.exchange}"`);
-  if (args.routingKey !== null) parts.push(`routing key "${args.routingKey}"`);
-  if (args.key !== null) parts.push(`key "${args.key}"`);
+  if (args.type !== null) parts.push(`type "${shown(args.type)}"`);
+  if (args.exchange !== null) parts.push(`exchange "${shown(args.exchange)}"`);
+  if (args.routingKey !== null) parts.push(`routing key "${shown(args.routingKey)}"`);
+  if (args.key !== null) parts.push(`key "${shown(args.key)}"`);
   return parts.join(', ');
 }
 
 function dryRunLine(m: OutboxMessage): string {
-  const target = m.exchange === '' ? `queue "${m.routingKey}"` : `exchange "${m.exchange}" key "${m.routingKey}"`;
-  return `${m.messageId}  ${m.createdAt.toISOString()}  ${m.messageType ?? '-'}  ${target}  partition ${m.partitionKey ?? '-'}`;
+  const target = m.exchange === '' ? `queue "${shown(m.routingKey)}"` : `exchange "${shown(m.exchange)}" key "${shown(m.routingKey)}"`;
+  return `${m.messageId}  ${m.createdAt.toISOString()}  ${shown(m.messageType ?? '-')}  ${target}  partition ${shown(m.partitionKey ?? '-')}`;
 }
 
 /**
@@ -159,8 +143,9 @@ export async function replayCommand(
   const rate = parseRate(options.rate);
   const store = new ReplayStore(config.schema);
   const audit = new AuditLog(config.schema);
-  // What the first run settles; a run again takes them from its entry.
-  const resolved = ['asOf', 'maxId', ...(given.ids === null && !given.untilGiven ? ['until'] : [])];
+  // What the first run settles, and what the runs record (left out), apart from the
+  // arguments given: a run again finds its entry by the rest.
+  const resolved = ['asOf', 'maxId', 'leftOut', ...(given.ids === null && !given.untilGiven ? ['until'] : [])];
   const status = options.json ? io.err : io.out;
 
   await withDatabase(config, log, async (pool) => {
@@ -174,104 +159,116 @@ export async function replayCommand(
         );
       }
     }
-    const existing = options.restart ? undefined : await store.unfinished(pool, given, resolved);
-    const superseded = options.restart ? await store.unfinished(pool, given, resolved) : undefined;
-    const fresh = existing ? undefined : await store.snapshot(pool);
-    const args: Record<string, unknown> = existing
-      ? existing.arguments
-      : {
-          ...given,
-          until: given.until ?? (given.ids ? null : fresh?.asOf.toISOString()),
-          asOf: fresh?.asOf.toISOString(),
-          maxId: fresh?.maxId,
-        };
-    const selection = selectionOf(args);
-    const cursor = existing?.cursor ?? '0';
-    const done = existing?.count ?? 0;
-    const what = describe(given, typeof args['until'] === 'string' ? (args['until'] as string) : null);
+    // Taken before the entry is looked up or made: two identical replays started at once
+    // would otherwise each make one and publish everything twice.
+    const lock = options.dryRun ? undefined : await ReplayLock.take(pool, store, JSON.stringify(given));
+    if (!options.dryRun && lock === undefined) {
+      const running = await store.unfinished(pool, given, resolved);
+      throw new OutboxError(
+        'REPLAY_STOPPED',
+        `replay: the same replay${running ? ` (#${running.id})` : ''} is running in another process right now; one replay of a selection runs at a time`,
+      );
+    }
+    try {
+      const existing = options.restart ? undefined : await store.unfinished(pool, given, resolved);
+      const superseded = options.restart ? await store.unfinished(pool, given, resolved) : undefined;
+      const fresh = existing ? undefined : await store.snapshot(pool);
+      const args: Record<string, unknown> = existing
+        ? existing.arguments
+        : {
+            ...given,
+            until: given.until ?? (given.ids ? null : fresh?.asOf.toISOString()),
+            asOf: fresh?.asOf.toISOString(),
+            maxId: fresh?.maxId,
+          };
+      const selection = selectionOf(args);
+      const cursor = existing?.cursor ?? '0';
+      const done = existing?.count ?? 0;
+      const leftOut = leftOutOf(existing?.arguments);
+      const what = describe(given, typeof args['until'] === 'string' ? (args['until'] as string) : null);
 
-    if (options.dryRun) {
-      const [remaining, first] = await Promise.all([
-        store.count(pool, selection, cursor),
-        store.page(pool, selection, cursor, DRY_RUN_IDS),
-      ]);
-      if (options.json) {
+      if (options.dryRun) {
+        const [remaining, first] = await Promise.all([
+          store.count(pool, selection, cursor),
+          store.page(pool, selection, cursor, DRY_RUN_IDS),
+        ]);
+        if (options.json) {
+          io.out(
+            JSON.stringify({ count: remaining, firstIds: first.map((m) => m.messageId), resumes: existing?.id ?? null, selection: args }),
+          );
+          return;
+        }
+        const before = done + leftOut.count;
         io.out(
-          JSON.stringify({ count: remaining, firstIds: first.map((m) => m.messageId), resumes: existing?.id ?? null, selection: args }),
+          existing
+            ? `would resume replay #${existing.id} after ${fmt(before)} of ${fmt(before + remaining)} messages: ${plural(remaining, 'message')} left (${what})`
+            : `would replay ${plural(remaining, 'message')} (${what})`,
         );
+        if (first.length > 0) io.out(`the first ${first.length}:`);
+        for (const m of first) io.out(`  ${dryRunLine(m)}`);
         return;
       }
-      io.out(
-        existing
-          ? `would resume replay #${existing.id} after ${fmt(done)} of ${fmt(done + remaining)} messages: ${plural(remaining, 'message')} left (${what})`
-          : `would replay ${plural(remaining, 'message')} (${what})`,
-      );
-      if (first.length > 0) io.out(`the first ${first.length}:`);
-      for (const m of first) io.out(`  ${dryRunLine(m)}`);
-      return;
-    }
 
-    const broker = await openReplayBroker(config.amqpUrls, `${config.appId} (outbox-relay replay)`);
-    const lock = await pool.connect();
-    let auditId: string | undefined;
-    let locked = false;
-    try {
-      auditId = existing?.id ?? (await audit.record(pool, { command: 'replay', arguments: args, count: 0, messageIds: [] }));
-      locked = await store.tryLock(lock, auditId);
-      if (!locked) throw new OutboxError('REPLAY_STOPPED', `replay #${auditId} is running in another process right now`);
+      const auditId = existing?.id ?? (await audit.record(pool, { command: 'replay', arguments: args, count: 0, messageIds: [] }));
       if (superseded) await store.supersede(pool, superseded.id, auditId);
-      const total = done + (await store.count(pool, selection, cursor));
+      const total = done + leftOut.count + (await store.count(pool, selection, cursor));
       status(
         existing
-          ? `resuming replay #${auditId} after ${fmt(done)} of ${plural(total, 'message')} (${what})`
+          ? `resuming replay #${auditId} after ${fmt(done + leftOut.count)} of ${plural(total, 'message')} (${what})`
           : `replay #${auditId}: ${plural(total, 'message')} to publish again (${what}), ${rate === null ? 'as fast as the broker confirms' : `at most ${fmt(rate)} per second`}`,
       );
+      const broker = await openReplayBroker(config.amqpUrls, `${config.appId} (outbox-relay replay)`);
       const startedAt = performance.now();
-      let lastProgressAt = startedAt;
-      const id = auditId;
-      const replayedNow = await replayMessages(
-        { auditId, selection, cursor, done, total },
-        {
-          pool,
-          store,
-          audit,
-          broker,
-          appId: config.appId,
-          publishTimeoutMs: config.publishTimeoutMs,
-          rate,
-          signal,
-          onProgress: (count) => {
-            const now = performance.now();
-            if (now - lastProgressAt < PROGRESS_EVERY_MS) return;
-            lastProgressAt = now;
-            io.err(
-              `replay #${id}: ${fmt(count)} of ${fmt(total)} messages (${fmt((count - done) / ((now - startedAt) / 1000))} per second)`,
-            );
+      let run: ReplayRun;
+      try {
+        let lastProgressAt = startedAt;
+        const before = done + leftOut.count;
+        run = await replayMessages(
+          { auditId, selection, cursor, done, leftOut, total },
+          {
+            pool,
+            store,
+            audit,
+            broker,
+            appId: config.appId,
+            publishTimeoutMs: config.publishTimeoutMs,
+            rate,
+            signal: AbortSignal.any([signal, (lock as ReplayLock).lost]),
+            onProgress: (count) => {
+              const now = performance.now();
+              if (now - lastProgressAt < PROGRESS_EVERY_MS) return;
+              lastProgressAt = now;
+              io.err(
+                `replay #${auditId}: ${fmt(count)} of ${fmt(total)} messages (${fmt((count - before) / ((now - startedAt) / 1000))} per second)`,
+              );
+            },
           },
-        },
-      );
+        );
+      } finally {
+        await broker.close();
+      }
       const seconds = (performance.now() - startedAt) / 1000;
-      const perSecond = seconds > 0 ? replayedNow / seconds : 0;
+      const perSecond = seconds > 0 ? run.replayed / seconds : 0;
       if (options.json) {
         io.out(
           JSON.stringify({
             replay: auditId,
             resumed: existing !== undefined,
-            replayed: replayedNow,
+            replayed: run.replayed,
             total,
             perSecond: Math.round(perSecond),
             seconds,
+            leftOut: run.leftOut,
           }),
         );
       } else {
         io.out(
-          `replayed ${plural(replayedNow, 'message')} (${fmt(perSecond)} per second) as replay #${auditId}${existing ? `; ${fmt(done + replayedNow)} in all` : ''}`,
+          `replayed ${plural(run.replayed, 'message')} (${fmt(perSecond)} per second) as replay #${auditId}${existing ? `; ${fmt(done + run.replayed)} in all` : ''}`,
         );
       }
+      if (run.leftOut.count > 0) throw leftOutError(auditId, run.leftOut, total, args);
     } finally {
-      if (locked && auditId !== undefined) await store.unlock(lock, auditId).catch(() => undefined);
-      lock.release();
-      await broker.close();
+      await lock?.release();
     }
   });
 }

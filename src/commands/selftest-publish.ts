@@ -7,6 +7,7 @@ import { OutboxError } from '../errors';
 import type { CanaryStore } from '../outbox/canary';
 import { MessageQueue } from '../outbox/message-queue';
 import type { Steps } from './selftest-steps';
+import { interruption } from './selftest-interruption';
 
 /** How often the canary row is read while waiting for a relay (ms). */
 const POLL_MS = 20;
@@ -25,6 +26,8 @@ export interface PublishContext {
   readonly deadline: number;
   readonly id: string;
   readonly timeoutMs: number;
+  /** Aborted on SIGINT/SIGTERM: the waits for a relay end at once. */
+  readonly signal: AbortSignal;
 }
 
 /**
@@ -78,6 +81,7 @@ export async function publishCanary(ctx: PublishContext): Promise<'relay' | 'sel
 /** Polls the canary until a relay has published it (true) or `until` passes (false); a failed attempt fails. */
 async function markedBy(ctx: PublishContext, until: number): Promise<boolean> {
   for (;;) {
+    if (ctx.signal.aborted) throw interruption(ctx.signal);
     const state = await ctx.store.state(ctx.pool, ctx.id);
     // A relay with OUTBOX_RETENTION=0 deletes what it publishes.
     if (state.published || !state.exists) return true;
@@ -90,7 +94,7 @@ async function markedBy(ctx: PublishContext, until: number): Promise<boolean> {
       );
     }
     if (performance.now() + POLL_MS > until) return false;
-    await sleep(POLL_MS);
+    await sleep(POLL_MS, undefined, { signal: ctx.signal }).catch(() => undefined);
   }
 }
 

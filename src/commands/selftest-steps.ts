@@ -3,6 +3,7 @@ import type { ConsumeMessage } from 'amqplib';
 import { errorMessage, OutboxError, type ErrorCode } from '../errors';
 import type { CanaryRow } from '../outbox/canary';
 import { isTransientDatabaseError } from '../retry/classify';
+import { escapeControls } from '../util/terminal-text';
 import type { Io } from './io';
 
 /** One step of `outbox-relay selftest` as `--json` reports it. */
@@ -83,11 +84,11 @@ export class Steps {
     this.records.push(record);
     if (this.quiet) return;
     if (!dotted) {
-      this.io.out(record.detail ?? record.step);
+      this.io.out(escapeControls(record.detail ?? record.step));
       return;
     }
     const label = `${record.step} `.padEnd(LABEL_WIDTH, '.');
-    const detail = record.detail === undefined ? '' : `  ${record.detail}`;
+    const detail = record.detail === undefined ? '' : `  ${escapeControls(record.detail)}`;
     this.io.out(`${label} ${(record.ok ? 'ok' : 'FAIL').padEnd(4)} ${String(record.ms).padStart(4)} ms${detail}`);
   }
 }

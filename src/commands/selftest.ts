@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pool } from 'pg';
 import { CanaryBroker, type CanaryTopology } from '../broker/canary';
 import type { Config } from '../config/load-config';
+import { CANARY_HEADER, CANARY_MESSAGE_TYPE } from '../domain/canary';
 import { verifySchema } from '../db/migrator';
 import { qualified } from '../db/sql';
 import { withClient } from '../db/transaction';
@@ -13,6 +14,7 @@ import { missingPrivileges } from '../outbox/privileges';
 import { isTransientDatabaseError } from '../retry/classify';
 import type { Io } from './io';
 import { canaryDifferences, reason, Steps, type StepRecord } from './selftest-steps';
+import { interruption, untilAborted } from './selftest-interruption';
 import { publishCanary } from './selftest-publish';
 import { withDatabase } from './with-database';
 
@@ -80,16 +82,24 @@ interface Progress {
  * running relay to publish it, or claims (FOR UPDATE SKIP LOCKED, by id), publishes
  * with confirms and marks it itself; waits for the delivery and compares it. Each step
  * is printed with its time. Whatever happens after the insert, the row, the queue and
- * the temporary exchange are deleted. Throws (exit 1) naming the failing step.
+ * the temporary exchange are deleted: also when `signal` aborts (SIGINT, SIGTERM), which
+ * ends the waits at once (its own publish, bounded by OUTBOX_PUBLISH_TIMEOUT_MS, is let
+ * finish). Throws (exit 1) naming the failing step.
  */
-export async function selftestCommand(config: Config, log: Logger, io: Io, options: SelftestOptions): Promise<void> {
+export async function selftestCommand(
+  config: Config,
+  log: Logger,
+  io: Io,
+  options: SelftestOptions,
+  signal: AbortSignal = new AbortController().signal,
+): Promise<void> {
   const started = performance.now();
   const steps = new Steps(io, options.json === true);
   const wait = relayWait(config.pollIntervalMs, options.timeoutMs);
   const progress: Progress = { publishedBy: null, messageId: null, topology: null };
   let error: OutboxError | undefined;
   try {
-    await withDatabase(config, log, (pool) => roundTrip(config, pool, steps, options, wait, progress));
+    await withDatabase(config, log, (pool) => roundTrip(config, pool, steps, { ...options, signal }, wait, progress));
   } catch (err: unknown) {
     error = err instanceof OutboxError ? err : new OutboxError('CHECK_FAILED', `selftest failed: ${reason(err)}`, { cause: err });
   }
@@ -119,11 +129,15 @@ async function roundTrip(
   config: Config,
   pool: Pool,
   steps: Steps,
-  options: SelftestOptions,
+  options: SelftestOptions & { readonly signal: AbortSignal },
   wait: { ms: number; why: string },
   progress: Progress,
 ): Promise<void> {
   const store = new CanaryStore(config.schema);
+  const { signal } = options;
+  const checkpoint = (): void => {
+    if (signal.aborted) throw interruption(signal);
+  };
   await steps.run(
     'connect database',
     async () => {
@@ -158,6 +172,7 @@ async function roundTrip(
     },
     () => 'may insert, claim, mark and delete messages',
   );
+  checkpoint();
   const broker = await steps.run(
     'connect broker',
     () => CanaryBroker.connect(config.amqpUrls, `${config.appId} (outbox-relay selftest)`),
@@ -166,6 +181,7 @@ async function roundTrip(
   let canaryId: string | undefined;
   let failed: OutboxError | undefined;
   try {
+    checkpoint();
     const topology = await steps.run(
       'declare queue',
       () => broker.declare(options.exchange),
@@ -174,6 +190,7 @@ async function roundTrip(
     progress.topology = topology;
     const row = canaryRow(topology, options.timeoutMs);
     progress.messageId = row.messageId;
+    checkpoint();
     canaryId = await steps.run(
       'insert',
       () => store.insert(pool, row),
@@ -190,9 +207,11 @@ async function roundTrip(
       deadline,
       id: canaryId,
       timeoutMs: options.timeoutMs,
+      signal,
     });
+    checkpoint();
     await steps.run('delivery', async () => {
-      const delivered = await broker.delivery(row.messageId, deadline - performance.now());
+      const delivered = await untilAborted(broker.delivery(row.messageId, deadline - performance.now()), signal);
       if (!delivered) {
         throw new OutboxError(
           'CHECK_FAILED',
@@ -203,12 +222,14 @@ async function roundTrip(
       if (changes.length > 0) throw new OutboxError('CHECK_FAILED', `delivered but changed: ${changes.join('; ')}`);
     });
   } catch (err: unknown) {
-    failed = steps.fail('selftest', err);
+    failed = steps.fail(signal.aborted ? 'interrupted' : 'selftest', err);
   }
   const cleanupStarted = performance.now();
   const problems = await cleanUp(pool, store, broker, canaryId).catch((err: unknown) => [reason(err)]);
   if (problems.length === 0) {
-    steps.done('cleanup', cleanupStarted, describeCleanup(canaryId, progress.topology));
+    const cleaned = describeCleanup(canaryId, progress.topology);
+    steps.done('cleanup', cleanupStarted, cleaned);
+    if (signal.aborted) throw new OutboxError('CHECK_FAILED', `${interruption(signal).message}: nothing left behind (${cleaned})`);
     if (failed) throw failed;
     return;
   }
@@ -246,9 +267,9 @@ function canaryRow(topology: CanaryTopology, timeoutMs: number): CanaryRow {
     messageId: randomUUID(),
     exchange: topology.exchange,
     routingKey: topology.routingKey,
-    messageType: 'outbox-relay.selftest',
+    messageType: CANARY_MESSAGE_TYPE,
     payload: { selftest: true, nonce },
-    headers: { 'x-outbox-selftest': true, 'x-outbox-selftest-nonce': nonce },
+    headers: { [CANARY_HEADER]: true, 'x-outbox-selftest-nonce': nonce },
     correlationId: nonce,
     expiresInMs: timeoutMs + EXPIRY_MARGIN_MS,
   };

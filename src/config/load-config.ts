@@ -26,6 +26,16 @@ interface RawValue {
   readonly text: string;
 }
 
+/**
+ * Whether a variable set to `''` counts as unset. The OpenTelemetry specification says so
+ * for its `OTEL_*` variables; any other variable set but empty (or only whitespace) is
+ * refused: it is a templating mistake far more often than a choice
+ * (`OUTBOX_DATABASE_URL=${DB_URL}` with DB_URL unset must not quietly mean localhost).
+ */
+function emptyMeansUnset(name: string): boolean {
+  return name.startsWith('OTEL_');
+}
+
 function rawValue(
   env: NodeJS.ProcessEnv,
   names: readonly string[],
@@ -33,22 +43,42 @@ function rawValue(
   readFile: FileReader,
   problems: string[],
 ): RawValue | undefined {
+  const isSet = (value: string | undefined, name: string): value is string =>
+    value !== undefined && (value !== '' || !emptyMeansUnset(name));
   for (const name of names) {
     const direct = env[name];
     const filePath = fromFile ? env[`${name}_FILE`] : undefined;
-    if (direct !== undefined && direct !== '' && filePath !== undefined && filePath !== '') {
+    const directSet = isSet(direct, name);
+    const fileSet = isSet(filePath, name);
+    if (directSet && fileSet) {
       problems.push(`${name} and ${name}_FILE are both set; set only one`);
       return undefined;
     }
-    if (direct !== undefined && direct !== '') return { source: name, text: direct };
-    if (filePath !== undefined && filePath !== '') {
+    if (directSet) {
+      if (direct.trim() === '') {
+        problems.push(`${name} is set but empty (unset it for the default, or give a value)`);
+        return undefined;
+      }
+      return { source: name, text: direct };
+    }
+    if (fileSet) {
+      if (filePath.trim() === '') {
+        problems.push(`${name}_FILE is set but empty (give the path of a file holding the value, or unset it)`);
+        return undefined;
+      }
+      let text: string;
       try {
-        return { source: `${name}_FILE`, text: readFile(filePath).trim() };
+        text = readFile(filePath).trim();
       } catch (err: unknown) {
         const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
         problems.push(`${name}_FILE names a file that cannot be read (${code}: ${filePath})`);
         return undefined;
       }
+      if (text === '') {
+        problems.push(`${name}_FILE names an empty file (${filePath})`);
+        return undefined;
+      }
+      return { source: `${name}_FILE`, text };
     }
   }
   return undefined;
@@ -91,9 +121,10 @@ export function loadConfig(env: NodeJS.ProcessEnv, readFile: FileReader = readUt
     problems.push(isSecret ? `${source} ${messages}` : `${source} ${messages} (got ${JSON.stringify(texts[key])})`);
   }
   if (result.success && problems.length === 0) {
-    const { backoffBaseMs: base, backoffMaxMs: max } = result.data;
-    if (base <= max) return Object.freeze(result.data);
-    problems.push(`OUTBOX_BACKOFF_BASE_MS (${base}) must not exceed OUTBOX_BACKOFF_MAX_MS (${max})`);
+    const { backoffBaseMs: base, backoffMaxMs: max, bspMaxExportBatchSize: batch, bspMaxQueueSize: queue } = result.data;
+    if (base > max) problems.push(`OUTBOX_BACKOFF_BASE_MS (${base}) must not exceed OUTBOX_BACKOFF_MAX_MS (${max})`);
+    if (batch > queue) problems.push(`OTEL_BSP_MAX_EXPORT_BATCH_SIZE (${batch}) must not exceed OTEL_BSP_MAX_QUEUE_SIZE (${queue})`);
+    if (problems.length === 0) return Object.freeze(result.data);
   }
   throw new OutboxError('CONFIG_INVALID', `invalid configuration: ${problems.join('; ')}`);
 }

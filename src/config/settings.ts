@@ -38,6 +38,12 @@ export interface Setting<T> {
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
+/**
+ * The most spans the batch processor may hold (OTEL_BSP_MAX_QUEUE_SIZE): 32 times its
+ * default. A span of the relay is about 1-2 KB, so this bounds the buffer near 100 MiB.
+ */
+const BSP_MAX_QUEUE_SIZE = 65_536;
+
 /** AMQP's `app-id` is a short string: one length octet, at most 255 bytes. */
 const APP_ID_MAX_BYTES = 255;
 
@@ -263,7 +269,9 @@ export const SETTINGS = {
     defaultValue: '60000',
     doc:
       'While due messages wait and the database and broker are up, how long the relay may go without publishing a message' +
-      ' or recording a failure before it reports itself stalled (`outbox_stalled` 1, `/readyz` 503, one log line) (ms).',
+      ' or recording a failure before it reports itself stalled (`outbox_stalled` 1, `/readyz` 503, one log line) (ms).' +
+      ' Counted from when the relay could have published the oldest due message: an idle relay looks every' +
+      ' `OUTBOX_POLL_INTERVAL_MS`, so at most that long after it became due.',
     schema: integer(1_000, 86_400_000),
   } satisfies Setting<number>,
   stageTimings: {
@@ -369,6 +377,32 @@ export const SETTINGS = {
     doc: '`true` turns tracing off whatever the endpoints say.',
     schema: otelBoolean,
   } satisfies Setting<boolean>,
+  // The batch span processor's settings, validated here and handed to it: the SDK would
+  // read them unchecked (OTEL_BSP_MAX_EXPORT_BATCH_SIZE=0 made its flush loop forever).
+  bspScheduleDelayMs: {
+    env: 'OTEL_BSP_SCHEDULE_DELAY',
+    defaultValue: '5000',
+    doc: 'How long finished spans wait before they are exported as a batch (ms).',
+    schema: integer(0, 600_000),
+  } satisfies Setting<number>,
+  bspExportTimeoutMs: {
+    env: 'OTEL_BSP_EXPORT_TIMEOUT',
+    defaultValue: '30000',
+    doc: 'How long one export of spans may take before it is given up (ms).',
+    schema: integer(1, 600_000),
+  } satisfies Setting<number>,
+  bspMaxQueueSize: {
+    env: 'OTEL_BSP_MAX_QUEUE_SIZE',
+    defaultValue: '2048',
+    doc: 'Spans kept for export at most; more are dropped (counted in the log) rather than held in memory.',
+    schema: integer(1, BSP_MAX_QUEUE_SIZE),
+  } satisfies Setting<number>,
+  bspMaxExportBatchSize: {
+    env: 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE',
+    defaultValue: '512',
+    doc: 'Spans per export at most; not more than `OTEL_BSP_MAX_QUEUE_SIZE`.',
+    schema: integer(1, BSP_MAX_QUEUE_SIZE),
+  } satisfies Setting<number>,
 } as const;
 
 export type SettingKey = keyof typeof SETTINGS;

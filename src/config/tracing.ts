@@ -12,6 +12,13 @@ export interface TracingSettings {
   readonly resourceAttributes: Readonly<Record<string, string>>;
   readonly sampler: SamplerName;
   readonly samplerRatio: number;
+  /** The batch span processor's settings (`OTEL_BSP_*`), validated. */
+  readonly batch: {
+    readonly scheduledDelayMillis: number;
+    readonly exportTimeoutMillis: number;
+    readonly maxQueueSize: number;
+    readonly maxExportBatchSize: number;
+  };
 }
 
 /**
@@ -31,6 +38,12 @@ export function tracingSettings(config: Config): TracingSettings | undefined {
     resourceAttributes: config.resourceAttributes,
     sampler: config.tracesSampler,
     samplerRatio: config.tracesSamplerArg,
+    batch: Object.freeze({
+      scheduledDelayMillis: config.bspScheduleDelayMs,
+      exportTimeoutMillis: config.bspExportTimeoutMs,
+      maxQueueSize: config.bspMaxQueueSize,
+      maxExportBatchSize: config.bspMaxExportBatchSize,
+    }),
   });
 }
 

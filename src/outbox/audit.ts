@@ -43,8 +43,10 @@ interface AuditRow {
   finished_at: Date | null;
 }
 
+// The numbers are read as text (a bigint may exceed a JS number) under their own names: an
+// ORDER BY must therefore name the table's column (`a.id`), or it sorts the text ("9" > "16").
 const COLUMNS =
-  'id::text AS id, at, role, command, arguments, count::text AS count, message_ids, replay_cursor::text AS replay_cursor, finished_at';
+  'a.id::text AS id, a.at, a.role, a.command, a.arguments, a.count::text AS count, a.message_ids, a.replay_cursor::text AS replay_cursor, a.finished_at';
 
 function entryOf(row: AuditRow): AuditEntry {
   return {
@@ -83,49 +85,38 @@ export class AuditLog {
 
   /** The newest entries first. */
   async list(db: Pool | ClientBase, limit: number): Promise<AuditEntry[]> {
-    const { rows } = await db.query<AuditRow>(`SELECT ${COLUMNS} FROM ${this.table} ORDER BY id DESC LIMIT $1`, [limit]);
+    const { rows } = await db.query<AuditRow>(`SELECT ${COLUMNS} FROM ${this.table} AS a ORDER BY a.id DESC LIMIT $1`, [limit]);
     return rows.map(entryOf);
   }
 
   /** One entry by id, if any. */
   async get(db: Pool | ClientBase, id: string): Promise<AuditEntry | undefined> {
-    const { rows } = await db.query<AuditRow>(`SELECT ${COLUMNS} FROM ${this.table} WHERE id = $1::bigint`, [id]);
+    const { rows } = await db.query<AuditRow>(`SELECT ${COLUMNS} FROM ${this.table} AS a WHERE a.id = $1::bigint`, [id]);
     return rows[0] ? entryOf(rows[0]) : undefined;
   }
 
   /**
-   * The newest unfinished replay whose arguments are exactly `args` (a replay run again
-   * goes on from its cursor), if any.
-   */
-  async unfinishedReplay(db: Pool | ClientBase, args: Readonly<Record<string, unknown>>): Promise<AuditEntry | undefined> {
-    const { rows } = await db.query<AuditRow>(
-      `SELECT ${COLUMNS} FROM ${this.table}
-        WHERE command = 'replay' AND finished_at IS NULL AND arguments = $1::jsonb
-        ORDER BY id DESC LIMIT 1`,
-      [JSON.stringify(args)],
-    );
-    return rows[0] ? entryOf(rows[0]) : undefined;
-  }
-
-  /**
-   * A replay's progress: `count` messages published again so far, the last of them
-   * `cursor`, the first ones' message ids appended (up to AUDIT_MAX_IDS in all), and
-   * `finished` once none is left.
+   * A replay's progress: `count` messages published again so far, `cursor` the last
+   * message done with (published again or left out), the first ones' message ids
+   * appended (up to AUDIT_MAX_IDS in all), `finished` once none is left, and what it left
+   * out (kept in its arguments as `leftOut`, when any).
    */
   async replayProgress(
     db: Pool | ClientBase,
     id: string,
-    progress: { cursor: string; count: number; messageIds: readonly string[]; finished: boolean },
+    progress: { cursor: string; count: number; messageIds: readonly string[]; finished: boolean; leftOut?: { count: number } },
   ): Promise<void> {
+    const leftOut = progress.leftOut && progress.leftOut.count > 0 ? JSON.stringify(progress.leftOut) : null;
     await db.query(
       `UPDATE ${this.table}
           SET replay_cursor = $2::bigint,
               count = $3,
               message_ids = CASE WHEN cardinality(message_ids) >= $5 THEN message_ids
                                  ELSE (message_ids || $4::uuid[])[1:$5] END,
-              finished_at = CASE WHEN $6::boolean THEN now() END
+              finished_at = CASE WHEN $6::boolean THEN now() END,
+              arguments = CASE WHEN $7::jsonb IS NULL THEN arguments ELSE arguments || jsonb_build_object('leftOut', $7::jsonb) END
         WHERE id = $1::bigint`,
-      [id, progress.cursor, progress.count, progress.messageIds, AUDIT_MAX_IDS, progress.finished],
+      [id, progress.cursor, progress.count, progress.messageIds, AUDIT_MAX_IDS, progress.finished, leftOut],
     );
   }
 

@@ -102,7 +102,7 @@ export interface DeadFilter {
   readonly exchange?: string;
   readonly partitionKey?: string;
   readonly routingKey?: string;
-  /** dead_at at or after this instant, as PostgreSQL reads a timestamptz (see `isInstant`). */
+  /** dead_at at or after this instant, as PostgreSQL reads a timestamptz (see `instantProblem`). */
   readonly since?: string;
 }
 
@@ -281,16 +281,18 @@ export class OperatorStore {
   }
 
   /**
-   * Whether PostgreSQL reads `text` as a timestamptz (ISO 8601, `now`, `infinity`, …, in
-   * the session's time zone when it names none). Other errors than a bad value propagate.
+   * Why PostgreSQL does not read `text` as a timestamptz (ISO 8601, `now`, `infinity`, …,
+   * in the session's time zone when it names none; a date that does not exist is
+   * refused), or undefined when it does. Other errors than a bad value propagate.
    */
-  async isInstant(db: Pool | ClientBase, text: string): Promise<boolean> {
+  async instantProblem(db: Pool | ClientBase, text: string): Promise<string | undefined> {
     try {
       await db.query('SELECT $1::timestamptz', [text]);
-      return true;
+      return undefined;
     } catch (err: unknown) {
       // Class 22, data exception: invalid_datetime_format, datetime_field_overflow, an unknown time zone, …
-      if (typeof (err as { code?: unknown }).code === 'string' && (err as { code: string }).code.startsWith('22')) return false;
+      const code = (err as { code?: unknown }).code;
+      if (typeof code === 'string' && code.startsWith('22')) return (err as Error).message.replace(/: ".*"$/s, '');
       throw err;
     }
   }

@@ -118,9 +118,9 @@ export class ReplayStore {
     resolved: readonly string[],
   ): Promise<{ id: string; arguments: Record<string, unknown>; count: number; cursor: string | null } | undefined> {
     const { rows } = await db.query<Pick<AuditEntry, 'id' | 'arguments'> & { count: string; cursor: string | null }>(
-      `SELECT id::text AS id, arguments, count::text AS count, replay_cursor::text AS cursor FROM ${this.audit}
-        WHERE command = 'replay' AND finished_at IS NULL AND (arguments - $2::text[]) = ($1::jsonb - $2::text[])
-        ORDER BY id DESC LIMIT 1`,
+      `SELECT a.id::text AS id, a.arguments, a.count::text AS count, a.replay_cursor::text AS cursor FROM ${this.audit} AS a
+        WHERE a.command = 'replay' AND a.finished_at IS NULL AND (a.arguments - $2::text[]) = ($1::jsonb - $2::text[])
+        ORDER BY a.id DESC LIMIT 1`,
       [JSON.stringify(given), resolved],
     );
     const row = rows[0];
@@ -140,19 +140,37 @@ export class ReplayStore {
   }
 
   /**
-   * Takes the session advisory lock of replay `auditId` on `client` (never waits):
-   * false when another process is running that replay now. Held until released or
-   * the session ends (a killed process's lock ends with its connection).
+   * Opens a transaction on `client` and takes, for as long as it stays open, the lock of
+   * one replay selection (`selection`: its normalised arguments), never waiting: false
+   * when another process holds it (the transaction is then ended). A transaction-level
+   * advisory lock, not a session lock: behind a transaction-pooling PgBouncer the open
+   * transaction keeps one server connection for it, where a session lock would stay on a
+   * server connection other clients then share. The transaction takes no row lock and no
+   * transaction id, and holds no snapshot between statements (READ COMMITTED), so it
+   * holds back no vacuum; it is exempt from idle_in_transaction_session_timeout.
    */
-  async tryLock(client: ClientBase, auditId: string): Promise<boolean> {
-    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [
-      ADVISORY_LOCK_NAMESPACE,
-      `replay:${this.schema}:${auditId}`,
-    ]);
-    return rows[0]?.locked ?? false;
+  async lockSelection(client: ClientBase, selection: string): Promise<boolean> {
+    await client.query('BEGIN');
+    try {
+      const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS locked', [
+        ADVISORY_LOCK_NAMESPACE,
+        `replay:${this.schema}:${selection}`,
+      ]);
+      // A statement without parameters (the simple query protocol) after the one with
+      // them: it also drops that statement's unnamed portal, whose snapshot would
+      // otherwise hold back vacuum for as long as the transaction stays open.
+      await client.query('SET LOCAL idle_in_transaction_session_timeout = 0');
+      if (rows[0]?.locked === true) return true;
+    } catch (err: unknown) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
+    await client.query('ROLLBACK');
+    return false;
   }
 
-  async unlock(client: ClientBase, auditId: string): Promise<void> {
-    await client.query('SELECT pg_advisory_unlock($1, hashtext($2))', [ADVISORY_LOCK_NAMESPACE, `replay:${this.schema}:${auditId}`]);
+  /** Ends the transaction of `lockSelection`, and with it the lock. */
+  async unlockSelection(client: ClientBase): Promise<void> {
+    await client.query('ROLLBACK');
   }
 }

@@ -96,7 +96,7 @@ export class RelayLoop {
     private readonly settings: LoopSettings,
     private readonly deps: LoopDeps,
   ) {
-    this.stall = new StallWatch(settings.stallTimeoutMs, deps.clock);
+    this.stall = new StallWatch(settings.stallTimeoutMs, deps.clock, settings.pollIntervalMs);
     this.recovery = new Recovery(settings, deps, this.stall, (report) => this.observe(report));
   }
 

@@ -14,6 +14,11 @@ export interface DueHead {
  * the oldest due message in the table (read every second, locked rows included) has
  * stayed the same for the timeout, and this relay has published or failed nothing for
  * as long. The loop adds why it thinks it is stuck.
+ *
+ * The timeout counts from when the relay could have published that message: an idle
+ * relay looks for messages only every `pollIntervalMs` (unless a NOTIFY wakes it), so a
+ * message that became due just after a look waits that long without anything being
+ * wrong. Its wait is counted from `pollIntervalMs` after it was first seen.
  */
 export class StallWatch {
   private lastProgressAt: number;
@@ -23,6 +28,8 @@ export class StallWatch {
   constructor(
     private readonly timeoutMs: number,
     private readonly clock: Clock,
+    /** The longest an idle relay goes without looking for due messages (OUTBOX_POLL_INTERVAL_MS). */
+    private readonly pollIntervalMs: number,
   ) {
     this.lastProgressAt = clock.now();
   }
@@ -54,7 +61,7 @@ export class StallWatch {
     if (this.head === undefined) return undefined;
     const now = this.clock.now();
     const waitedMs = Math.min(now - this.head.since, now - this.lastProgressAt);
-    if (waitedMs < this.timeoutMs) return undefined;
+    if (Math.min(now - this.head.since - this.pollIntervalMs, waitedMs) < this.timeoutMs) return undefined;
     return (
       `nothing published or failed for ${Math.round(waitedMs / 1000)} s while due messages wait: ` +
       `${this.why ?? 'no batch got a verdict'} (stuck on message ${this.head.messageId})`

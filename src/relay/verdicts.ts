@@ -1,3 +1,4 @@
+import { isCanary } from '../domain/canary';
 import { heldNote } from '../domain/held-note';
 import type { FailedAttempt, HoldOrder, OutboxMessage, ParkOrder, ParkUntil } from '../domain/message';
 import type { Failure, PublishOutcome } from '../domain/outcome';
@@ -144,7 +145,8 @@ export function decideVerdicts(
       return own;
     }
     const attempts = message.attempts + 1;
-    const dead = attempts >= settings.maxAttempts;
+    // A self-test canary is never dead: it is retried until its expires_at, then expires.
+    const dead = attempts >= settings.maxAttempts && !isCanary(message);
     const timeLeft = Math.max(0, expiresAt - nowMs);
     const retryInMs = Math.min(backoff.delayMs(attempts), timeLeft);
     stops.stop(message, !dead ? { inMs: retryInMs } : settings.orderingOnDead === 'block' ? { forever: true } : undefined);

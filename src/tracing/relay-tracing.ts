@@ -34,7 +34,8 @@ export interface RelayTracing {
 /**
  * A tracer provider of its own, never registered globally: a service that embeds the relay
  * (or a test) keeps its own global OpenTelemetry setup untouched. Spans are batched
- * (BatchSpanProcessor; the SDK reads its `OTEL_BSP_*` variables) and sent over OTLP/HTTP.
+ * (BatchSpanProcessor, with the `OTEL_BSP_*` settings as validated by config/) and sent
+ * over OTLP/HTTP.
  */
 export function startRelayTracing(settings: TracingSettings, schema: string, log: Logger): RelayTracing {
   const version = packageVersion();
@@ -48,7 +49,8 @@ export function startRelayTracing(settings: TracingSettings, schema: string, log
       }),
     ),
     sampler: sampler(settings),
-    spanProcessors: [new BatchSpanProcessor(exporter)],
+    // Every option given: the processor then reads no OTEL_BSP_* variable of its own.
+    spanProcessors: [new BatchSpanProcessor(exporter, { ...settings.batch })],
   });
   // The endpoint is shown without its query (a token may sit there); the headers never.
   const endpoint = new URL(settings.tracesUrl);

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import fc from 'fast-check';
 import { escapeIdentifier, escapeLiteral, Pool } from 'pg';
 import { AuditLog } from '../../src/outbox/audit';
 import { buildIfMissing, cli, envFor, expectOneLineFailure, lines } from '../kit/cli';
@@ -239,3 +240,23 @@ test('a role without DELETE on the audit table still cleans the messages, says s
   ]);
   expect((await audit.list(fx.pool, 10)).map((e) => e.id)).toEqual([old]);
 });
+
+test('newest first by id, whatever the number of entries; --limit N shows the N newest (property)', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 45 }), async (entries, limit) => {
+      await fx.pool.query(`DELETE FROM ${audit.table}`);
+      const made: bigint[] = [];
+      for (let n = 0; n < entries; n += 1) {
+        made.push(BigInt(await audit.record(fx.pool, { command: 'dead retry', arguments: { n }, count: 1, messageIds: [randomUUID()] })));
+      }
+      const newest = made.sort((a, b) => (a < b ? 1 : a > b ? -1 : 0)).slice(0, limit);
+      const json = await auditJson(asRelay(), ['--limit', String(limit)]);
+      expect(json.map((e) => e.id)).toEqual(newest.map(String));
+      const text = await cli(['audit', '--limit', String(limit)], asRelay());
+      expect(lines(text.stdout).map((l) => (JSON.parse(/args=(\{.*?\})/.exec(l)![1]!) as { n: number }).n)).toEqual(
+        json.map((e) => e.arguments['n']),
+      );
+    }),
+    { numRuns: 6 },
+  );
+}, 180_000);

@@ -1,4 +1,6 @@
 import type { ConsumeMessage } from 'amqplib';
+import fc from 'fast-check';
+import { normaliseArguments } from '../../src/commands/replay';
 import { buildIfMissing, cli, envFor, expectOneLineFailure, lines } from '../kit/cli';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { RelayProcess } from '../kit/relay-process';
@@ -159,20 +161,152 @@ test('an event a named exchange routes to no queue counts as replayed, as the re
   expect(entry).toMatchObject({ count: 2, finished: true });
 });
 
-test('a returned command stops the replay with one line naming the message; the progress is kept', async () => {
+test('a destination that does not exist (a deleted exchange, a command to no queue): its messages are left out, the rest replayed; the printed command replays them once it exists', async () => {
+  const { exchange, received } = await broker.exchangeWithQueue('replay_kept');
+  const gone = uniqueName('replay_deleted_exchange');
   const queue = await broker.declareQueue(uniqueName('replay_cmd'));
-  const ids = await fx.insert([
-    { routing_key: queue, payload: { n: 1 } },
-    { routing_key: uniqueName('replay_no_such_queue'), payload: { n: 2 } },
-    { routing_key: queue, payload: { n: 3 } },
+  const commands: ConsumeMessage[] = [];
+  await broker.consume(queue, (m) => commands.push(m));
+  const noQueue = uniqueName('replay_no_such_queue');
+  await fx.insert([
+    { exchange, routing_key: 'k', payload: { n: 1 } },
+    { exchange: gone, routing_key: 'k', payload: { n: 2 } },
+    { routing_key: noQueue, payload: { n: 3 } },
+    { routing_key: queue, payload: { n: 4 } },
+    { exchange: gone, routing_key: 'k', payload: { n: 5 } },
+    { exchange, routing_key: 'k', payload: { n: 6 } },
   ]);
   await markAllPublished();
   const result = await cli(['replay', '--since', SINCE, '--rate', 'unlimited'], envFor(fx.schema));
   const line = expectOneLineFailure(result, 1);
-  expect(line).toContain(ids[1]);
-  expect(line).toContain('unroutable');
+  expect(line).toContain('finished but left out 3 of 6 messages, whose destination does not exist: ');
+  expect(line).toContain(`exchange "${gone}" (2), queue "${noQueue}" (1)`);
+  await waitFor('the rest replayed', () => received.length === 2 && commands.length === 1);
+  expect(received.map((m) => payload(m).n)).toEqual([1, 6]);
   const [entry] = await auditRows();
-  expect(entry).toMatchObject({ count: 1, finished: false });
+  expect(entry).toMatchObject({
+    count: 3,
+    finished: true,
+    arguments: { leftOut: { count: 3, exchanges: { [gone]: 2 }, queues: { [noQueue]: 1 } } },
+  });
+
+  // The way forward it prints is true: once the exchange exists, that command replays exactly its messages.
+  const command = new RegExp(`(outbox-relay replay [^;]*--exchange ${gone})`).exec(line)?.[1];
+  expect(command).toBeDefined();
+  const arrived = await broker.queue(uniqueName('replay_revived_q'), { exchange: await broker.exchange(gone), pattern: '#' });
+  const again = await cli(command!.split(' ').slice(1), envFor(fx.schema));
+  expect(again).toMatchObject({ code: 0, stderr: '' });
+  await waitFor('the left-out messages replayed', () => arrived.length === 2);
+  expect(arrived.map((m) => payload(m).n)).toEqual([2, 5]);
+});
+
+test('a message the broker or AMQP cannot take (headers over 64 KiB) is left out for good, the rest replayed, the entry finished', async () => {
+  const { exchange, received } = await broker.exchangeWithQueue('replay_unencodable');
+  await fx.insert([
+    { exchange, routing_key: 'k', payload: { n: 1 } },
+    { exchange, routing_key: 'k', payload: { n: 2 }, headers: { 'x-big': 'h'.repeat(70_000) } },
+    { exchange, routing_key: 'k', payload: { n: 3 } },
+  ]);
+  await markAllPublished();
+  const result = await cli(['replay', '--since', SINCE, '--rate', 'unlimited'], envFor(fx.schema));
+  expect(expectOneLineFailure(result, 1)).toContain(
+    'finished but left out 1 of 3 messages, that the broker cannot take (invalid_message 1',
+  );
+  await waitFor('the others replayed', () => received.length === 2);
+  expect(received.map((m) => payload(m).n)).toEqual([1, 3]);
+  const [entry] = await auditRows();
+  expect(entry).toMatchObject({ count: 2, finished: true, arguments: { leftOut: { count: 1, unpublishable: { invalid_message: 1 } } } });
+});
+
+test('whatever destinations exist: exactly the messages of existing ones arrive, once each and in order, the others are counted per destination (property)', async () => {
+  const { exchange, received } = await broker.exchangeWithQueue('replay_prop');
+  const gone = uniqueName('replay_prop_gone');
+  const queue = await broker.declareQueue(uniqueName('replay_prop_cmd'));
+  const commands: ConsumeMessage[] = [];
+  await broker.consume(queue, (m) => commands.push(m));
+  const noQueue = uniqueName('replay_prop_noq');
+  const kinds = ['event', 'event to a missing exchange', 'command', 'command to a missing queue'] as const;
+  await fc.assert(
+    fc.asyncProperty(fc.array(fc.constantFrom(...kinds), { minLength: 1, maxLength: 40 }), async (plan) => {
+      received.length = 0;
+      commands.length = 0;
+      await fx.reset();
+      await fx.pool.query(`DELETE FROM "${fx.schema}".audit`);
+      const target = (kind: (typeof kinds)[number]): { exchange?: string; routing_key: string } =>
+        kind === 'event'
+          ? { exchange, routing_key: 'k' }
+          : kind === 'event to a missing exchange'
+            ? { exchange: gone, routing_key: 'k' }
+            : { routing_key: kind === 'command' ? queue : noQueue };
+      await fx.insert(plan.map((kind, n) => ({ ...target(kind), payload: { n } })));
+      await markAllPublished();
+      const result = await cli(['replay', '--since', SINCE, '--rate', 'unlimited', '--json'], envFor(fx.schema));
+      const expectIndexes = (kind: (typeof kinds)[number]): number[] => plan.flatMap((k, n) => (k === kind ? [n] : []));
+      const missingExchange = expectIndexes('event to a missing exchange').length;
+      const missingQueue = expectIndexes('command to a missing queue').length;
+      expect(result.code).toBe(missingExchange + missingQueue > 0 ? 1 : 0);
+      const report = JSON.parse(lines(result.stdout)[0]!) as { replayed: number; leftOut: { count: number } };
+      expect(report).toMatchObject({
+        replayed: plan.length - missingExchange - missingQueue,
+        leftOut: { count: missingExchange + missingQueue },
+      });
+      await waitFor('the replayed messages', () => received.length + commands.length === report.replayed);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(received.map((m) => payload(m).n)).toEqual(expectIndexes('event'));
+      expect(commands.map((m) => payload(m).n)).toEqual(expectIndexes('command'));
+      const [entry] = await auditRows();
+      expect(entry).toMatchObject({ finished: true, count: report.replayed });
+    }),
+    { numRuns: 6 },
+  );
+}, 180_000);
+
+test('two identical replays started at once: one runs, the others exit 1 naming it; every message once', async () => {
+  const { exchange, received } = await broker.exchangeWithQueue('replay_twice');
+  const COUNT = 200;
+  await fx.insertBacklog({ count: COUNT, exchange, routingKey: 'twice', keys: 4 });
+  await markAllPublished();
+  // 4 s at 50 per second: the three processes surely start while the first runs.
+  const args = ['replay', '--since', SINCE, '--exchange', exchange, '--rate', '50'];
+  const results = await Promise.all([1, 2, 3].map(() => cli(args, envFor(fx.schema))));
+  const ran = results.filter((r) => r.code === 0);
+  expect(ran).toHaveLength(1);
+  for (const refused of results.filter((r) => r.code !== 0)) {
+    expect(expectOneLineFailure(refused, 1)).toMatch(/the same replay( \(#\d+\))? is running in another process right now/);
+  }
+  await waitFor('every message replayed', () => received.length >= COUNT);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  expect(received).toHaveLength(COUNT);
+  expect(await auditRows()).toHaveLength(1);
+});
+
+test('the lock of a running replay is transaction-level (no session lock, as a transaction-pooling PgBouncer needs), and holds back no vacuum', async () => {
+  const { exchange, received } = await broker.exchangeWithQueue('replay_lock');
+  await fx.insertBacklog({ count: 150, exchange, routingKey: 'lock', keys: 2 });
+  await markAllPublished();
+  const replay = await RelayProcess.start(envFor(fx.schema), ['replay', '--since', SINCE, '--exchange', exchange, '--rate', '50']);
+  try {
+    await waitFor('the replay under way', () => received.length >= 10);
+    // The replay's advisory lock (first key "obxr", second the hash of its selection): whose, and in what state.
+    const selection = `replay:${fx.schema}:${JSON.stringify(normaliseArguments([], { since: SINCE, exchange }))}`;
+    const { rows } = await fx.pool.query<{
+      state: string;
+      in_transaction: boolean;
+      backend_xid: string | null;
+      backend_xmin: string | null;
+    }>(
+      `SELECT a.state, a.xact_start IS NOT NULL AS in_transaction, a.backend_xid::text, a.backend_xmin::text
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = $1::bigint::oid
+          AND l.objid = ((hashtext($2)::bigint + 4294967296) % 4294967296)::oid`,
+      [0x6f627872, selection],
+    );
+    expect(rows).toHaveLength(1);
+    for (const row of rows) expect(row).toMatchObject({ in_transaction: true, backend_xid: null, backend_xmin: null });
+  } finally {
+    replay.kill('SIGINT');
+    await replay.exited;
+  }
 });
 
 test('--dry-run prints how many and the first ids, publishes nothing and records nothing', async () => {
@@ -238,4 +372,21 @@ test.each([
   const result = await cli(['replay', ...args], envFor(fx.schema));
   expect(expectOneLineFailure(result, 2)).toContain(named);
   expect(result.stdout).toBe('');
+});
+
+test('run again, it resumes the newest unfinished replay of its arguments, also among 10 and more (ids compared as numbers)', async () => {
+  await fx.insert([{ routing_key: 'q', payload: { n: 1 } }]);
+  await markAllPublished();
+  const args = ['replay', '--since', SINCE, '--type', 'none.such'];
+  const fresh = await cli([...args, '--dry-run', '--json'], envFor(fx.schema));
+  const { selection } = JSON.parse(fresh.stdout) as { selection: Record<string, unknown> };
+  // Entries #1 … #16 of the same replay, all unfinished: as text, "9" would sort after "16".
+  const { rows } = await fx.pool.query<{ id: string }>(
+    `INSERT INTO "${fx.schema}".audit (command, arguments, count)
+     SELECT 'replay', $1::jsonb, n FROM generate_series(1, 16) AS n RETURNING id::text AS id`,
+    [JSON.stringify(selection)],
+  );
+  const newest = rows.map((r) => BigInt(r.id)).reduce((a, b) => (a > b ? a : b));
+  const again = await cli([...args, '--dry-run', '--json'], envFor(fx.schema));
+  expect(JSON.parse(again.stdout)).toMatchObject({ resumes: String(newest) });
 });

@@ -1,10 +1,13 @@
 import { connect, type ChannelModel } from 'amqplib';
 import { escapeIdentifier } from 'pg';
+import fc from 'fast-check';
+import { CANARY_HEADER, CANARY_MESSAGE_TYPE } from '../../src/domain/canary';
 import { buildIfMissing, cli, envFor, expectOneLineFailure, lines, STACK_FRAME } from '../kit/cli';
 import { freePort } from '../kit/free-port';
 import { trackOpen } from '../kit/open-resources';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { testAmqpUrl, testDatabaseUrl } from '../kit/services';
+import { RelayProcess } from '../kit/relay-process';
 import { TcpProxy } from '../kit/tcp-proxy';
 import { TestBroker } from '../kit/test-broker';
 import { uniqueName } from '../kit/unique-name';
@@ -235,5 +238,68 @@ describe('selftest', () => {
     expect(lines(result.stderr)[0]).toContain(named);
     expect(result.stderr).not.toContain(STACK_FRAME);
     expect(result.stdout).toBe('');
+  });
+
+  test('SIGINT or SIGTERM at any moment: exit 1 saying so (or 0 if it had passed), and nothing left behind (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom<NodeJS.Signals>('SIGINT', 'SIGTERM'),
+        fc.oneof(
+          fc.record({ after: fc.constant('start' as const), ms: fc.integer({ min: 0, max: 900 }) }),
+          fc.record({ after: fc.constant('insert' as const), ms: fc.integer({ min: 0, max: 2_500 }) }),
+        ),
+        async (signal, moment) => {
+          const selftest = await RelayProcess.start(envFor(fx.schema), ['selftest', '--timeout-ms', '6000']);
+          try {
+            if (moment.after === 'insert') await waitFor('the canary row', async () => (await rowCount()) === 1, 15_000, 5);
+            await new Promise((resolve) => setTimeout(resolve, moment.ms));
+            selftest.kill(signal);
+            const exit = await selftest.exitWithin(20_000);
+            const stdout = selftest.stdout.join('\n');
+            if (exit.code === 0) expect(stdout).toMatch(/^selftest passed/m);
+            // Before the command started (Node still loading), the signal ends the process as usual: nothing exists yet.
+            else if (exit.signal !== null) expect({ exit, stdout }).toEqual({ exit: { code: null, signal }, stdout: '' });
+            else {
+              expect(exit).toEqual({ code: 1, signal: null });
+              expect(selftest.stderr).toHaveLength(1);
+              expect(selftest.stderr[0]).toMatch(new RegExp(`^outbox-relay: (selftest interrupted by ${signal}|selftest failed at)`));
+            }
+            expect(await rowCount()).toBe(0);
+            if (/outbox-selftest-/.test(stdout)) await expectNothingLeft(stdout);
+          } finally {
+            if (selftest.running) selftest.kill('SIGKILL');
+            await fx.pool.query(`DELETE FROM ${fx.table}`);
+          }
+        },
+      ),
+      { numRuns: 6 },
+    );
+  }, 240_000);
+
+  test('a canary left behind (a selftest killed by SIGKILL, its exchange gone) is never a dead message: retried until it expires', async () => {
+    // The row as a killed selftest leaves it: its temporary exchange went with its connection.
+    const gone = uniqueName('outbox-selftest-gone');
+    await fx.pool.query(
+      `INSERT INTO ${fx.table} (exchange, routing_key, message_type, payload, headers, expires_at)
+       VALUES ($1, 'outbox-selftest.k', $2, '{"selftest": true}', $3::jsonb, now() + interval '3 seconds'),
+              ($1, 'order.created', 'order.created', '{"n": 1}', '{}', NULL)`,
+      [gone, CANARY_MESSAGE_TYPE, JSON.stringify({ [CANARY_HEADER]: true, 'x-outbox-selftest-nonce': 'n' })],
+    );
+    // One attempt makes a message dead: the canary's failures must not.
+    await fx.startRelay({ OUTBOX_MAX_ATTEMPTS: '1' });
+    await waitFor(
+      'the canary expired',
+      async () =>
+        (await fx.pool.query(`SELECT 1 FROM ${fx.table} WHERE message_type = $1 AND expired_at IS NOT NULL`, [CANARY_MESSAGE_TYPE]))
+          .rowCount === 1,
+      20_000,
+    );
+    const { rows } = await fx.pool.query<{ message_type: string; attempts: number }>(
+      `SELECT message_type, attempts FROM ${fx.table} WHERE dead_at IS NOT NULL AND expired_at IS NULL`,
+    );
+    expect(rows.map((r) => r.message_type)).toEqual(['order.created']);
+    const status = await cli(['status', '--json'], envFor(fx.schema));
+    expect(JSON.parse(status.stdout)).toMatchObject({ dead: 1, expired: 1 });
+    await fx.pool.query(`DELETE FROM ${fx.table}`);
   });
 });

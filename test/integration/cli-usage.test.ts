@@ -42,6 +42,21 @@ describe('configuration and usage errors exit 2', () => {
     expect(result.stdout).toBe('');
   });
 
+  test.each([
+    'OUTBOX_DATABASE_URL',
+    'OUTBOX_DATABASE_URL_FILE',
+    'OUTBOX_AMQP_URL',
+    'OUTBOX_AMQP_URL_FILE',
+    'DATABASE_URL',
+    'OUTBOX_SCHEMA',
+  ])('%s set but empty: exit 2 naming it, instead of the default', async (name) => {
+    const env: Record<string, string> = { OUTBOX_SCHEMA: 'outbox_cli_never_created', [name]: '' };
+    if (!name.includes('DATABASE_URL')) env['OUTBOX_DATABASE_URL'] = testDatabaseUrl();
+    if (!name.includes('AMQP_URL')) env['OUTBOX_AMQP_URL'] = testAmqpUrl();
+    const result = await cli(['status'], env);
+    expect(expectOneLineFailure(result, 2)).toContain(`${name} is set but empty`);
+  });
+
   test('several bad variables are all named, on one line', async () => {
     const result = await cli(['check'], { OUTBOX_BATCH_SIZE: '0', OUTBOX_LOG_LEVEL: 'chatty', OUTBOX_RETENTION: 'forever' });
     const stderr = expectOneLineFailure(result, 2);

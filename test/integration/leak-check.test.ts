@@ -34,7 +34,8 @@ async function runFixtures(pattern: string): Promise<FixtureRun> {
   try {
     const jest = join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js');
     const config = join(ROOT, 'test', 'fixtures', 'leaks', 'jest.config.ts');
-    const args = [jest, '--config', config, '--runInBand', '--ci', '--forceExit', '--json', '--outputFile', outputFile, pattern];
+    // As npm test runs: no --forceExit.
+    const args = [jest, '--config', config, '--runInBand', '--ci', '--json', '--outputFile', outputFile, pattern];
     const child = spawn(process.execPath, args, {
       cwd: ROOT,
       env: { ...process.env, OUTBOX_LEAK_FIXTURE_LEFTOVERS: leftovers },
@@ -43,7 +44,9 @@ async function runFixtures(pattern: string): Promise<FixtureRun> {
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
-    const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+    // A run that never ends is a failure of its own (the teardown's net ends a held one after 5 s).
+    const hang = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    const code = await new Promise<number | null>((resolve) => child.once('close', resolve)).finally(() => clearTimeout(hang));
     if (!existsSync(outputFile)) throw new Error(`jest wrote no results (exit ${code}):\n${output.slice(-4_000)}`);
     const report = JSON.parse(readFileSync(outputFile, 'utf8')) as { testResults: FileResult[] };
     return { code, output, results: new Map(report.testResults.map((r) => [r.name.slice(r.name.lastIndexOf('/') + 1), r])) };
@@ -130,4 +133,10 @@ test('an in-process relay never stopped fails its file, which names the relay, i
 test('the control, which closes everything it opened, passes', () => {
   const result = fixture(clean, 'clean.leak.ts');
   expect({ code: clean.code, status: result.status, message: result.message }).toEqual({ code: 0, status: 'passed', message: '' });
+});
+
+test('a run ends by itself, without forceExit and its "Force exiting Jest" line; one held open by leaks is ended 5 s after, naming what held it', () => {
+  expect(clean.output).not.toMatch(/Force exiting|did not exit|still open/);
+  expect(leaking.output).not.toMatch(/Force exiting/);
+  expect(leaking.output).toMatch(/test run: still open 5000 ms after the last test file \(.*ProcessWrap.*\); exiting/);
 });

@@ -32,6 +32,7 @@ describe('loadConfig rejects bad values', () => {
     OUTBOX_CLEANUP_CRON: ['every minute', '* * *', '61 * * * *'],
     OUTBOX_SHUTDOWN_TIMEOUT_MS: ['-1', '600001', 'later'],
     OUTBOX_STALL_TIMEOUT_MS: ['999', '86400001', 'a minute'],
+    OUTBOX_STAGE_TIMINGS: ['yes', '1', 'on'],
     OUTBOX_HTTP_HOST: ['   '],
     OUTBOX_HTTP_PORT: ['65536', '-1', 'http', '80.5'],
     OUTBOX_APP_ID: ['   ', 'x'.repeat(256)],
@@ -45,6 +46,11 @@ describe('loadConfig rejects bad values', () => {
     OTEL_TRACES_SAMPLER: ['jaeger_remote', 'xray', 'on'],
     OTEL_TRACES_SAMPLER_ARG: ['1.5', '-0.1', 'half', '2'],
     OTEL_SDK_DISABLED: ['yes', '1', 'off'],
+    // What the batch span processor would have taken unchecked: 0 made its flush loop until the heap ran out.
+    OTEL_BSP_SCHEDULE_DELAY: ['-1', '1e3', 'soon', '600001', '5000.5', ' '],
+    OTEL_BSP_EXPORT_TIMEOUT: ['0', '-5', 'Infinity', 'NaN', '600001'],
+    OTEL_BSP_MAX_QUEUE_SIZE: ['0', '-1', '65537', '1e9', '2.5'],
+    OTEL_BSP_MAX_EXPORT_BATCH_SIZE: ['0', '-1', '0.5', 'Infinity', 'all', '65537'],
   };
 
   test('the table covers every setting', () => {
@@ -102,4 +108,10 @@ describe('loadConfig rejects bad values', () => {
     const config = loadConfig({ OUTBOX_BACKOFF_BASE_MS: '2000', OUTBOX_BACKOFF_MAX_MS: '2000' });
     expect([config.backoffBaseMs, config.backoffMaxMs]).toEqual([2000, 2000]);
   });
+});
+
+test('OTEL_BSP_MAX_EXPORT_BATCH_SIZE above OTEL_BSP_MAX_QUEUE_SIZE: CONFIG_INVALID naming both', () => {
+  const err = configError({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4096' });
+  expect(err.message).toContain('OTEL_BSP_MAX_EXPORT_BATCH_SIZE (4096) must not exceed OTEL_BSP_MAX_QUEUE_SIZE (2048)');
+  expect(loadConfig({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4096', OTEL_BSP_MAX_QUEUE_SIZE: '4096' }).bspMaxExportBatchSize).toBe(4096);
 });

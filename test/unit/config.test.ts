@@ -1,6 +1,7 @@
 import { loadConfig, type Config } from '../../src/config/load-config';
 import { SETTINGS } from '../../src/config/settings';
-import { configError } from './config-errors';
+import fc from 'fast-check';
+import { configError, names } from './config-errors';
 
 // Defaults and parsing. Rejected values: config-rejections.test.ts; passwords and <NAME>_FILE: config-secrets.test.ts.
 
@@ -23,6 +24,7 @@ describe('loadConfig defaults', () => {
       retentionMs: 7 * 24 * 3_600_000,
       cleanupCron: '* * * * *',
       shutdownTimeoutMs: 10_000,
+      stageTimings: false,
       stallTimeoutMs: 60_000,
       httpHost: '0.0.0.0',
       httpPort: 9464,
@@ -37,6 +39,10 @@ describe('loadConfig defaults', () => {
       tracesSampler: 'parentbased_always_on',
       tracesSamplerArg: 1,
       sdkDisabled: false,
+      bspScheduleDelayMs: 5_000,
+      bspExportTimeoutMs: 30_000,
+      bspMaxQueueSize: 2_048,
+      bspMaxExportBatchSize: 512,
     });
   });
 
@@ -51,11 +57,40 @@ describe('loadConfig defaults', () => {
     expect(Object.keys(config).sort()).toEqual(Object.keys(SETTINGS).sort());
   });
 
-  test('an empty variable counts as unset', () => {
-    const config = loadConfig({ OUTBOX_BATCH_SIZE: '', OUTBOX_SCHEMA: '', OUTBOX_DATABASE_URL: '' });
-    expect(config.batchSize).toBe(500);
-    expect(config.schema).toBe('outbox');
-    expect(config.databaseUrl).toBe('postgres://postgres@localhost:5432/postgres');
+  test('a variable set but empty is an error naming it, never its default; OTEL_* follow OpenTelemetry: empty is unset (property)', () => {
+    // Every name a setting is read from: the variable, its aliases and <NAME>_FILE variants.
+    const namesOf = Object.values(SETTINGS).flatMap((setting) => {
+      const names = [setting.env, ...('aliases' in setting ? setting.aliases : [])];
+      return 'fromFile' in setting && setting.fromFile ? [...names, ...names.map((n) => `${n}_FILE`)] : names;
+    });
+    fc.assert(
+      fc.property(fc.constantFrom(...namesOf), fc.stringMatching(/^[ \t\n\r]{0,3}$/), (name, empty) => {
+        if (name.startsWith('OTEL_') && empty === '') {
+          expect(loadConfig({ [name]: empty })).toEqual(loadConfig({}));
+          return;
+        }
+        if (name.startsWith('OTEL_')) return; // whitespace: each OTEL_* setting's own rule (config-rejections.test.ts)
+        const err = configError({ [name]: empty });
+        expect(err.code).toBe('CONFIG_INVALID');
+        expect(names(err.message, name)).toBe(true);
+        expect(err.message).toContain('empty');
+      }),
+      { numRuns: 300 },
+    );
+    // The issue's three: an empty URL silently meant localhost.
+    for (const name of ['OUTBOX_DATABASE_URL', 'OUTBOX_DATABASE_URL_FILE', 'OUTBOX_AMQP_URL']) {
+      expect(configError({ [name]: '' }).message).toContain(`${name} is set but empty`);
+    }
+  });
+
+  test('a <NAME>_FILE naming an empty file (or only whitespace) is an error naming it', () => {
+    for (const name of ['OUTBOX_DATABASE_URL', 'OUTBOX_AMQP_URL']) {
+      for (const contents of ['', '\n', '  \n\t']) {
+        expect(configError({ [`${name}_FILE`]: '/run/secrets/x' }, () => contents).message).toContain(
+          `${name}_FILE names an empty file (/run/secrets/x)`,
+        );
+      }
+    }
   });
 
   test('reads only the environment it is given, never process.env', () => {
@@ -87,6 +122,7 @@ describe('loadConfig defaults', () => {
       OUTBOX_CLEANUP_CRON: '*/30 * * * * *',
       OUTBOX_SHUTDOWN_TIMEOUT_MS: '0',
       OUTBOX_STALL_TIMEOUT_MS: '5000',
+      OUTBOX_STAGE_TIMINGS: 'true',
       OUTBOX_HTTP_HOST: '127.0.0.1',
       OUTBOX_HTTP_PORT: '0',
       OUTBOX_APP_ID: 'orders-service',
@@ -100,6 +136,10 @@ describe('loadConfig defaults', () => {
       OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
       OTEL_TRACES_SAMPLER_ARG: '0.25',
       OTEL_SDK_DISABLED: 'TRUE',
+      OTEL_BSP_SCHEDULE_DELAY: '0',
+      OTEL_BSP_EXPORT_TIMEOUT: '1',
+      OTEL_BSP_MAX_QUEUE_SIZE: '100',
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '100',
     });
     expect(config).toEqual({
       databaseUrl: 'postgresql://relay:pw@db.internal:6432/orders?sslmode=require',
@@ -117,6 +157,7 @@ describe('loadConfig defaults', () => {
       retentionMs: 12 * 3_600_000,
       cleanupCron: '*/30 * * * * *',
       shutdownTimeoutMs: 0,
+      stageTimings: true,
       stallTimeoutMs: 5_000,
       httpHost: '127.0.0.1',
       httpPort: 0,
@@ -131,6 +172,10 @@ describe('loadConfig defaults', () => {
       tracesSampler: 'parentbased_traceidratio',
       tracesSamplerArg: 0.25,
       sdkDisabled: true,
+      bspScheduleDelayMs: 0,
+      bspExportTimeoutMs: 1,
+      bspMaxQueueSize: 100,
+      bspMaxExportBatchSize: 100,
     });
   });
 });
