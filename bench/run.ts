@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only fleet|replay|failover|held|tracing|consumer|memory [--baseline <rev>]]`: throughput, latency, scale and producer cost of
+ * `npm run bench [-- --quick] [-- --only latency|fleet|replay|failover|held|tracing|consumer|memory [--baseline <rev>]]`: throughput, latency, scale and producer cost of
  * outbox-relay against the local PostgreSQL and RabbitMQ, each figure against a bare
  * amqplib publisher measured in the same run. Prints progress and a final table; writes
  * bench/results/latest.json and latest.md. Numbers, not pass/fail: the exit code is 0
@@ -13,19 +13,19 @@ import { connect } from 'amqplib';
 import {
   bare,
   drain,
-  latency,
   producerCost,
   producerInsertWal,
   cleanupWal,
   scale,
   type DrainResult,
-  type LatencyResult,
   type ProducerVariant,
   type ScaleResult,
 } from './scenarios';
 import { CONSUMER_PREFETCHES, CONSUMER_VARIANTS, consumerThroughput, type ConsumerThroughput, type ConsumerVariant } from './consumer';
 import { failoverRun } from './failover';
+import { burstyLatency, type BurstyResult } from './bursty';
 import { idleCost, takeover, type IdleCost } from './fleet';
+import { STAGES } from '../src/relay/stage-timeline';
 import { heldRun, unheldDrainMs, type HeldResult } from './held';
 import { memoryRun, type MemoryRun } from './memory';
 import { replayBeside, type ReplayResult } from './replay';
@@ -377,6 +377,44 @@ async function tracingBench(pool: ReturnType<typeof newPool>, started: number, e
   writeFileSync(join(dir, 'tracing.json'), `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs }, null, 2)}\n`);
 }
 
+/**
+ * Commit-side latency on bursty traffic (bench/bursty.ts): random arrivals at 500 and
+ * 2,000 events/s, drained by 1 and by 3 replicas, with where the time went (the leader's
+ * OUTBOX_STAGE_TIMINGS histogram, bucket bounds).
+ */
+async function latencyRows(pool: ReturnType<typeof newPool>): Promise<{ rows: Row[]; runs: BurstyResult[] }> {
+  const rows: Row[] = [];
+  const all: BurstyResult[] = [];
+  for (const rate of [500, 2_000]) {
+    for (const replicas of [1, 3]) {
+      console.log(
+        `\nlatency: ${fmt(rate)} transactions/s arriving at random (4 clients, a domain row and its event, 1,000 keys, ~200-byte events), ` +
+          `${replicas} relay${replicas > 1 ? 's' : ''}, ${LATENCY_SECONDS} s; stamped at the INSERT, taken at the consumer`,
+      );
+      const runs = await repeat(
+        `${fmt(rate)}/s, ${replicas} relay${replicas > 1 ? 's' : ''}`,
+        () => burstyLatency(pool, rate, LATENCY_SECONDS, replicas),
+        (r) =>
+          `p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms, max ${ms(r.max)} ms (${fmt(r.count)} events, ${fmt(r.achievedRate)} tx/s reached); stages p50/p99 ≤ ` +
+          STAGES.map((stage) => `${stage} ${ms(r.stages[stage].p50)}/${ms(r.stages[stage].p99)}`).join(', ') +
+          ' ms',
+      );
+      all.push(...runs);
+      const reached = figure(runs.map((r) => r.achievedRate));
+      const label = `${fmt(rate)} events/s at random (${fmt(reached.median)} reached), ${replicas} relay${replicas > 1 ? 's' : ''}`;
+      for (const p of ['p50', 'p99', 'max'] as const) {
+        const f = figure(runs.map((r) => r[p]));
+        rows.push([`latency ${p}, ${label}`, `${ms(f.median)} ms`, spread(f, ms), '']);
+      }
+      for (const stage of STAGES) {
+        const p99 = figure(runs.map((r) => r.stages[stage].p99));
+        rows.push([`… stage ${stage} p99 (histogram bucket), ${label}`, `≤ ${ms(p99.median)} ms`, spread(p99, ms), '']);
+      }
+    }
+  }
+  return { rows, runs: all };
+}
+
 /** Each drain of 3 and 12 replicas against the same drain by one, from `drains` (labels "<kind>, <n> relay(s)"). */
 function replicaRatioRows(drains: Readonly<Record<string, DrainResult[]>>, kinds: readonly string[]): Row[] {
   const rows: Row[] = [];
@@ -485,6 +523,23 @@ async function main(): Promise<void> {
     writeFileSync(
       join(dir, 'failover.json'),
       `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs }, null, 2)}\n`,
+    );
+    return;
+  }
+  if (only === 'latency') {
+    const latencyResult = await latencyRows(pool);
+    await pool.end();
+    const table = [
+      '| figure | median | spread | ratio |',
+      '|---|---|---|---|',
+      ...latencyResult.rows.map((r) => `| ${r.join(' | ')} |`),
+    ].join('\n');
+    console.log(`\n${table}\n\nbench took ${Math.round((Date.now() - started) / 1000)} s`);
+    const dir = join(__dirname, 'results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'latency.json'),
+      `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs: latencyResult.runs }, null, 2)}\n`,
     );
     return;
   }
@@ -685,21 +740,7 @@ async function main(): Promise<void> {
   const lagCleared = figure(one.map((r) => r.lagClearedMs));
   rows.push(['outbox_lag_seconds reads 0 after the last publish', `${fmt(lagCleared.median)} ms`, spread(lagCleared), '']);
 
-  for (const rate of [500, 5_000]) {
-    console.log(
-      `\nlatency: ${fmt(rate)} producer transactions/s (domain row + event, 1,000 keys) for ${LATENCY_SECONDS} s, commit → consumer`,
-    );
-    const runs: LatencyResult[] = await repeat(
-      `${fmt(rate)}/s`,
-      () => latency(pool, rate, LATENCY_SECONDS),
-      (r) => `p50 ${ms(r.p50)} ms, p99 ${ms(r.p99)} ms, max ${ms(r.max)} ms (${r.count} events, ${fmt(r.achievedRate)} tx/s reached)`,
-    );
-    const reached = figure(runs.map((r) => r.achievedRate));
-    for (const p of ['p50', 'p99', 'max'] as const) {
-      const f = figure(runs.map((r) => r[p]));
-      rows.push([`latency ${p} at ${fmt(rate)} events/s (${fmt(reached.median)} reached)`, `${ms(f.median)} ms`, spread(f, ms), '']);
-    }
-  }
+  rows.push(...(await latencyRows(pool)).rows);
 
   console.log(`\nproducer cost: 8 clients, ${PRODUCER_SECONDS} s each`);
   const producer: Partial<Record<ProducerVariant, { tx: Figure; p50: Figure }>> = {};
