@@ -42,6 +42,8 @@ const SHARED_CONNECTIONS = 1;
 const STATS_INTERVAL_MS = 5_000;
 /** Beyond the publish timeout, how long a claim transaction may sit idle before PostgreSQL ends it (ms). */
 const IDLE_CLAIM_MARGIN_MS = 30_000;
+/** How long a stopping leader waits to hand its lease over before it leaves it to expire (ms). */
+const LEASE_RELEASE_MS = 2_000;
 /** The shortest wait for the last spans at shutdown, even with OUTBOX_SHUTDOWN_TIMEOUT_MS=0 (ms). */
 const MIN_TRACE_FLUSH_MS = 1_000;
 
@@ -221,11 +223,15 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
         shutdownStep = name;
         await work();
       };
+      const deadline = Date.now() + config.shutdownTimeoutMs;
       startup.abort();
       await step('startup', () => started.catch(() => undefined));
       await step('relay loop', () => loop.stop());
-      await step('lease', () => leadership.stop());
-      if (tracing) await step('flush traces', () => flushTraces(tracing, config.shutdownTimeoutMs, log));
+      // Handing the lead over takes two statements; a database that does not answer must not
+      // hold the shutdown: the lease then simply expires.
+      await step('lease', () => within(leadership.stop(), LEASE_RELEASE_MS));
+      // The spans get what is left of OUTBOX_SHUTDOWN_TIMEOUT_MS (at least a second).
+      if (tracing) await step('flush traces', () => flushTraces(tracing, deadline - Date.now(), log));
       await step('listener, gauges, cleanup', () => Promise.all([wakeup.stop(), stats.stop(), cleanup.stop()]));
       await step('broker connection', () => connection.close());
       await step('database pool', () => pool.end().catch(() => undefined));
@@ -249,9 +255,9 @@ function startTracing(settings: TracingSettings | undefined, schema: string, log
   return startRelayTracing(settings, schema, log);
 }
 
-/** Exports the buffered spans, waiting at most the shutdown timeout (at least a second). */
-async function flushTraces(tracing: RelayTracing, shutdownTimeoutMs: number, log: Logger): Promise<void> {
-  const timeoutMs = Math.max(shutdownTimeoutMs, MIN_TRACE_FLUSH_MS);
+/** Exports the buffered spans, waiting at most what is left of the shutdown timeout (at least a second). */
+async function flushTraces(tracing: RelayTracing, leftMs: number, log: Logger): Promise<void> {
+  const timeoutMs = Math.max(leftMs, MIN_TRACE_FLUSH_MS);
   const flushed = await Promise.race([
     tracing.shutdown().then(
       () => true,
@@ -260,6 +266,11 @@ async function flushTraces(tracing: RelayTracing, shutdownTimeoutMs: number, log
     unrefSleep(timeoutMs).then(() => false),
   ]);
   if (!flushed) log.warn({ timeoutMs }, 'shutdown: the last spans could not be exported in time; dropped');
+}
+
+/** `work`, or nothing once `ms` have passed (it goes on in the background). */
+async function within(work: Promise<unknown>, ms: number): Promise<void> {
+  await Promise.race([work.catch(() => undefined), unrefSleep(ms)]);
 }
 
 /** Verifies the schema once the database answers; waits (not ready) while it does not. */
