@@ -91,7 +91,7 @@ describe('the documentation links resolve', () => {
     expect(broken).toEqual([]);
   });
 
-  test("the README links into docs/ with relative links, and every docs/ file is linked from it", () => {
+  test('the README links into docs/ with relative links, and every docs/ file is linked from it', () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     const linked = new Set(relativeLinks(readme).map(({ target }) => target.split('#')[0]));
     const unlinked = DOCUMENTS.filter((file) => file.startsWith('docs/') && !linked.has(file));
