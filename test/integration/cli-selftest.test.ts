@@ -13,7 +13,7 @@ import { TestBroker } from '../kit/test-broker';
 import { uniqueName } from '../kit/unique-name';
 import { waitFor } from '../kit/wait';
 
-// `outbox-relay selftest` (README: Self-test): a canary through the database and the
+// `outbox-relay selftest` (docs/runbook.md, Self-test): a canary through the database and the
 // broker, against the real services; whatever the outcome, nothing is left behind.
 
 beforeAll(() => buildIfMissing());
@@ -115,7 +115,7 @@ describe('selftest', () => {
       expect.objectContaining({ step: 'publish', ok: true, detail: expect.stringMatching(/running relay/) }),
     );
     await expectNothingLeft(json.stdout);
-    // The relay counted both canaries as published messages (said in the README).
+    // The relay counted both canaries as published messages (said in docs/runbook.md).
     expect((await published()) - before).toBe(2);
   });
 
