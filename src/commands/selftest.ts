@@ -166,7 +166,7 @@ async function roundTrip(
       if (missing.length > 0) {
         throw new OutboxError(
           'PRIVILEGES_MISSING',
-          `the role lacks ${missing.join(', ')}: the selftest inserts, claims, marks and deletes a canary message (README: Self-test)`,
+          `the role lacks ${missing.join(', ')}: the selftest inserts, claims, marks and deletes a canary message (docs/runbook.md, Self-test)`,
         );
       }
     },
