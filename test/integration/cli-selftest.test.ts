@@ -131,6 +131,20 @@ describe('selftest', () => {
     expect(await rowCount()).toBe(0);
   });
 
+  test('--exchange E with a full queue bound (x-overflow reject-publish): exit 1 at confirm, the refusal named, nothing left behind', async () => {
+    const exchange = await broker.exchange(uniqueName('selftest_full'));
+    await broker.declareQueue(
+      uniqueName('selftest_fullq'),
+      { exchange, pattern: '#' },
+      { 'x-max-length': 0, 'x-overflow': 'reject-publish' },
+    );
+    const result = await cli(['selftest', '--exchange', exchange, '--timeout-ms', '2000'], envFor(fx.schema));
+    const stderr = expectOneLineFailure(result, 1);
+    expect(stderr).toContain('selftest failed at confirm: the broker refused it (a negative confirm');
+    expect(result.stdout).not.toMatch(/^mark published /m);
+    await expectNothingLeft(result.stdout);
+  });
+
   test('--exchange naming a missing exchange: exit 1 naming it, nothing inserted', async () => {
     const missing = uniqueName('no_such_exchange');
     const result = await cli(['selftest', '--exchange', missing], envFor(fx.schema));
