@@ -161,7 +161,7 @@ export class RelayLoop {
         settled: report.settled,
       };
     } catch (err: unknown) {
-      if (err instanceof BatchFault) return await this.recovery.onFault(err);
+      if (err instanceof BatchFault) return this.recovery.onFault(err);
       if (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') {
         log.debug({ worker }, 'broker unavailable; waiting');
       } else if (isTransientDatabaseError(err)) {
