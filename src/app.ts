@@ -24,7 +24,7 @@ import { HeldDestinations } from './relay/held-destinations';
 import { RelayLoop } from './relay/loop';
 import { holdReporter, observeBatch } from './relay/observer';
 import { systemClock } from './relay/ports';
-import { fullJitterBackoff } from './retry/backoff';
+import { fullJitterBackoff } from './util/backoff';
 import { isTransientDatabaseError } from './retry/classify';
 import { keepTrying } from './retry/reconnect';
 import type { RelayTracing, startRelayTracing as StartRelayTracing } from './tracing/relay-tracing';

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { PoolClient } from 'pg';
 import { OutboxError } from '../errors';
 import { abortableDelay, unrefSleep } from '../util/delay';
-import { reconnectDelayMs } from './backoff';
+import { reconnectDelayMs } from '../util/backoff';
 import { Deliveries } from './delivery';
 import { cleanupInboxBatch, inboxTable, type InboxTarget } from './inbox';
 import { ConsumerMetrics, type MessageOutcome } from './metrics';

@@ -3,7 +3,7 @@ import type { Client, Notification } from 'pg';
 import { notifyChannel } from '../db/sql';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
-import { reconnectDelayMs } from '../retry/backoff';
+import { reconnectDelayMs } from '../util/backoff';
 import { abortableDelay, Waiters } from '../util/delay';
 
 /** How long the LISTEN self-test waits for its own notification before giving up. */

@@ -1,7 +1,7 @@
 import type { HoldOrder, KeyRow, OutboxMessage, ParkOrder, ReleaseOrder } from '../domain/message';
 import type { BatchTrace, BatchTracer, TracedOutcome } from '../domain/tracing';
 import { inPhase } from './faults';
-import type { BackoffPolicy } from '../retry/backoff';
+import type { BackoffPolicy } from '../util/backoff';
 import type { HeldDestinations, HoldRelease } from './held-destinations';
 import { keysToCheck, planBatch, type BatchPlan } from './ordering';
 import type { BrokerPort, ClaimPort, Clock, QueuePort } from './ports';

@@ -1,7 +1,7 @@
 import type { LeaderTerm, OutboxHead } from '../domain/fleet';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
-import { reconnectDelayMs } from '../retry/backoff';
+import { reconnectDelayMs } from '../util/backoff';
 import { abortableDelay, Waiters } from '../util/delay';
 import type { LeadershipPort, LeasePort } from './ports';
 

@@ -1,7 +1,7 @@
 import type { BatchTracer } from '../domain/tracing';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
-import type { BackoffPolicy } from '../retry/backoff';
+import type { BackoffPolicy } from '../util/backoff';
 import { isTransientDatabaseError } from '../retry/classify';
 import { abortableDelay, unrefSleep, Waiters } from '../util/delay';
 import { runBatch, type BatchReport, type BatchSettings } from './batch';

@@ -5,7 +5,7 @@ import type { BatchReport } from './batch';
 import type { BatchFault } from './faults';
 import { Isolation } from './isolation';
 import type { Logger } from '../observability/logger';
-import type { BackoffPolicy } from '../retry/backoff';
+import type { BackoffPolicy } from '../util/backoff';
 import type { Clock, HealthPort, QueuePort } from './ports';
 import type { Turn } from './schedule';
 import type { StallWatch } from './stall';

@@ -1,4 +1,4 @@
-import { reconnectDelayMs } from '../retry/backoff';
+import { backoffMs, reconnectDelayMs } from '../util/backoff';
 
 /**
  * Delay before claiming again when claimed rows had to wait for an earlier message of
@@ -65,7 +65,7 @@ export function nextStep(
   turn: Turn,
   streaks: Streaks,
   settings: ScheduleSettings,
-  backoffMs: (consecutiveErrors: number) => number = reconnectDelayMs,
+  errorDelayMs: (consecutiveErrors: number) => number = reconnectDelayMs,
 ): NextStep {
   const { consecutiveErrors } = streaks;
   const wait = (delayMs: number, idle = false, errors = 0): NextStep => ({
@@ -80,14 +80,14 @@ export function nextStep(
     case 'broker_blocked':
       return wait(settings.pollIntervalMs, false, consecutiveErrors);
     case 'error':
-      return wait(backoffMs(consecutiveErrors + 1), false, consecutiveErrors + 1);
+      return wait(errorDelayMs(consecutiveErrors + 1), false, consecutiveErrors + 1);
     case 'again':
       return wait(Math.min(HELD_RETRY_MS, settings.pollIntervalMs));
     case 'batch': {
-      if (turn.noProgress) return wait(backoffMs(consecutiveErrors + 1), false, consecutiveErrors + 1);
+      if (turn.noProgress) return wait(errorDelayMs(consecutiveErrors + 1), false, consecutiveErrors + 1);
       if (turn.held > 0 && turn.settled === 0) {
         const held = streaks.consecutiveHeld + 1;
-        const delayMs = Math.min(HELD_RETRY_MS * 2 ** Math.min(held - 1, 20), settings.pollIntervalMs);
+        const delayMs = backoffMs(held, { firstMs: HELD_RETRY_MS, maxMs: settings.pollIntervalMs, jitter: 'none' });
         return { ...wait(delayMs), sleep: true, consecutiveHeld: held };
       }
       if (turn.held > 0) return wait(Math.min(HELD_RETRY_MS, settings.pollIntervalMs));

@@ -2,7 +2,7 @@ import { isCanary } from '../domain/canary';
 import { heldNote } from '../domain/held-note';
 import type { FailedAttempt, HoldOrder, OutboxMessage, ParkOrder, ParkUntil } from '../domain/message';
 import type { Failure, PublishOutcome } from '../domain/outcome';
-import type { BackoffPolicy } from '../retry/backoff';
+import type { BackoffPolicy } from '../util/backoff';
 import type { HeldDestinations, HoldPark } from './held-destinations';
 import { KeyStops, type StopHold } from './key-stops';
 import { PROBE_FIRST_MS } from './probe-schedule';
