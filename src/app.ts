@@ -25,7 +25,7 @@ import { RelayLoop } from './relay/loop';
 import { holdReporter, observeBatch } from './relay/observer';
 import { systemClock } from './relay/ports';
 import { fullJitterBackoff } from './util/backoff';
-import { isTransientDatabaseError } from './retry/classify';
+import { isDatabaseAway } from './util/outage';
 import { keepTrying } from './retry/reconnect';
 import type { RelayTracing, startRelayTracing as StartRelayTracing } from './tracing/relay-tracing';
 import { unrefSleep } from './util/delay';
@@ -277,7 +277,7 @@ async function within(work: Promise<unknown>, ms: number): Promise<void> {
 async function waitForSchema(pool: Database['pool'], schema: string, signal: AbortSignal, log: Logger): Promise<void> {
   await keepTrying(() => withClient(pool, (client) => verifySchema(client, schema)), {
     signal,
-    retryable: isTransientDatabaseError,
+    retryable: isDatabaseAway,
     onRetry: ({ err, retryInMs, loud }) => {
       if (loud) log.warn({ err: errorMessage(err), retryInMs }, 'database unavailable at start; retrying');
     },

@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { ConsumeMessage } from 'amqplib';
 import { errorMessage, OutboxError, type ErrorCode } from '../errors';
 import type { CanaryRow } from '../outbox/canary';
-import { isTransientDatabaseError } from '../retry/classify';
+import { isDatabaseAway } from '../util/outage';
 import { escapeControls } from '../util/terminal-text';
 import type { Io } from './io';
 
@@ -29,7 +29,7 @@ export function reason(err: unknown): string {
 export function failure(step: string, err: unknown): OutboxError {
   let code: ErrorCode = 'CHECK_FAILED';
   if (err instanceof OutboxError) code = err.code;
-  else if (isTransientDatabaseError(err)) code = 'DATABASE_UNAVAILABLE';
+  else if (isDatabaseAway(err)) code = 'DATABASE_UNAVAILABLE';
   return new OutboxError(code, `selftest failed at ${step}: ${reason(err)}`, { cause: err });
 }
 

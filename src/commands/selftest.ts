@@ -11,7 +11,7 @@ import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { CanaryStore, type CanaryRow } from '../outbox/canary';
 import { missingPrivileges } from '../outbox/privileges';
-import { isTransientDatabaseError } from '../retry/classify';
+import { isDatabaseAway } from '../util/outage';
 import type { Io } from './io';
 import { canaryDifferences, reason, Steps, type StepRecord } from './selftest-steps';
 import { interruption, untilAborted } from './selftest-interruption';
@@ -147,7 +147,7 @@ async function roundTrip(
         );
         return rows[0];
       } catch (err: unknown) {
-        if (isTransientDatabaseError(err)) throw new OutboxError('DATABASE_UNAVAILABLE', `cannot reach the database: ${reason(err)}`);
+        if (isDatabaseAway(err)) throw new OutboxError('DATABASE_UNAVAILABLE', `cannot reach the database: ${reason(err)}`);
         throw err;
       }
     },

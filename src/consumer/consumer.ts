@@ -7,7 +7,8 @@ import { Deliveries } from './delivery';
 import { cleanupInboxBatch, inboxTable, type InboxTarget } from './inbox';
 import { ConsumerMetrics, type MessageOutcome } from './metrics';
 import type { ConsumerOptions, ConsumerState, StateChange } from './options';
-import { bounded, describeError, isRefusal, Session, type SessionHooks } from './session';
+import { isBrokerSetupRefusal } from '../util/outage';
+import { bounded, describeError, Session, type SessionHooks } from './session';
 import { consumerSettings, type ConsumerSettings } from './settings';
 import { displayUrl } from './urls';
 
@@ -181,7 +182,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
         urlIndex += 1;
         failures += 1;
         const reason = `${displayUrl(url)}: ${describeError(err)}`;
-        if (!started && (isRefusal(err) || Date.now() >= startDeadline)) {
+        if (!started && (isBrokerSetupRefusal(err) || Date.now() >= startDeadline)) {
           this.startError = new OutboxError('BROKER_UNAVAILABLE', `createConsumer: cannot consume queue "${queue}" from ${reason}`, {
             cause: err,
           });

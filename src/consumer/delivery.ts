@@ -2,7 +2,7 @@ import type { ConsumeMessage, Options } from 'amqplib';
 import { admit } from './admission';
 import { backoffMs, reconnectDelayMs } from '../util/backoff';
 import { runBatch, type BatchItem, type BatchOutcome } from './batch';
-import { databaseFault } from './db-faults';
+import { databaseFault } from '../util/outage';
 import { HEADER, headerText, inboxMessage, failedAttempts, type InboxTarget } from './inbox';
 import type { ConsumerMetrics, MessageOutcome } from './metrics';
 import { BatchScheduler, type Schedulable } from './scheduler';

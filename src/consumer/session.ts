@@ -30,17 +30,6 @@ export function describeError(err: unknown): string {
 }
 
 /**
- * Whether a failure to connect or to declare is a refusal that waiting will not mend:
- * bad credentials or vhost (403, 530), a missing queue or exchange (404), a topology the
- * broker's disagrees with (406).
- */
-export function isRefusal(err: unknown): boolean {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  if (code === 403 || code === 404 || code === 406 || code === 530) return true;
-  return /\b(403|404|406|530) \(/.test(errorMessage(err));
-}
-
-/**
  * One AMQP connection of a consumer: a channel that consumes (with the prefetch) and a
  * confirm channel for retries and dead letters. It ends, for good, when the connection
  * or either channel closes: the consumer then opens a new session. A cancel by the

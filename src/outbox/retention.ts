@@ -3,7 +3,7 @@ import type { ClientBase, Pool } from 'pg';
 import { ADVISORY_LOCK_NAMESPACE, qualified } from '../db/sql';
 import { inTransaction } from '../db/transaction';
 import { errorMessage } from '../errors';
-import { isTransientDatabaseError } from '../retry/classify';
+import { isDatabaseAway } from '../util/outage';
 import type { Logger } from '../observability/logger';
 import { AuditLog } from './audit';
 
@@ -169,7 +169,7 @@ export async function cleanupOnce(
     try {
       return { ...messages, auditEntries: await new AuditLog(schema).deleteOlderThan(client, auditRetentionMs(retentionMs)) };
     } catch (err: unknown) {
-      if (isTransientDatabaseError(err)) throw err;
+      if (isDatabaseAway(err)) throw err;
       return { ...messages, auditEntries: 0, auditError: errorMessage(err) };
     }
   } catch (err: unknown) {

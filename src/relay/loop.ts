@@ -2,7 +2,7 @@ import type { BatchTracer } from '../domain/tracing';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import type { BackoffPolicy } from '../util/backoff';
-import { isTransientDatabaseError } from '../retry/classify';
+import { isDatabaseAway } from '../util/outage';
 import { abortableDelay, unrefSleep, Waiters } from '../util/delay';
 import { runBatch, type BatchReport, type BatchSettings } from './batch';
 import { BatchFault } from './faults';
@@ -164,7 +164,7 @@ export class RelayLoop {
       if (err instanceof BatchFault) return await this.recovery.onFault(err);
       if (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') {
         log.debug({ worker }, 'broker unavailable; waiting');
-      } else if (isTransientDatabaseError(err)) {
+      } else if (isDatabaseAway(err)) {
         if (health.databaseUp || consecutiveErrors === 0) log.warn({ err: errorMessage(err) }, 'database unavailable; retrying');
         health.setDatabaseUp(false);
       } else {

@@ -1,6 +1,6 @@
 import type { OutboxMessage } from '../domain/message';
 import { errorMessage } from '../errors';
-import { isTransientDatabaseError } from '../retry/classify';
+import { isDatabaseAway } from '../util/outage';
 import type { BatchReport } from './batch';
 import type { BatchFault } from './faults';
 import { Isolation } from './isolation';
@@ -138,7 +138,7 @@ export class Recovery {
       return { kind: 'again' };
     } catch (err: unknown) {
       this.writes.probeFailed();
-      if (!isTransientDatabaseError(err))
+      if (!isDatabaseAway(err))
         this.deps.health.setProblem('writes', `the relay's writes to the outbox table fail: ${errorMessage(err)}`);
       return { kind: 'error' };
     }

@@ -1,7 +1,7 @@
 import type { OutboxMessage } from '../domain/message';
 import type { Preflight, PublishOutcome } from '../domain/outcome';
 import { errorMessage } from '../errors';
-import { isConnectionLoss } from './faults';
+import { isOutage } from '../util/outage';
 import type { Admission } from './held-destinations';
 import { KeyStops } from './key-stops';
 import type { BrokerPort, PublishBatchOptions } from './ports';
@@ -80,7 +80,7 @@ export async function sendBatch(
       } catch (err: unknown) {
         // The connection went away (perhaps this very message's doing, judged by the
         // adapter): what was decided so far stands; the rest waits for the next batch.
-        if (!isConnectionLoss(err)) throw err;
+        if (!isOutage(err)) throw err;
         outcomes[index] = { kind: 'unconfirmed', error: errorMessage(err) };
       }
     }
