@@ -1,6 +1,6 @@
 import type { Options } from 'amqplib';
-import type { OutboxMessage } from '../domain/message';
-import type { PublishOutcome } from '../domain/outcome';
+import { hasExpired, type OutboxMessage } from '../domain/message';
+import { invalidMessage, type PublishOutcome } from '../domain/outcome';
 import { expirationOf } from './amqp-limits';
 import { closeVerdict } from './close-reason';
 import { encodeHeaders, publishedHeaders } from './headers';
@@ -91,7 +91,7 @@ export async function publishBatch(
       if (target.closed || options.signal?.aborted) break;
       const message = messages[index] as OutboxMessage;
       const nowMs = Date.now();
-      if (message.expiresAt !== undefined && message.expiresAt !== null && message.expiresAt <= nowMs) {
+      if (hasExpired(message, nowMs)) {
         settle(index, { kind: 'expired' }); // reached while the earlier ones were written: not sent
         continue;
       }
@@ -121,7 +121,7 @@ export async function publishBatch(
       } catch (err: unknown) {
         if (target.closed) break;
         // amqplib refuses to encode it (e.g. headers over 64 KiB): this message only.
-        settle(index, { kind: 'failed', reason: 'invalid_message', error: `cannot encode the message: ${(err as Error).message}` });
+        settle(index, { kind: 'failed', ...invalidMessage(`cannot encode the message: ${(err as Error).message}`) });
         continue;
       }
       options.onWritten?.(message);

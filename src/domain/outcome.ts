@@ -17,6 +17,15 @@ export interface Failure {
 }
 
 /**
+ * The failure of a message that cannot be sent as it is — a row that could not be read
+ * into a message, headers or properties amqplib cannot encode, a message the broker
+ * closes the connection on each time: the one place `invalid_message` is given.
+ */
+export function invalidMessage(error: string): Failure {
+  return { reason: 'invalid_message', error };
+}
+
+/**
  * What the broker made of one message of a batch:
  * - `confirmed`: the broker confirmed it (positive ack);
  * - `returned`: confirmed, but returned as unroutable (no queue bound);

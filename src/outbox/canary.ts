@@ -1,6 +1,7 @@
 import type { Pool } from 'pg';
 import { qualified } from '../db/sql';
 import { withPoolTransaction } from '../db/transaction';
+import { ENDED } from './sql';
 
 /** The canary message `outbox-relay selftest` writes, in the producer's columns. */
 export interface CanaryRow {
@@ -69,7 +70,7 @@ export class CanaryStore {
   /** The canary's state; a lock held on it (a relay's claim) does not block this read. */
   async state(pool: Pool, id: string): Promise<CanaryState> {
     const { rows } = await pool.query<{ published: boolean; finished: boolean; attempts: number; last_error: string | null }>(
-      `SELECT published_at IS NOT NULL AS published, dead_at IS NOT NULL AS finished, attempts, last_error
+      `SELECT published_at IS NOT NULL AS published, ${ENDED} AS finished, attempts, last_error
          FROM ${this.table} WHERE id = $1`,
       [id],
     );

@@ -26,7 +26,7 @@ export async function holdRows(client: ClientBase, table: string, orders: readon
               m.expires_at)),
             last_error = h.note
        FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::bigint[]) AS h(id, at, note, spread_from)
-      WHERE m.id = h.id AND m.published_at IS NULL AND m.dead_at IS NULL`,
+      WHERE m.id = h.id AND ${PENDING}`,
     [
       orders.map((o) => o.id),
       orders.map((o) => o.at.toISOString()),

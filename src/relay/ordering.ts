@@ -1,5 +1,4 @@
-import type { KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
-import { hasExpired } from './send';
+import { hasExpired, type KeyRow, type KeyWindow, type OutboxMessage, type ParkOrder } from '../domain/message';
 
 /**
  * Per-key ordering (see the README's "Ordering"), as a pure function of what one claim saw.

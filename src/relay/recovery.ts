@@ -1,4 +1,6 @@
+import { failedAttempt } from './verdicts';
 import type { OutboxMessage } from '../domain/message';
+import { invalidMessage } from '../domain/outcome';
 import { errorMessage } from '../errors';
 import { isDatabaseAway } from '../util/outage';
 import type { BatchReport } from './batch';
@@ -99,9 +101,7 @@ export class Recovery {
   }
 
   private async recordCulprit(culprit: OutboxMessage, cause: string): Promise<void> {
-    const attempts = culprit.attempts + 1;
-    const dead = attempts >= this.settings.maxAttempts;
-    const retryInMs = this.deps.backoff.delayMs(attempts);
+    const { attempts, dead, retryInMs } = failedAttempt(culprit, this.settings.maxAttempts, this.deps.backoff, this.deps.clock.now());
     const error = `cannot publish: ${cause}`;
     const started = this.deps.clock.now();
     try {
@@ -119,7 +119,7 @@ export class Recovery {
       claimed: 1,
       full: false,
       messages: [culprit],
-      verdicts: [{ kind: 'failed', reason: 'invalid_message', error, retryInMs, dead, returned: false }],
+      verdicts: [{ kind: 'failed', ...invalidMessage(error), retryInMs, dead, returned: false }],
       parkedBehindKey: 0,
       held: 0,
       settled: 1,
@@ -138,8 +138,7 @@ export class Recovery {
       return { kind: 'again' };
     } catch (err: unknown) {
       this.writes.probeFailed();
-      if (!isDatabaseAway(err))
-        this.deps.health.setProblem('writes', `the relay's writes to the outbox table fail: ${errorMessage(err)}`);
+      if (!isDatabaseAway(err)) this.deps.health.setProblem('writes', `the relay's writes to the outbox table fail: ${errorMessage(err)}`);
       return { kind: 'error' };
     }
   }

@@ -1,5 +1,5 @@
-import type { OutboxMessage } from '../domain/message';
-import type { Preflight, PublishOutcome } from '../domain/outcome';
+import { hasExpired, type OutboxMessage } from '../domain/message';
+import { invalidMessage, type Preflight, type PublishOutcome } from '../domain/outcome';
 import { errorMessage } from '../errors';
 import { isOutage } from '../util/outage';
 import type { Admission } from './held-destinations';
@@ -7,11 +7,6 @@ import { KeyStops } from './key-stops';
 import type { BrokerPort, PublishBatchOptions } from './ports';
 
 const SEND: Preflight = { kind: 'send' };
-
-/** Whether `message`'s expires_at has been reached at `nowMs`. */
-export function hasExpired(message: OutboxMessage, nowMs: number): boolean {
-  return message.expiresAt !== undefined && message.expiresAt !== null && message.expiresAt <= nowMs;
-}
 
 /** Which messages of held destinations are sent (relay/held-destinations.ts). */
 export interface DestinationGate {
@@ -49,7 +44,7 @@ export async function sendBatch(
     } else if (stops.isStopped(message)) {
       outcomes[index] = { kind: 'held' };
     } else if (message.defect !== undefined) {
-      outcomes[index] = { kind: 'failed', reason: 'invalid_message', error: message.defect };
+      outcomes[index] = { kind: 'failed', ...invalidMessage(message.defect) };
       stops.stop(message);
     } else if (check.kind === 'fail') {
       outcomes[index] = { kind: 'failed', reason: check.reason, error: check.error };

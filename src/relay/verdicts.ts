@@ -1,6 +1,6 @@
 import { isCanary } from '../domain/canary';
 import { heldNote } from '../domain/held-note';
-import type { FailedAttempt, HoldOrder, OutboxMessage, ParkOrder, ParkUntil } from '../domain/message';
+import { expiryMs, type FailedAttempt, type HoldOrder, type OutboxMessage, type ParkOrder, type ParkUntil } from '../domain/message';
 import type { Failure, PublishOutcome } from '../domain/outcome';
 import type { BackoffPolicy } from '../util/backoff';
 import type { HeldDestinations, HoldPark } from './held-destinations';
@@ -125,7 +125,7 @@ export function decideVerdicts(
       return hold === undefined ? { kind: 'parked', until } : { kind: 'parked', until, hold };
     }
     const outcome = outcomes[index] as PublishOutcome;
-    const expiresAt = message.expiresAt === undefined || message.expiresAt === null ? Infinity : message.expiresAt;
+    const expiresAt = expiryMs(message);
     if (outcome.kind === 'refused' || outcome.kind === 'destination_held') {
       const refused = outcome.kind === 'refused';
       const park = holds ? holds.parkOf(message, nowMs, refused) : refused ? parkAlone(message, nowMs) : undefined;
@@ -144,14 +144,28 @@ export function decideVerdicts(
       if (own.kind !== 'published' && own.kind !== 'expired') stops.stop(message);
       return own;
     }
-    const attempts = message.attempts + 1;
-    // A self-test canary is never dead: it is retried until its expires_at, then expires.
-    const dead = attempts >= settings.maxAttempts && !isCanary(message);
-    const timeLeft = Math.max(0, expiresAt - nowMs);
-    const retryInMs = Math.min(backoff.delayMs(attempts), timeLeft);
+    const { dead, retryInMs } = failedAttempt(message, settings.maxAttempts, backoff, nowMs);
     stops.stop(message, !dead ? { inMs: retryInMs } : settings.orderingOnDead === 'block' ? { forever: true } : undefined);
     return { kind: 'failed', ...own, retryInMs, dead };
   });
+}
+
+/**
+ * The arithmetic of one failed attempt of `message`, written once: its count of failed
+ * attempts with this one, whether that makes it dead, and the wait before its next
+ * attempt (the backoff, but never past its expires_at: it is then claimed and expires).
+ * A self-test canary is never dead: it is retried until its expires_at, then expires.
+ */
+export function failedAttempt(
+  message: OutboxMessage,
+  maxAttempts: number,
+  backoff: BackoffPolicy,
+  nowMs: number,
+): { readonly attempts: number; readonly dead: boolean; readonly retryInMs: number } {
+  const attempts = message.attempts + 1;
+  const dead = attempts >= maxAttempts && !isCanary(message);
+  const timeLeft = Math.max(0, expiryMs(message) - nowMs);
+  return { attempts, dead, retryInMs: Math.min(backoff.delayMs(attempts), timeLeft) };
 }
 
 /** What a batch writes to the table for its published messages. */

@@ -14,7 +14,9 @@ describe('which closes are the broker refusing what it received', () => {
   test('a server close with a reply code is a refusal; a shutdown or a network loss is not', () => {
     expect(isClosedForWhatItReceived(FRAME_ERROR)).toBe(true);
     expect(
-      isClosedForWhatItReceived('Channel closed by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - write access to exchange \'x\' refused"'),
+      isClosedForWhatItReceived(
+        'Channel closed by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - write access to exchange \'x\' refused"',
+      ),
     ).toBe(true);
     expect(isClosedForWhatItReceived(FORCED)).toBe(false);
     expect(isClosedForWhatItReceived('read ECONNRESET')).toBe(false);
