@@ -1,7 +1,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { ConsumeMessage } from 'amqplib';
 import { errorMessage, OutboxError, type ErrorCode } from '../errors';
-import type { CanaryRow } from '../outbox/canary';
+import type { SelftestRow } from '../outbox/selftest-store';
 import { isDatabaseAway } from '../util/outage';
 import { escapeControls } from '../util/terminal-text';
 import type { Io } from './io';
@@ -98,7 +98,7 @@ function since(started: number): number {
 }
 
 /** What of the delivered canary differs from the row that was inserted: empty when it arrived intact. */
-export function canaryDifferences(delivered: ConsumeMessage, row: CanaryRow): string[] {
+export function selftestDifferences(delivered: ConsumeMessage, row: SelftestRow): string[] {
   const { properties } = delivered;
   const changes: string[] = [];
   if (properties.messageId !== row.messageId) changes.push(`message_id ${String(properties.messageId)} instead of ${row.messageId}`);

@@ -1,4 +1,4 @@
-import { isCanary } from '../domain/canary';
+import { isSelftestMessage } from '../domain/selftest-message';
 import { heldNote } from '../domain/held-note';
 import { expiryMs, type FailedAttempt, type HoldOrder, type OutboxMessage, type ParkOrder, type ParkUntil } from '../domain/message';
 import type { Failure, PublishOutcome } from '../domain/outcome';
@@ -163,7 +163,7 @@ export function failedAttempt(
   nowMs: number,
 ): { readonly attempts: number; readonly dead: boolean; readonly retryInMs: number } {
   const attempts = message.attempts + 1;
-  const dead = attempts >= maxAttempts && !isCanary(message);
+  const dead = attempts >= maxAttempts && !isSelftestMessage(message);
   const timeLeft = Math.max(0, expiryMs(message) - nowMs);
   return { attempts, dead, retryInMs: Math.min(backoff.delayMs(attempts), timeLeft) };
 }

@@ -15,7 +15,7 @@ const CONNECT_TIMEOUT_MS = 5_000;
 const CLEANUP_STEP_MS = 2_000;
 
 /** Where the canary goes: the exchange it is published to and the queue that receives it. */
-export interface CanaryTopology {
+export interface SelftestTopology {
   readonly exchange: string;
   /** Declared by the self-test (auto-delete) and deleted by `dispose()`; false for `--exchange E`. */
   readonly temporaryExchange: boolean;
@@ -30,10 +30,10 @@ export interface CanaryTopology {
  * and the relay's publish path (`publishBatch` on a confirm channel) for a canary no
  * relay took. `dispose()` deletes what it declared and closes the connection.
  */
-export class CanaryBroker {
+export class SelftestBroker {
   private readonly deliveries: ConsumeMessage[] = [];
   private readonly arrivals = new Set<() => void>();
-  private topology: CanaryTopology | undefined;
+  private topology: SelftestTopology | undefined;
   private channel: Channel | undefined;
   private connectionClosed = false;
 
@@ -51,12 +51,12 @@ export class CanaryBroker {
   }
 
   /** Connects to the first of `urls` that answers; none: BROKER_UNAVAILABLE naming each (credentials masked). */
-  static async connect(urls: readonly string[], connectionName: string): Promise<CanaryBroker> {
+  static async connect(urls: readonly string[], connectionName: string): Promise<SelftestBroker> {
     const failures: string[] = [];
     for (const url of urls) {
       try {
         const model = await connect(url, { clientProperties: { connection_name: connectionName }, timeout: CONNECT_TIMEOUT_MS });
-        return new CanaryBroker(model, redactUrl(url));
+        return new SelftestBroker(model, redactUrl(url));
       } catch (err: unknown) {
         failures.push(`${redactUrl(url)}: ${errorMessage(err)}`);
       }
@@ -69,7 +69,7 @@ export class CanaryBroker {
    * to a temporary exchange when none is given, and consumes it. A missing `exchange`
    * throws NOT_FOUND naming it; nothing is declared then.
    */
-  async declare(exchange: string | undefined): Promise<CanaryTopology> {
+  async declare(exchange: string | undefined): Promise<SelftestTopology> {
     const id = randomUUID();
     const name = `outbox-selftest-${id}`;
     const channel = await this.openChannel();
