@@ -109,7 +109,7 @@ function confirmed(outcome: PublishOutcome): void {
       throw new OutboxError('CHECK_FAILED', `${outcome.reason}: ${outcome.error}`);
     case 'unconfirmed':
       throw new OutboxError('CHECK_FAILED', `no confirm: ${outcome.error}`);
-    case 'held':
+    case 'kept_back':
       throw new OutboxError('CHECK_FAILED', 'not sent');
   }
 }

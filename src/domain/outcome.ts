@@ -35,7 +35,7 @@ export function invalidMessage(error: string): Failure {
  * - `refused`: the broker nacked it (a negative confirm: the destination's answer, a
  *   queue full under `x-overflow: reject-publish` or without a leader — never the
  *   message's fault). No attempt; its destination is held (relay/held-destinations.ts);
- * - `held`: never sent (the relay's ordering held it back);
+ * - `kept_back`: never sent (the relay's ordering kept it back for a later claim);
  * - `destination_held`: never sent, its destination refuses messages and it is not the probe;
  * - `expired`: never sent, its expires_at was reached.
  */
@@ -45,7 +45,7 @@ export type PublishOutcome =
   | ({ readonly kind: 'failed' } & Failure)
   | { readonly kind: 'unconfirmed'; readonly error: string }
   | { readonly kind: 'refused' }
-  | { readonly kind: 'held' }
+  | { readonly kind: 'kept_back' }
   | { readonly kind: 'destination_held' }
   | { readonly kind: 'expired' };
 

@@ -110,7 +110,7 @@ export class RelayLoop {
   private async work(worker: number): Promise<void> {
     const { broker, wake, health } = this.deps;
     const signal = this.controller.signal;
-    let streaks: Streaks = { consecutiveErrors: 0, consecutiveHeld: 0 };
+    let streaks: Streaks = { consecutiveErrors: 0, consecutiveKeptBack: 0 };
     while (!signal.aborted) {
       health.beat();
       if (!this.leading) {
@@ -156,7 +156,7 @@ export class RelayLoop {
         kind: 'batch',
         claimed: report.claimed,
         full: report.full,
-        held: report.held,
+        keptBack: report.keptBack,
         noProgress: report.noProgress,
         settled: report.settled,
       };
@@ -209,7 +209,7 @@ export class RelayLoop {
     } catch {
       // The next batch reports the database's state.
     }
-    return { kind: 'broker_blocked' };
+    return { kind: 'wait' };
   }
 
   /**

@@ -121,7 +121,7 @@ export class Recovery {
       messages: [culprit],
       verdicts: [{ kind: 'failed', ...invalidMessage(error), retryInMs, dead, returned: false }],
       parkedBehindKey: 0,
-      held: 0,
+      keptBack: 0,
       settled: 1,
       noProgress: false,
       durationMs: this.deps.clock.now() - started,
@@ -130,7 +130,7 @@ export class Recovery {
 
   /** The relay's writes failed: until they pass a probe (changing nothing), nothing is claimed or published. */
   async probeTurn(): Promise<Turn> {
-    if (!this.writes.dueForProbe()) return { kind: 'broker_blocked' }; // wait a poll interval
+    if (!this.writes.dueForProbe()) return { kind: 'wait' }; // wait a poll interval
     try {
       await this.deps.queue.probeWrites(this.settings.retentionMs === 0);
       this.writes.probePassed();

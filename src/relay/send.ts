@@ -42,7 +42,7 @@ export async function sendBatch(
     if (expired[index]) {
       outcomes[index] = { kind: 'expired' };
     } else if (stops.isStopped(message)) {
-      outcomes[index] = { kind: 'held' };
+      outcomes[index] = { kind: 'kept_back' };
     } else if (message.defect !== undefined) {
       outcomes[index] = { kind: 'failed', ...invalidMessage(message.defect) };
       stops.stop(message);
