@@ -5,7 +5,7 @@ import { errorMessage } from '../errors';
 import { isDatabaseAway } from '../util/outage';
 import type { BatchReport } from './batch';
 import type { BatchFault } from './faults';
-import { Isolation } from './isolation';
+import { CulpritSearch } from './culprit-search';
 import type { Logger } from '../observability/logger';
 import type { BackoffPolicy } from '../util/backoff';
 import type { Clock, HealthPort, QueuePort } from './ports';
@@ -34,7 +34,7 @@ export interface RecoveryDeps {
  * fail, stop claiming until a probe of them passes (relay/write-guard.ts).
  */
 export class Recovery {
-  private readonly isolation: Isolation;
+  private readonly culpritSearch: CulpritSearch;
   private readonly writes: WriteGuard;
 
   constructor(
@@ -43,13 +43,13 @@ export class Recovery {
     private readonly stall: StallWatch,
     private readonly observe: (report: BatchReport) => void,
   ) {
-    this.isolation = new Isolation(settings.batchSize);
+    this.culpritSearch = new CulpritSearch(settings.batchSize);
     this.writes = new WriteGuard(deps.clock);
   }
 
   /** How many rows the next claim takes. */
   get claimLimit(): number {
-    return this.isolation.claimLimit;
+    return this.culpritSearch.claimLimit;
   }
 
   /** Whether the relay's writes are known to fail (claim nothing, probe instead). */
@@ -59,7 +59,7 @@ export class Recovery {
 
   /** A batch committed. */
   succeeded(): void {
-    this.isolation.succeeded();
+    this.culpritSearch.succeeded();
     if (this.writes.recovered()) {
       this.deps.health.setProblem('writes', undefined);
       this.deps.log.info('writes to the outbox table succeed again');
@@ -83,14 +83,14 @@ export class Recovery {
           'writes to the outbox table fail: claiming stops until they succeed',
         );
       health.setProblem('writes', reason);
-      this.isolation.narrowToOne();
+      this.culpritSearch.narrowToOne();
       this.stall.sawDue(reason);
       return { kind: 'error' };
     }
-    const culprit = this.isolation.failed(fault.claimed);
+    const culprit = this.culpritSearch.failed(fault.claimed);
     if (!culprit) {
       log.warn(
-        { err: fault.message, claimed: fault.claimed.length, next: this.isolation.claimLimit },
+        { err: fault.message, claimed: fault.claimed.length, next: this.culpritSearch.claimLimit },
         'a batch failed: narrowing it down to the message that causes it',
       );
       this.stall.sawDue(`a batch failed (${fault.message})`);
