@@ -28,7 +28,7 @@ import { fullJitterBackoff } from './util/backoff';
 import { isDatabaseAway } from './util/outage';
 import { keepTrying } from './retry/reconnect';
 import type { RelayTracing, startRelayTracing as StartRelayTracing } from './tracing/relay-tracing';
-import { unrefSleep } from './util/delay';
+import { settlesWithin } from './util/deadline';
 
 /** Batches in flight per relay: the next claim overlaps the previous batch's confirms. */
 const CONCURRENCY = 2;
@@ -258,19 +258,13 @@ function startTracing(settings: TracingSettings | undefined, schema: string, log
 /** Exports the buffered spans, waiting at most what is left of the shutdown timeout (at least a second). */
 async function flushTraces(tracing: RelayTracing, leftMs: number, log: Logger): Promise<void> {
   const timeoutMs = Math.max(leftMs, MIN_TRACE_FLUSH_MS);
-  const flushed = await Promise.race([
-    tracing.shutdown().then(
-      () => true,
-      () => true,
-    ),
-    unrefSleep(timeoutMs).then(() => false),
-  ]);
+  const flushed = await settlesWithin(tracing.shutdown(), timeoutMs);
   if (!flushed) log.warn({ timeoutMs }, 'shutdown: the last spans could not be exported in time; dropped');
 }
 
 /** `work`, or nothing once `ms` have passed (it goes on in the background). */
 async function within(work: Promise<unknown>, ms: number): Promise<void> {
-  await Promise.race([work.catch(() => undefined), unrefSleep(ms)]);
+  await settlesWithin(work, ms);
 }
 
 /** Verifies the schema once the database answers; waits (not ready) while it does not. */

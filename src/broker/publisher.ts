@@ -5,6 +5,7 @@ import { expirationOf } from './amqp-limits';
 import { closeVerdict } from './close-reason';
 import { encodeHeaders, publishedHeaders } from './headers';
 import type { PublishChannel } from './publish-channel';
+import { deferred } from '../util/deferred';
 
 export interface PublishOptions {
   readonly appId: string;
@@ -54,16 +55,13 @@ export async function publishBatch(
 ): Promise<PublishOutcome[]> {
   const outcomes: (PublishOutcome | undefined)[] = new Array(messages.length).fill(undefined);
   let waiting = 0;
-  let finish: () => void = () => undefined;
-  const allSettled = new Promise<void>((resolve) => {
-    finish = resolve;
-  });
+  const allSettled = deferred();
   const settle = (index: number, outcome: PublishOutcome): void => {
     if (outcomes[index] !== undefined) return;
     outcomes[index] = outcome;
     options.onSettled?.(messages[index] as OutboxMessage);
     waiting -= 1;
-    if (waiting === 0) finish();
+    if (waiting === 0) allSettled.resolve();
   };
   const settleAllWaiting = (make: (message: OutboxMessage) => PublishOutcome): void => {
     messages.forEach((message, index) => {
@@ -129,7 +127,7 @@ export async function publishBatch(
     }
     if (target.closed || options.signal?.aborted)
       settleAllWaiting(target.closed ? afterClose : () => ({ kind: 'unconfirmed', error: 'shutting down' }));
-    await allSettled;
+    await allSettled.promise;
   } finally {
     clearTimeout(timer);
     stopWaitingOnClose();

@@ -4,7 +4,7 @@ import { redactUrl } from '../config/redact';
 import type { OutboxMessage } from '../domain/message';
 import type { PublishOutcome } from '../domain/outcome';
 import { errorMessage, OutboxError } from '../errors';
-import { unrefSleep } from '../util/delay';
+import { TIMED_OUT, withDeadline } from '../util/deadline';
 import { SHORT_STRING_MAX_BYTES } from './amqp-limits';
 import { PublishChannel } from './publish-channel';
 import { publishBatch } from './publisher';
@@ -163,13 +163,13 @@ export class SelftestBroker {
   async dispose(): Promise<string[]> {
     const problems: string[] = [];
     const bounded = async (what: string, work: () => Promise<unknown>): Promise<void> => {
-      const outcome = await Promise.race([
+      const outcome = await withDeadline(
         work().then(
           () => undefined,
           (err: unknown) => errorMessage(err),
         ),
-        unrefSleep(CLEANUP_STEP_MS).then(() => `no answer within ${CLEANUP_STEP_MS} ms`),
-      ]);
+        CLEANUP_STEP_MS,
+      ).then((result) => (result === TIMED_OUT ? `no answer within ${CLEANUP_STEP_MS} ms` : result));
       if (outcome !== undefined) problems.push(`${what}: ${outcome}`);
     };
     const topology = this.topology;

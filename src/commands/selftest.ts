@@ -1,5 +1,4 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pool } from 'pg';
 import { SelftestBroker, type SelftestTopology } from '../broker/selftest-broker';
 import type { Config } from '../config/load-config';
@@ -11,6 +10,7 @@ import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { SelftestStore, type SelftestRow } from '../outbox/selftest-store';
 import { missingPrivileges } from '../outbox/privileges';
+import { TIMED_OUT, withDeadline } from '../util/deadline';
 import { isDatabaseAway } from '../util/outage';
 import type { Io } from './io';
 import { selftestDifferences, reason, Steps, type StepRecord } from './selftest-steps';
@@ -247,13 +247,13 @@ function describeCleanup(selftestId: string | undefined, topology: SelftestTopol
 async function cleanUp(pool: Pool, store: SelftestStore, broker: SelftestBroker, selftestId: string | undefined): Promise<string[]> {
   const problems: string[] = [];
   if (selftestId !== undefined) {
-    const removed = await Promise.race([
+    const removed = await withDeadline(
       store.remove(pool, selftestId).then(
         () => undefined,
         (err: unknown) => reason(err),
       ),
-      sleep(ROW_CLEANUP_MS, `no answer within ${ROW_CLEANUP_MS} ms`, { ref: false }),
-    ]);
+      ROW_CLEANUP_MS,
+    ).then((result) => (result === TIMED_OUT ? `no answer within ${ROW_CLEANUP_MS} ms` : result));
     if (removed !== undefined) problems.push(`could not delete the canary row (id ${selftestId}): ${removed}`);
   }
   problems.push(...(await broker.dispose()));

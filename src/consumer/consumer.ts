@@ -1,7 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { PoolClient } from 'pg';
 import { OutboxError } from '../errors';
-import { abortableDelay, unrefSleep } from '../util/delay';
+import { settlesWithin } from '../util/deadline';
+import { deferred } from '../util/deferred';
+import { abortableDelay } from '../util/delay';
 import { reconnectDelayMs } from '../util/backoff';
 import { Deliveries } from './delivery';
 import { cleanupInboxBatch, inboxTable, type InboxTarget } from './inbox';
@@ -69,10 +71,9 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
   private interruptedAt: number | undefined;
   private startError: OutboxError | undefined;
   private readonly hooks: SessionHooks;
-  readonly closed: Promise<void>;
-  private resolveClosed: () => void = () => undefined;
-  private readonly firstConsuming: Promise<void>;
-  private resolveFirstConsuming: () => void = () => undefined;
+  private readonly closing = deferred();
+  readonly closed: Promise<void> = this.closing.promise;
+  private readonly firstConsuming = deferred();
 
   constructor(private readonly settings: ConsumerSettings<TPayload>) {
     super();
@@ -80,12 +81,6 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     const table = inboxTable(settings.schema);
     this.target = { pool: settings.pool, table, name: settings.name, handler: settings.handler, checkedOut: this.checkedOut };
     this.deliveries = new Deliveries(settings, this.target, this.metrics, (outcome) => this.count(outcome));
-    this.closed = new Promise((resolve) => {
-      this.resolveClosed = resolve;
-    });
-    this.firstConsuming = new Promise((resolve) => {
-      this.resolveFirstConsuming = resolve;
-    });
     this.hooks = {
       onMessage: (session, msg) => this.track(this.deliveries.accept(session, msg)),
       onCancel: (session) => this.onCancel(session),
@@ -121,7 +116,10 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     this.loop = this.run().catch((err: unknown) => {
       this.settings.log.error({ queue: this.settings.queue, err: describeError(err) }, 'the consumer loop failed');
     });
-    const outcome = await Promise.race([this.firstConsuming.then(() => 'consuming' as const), this.loop.then(() => 'ended' as const)]);
+    const outcome = await Promise.race([
+      this.firstConsuming.promise.then(() => 'consuming' as const),
+      this.loop.then(() => 'ended' as const),
+    ]);
     if (outcome === 'consuming') return;
     await this.stop();
     throw (
@@ -204,7 +202,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
       this.consumingNow(session);
       if (!started) {
         started = true;
-        this.resolveFirstConsuming();
+        this.firstConsuming.resolve();
       }
       const reason = await session.ended;
       this.session = undefined;
@@ -300,10 +298,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     if (session) await session.cancel();
     this.deliveries.stop();
     if (this.inFlight.size > 0) {
-      const drained = await Promise.race([
-        Promise.allSettled([...this.inFlight]).then(() => true),
-        unrefSleep(shutdownTimeoutMs).then(() => false),
-      ]);
+      const drained = await settlesWithin(Promise.allSettled([...this.inFlight]), shutdownTimeoutMs);
       if (!drained) {
         log.warn({ queue, inFlight: this.inFlight.size, shutdownTimeoutMs }, 'handlers still running at the shutdown timeout: rolled back');
         for (const client of [...this.checkedOut]) {
@@ -318,7 +313,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     this.metrics.setConsuming(false);
     this.setState('stopped');
     log.info({ queue }, 'consumer stopped');
-    this.resolveClosed();
+    this.closing.resolve();
   }
 }
 

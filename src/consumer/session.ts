@@ -1,6 +1,7 @@
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Message, type Options } from 'amqplib';
 import { errorMessage } from '../errors';
-import { unrefSleep } from '../util/delay';
+import { settlesWithin } from '../util/deadline';
+import { deferred } from '../util/deferred';
 import { UnsettledTags } from './acks';
 import { HEADER } from './inbox';
 import type { ConsumerSettings } from './settings';
@@ -47,8 +48,7 @@ export class Session {
   private ackTimer: NodeJS.Timeout | undefined;
   private endReason: string | undefined;
   private closing: Promise<unknown> = Promise.resolve();
-  private readonly endedPromise: Promise<string>;
-  private resolveEnded: (reason: string) => void = () => undefined;
+  private readonly endedWith = deferred<string>();
 
   private constructor(
     private readonly settings: ConsumerSettings<unknown>,
@@ -59,9 +59,6 @@ export class Session {
     private readonly stopSignal: AbortSignal,
   ) {
     stopSignal.addEventListener('abort', this.onStop, { once: true });
-    this.endedPromise = new Promise((resolve) => {
-      this.resolveEnded = resolve;
-    });
     let lastError: string | undefined;
     model.on('error', (err: Error) => {
       lastError = describeError(err);
@@ -114,7 +111,7 @@ export class Session {
 
   /** Resolves with the reason when the session ends. */
   get ended(): Promise<string> {
-    return this.endedPromise;
+    return this.endedWith.promise;
   }
 
   /** Aborted when the session ends or the consumer stops. */
@@ -132,7 +129,7 @@ export class Session {
     clearTimeout(this.ackTimer);
     this.stopSignal.removeEventListener('abort', this.onStop);
     this.controller.abort();
-    this.resolveEnded(reason);
+    this.endedWith.resolve(reason);
     // One channel closing ends the session: close the rest.
     this.closing = bounded(this.model.close());
   }
@@ -287,5 +284,5 @@ function returnKey(messageId: unknown, headers: unknown): string {
 
 /** Waits for `work`, at most CLOSE_TIMEOUT_MS, never rejecting. */
 export function bounded(work: Promise<unknown>): Promise<unknown> {
-  return Promise.race([work.catch(() => undefined), unrefSleep(CLOSE_TIMEOUT_MS)]);
+  return settlesWithin(work, CLOSE_TIMEOUT_MS);
 }

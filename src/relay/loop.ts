@@ -3,7 +3,8 @@ import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import type { BackoffPolicy } from '../util/backoff';
 import { isDatabaseAway } from '../util/outage';
-import { abortableDelay, unrefSleep, Waiters } from '../util/delay';
+import { TIMED_OUT, withDeadline } from '../util/deadline';
+import { abortableDelay, Waiters } from '../util/delay';
 import { runBatch, type BatchReport, type BatchSettings } from './batch';
 import { BatchFault } from './faults';
 import type { HeldDestinations } from './held-destinations';
@@ -326,11 +327,11 @@ export class RelayLoop {
     this.stopping ??= (async () => {
       this.controller.abort();
       const all = Promise.all(this.workers);
-      const finishedInTime = await Promise.race([all.then(() => true), unrefSleep(this.settings.shutdownTimeoutMs).then(() => false)]);
+      const finishedInTime = (await withDeadline(all, this.settings.shutdownTimeoutMs)) !== TIMED_OUT;
       if (!finishedInTime) {
         this.deps.log.warn({ timeoutMs: this.settings.shutdownTimeoutMs }, 'shutdown timeout: abandoning the in-flight batch');
         this.abandon.abort();
-        const rolledBack = await Promise.race([all.then(() => true), unrefSleep(ABANDON_GRACE_MS).then(() => false)]);
+        const rolledBack = (await withDeadline(all, ABANDON_GRACE_MS)) !== TIMED_OUT;
         // The database does not answer: drop the connections, PostgreSQL rolls back.
         if (!rolledBack) this.deps.queue.abandonClaims();
       }
