@@ -5,6 +5,7 @@ import type { OutboxMessage } from '../domain/message';
 import type { PublishOutcome } from '../domain/outcome';
 import { errorMessage, OutboxError } from '../errors';
 import { TIMED_OUT, withDeadline } from '../util/deadline';
+import { firstThatAnswers } from '../util/first-answer';
 import { SHORT_STRING_MAX_BYTES } from './amqp-limits';
 import { PublishChannel } from './publish-channel';
 import { publishBatch } from './publisher';
@@ -53,15 +54,13 @@ export class SelftestBroker {
   /** Connects to the first of `urls` that answers; none: BROKER_UNAVAILABLE naming each (credentials masked). */
   static async connect(urls: readonly string[], connectionName: string): Promise<SelftestBroker> {
     const failures: string[] = [];
-    for (const url of urls) {
-      try {
-        const model = await connect(url, { clientProperties: { connection_name: connectionName }, timeout: CONNECT_TIMEOUT_MS });
-        return new SelftestBroker(model, redactUrl(url));
-      } catch (err: unknown) {
-        failures.push(`${redactUrl(url)}: ${errorMessage(err)}`);
-      }
-    }
-    throw new OutboxError('BROKER_UNAVAILABLE', `cannot reach the broker (${failures.join('; ')})`);
+    const first = await firstThatAnswers(
+      urls,
+      (url) => connect(url, { clientProperties: { connection_name: connectionName }, timeout: CONNECT_TIMEOUT_MS }),
+      (url, err) => failures.push(`${redactUrl(url)}: ${errorMessage(err)}`),
+    );
+    if (!first) throw new OutboxError('BROKER_UNAVAILABLE', `cannot reach the broker (${failures.join('; ')})`);
+    return new SelftestBroker(first.value, redactUrl(first.url));
   }
 
   /**

@@ -9,6 +9,7 @@ import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { OperatorStore } from '../outbox/operator-store';
 import { missingAuditPrivileges, missingPrivileges } from '../outbox/privileges';
+import { firstThatAnswers } from '../util/first-answer';
 import { escapeControls } from '../util/terminal-text';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
@@ -64,8 +65,9 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
   }
 
   let brokerOk = false;
-  for (const url of config.amqpUrls) {
-    try {
+  await firstThatAnswers(
+    config.amqpUrls,
+    async (url) => {
       const model = await connect(url, { timeout: 5_000 });
       try {
         brokerOk = true;
@@ -82,11 +84,9 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
       } finally {
         await model.close().catch(() => undefined);
       }
-      break;
-    } catch (err: unknown) {
-      report(false, `broker not reachable at ${redactUrl(url)}: ${errorMessage(err)}`);
-    }
-  }
+    },
+    (url, err) => report(false, `broker not reachable at ${redactUrl(url)}: ${errorMessage(err)}`),
+  );
   if (!brokerOk || lines.some((l) => !l.ok && !l.text.startsWith('broker not reachable'))) {
     const failed = lines.filter((l) => !l.ok).length;
     throw new OutboxError('CHECK_FAILED', `${failed} check${failed === 1 ? '' : 's'} failed`);
