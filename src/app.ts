@@ -4,9 +4,8 @@ import { BrokerConnection } from './broker/connection';
 import { RelayBroker } from './broker/relay-broker';
 import type { Config } from './config/load-config';
 import { tracingSettings, type TracingSettings } from './config/tracing';
-import { verifySchema } from './db/migrator';
+import { verifySchemaOf } from './db/migrator';
 import { createDatabase, type Database } from './db/pool';
-import { withClient } from './db/transaction';
 import { errorMessage, OutboxError } from './errors';
 import { RelayHealth } from './observability/health';
 import { HttpServer } from './observability/http-server';
@@ -269,7 +268,7 @@ async function within(work: Promise<unknown>, ms: number): Promise<void> {
 
 /** Verifies the schema once the database answers; waits (not ready) while it does not. */
 async function waitForSchema(pool: Database['pool'], schema: string, signal: AbortSignal, log: Logger): Promise<void> {
-  await keepTrying(() => withClient(pool, (client) => verifySchema(client, schema)), {
+  await keepTrying(() => verifySchemaOf(pool, schema), {
     signal,
     retryable: isDatabaseAway,
     onRetry: ({ err, retryInMs, loud }) => {

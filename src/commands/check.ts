@@ -2,9 +2,8 @@ import { connect } from 'amqplib';
 import { TopologyProbe } from '../broker/topology';
 import type { Config } from '../config/load-config';
 import { redactUrl } from '../config/redact';
-import { verifySchema } from '../db/migrator';
+import { verifySchemaOf } from '../db/migrator';
 import { quoteIdent } from '../db/sql';
-import { withClient } from '../db/transaction';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { OperatorStore } from '../outbox/operator-store';
@@ -38,7 +37,7 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
       );
       report(true, `database reachable (PostgreSQL ${rows[0]?.version}, role ${rows[0]?.user})`);
       try {
-        const version = await withClient(pool, (client) => verifySchema(client, config.schema));
+        const version = await verifySchemaOf(pool, config.schema);
         report(true, `schema "${config.schema}" at migration ${version}`);
       } catch (err: unknown) {
         report(false, errorMessage(err));

@@ -1,8 +1,8 @@
 import type { PoolClient } from 'pg';
 import type { Config } from '../config/load-config';
-import { verifySchema } from '../db/migrator';
+import { verifySchemaOf } from '../db/migrator';
 import { quoteIdent } from '../db/sql';
-import { withClient, withPoolTransaction } from '../db/transaction';
+import { withPoolTransaction } from '../db/transaction';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { AuditLog, type AuditedCommand } from '../outbox/audit';
@@ -48,7 +48,7 @@ export async function deadListCommand(config: Config, log: Logger, io: Io, optio
     since: options.since,
   };
   const dead = await withDatabase(config, log, async (pool) => {
-    await withClient(pool, (client) => verifySchema(client, config.schema));
+    await verifySchemaOf(pool, config.schema);
     // PostgreSQL judges the instant, so that everything a timestamptz takes is accepted.
     const problem = filter.since === undefined ? undefined : await store.instantProblem(pool, filter.since);
     if (problem !== undefined) {
@@ -119,7 +119,7 @@ async function audited(
   const audit = new AuditLog(config.schema);
   try {
     return await withDatabase(config, log, async (pool) => {
-      await withClient(pool, (client) => verifySchema(client, config.schema));
+      await verifySchemaOf(pool, config.schema);
       return withPoolTransaction(pool, async (client) => {
         const changed = await change(client);
         if (changed.length > 0) {

@@ -1,6 +1,5 @@
 import type { Config } from '../config/load-config';
-import { verifySchema } from '../db/migrator';
-import { withClient } from '../db/transaction';
+import { verifySchemaOf } from '../db/migrator';
 import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { instantText, type InspectedMessage, type Instant, type MessageState } from '../outbox/inspection';
@@ -33,7 +32,7 @@ export async function inspectCommand(config: Config, log: Logger, io: Io, messag
   if (!isMessageId(messageId)) throw new OutboxError('INVALID_ARGUMENT', `inspect: "${messageId}" is not a message id (a UUID)`);
   const store = new OperatorStore(config.schema);
   const message = await withDatabase(config, log, async (pool) => {
-    await withClient(pool, (client) => verifySchema(client, config.schema));
+    await verifySchemaOf(pool, config.schema);
     return store.inspect(pool, messageId, { deadHoldsKey: config.orderingOnDead === 'block', firstAhead: INSPECT_FIRST_AHEAD });
   });
   if (!message) throw new OutboxError('NOT_FOUND', `inspect: message ${messageId} not found in schema "${config.schema}"`);

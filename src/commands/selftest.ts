@@ -3,9 +3,8 @@ import type { Pool } from 'pg';
 import { SelftestBroker, type SelftestTopology } from '../broker/selftest-broker';
 import type { Config } from '../config/load-config';
 import { SELFTEST_HEADER, SELFTEST_MESSAGE_TYPE } from '../domain/selftest-message';
-import { verifySchema } from '../db/migrator';
+import { verifySchemaOf } from '../db/migrator';
 import { qualified } from '../db/sql';
-import { withClient } from '../db/transaction';
 import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { SelftestStore, type SelftestRow } from '../outbox/selftest-store';
@@ -155,7 +154,7 @@ async function roundTrip(
   );
   await steps.run(
     'schema',
-    () => withClient(pool, (client) => verifySchema(client, config.schema)),
+    () => verifySchemaOf(pool, config.schema),
     (version) => `"${config.schema}" at migration ${version}`,
   );
   await steps.run(

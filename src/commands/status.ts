@@ -1,6 +1,5 @@
 import type { Config } from '../config/load-config';
-import { verifySchema } from '../db/migrator';
-import { withClient } from '../db/transaction';
+import { verifySchemaOf } from '../db/migrator';
 import type { Logger } from '../observability/logger';
 import { instantText } from '../outbox/inspection';
 import { readFleet, type FleetView } from '../outbox/fleet-store';
@@ -41,7 +40,7 @@ const HELD_SHOWN = 10;
 export async function statusCommand(config: Config, log: Logger, io: Io, options: { json?: boolean }): Promise<void> {
   const store = new OperatorStore(config.schema);
   const report = await withDatabase(config, log, async (pool): Promise<StatusReport> => {
-    await withClient(pool, (client) => verifySchema(client, config.schema));
+    await verifySchemaOf(pool, config.schema);
     const [stats, details, held, relays] = await Promise.all([
       store.stats(pool),
       store.statusDetails(pool),
