@@ -14,7 +14,7 @@ import { createMetrics, type RelayMetrics } from './observability/metrics';
 import { StatsPoller } from './observability/stats-poller';
 import { FleetStore, replicaApplicationName } from './outbox/fleet-store';
 import { MessageQueue } from './outbox/message-queue';
-import { OperatorStore } from './outbox/operator-store';
+import { StatusStore } from './outbox/status-store';
 import { missingPrivileges } from './outbox/privileges';
 import { CleanupJob } from './outbox/retention';
 import { Wakeup } from './outbox/wakeup';
@@ -92,7 +92,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
   );
   const pool = database.pool;
   const queue = new MessageQueue(pool, config.schema, config.publishTimeoutMs + IDLE_CLAIM_MARGIN_MS);
-  const operator = new OperatorStore(config.schema);
+  const operator = new StatusStore(config.schema);
   const connection = new BrokerConnection({
     urls: config.amqpUrls,
     connectionName: `${config.appId} (outbox-relay)`,

@@ -6,7 +6,7 @@ import { verifySchemaOf } from '../db/migrator';
 import { quoteIdent } from '../db/sql';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
-import { OperatorStore } from '../outbox/operator-store';
+import { StatusStore } from '../outbox/status-store';
 import { missingAuditPrivileges, missingPrivileges } from '../outbox/privileges';
 import { firstThatAnswers } from '../util/first-answer';
 import { escapeControls } from '../util/terminal-text';
@@ -57,7 +57,7 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
           ? `role may read and write the audit trail ${quoteIdent(config.schema)}.audit`
           : `role lacks ${missingAudit.join(', ')} (the audit trail of dead retry, dead discard and replay)`,
       );
-      if (missing.length === 0) exchanges = await new OperatorStore(config.schema).pendingExchanges(pool);
+      if (missing.length === 0) exchanges = await new StatusStore(config.schema).pendingExchanges(pool);
     });
   } catch (err: unknown) {
     report(false, errorMessage(err));

@@ -6,7 +6,7 @@ import { withPoolTransaction } from '../db/transaction';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { AuditLog, type AuditedCommand } from '../outbox/audit';
-import { OperatorStore, type DeadFilter } from '../outbox/operator-store';
+import { DeadStore, type DeadFilter } from '../outbox/dead-store';
 import { escapeControls as shown } from '../util/terminal-text';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
@@ -39,7 +39,7 @@ export interface DeadListOptions {
 }
 
 export async function deadListCommand(config: Config, log: Logger, io: Io, options: DeadListOptions): Promise<void> {
-  const store = new OperatorStore(config.schema);
+  const store = new DeadStore(config.schema);
   const filter: DeadFilter = {
     messageType: options.type,
     exchange: options.exchange,
@@ -84,7 +84,7 @@ export async function deadRetryCommand(
   all: boolean | undefined,
 ): Promise<void> {
   const selected = selectIds(ids, all, 'retry');
-  const store = new OperatorStore(config.schema);
+  const store = new DeadStore(config.schema);
   const changed = await audited(config, log, 'dead retry', selected, (client) => store.retryDead(client, selected));
   io.out(`${changed.length} dead message${changed.length === 1 ? '' : 's'} made due again`);
   reportMissing(selected, changed);
@@ -98,7 +98,7 @@ export async function deadDiscardCommand(
   all: boolean | undefined,
 ): Promise<void> {
   const selected = selectIds(ids, all, 'discard');
-  const store = new OperatorStore(config.schema);
+  const store = new DeadStore(config.schema);
   const deleted = await audited(config, log, 'dead discard', selected, (client) => store.discardDead(client, selected));
   io.out(`${deleted.length} dead message${deleted.length === 1 ? '' : 's'} discarded`);
   reportMissing(selected, deleted);

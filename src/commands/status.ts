@@ -3,7 +3,7 @@ import { verifySchemaOf } from '../db/migrator';
 import type { Logger } from '../observability/logger';
 import { instantText } from '../outbox/inspection';
 import { readFleet, type FleetView } from '../outbox/fleet-store';
-import { OperatorStore, type HeldWaiting } from '../outbox/operator-store';
+import { StatusStore, type HeldWaiting } from '../outbox/status-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -38,7 +38,7 @@ export interface StatusReport {
 const HELD_SHOWN = 10;
 
 export async function statusCommand(config: Config, log: Logger, io: Io, options: { json?: boolean }): Promise<void> {
-  const store = new OperatorStore(config.schema);
+  const store = new StatusStore(config.schema);
   const report = await withDatabase(config, log, async (pool): Promise<StatusReport> => {
     await verifySchemaOf(pool, config.schema);
     const [stats, details, held, relays] = await Promise.all([
