@@ -1,5 +1,5 @@
 import { qualified } from '../db/sql';
-import { DUE, ENDED, holdsKey, keyHash, PENDING, sameKey } from './sql';
+import { DUE, ENDED, holdsKey, keyHash, noLaterThanExpiry, PENDING, sameKey } from './sql';
 
 /**
  * A hot statement. Unnamed on purpose: a named prepared statement lives in one server
@@ -109,7 +109,7 @@ function texts(table: string): Record<RelayStatementKey, string> {
     markFailed: `UPDATE ${table} AS m
    SET attempts = m.attempts + 1,
        last_error = f.error,
-       next_attempt_at = LEAST(now() + f.retry_in_ms * interval '1 millisecond', m.expires_at),
+       next_attempt_at = ${noLaterThanExpiry("now() + f.retry_in_ms * interval '1 millisecond'", 'm.')},
        dead_at = CASE WHEN f.dead THEN now() END
   FROM unnest($1::bigint[], $2::text[], $3::double precision[], $4::boolean[]) AS f(id, error, retry_in_ms, dead)
  WHERE m.id = f.id AND ${PENDING}`,

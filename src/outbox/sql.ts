@@ -8,7 +8,17 @@
  * its expires_at, when it is claimed to be marked expired (GREATEST and LEAST ignore
  * NULL). The expression of messages_pending_due_idx (migration 0006): keep them equal.
  */
-export const DUE = 'LEAST(GREATEST(available_at, next_attempt_at), expires_at)';
+export const DUE = noLaterThanExpiry('GREATEST(available_at, next_attempt_at)');
+
+/**
+ * The instant `at`, but never after the row's expires_at (LEAST ignores NULL): the one
+ * place a time the row is due is capped by its expiry — its due time, a failure's next
+ * attempt, a hold — so that it is claimed at its expiry at the latest and found expired.
+ * `row`: the table's alias with its dot in an UPDATE … FROM (`m.`).
+ */
+export function noLaterThanExpiry(at: string, row = ''): string {
+  return `LEAST(${at}, ${row}expires_at)`;
+}
 /** Neither published nor ended (dead or expired): what the relay still tries to send. */
 export const PENDING = 'published_at IS NULL AND dead_at IS NULL';
 
