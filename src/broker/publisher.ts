@@ -5,10 +5,16 @@ import { expirationOf } from './amqp-limits';
 import { closeVerdict } from './close-reason';
 import { encodeHeaders, publishedHeaders } from './headers';
 import type { PublishChannel } from './publish-channel';
+import type { MessageSigner, PublishIdentity } from './signer';
+import { SIGNATURE_HEADER } from '../domain/signature';
 
 export interface PublishOptions {
   readonly appId: string;
   readonly timeoutMs: number;
+  /** Signs each message (OUTBOX_SIGNING_KEY_FILE); absent: unsigned, at no cost. */
+  readonly signer?: MessageSigner;
+  /** The AMQP `user-id` of each message (OUTBOX_PUBLISH_USER_ID): the connection's user, which the broker checks. */
+  readonly userId?: string;
   /** Aborting resolves every message still waiting as `unconfirmed` (shutdown). */
   readonly signal?: AbortSignal;
   /** Told of each message as its outcome is known: its confirm, its failure, or the end of waiting. */
@@ -21,10 +27,15 @@ export interface PublishOptions {
  * The AMQP properties of a published message (see the README's "The SQL contract").
  * The headers are encoded exactly (`encodeHeaders`); headers that cannot be throw,
  * naming the header and the limit (the broker adapter's preflight fails such a message
- * before it gets here).
+ * before it gets here). With a signer, `x-outbox-signature` is computed from these very
+ * properties (the same timestamp) and the body as sent.
  */
-export function publishProperties(message: OutboxMessage, appId: string, nowMs = Date.now()): Options.Publish {
-  const headers = encodeHeaders(publishedHeaders(message));
+export function publishProperties(message: OutboxMessage, identity: string | PublishIdentity, nowMs = Date.now()): Options.Publish {
+  const { appId, signer, userId } = typeof identity === 'string' ? { appId: identity, signer: undefined, userId: undefined } : identity;
+  const timestamp = Math.floor(message.createdAt.getTime() / 1000);
+  const published = publishedHeaders(message);
+  if (signer) (published as Record<string, unknown>)[SIGNATURE_HEADER] = signer.sign(message, timestamp);
+  const headers = encodeHeaders(published);
   if (!headers.ok) throw new Error(headers.error);
   return {
     expiration: expirationOf(message.expiresAt, nowMs),
@@ -34,8 +45,9 @@ export function publishProperties(message: OutboxMessage, appId: string, nowMs =
     type: message.messageType ?? undefined,
     contentType: message.contentType,
     correlationId: message.correlationId ?? undefined,
-    timestamp: Math.floor(message.createdAt.getTime() / 1000),
+    timestamp,
     appId,
+    userId,
     headers: headers.table,
   };
 }
@@ -101,7 +113,7 @@ export async function publishBatch(
           message.exchange,
           message.routingKey,
           message.content,
-          publishProperties(message, options.appId, nowMs),
+          publishProperties(message, options, nowMs),
           (err: unknown) => {
             if (err === null || err === undefined) {
               const returned = target.returned.get(message.messageId);
