@@ -30,11 +30,17 @@ export interface PublishOptions {
  * before it gets here). With a signer, `x-outbox-signature` is computed from these very
  * properties (the same timestamp) and the body as sent.
  */
-export function publishProperties(message: OutboxMessage, identity: string | PublishIdentity, nowMs = Date.now()): Options.Publish {
+export function publishProperties(
+  message: OutboxMessage,
+  identity: string | PublishIdentity,
+  nowMs = Date.now(),
+  /** Computed ahead (`MessageSigner.signAsync`); absent with a signer: signed here. */
+  signature?: string,
+): Options.Publish {
   const { appId, signer, userId } = typeof identity === 'string' ? { appId: identity, signer: undefined, userId: undefined } : identity;
-  const timestamp = Math.floor(message.createdAt.getTime() / 1000);
+  const timestamp = amqpTimestamp(message);
   const published = publishedHeaders(message);
-  if (signer) (published as Record<string, unknown>)[SIGNATURE_HEADER] = signer.sign(message, timestamp);
+  if (signer) (published as Record<string, unknown>)[SIGNATURE_HEADER] = signature ?? signer.sign(message, timestamp);
   const headers = encodeHeaders(published);
   if (!headers.ok) throw new Error(headers.error);
   return {
@@ -50,6 +56,11 @@ export function publishProperties(message: OutboxMessage, identity: string | Pub
     userId,
     headers: headers.table,
   };
+}
+
+/** The AMQP `timestamp` of a message: its creation, in whole seconds (what is sent, and signed). */
+export function amqpTimestamp(message: OutboxMessage): number {
+  return Math.floor(message.createdAt.getTime() / 1000);
 }
 
 /**
@@ -90,6 +101,9 @@ export async function publishBatch(
 
   waiting = messages.length;
   if (waiting === 0) return [];
+  // With a key, every signature of the batch is started at once on the thread pool; the
+  // writes below wait for each in turn (by then it is usually done). Without one, nothing.
+  const signatures = options.signer ? signAhead(options.signer, messages) : undefined;
   const stopWaitingOnClose = target.onClose(() => settleAllWaiting(afterClose));
   const timer = setTimeout(() => {
     settleAllWaiting(() => ({ kind: 'failed', reason: 'timeout', error: `no broker confirm within ${options.timeoutMs} ms` }));
@@ -102,6 +116,16 @@ export async function publishBatch(
     for (let index = 0; index < messages.length; index += 1) {
       if (target.closed || options.signal?.aborted) break;
       const message = messages[index] as OutboxMessage;
+      let signature: string | undefined;
+      if (signatures) {
+        const signed = await signatures[index];
+        if (signed instanceof Error) {
+          settle(index, { kind: 'failed', reason: 'invalid_message', error: `cannot sign the message: ${signed.message}` });
+          continue;
+        }
+        signature = signed;
+        if (target.closed || options.signal?.aborted) break;
+      }
       const nowMs = Date.now();
       if (message.expiresAt !== undefined && message.expiresAt !== null && message.expiresAt <= nowMs) {
         settle(index, { kind: 'expired' }); // reached while the earlier ones were written: not sent
@@ -113,7 +137,7 @@ export async function publishBatch(
           message.exchange,
           message.routingKey,
           message.content,
-          publishProperties(message, options, nowMs),
+          publishProperties(message, options, nowMs, signature),
           (err: unknown) => {
             if (err === null || err === undefined) {
               const returned = target.returned.get(message.messageId);
@@ -148,6 +172,10 @@ export async function publishBatch(
     options.signal?.removeEventListener('abort', onAbort);
   }
   return outcomes as PublishOutcome[];
+}
+
+function signAhead(signer: MessageSigner, messages: readonly OutboxMessage[]): Promise<string | Error>[] {
+  return messages.map((message) => signer.signAsync(message, amqpTimestamp(message)));
 }
 
 function waitForDrain(target: PublishChannel): Promise<void> {

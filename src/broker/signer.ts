@@ -20,7 +20,29 @@ export class MessageSigner {
    * the AMQP property's value, the body `message.content`, the headers the row's.
    */
   sign(message: OutboxMessage, timestamp: number): string {
-    const data = canonicalBytes({
+    return signatureHeader(this.keyId, sign(null, this.canonical(message, timestamp), this.key));
+  }
+
+  /**
+   * The same, computed on libuv's thread pool (`crypto.sign` with a callback): the event
+   * loop only builds the canonical form (~5 µs for 1 KiB) and the Ed25519 work (~50 µs)
+   * runs beside it, on another core when one is free. Never rejects: a message that
+   * cannot be signed resolves to its Error.
+   */
+  signAsync(message: OutboxMessage, timestamp: number): Promise<string | Error> {
+    return new Promise((resolve) => {
+      try {
+        sign(null, this.canonical(message, timestamp), this.key, (err, signature) => {
+          resolve(err ? err : signatureHeader(this.keyId, signature));
+        });
+      } catch (err: unknown) {
+        resolve(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+  }
+
+  private canonical(message: OutboxMessage, timestamp: number): Buffer {
+    return canonicalBytes({
       keyId: this.keyId,
       messageId: message.messageId,
       type: message.messageType ?? undefined,
@@ -31,7 +53,6 @@ export class MessageSigner {
       headersJson: canonicalHeaders(message.headers),
       body: message.content,
     });
-    return signatureHeader(this.keyId, sign(null, data, this.key));
   }
 }
 

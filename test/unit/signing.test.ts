@@ -1,6 +1,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, verify } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import { publishProperties } from '../../src/broker/publisher';
+import { publishBatch, publishProperties } from '../../src/broker/publisher';
 import { MessageSigner } from '../../src/broker/signer';
 import { loadConfig } from '../../src/config/load-config';
 import { checkSignature } from '../../src/domain/signature-check';
@@ -8,6 +8,8 @@ import { canonicalBytes, canonicalJson, parseSignatureHeader, signatureHeader, S
 import { verifySettings } from '../../src/consumer/verify';
 import { exitCodeFor } from '../../src/errors';
 import { configError, names } from './config-errors';
+import { waitFor } from '../kit/wait';
+import { fakeChannel } from './fake-confirm-channel';
 import { fakeMessage } from './fake-message';
 
 /* eslint-disable @typescript-eslint/no-require-imports -- amqplib's codec has no typed entry point */
@@ -230,5 +232,24 @@ describe('the consumer verify option', () => {
     const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey;
     expect(problemsOf({ keys: { 'r;1': rsa } })).toEqual(['verify.keys["r;1"]: a key id is 1 to 64 letters, digits or ._:-']);
     expect(problemsOf({ keys: { r: rsa } })).toEqual(['verify.keys["r"] must be an Ed25519 public key (PEM text or a KeyObject)']);
+  });
+});
+
+describe('publishBatch with a signer', () => {
+  test('signs every message ahead on the thread pool, each as publishProperties would sign it', async () => {
+    const { fake, target } = fakeChannel();
+    const signer = new MessageSigner('k1', privateKey);
+    const batch = [fakeMessage(), fakeMessage({ headers: { b: 1n, a: 'x' } }), fakeMessage({ messageType: null })];
+    const result = publishBatch(target, batch, { appId: 'app', timeoutMs: 10_000, signer, userId: 'relay' });
+    await waitFor('all written', () => fake.published.length === 3);
+    fake.published.forEach((p, i) => {
+      expect(p.options).toEqual(publishProperties(batch[i]!, { appId: 'app', signer, userId: 'relay' }));
+      const msg = delivered(p.options as ReturnType<typeof publishProperties>, p.content);
+      expect(checkSignature(msg, { exchange: p.exchange, routingKey: p.routingKey }, new Map([['k1', publicKey]]), false).ok).toBe(true);
+    });
+    fake.ack(0);
+    fake.ack(1);
+    fake.ack(2);
+    await expect(result).resolves.toEqual([{ kind: 'confirmed' }, { kind: 'confirmed' }, { kind: 'confirmed' }]);
   });
 });
