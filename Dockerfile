@@ -34,7 +34,7 @@ COPY migrations ./migrations
 USER node
 EXPOSE 9464
 
-# /healthz: 200 while the process is alive and its loop is not stuck (README "Metrics and health").
+# /healthz: 200 while the process is alive and its loop is not stuck (docs/runbook.md, "Metrics and health").
 # No curl in slim images: Node's own fetch. Assumes OUTBOX_HTTP_HOST listens on
 # loopback (the default 0.0.0.0 does) and a fixed OUTBOX_HTTP_PORT (not 0).
 # Only `run` serves HTTP: give one-shot commands (migrate, status, …) --no-healthcheck

@@ -1,4 +1,4 @@
--- outbox-relay: least-privilege roles (README: Operations). An example to adapt, NOT a migration:
+-- outbox-relay: least-privilege roles (docs/runbook.md, "Least-privilege database roles"). An example to adapt, NOT a migration:
 -- `outbox-relay migrate` only applies files named NNNN_name.sql and never this one.
 --
 -- Two roles, each allowed only what it needs:
@@ -65,7 +65,7 @@ GRANT USAGE ON SCHEMA :"schema" TO :"relay_role";
 GRANT SELECT, UPDATE, DELETE ON :"schema".messages TO :"relay_role";
 GRANT SELECT ON :"schema".schema_migrations TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON :"schema".audit TO :"relay_role";
--- The replicas' coordination (README "Replicas"): the leader's lease is read and renewed,
+-- The replicas' coordination (docs/scaling.md, "Replicas"): the leader's lease is read and renewed,
 -- every replica registers itself. A standby that finds the leader frozen ends its
 -- sessions with pg_terminate_backend, which needs no grant when all replicas use this one
 -- role (a role may end its own sessions); replicas under different roles need
@@ -73,7 +73,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON :"schema".audit TO :"relay_role";
 GRANT SELECT, UPDATE ON :"schema".relay_lease TO :"relay_role";
 GRANT SELECT, INSERT, UPDATE, DELETE ON :"schema".relay_replicas TO :"relay_role";
 
--- `outbox-relay selftest` (README: Self-test) inserts a canary message, then claims,
+-- `outbox-relay selftest` (docs/runbook.md, Self-test) inserts a canary message, then claims,
 -- marks and deletes it: it needs the relay role's privileges above AND INSERT on
 -- messages. Neither role here has both, on purpose (the relay may not insert, the
 -- service may not read or delete). Run it as the schema's owner (the

@@ -1,22 +1,53 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { startRelay } from './app';
-import { auditCommand } from './commands/audit';
-import { checkCommand } from './commands/check';
-import { cleanupCommand } from './commands/cleanup';
-import { runDemo } from './demo/demo';
-import { deadDiscardCommand, deadListCommand, deadRetryCommand, type DeadListOptions } from './commands/dead';
-import { inspectCommand } from './commands/inspect';
+import type * as AppModule from './app';
+import type * as AuditModule from './commands/audit';
+import type * as CheckModule from './commands/check';
+import type * as CleanupModule from './commands/cleanup';
+import type * as DeadModule from './commands/dead';
+import type { DeadListOptions } from './commands/dead';
+import type * as InspectModule from './commands/inspect';
 import { CliOutput, type Io } from './commands/io';
-import { migrateCommand } from './commands/migrate';
-import { replayCommand, type ReplayOptions } from './commands/replay';
-import { exchangeProblem, SELFTEST_TIMEOUT_MS, selftestCommand } from './commands/selftest';
-import { statusCommand } from './commands/status';
-import { loadConfig, secretsOf, type Config } from './config/load-config';
+import type * as MigrateModule from './commands/migrate';
+import type * as ReplayModule from './commands/replay';
+import type { ReplayOptions } from './commands/replay';
+import type * as SelftestModule from './commands/selftest';
+import { exchangeProblem, SELFTEST_TIMEOUT_MS } from './commands/selftest-arguments';
+import type * as StatusModule from './commands/status';
+import type * as ConfigModule from './config/load-config';
+import type { Config } from './config/load-config';
 import { maskUrlsInOutput, maskUrlsInText } from './config/redact';
+import type * as DemoModule from './demo/demo';
 import { errorMessage, exitCodeFor, OutboxError } from './errors';
-import { createLogger, type Logger } from './observability/logger';
-import { startShutdownWatchdog } from './shutdown-watchdog';
+import type * as LoggerModule from './observability/logger';
+import type { Logger } from './observability/logger';
+import type * as WatchdogModule from './shutdown-watchdog';
 import { escapeControls, terminalSafe } from './util/terminal-text';
+
+/**
+ * What the commands run, each module required when its command runs and not before:
+ * `--help` loads commander and the definitions below, `status` the configuration, pg and
+ * the status queries; no command but `run` loads metrics or tracing, and only those that
+ * talk to the broker load its client. Startup is most of a one-shot command's time
+ * (docs/development.md has the figures).
+ */
+/* eslint-disable @typescript-eslint/no-require-imports -- required on first use, on purpose (above) */
+const load = {
+  app: () => require('./app') as typeof AppModule,
+  audit: () => require('./commands/audit') as typeof AuditModule,
+  check: () => require('./commands/check') as typeof CheckModule,
+  cleanup: () => require('./commands/cleanup') as typeof CleanupModule,
+  config: () => require('./config/load-config') as typeof ConfigModule,
+  dead: () => require('./commands/dead') as typeof DeadModule,
+  demo: () => require('./demo/demo') as typeof DemoModule,
+  inspect: () => require('./commands/inspect') as typeof InspectModule,
+  logger: () => require('./observability/logger') as typeof LoggerModule,
+  migrate: () => require('./commands/migrate') as typeof MigrateModule,
+  replay: () => require('./commands/replay') as typeof ReplayModule,
+  selftest: () => require('./commands/selftest') as typeof SelftestModule,
+  status: () => require('./commands/status') as typeof StatusModule,
+  watchdog: () => require('./shutdown-watchdog') as typeof WatchdogModule,
+};
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 /**
  * The only module that touches the process: argv, env, signals, stdout/stderr and the
@@ -51,30 +82,31 @@ async function runCommand(argv: readonly string[], env: NodeJS.ProcessEnv, outpu
   };
   let config: Config | undefined;
   const configured = (): Config => {
+    const { loadConfig, secretsOf } = load.config();
     config ??= loadConfig(env);
     secrets = secretsOf(config);
     return config;
   };
-  const toolLogger = (): Logger => createLogger({ level: 'warn', secrets, fd: 2 });
+  const toolLogger = (): Logger => load.logger().createLogger({ level: 'warn', secrets, fd: 2 });
 
   const program = buildProgram(output, {
     run: async () => {
       const cfg = configured();
-      await runDaemon(cfg, createLogger({ level: cfg.logLevel, secrets }));
+      await runDaemon(cfg, load.logger().createLogger({ level: cfg.logLevel, secrets }));
     },
-    migrate: (options) => migrateCommand(configured(), toolLogger(), io, options),
-    status: (options) => statusCommand(configured(), toolLogger(), io, options),
-    deadList: (options) => deadListCommand(configured(), toolLogger(), io, options),
-    deadRetry: (ids, options) => deadRetryCommand(configured(), toolLogger(), io, ids, options.all),
-    deadDiscard: (ids, options) => deadDiscardCommand(configured(), toolLogger(), io, ids, options.all),
-    inspect: (messageId, options) => inspectCommand(configured(), toolLogger(), io, messageId, options),
-    audit: (options) => auditCommand(configured(), toolLogger(), io, options),
-    cleanup: () => cleanupCommand(configured(), toolLogger(), io),
-    check: () => checkCommand(configured(), toolLogger(), io),
-    selftest: (options) => selftestCommand(configured(), toolLogger(), io, options, interruptSignal()),
-    replay: (ids, options) => replayCommand(configured(), toolLogger(), io, ids, options, interruptSignal()),
+    migrate: (options) => load.migrate().migrateCommand(configured(), toolLogger(), io, options),
+    status: (options) => load.status().statusCommand(configured(), toolLogger(), io, options),
+    deadList: (options) => load.dead().deadListCommand(configured(), toolLogger(), io, options),
+    deadRetry: (ids, options) => load.dead().deadRetryCommand(configured(), toolLogger(), io, ids, options.all),
+    deadDiscard: (ids, options) => load.dead().deadDiscardCommand(configured(), toolLogger(), io, ids, options.all),
+    inspect: (messageId, options) => load.inspect().inspectCommand(configured(), toolLogger(), io, messageId, options),
+    audit: (options) => load.audit().auditCommand(configured(), toolLogger(), io, options),
+    cleanup: () => load.cleanup().cleanupCommand(configured(), toolLogger(), io),
+    check: () => load.check().checkCommand(configured(), toolLogger(), io),
+    selftest: (options) => load.selftest().selftestCommand(configured(), toolLogger(), io, options, interruptSignal()),
+    replay: (ids, options) => load.replay().replayCommand(configured(), toolLogger(), io, ids, options, interruptSignal()),
     demo: async (options) => {
-      await runDemo(configured(), createLogger({ level: 'error', secrets, fd: 2 }), io, {
+      await load.demo().runDemo(configured(), load.logger().createLogger({ level: 'error', secrets, fd: 2 }), io, {
         ...options,
         interactive: process.stdout.isTTY === true,
       });
@@ -275,6 +307,9 @@ const WATCHDOG_MARGIN_MS = 1_000;
  * process is gone OUTBOX_SHUTDOWN_TIMEOUT_MS + 9 s after the signal at the latest.
  */
 async function runDaemon(config: Config, log: Logger): Promise<void> {
+  const { startRelay } = load.app();
+  // Loaded now, not in the signal handler: the shutdown path reads no file.
+  const { startShutdownWatchdog } = load.watchdog();
   // A signal that comes while the relay starts (a rolling restart of a replica that just
   // came up) stops it as soon as it has started, instead of killing it mid-start.
   const early: NodeJS.Signals[] = [];

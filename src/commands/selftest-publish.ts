@@ -110,7 +110,15 @@ function confirmed(outcome: PublishOutcome): void {
       throw new OutboxError('CHECK_FAILED', `${outcome.reason}: ${outcome.error}`);
     case 'unconfirmed':
       throw new OutboxError('CHECK_FAILED', `no confirm: ${outcome.error}`);
+    case 'refused':
+      throw new OutboxError(
+        'CHECK_FAILED',
+        'the broker refused it (a negative confirm: a queue bound to the exchange is full under x-overflow reject-publish, or has no leader)',
+      );
+    case 'expired':
+      throw new OutboxError('CHECK_FAILED', 'not sent: it reached its expires_at');
     case 'held':
+    case 'destination_held':
       throw new OutboxError('CHECK_FAILED', 'not sent');
   }
 }

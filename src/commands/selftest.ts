@@ -20,8 +20,6 @@ import { interruption, untilAborted } from './selftest-interruption';
 import { publishCanary } from './selftest-publish';
 import { withDatabase } from './with-database';
 
-/** `--timeout-ms` default: from the insert to the delivery (ms). */
-export const SELFTEST_TIMEOUT_MS = 10_000;
 /** The shortest wait for a running relay to take the canary (ms). */
 const MIN_RELAY_WAIT_MS = 2_000;
 /** Beyond --timeout-ms, how long an undeleted canary stays publishable before it expires (ms). */
@@ -52,13 +50,6 @@ export interface SelftestReport {
   readonly totalMs: number;
   /** The one-line reason, when it failed. */
   readonly error?: string;
-}
-
-/** Why an `--exchange` value cannot be used, or undefined when it can. */
-export function exchangeProblem(name: string): string | undefined {
-  if (name === '') return "the default exchange ('') cannot be bound to: name an exchange, or leave --exchange out for a temporary one";
-  if (Buffer.byteLength(name, 'utf8') > 255) return 'longer than 255 bytes (AMQP allows at most 255)';
-  return undefined;
 }
 
 /** How long to wait for a running relay, and why that long (said in the output). */
@@ -168,7 +159,7 @@ async function roundTrip(
       if (missing.length > 0) {
         throw new OutboxError(
           'PRIVILEGES_MISSING',
-          `the role lacks ${missing.join(', ')}: the selftest inserts, claims, marks and deletes a canary message (README: Self-test)`,
+          `the role lacks ${missing.join(', ')}: the selftest inserts, claims, marks and deletes a canary message (docs/runbook.md, Self-test)`,
         );
       }
     },

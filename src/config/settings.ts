@@ -355,7 +355,7 @@ export const SETTINGS = {
     doc: `Log level: ${LOG_LEVELS.join(', ')}.`,
     schema: oneOf(LOG_LEVELS),
   } satisfies Setting<(typeof LOG_LEVELS)[number]>,
-  // Tracing: the standard OpenTelemetry variables (README "Tracing"); off while both endpoints are unset.
+  // Tracing: the standard OpenTelemetry variables (docs/tracing.md); off while both endpoints are unset.
   otlpEndpoint: {
     env: 'OTEL_EXPORTER_OTLP_ENDPOINT',
     defaultValue: '',

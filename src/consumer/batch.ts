@@ -224,7 +224,7 @@ class BatchRun<TPayload> {
       await this.client.query(`RELEASE SAVEPOINT ${SAVEPOINT}${then}`);
       return false;
     } catch (err: unknown) {
-      if (sqlState(err) !== IN_FAILED_TRANSACTION) return this.lost(err);
+      if (sqlState(err) !== IN_FAILED_TRANSACTION) return await this.lost(err);
       await this.statement(`ROLLBACK TO SAVEPOINT ${SAVEPOINT}`);
       this.handlerFailed(this.guarded, swallowed(err));
       return true;

@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import { FAILURE_REASONS } from '../domain/outcome';
 
-/** Every metric the README's "Metrics and health" lists, registered on a registry of its own (never the global one). */
+/** Every metric the "Metrics and health" table of docs/runbook.md lists, registered on a registry of its own (never the global one). */
 export interface RelayMetrics {
   readonly registry: Registry;
   readonly lagSeconds: Gauge;

@@ -5,7 +5,7 @@ import { DUE, keyHash, PENDING, sameKey } from './sql';
  * A hot statement. Unnamed on purpose: a named prepared statement lives in one server
  * session, and behind a transaction-pooling PgBouncer the next transaction may run on
  * another (PgBouncer 1.18 answers `prepared statement … does not exist`). PostgreSQL
- * plans each one anew; the cost is in the README's Performance section.
+ * plans each one anew; the cost is in docs/performance.md.
  */
 export interface RelayStatement {
   readonly text: string;

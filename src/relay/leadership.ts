@@ -192,7 +192,7 @@ export class Leadership implements LeadershipPort {
         lease.holder ? 'standby: another replica leads' : 'standby: no replica leads',
       );
     }
-    if (lease.expired && lease.holder !== null && lease.holder !== this.replicaId) return await this.fence(lease.holder, lease.epoch);
+    if (lease.expired && lease.holder !== null && lease.holder !== this.replicaId) return this.fence(lease.holder, lease.epoch);
     return standbyCheckDelayMs(this.wallClock(), attempt.rank, attempt.standbys);
   }
 

@@ -161,7 +161,7 @@ export class RelayLoop {
         settled: report.settled,
       };
     } catch (err: unknown) {
-      if (err instanceof BatchFault) return await this.recovery.onFault(err);
+      if (err instanceof BatchFault) return this.recovery.onFault(err);
       if (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') {
         log.debug({ worker }, 'broker unavailable; waiting');
       } else if (isTransientDatabaseError(err)) {
@@ -247,7 +247,7 @@ export class RelayLoop {
   }
 
   /**
-   * The wake-up (measured by `npm run bench`; see the README's Performance section).
+   * The wake-up (measured by `npm run bench`; see docs/performance.md).
    * One idle worker at a time, the peeker, looks for work: while messages have been
    * flowing in the last HOT_WINDOW_MS it peeks every HOT_POLL_MS with one cheap indexed
    * query, so a commit is published within a few milliseconds without any cost to the

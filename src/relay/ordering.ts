@@ -2,7 +2,7 @@ import type { KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/mess
 import { hasExpired } from './send';
 
 /**
- * Per-key ordering (see the README's "Ordering"), as a pure function of what one claim saw.
+ * Per-key ordering (see docs/ordering.md), as a pure function of what one claim saw.
  *
  * A claim locks up to a batch of due rows in due order. For every key among
  * them the store then reads that key's unpublished rows in id order, up to the last

@@ -31,7 +31,7 @@ const headerSetter: TextMapSetter<Record<string, string>> = {
 };
 
 /**
- * The relay's spans, as README "Tracing" describes them:
+ * The relay's spans, as docs/tracing.md describes them:
  * - `outbox batch`: one per batch that claimed rows, INTERNAL, a root: from the claim to
  *   the commit (or the rollback), with the database's attributes;
  * - `publish <exchange>`: one per message sent, PRODUCER, a child of the row's

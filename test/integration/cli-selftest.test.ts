@@ -13,7 +13,7 @@ import { TestBroker } from '../kit/test-broker';
 import { uniqueName } from '../kit/unique-name';
 import { waitFor } from '../kit/wait';
 
-// `outbox-relay selftest` (README: Self-test): a canary through the database and the
+// `outbox-relay selftest` (docs/runbook.md, Self-test): a canary through the database and the
 // broker, against the real services; whatever the outcome, nothing is left behind.
 
 beforeAll(() => buildIfMissing());
@@ -115,7 +115,7 @@ describe('selftest', () => {
       expect.objectContaining({ step: 'publish', ok: true, detail: expect.stringMatching(/running relay/) }),
     );
     await expectNothingLeft(json.stdout);
-    // The relay counted both canaries as published messages (said in the README).
+    // The relay counted both canaries as published messages (said in docs/runbook.md).
     expect((await published()) - before).toBe(2);
   });
 
@@ -129,6 +129,20 @@ describe('selftest', () => {
     expect(await brokerHas('queue', queue)).toBe(false);
     expect(await brokerHas('exchange', exchange)).toBe(true);
     expect(await rowCount()).toBe(0);
+  });
+
+  test('--exchange E with a full queue bound (x-overflow reject-publish): exit 1 at confirm, the refusal named, nothing left behind', async () => {
+    const exchange = await broker.exchange(uniqueName('selftest_full'));
+    await broker.declareQueue(
+      uniqueName('selftest_fullq'),
+      { exchange, pattern: '#' },
+      { 'x-max-length': 0, 'x-overflow': 'reject-publish' },
+    );
+    const result = await cli(['selftest', '--exchange', exchange, '--timeout-ms', '2000'], envFor(fx.schema));
+    const stderr = expectOneLineFailure(result, 1);
+    expect(stderr).toContain('selftest failed at confirm: the broker refused it (a negative confirm');
+    expect(result.stdout).not.toMatch(/^mark published /m);
+    await expectNothingLeft(result.stdout);
   });
 
   test('--exchange naming a missing exchange: exit 1 naming it, nothing inserted', async () => {

@@ -9,14 +9,14 @@ import { waitFor } from '../kit/wait';
 
 const fx = OutboxFixture.forFile('http');
 
-/** Every metric of the README's "Metrics and health" table (rows starting with a metric name). */
-const README_SECTION =
-  readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8')
-    .split('## Metrics and health')[1]
+/** Every metric of the runbook's "Metrics and health" table, docs/runbook.md (rows starting with a metric name). */
+const RUNBOOK_SECTION =
+  readFileSync(join(__dirname, '..', '..', 'docs', 'runbook.md'), 'utf8')
+    .split('\n## Metrics and health\n')[1]
     ?.split('\n## ')[0] ?? '';
-const DOCUMENTED_METRICS = [...README_SECTION.matchAll(/^\| `(outbox_[a-z_]+)[`{]/gm)].map((m) => m[1] as string);
+const DOCUMENTED_METRICS = [...RUNBOOK_SECTION.matchAll(/^\| `(outbox_[a-z_]+)[`{]/gm)].map((m) => m[1] as string);
 
-test('the README documents at least the metrics every release has had', () => {
+test('the runbook documents at least the metrics every release has had', () => {
   expect(DOCUMENTED_METRICS).toEqual(
     expect.arrayContaining([
       'outbox_lag_seconds',
@@ -36,14 +36,18 @@ test('the README documents at least the metrics every release has had', () => {
   );
 });
 
-test('/metrics has every documented metric plus the process metrics; /healthz and /readyz answer 200', async () => {
-  const { relay, baseUrl } = await fx.startRelay();
+test('/metrics has every documented metric plus the process metrics, and documents every metric it has; /healthz and /readyz answer 200', async () => {
+  // With the optional stage timings on, so that every metric the relay can expose is there.
+  const { relay, baseUrl } = await fx.startRelay({ OUTBOX_STAGE_TIMINGS: 'true' });
   await waitFor('ready', async () => (await endpointStatus(relay.port, '/readyz')) === 200);
   const response = await fetch(`${baseUrl}/metrics`);
   expect(response.status).toBe(200);
   expect(response.headers.get('content-type')).toMatch(/^text\/plain/);
   const metrics = parseMetrics(await response.text());
   for (const name of DOCUMENTED_METRICS) expect({ name, type: metrics.type(name) }).toEqual({ name, type: expect.any(String) });
+  const exposed = [...metrics.text.matchAll(/^# TYPE (outbox_[a-z_]+) /gm)].map((m) => m[1] as string);
+  expect(exposed.filter((name) => !DOCUMENTED_METRICS.includes(name))).toEqual([]);
+  expect(exposed).toContain('outbox_stage_seconds');
   expect(Number.isInteger(metrics.value('process_resident_memory_bytes'))).toBe(true);
   expect(metrics.value('outbox_up', { dependency: 'database' })).toBe(1);
   expect(metrics.value('outbox_up', { dependency: 'broker' })).toBe(1);

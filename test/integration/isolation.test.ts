@@ -7,7 +7,7 @@ import { TestBroker } from '../kit/test-broker';
 import { staysFalse, waitFor } from '../kit/wait';
 
 // What no single message, grant or broker setting may do: stall the relay or make it
-// publish the same messages again and again (the README's "Guarantees and failure modes").
+// publish the same messages again and again (docs/guarantees.md).
 
 const fx = OutboxFixture.forFile('isolation', { afterEach: 'reset' });
 const broker = TestBroker.forFile();
@@ -49,7 +49,7 @@ test('a message the broker closes the connection for (headers beyond a small fra
   expect(row['attempts']).toBe(2);
   expect(String(row['last_error'])).toMatch(/FRAME|frame/);
   expect(received.every((m) => !(m.properties.headers && 'x-blob' in m.properties.headers))).toBe(true);
-  // At-least-once, as the README's "When duplicates happen" says: a message is delivered
+  // At-least-once, as "When duplicates happen" in docs/guarantees.md says: a message is delivered
   // twice only when it was unconfirmed in a batch a close cut short (the broker may have
   // routed it before the close). With two batches in flight, the first close can cut the
   // other worker's batch too; the big message is then sent alone, so later closes cut nothing.

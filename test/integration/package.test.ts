@@ -149,6 +149,14 @@ test('the tarball holds the build of the current sources and nothing else of dis
   expect(orphans).toEqual([]);
 }, 30_000);
 
+test('the tarball holds the README and every file of docs/, which the README links into', async () => {
+  const { stdout } = await run('tar', ['-tzf', tarball]);
+  const entries = stdout.split('\n');
+  const docs = (await readdir(join(ROOT, 'docs'))).filter((name) => name.endsWith('.md'));
+  expect(docs.length).toBeGreaterThan(0);
+  expect(entries).toEqual(expect.arrayContaining(['package/README.md', ...docs.map((name) => `package/docs/${name}`)]));
+}, 30_000);
+
 test('outbox-relay/producer loads neither amqplib, prom-client, node-cron, zod nor kysely (which is not even installed)', async () => {
   const loaded = await probe('outbox-relay/producer');
   expect(loaded.exports).toMatchObject({

@@ -10,7 +10,7 @@ import { TestBroker } from '../kit/test-broker';
 import { uniqueName } from '../kit/unique-name';
 import { waitFor } from '../kit/wait';
 
-// Least privilege (the README's "Least-privilege database roles"): migrations/roles.example.sql creates a service role that
+// Least privilege (docs/runbook.md, "Least-privilege database roles"): migrations/roles.example.sql creates a service role that
 // can only INSERT into messages and a relay role that can use only the outbox schema.
 // The relay runs as its role, a producer as the service's, and each is denied the
 // other's tables. Roles are cluster-wide: unique names, dropped afterwards.

@@ -20,7 +20,7 @@ import { TestBroker } from '../kit/test-broker';
 import { uniqueName } from '../kit/unique-name';
 import { waitFor } from '../kit/wait';
 
-// One trace from the service's transaction to the consumer's handler (README "Tracing").
+// One trace from the service's transaction to the consumer's handler (docs/tracing.md).
 // The relay runs as a process (`outbox-relay run`, from dist/) and exports with the
 // official OTLP exporter to a receiver this file starts. The service and the consuming
 // service are this process, with an SDK of their own whose spans stay in memory: the OTLP

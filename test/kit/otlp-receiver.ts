@@ -188,7 +188,7 @@ export function fromReadableSpan(span: ReadableSpan): ReceivedSpan {
 }
 
 /**
- * A trace as an ASCII waterfall (the README's picture): one line per span, indented under
+ * A trace as an ASCII waterfall (the picture in docs/tracing.md): one line per span, indented under
  * its parent, a bar placed on the trace's time axis, the duration, and the span and parent
  * ids. Spans whose parent is not in `spans` start a new root.
  */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join, posix, relative } from 'node:path';
 import { DEPLOY, filesUnder, yamlDoc, yamlDocs, type Doc } from './deploy-yaml';
 
-// deploy/ (the README's Deployment and Metrics sections): every YAML and JSON file parses; the Kubernetes example wires
+// deploy/ (docs/deployment.md and the metrics of docs/runbook.md): every YAML and JSON file parses; the Kubernetes example wires
 // the sidecar as documented; the alert rules and the dashboard name only metrics the
 // relay exports. promtool checks the Prometheus files in .ci/run, and
 // test/integration/prometheus.test.ts loads them into a real Prometheus.

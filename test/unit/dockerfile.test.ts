@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Script } from 'node:vm';
 import { copyParts, DockerIgnore, execForm, parseDockerfile, type Instruction, type Stage } from '../kit/dockerfile';
 
-// The container image (README, Deployment). No Docker engine runs here, so the Dockerfile is checked for its structure,
+// The container image (docs/deployment.md). No Docker engine runs here, so the Dockerfile is checked for its structure,
 // and .ci/run rebuilds the runtime stage's contents with the same npm steps.
 
 const ROOT = join(__dirname, '..', '..');

@@ -3,7 +3,7 @@ import { tracingSettings } from '../../src/config/tracing';
 import { exitCodeFor } from '../../src/errors';
 import { configError, names } from './config-errors';
 
-// The OTEL_* settings as the relay reads them (README "Tracing"); their rejected values are in config-rejections.test.ts.
+// The OTEL_* settings as the relay reads them (docs/tracing.md); their rejected values are in config-rejections.test.ts.
 
 describe('tracing settings', () => {
   test('off by default: no endpoint, no tracing', () => {
