@@ -35,19 +35,32 @@ function poissonGapMs(rate: number): number {
   return (-Math.log(1 - Math.random()) / rate) * 1000;
 }
 
-/** The quantile bounds of each stage from a scrape's outbox_stage_seconds buckets. */
-async function stageQuantiles(relays: readonly RelayProcess[]): Promise<BurstyResult['stages']> {
+/** Every relay's outbox_stage_seconds buckets, summed: stage -> upper bound (s) -> count so far. */
+type StageBuckets = Map<Stage, Map<number, number>>;
+
+async function stageBuckets(relays: readonly RelayProcess[]): Promise<StageBuckets> {
+  const result: StageBuckets = new Map(STAGES.map((stage) => [stage, new Map<number, number>()]));
+  for (const scrape of await Promise.all(relays.map((r) => r.metrics()))) {
+    for (const sample of scrape.samples) {
+      const buckets = result.get(sample.labels['stage'] as Stage);
+      if (sample.name !== 'outbox_stage_seconds_bucket' || buckets === undefined) continue;
+      const le = sample.labels['le'] === '+Inf' ? Number.POSITIVE_INFINITY : Number(sample.labels['le']);
+      buckets.set(le, (buckets.get(le) ?? 0) + sample.value);
+    }
+  }
+  return result;
+}
+
+/**
+ * The quantile bounds of each stage over the messages observed between two scrapes: the
+ * warm-up's messages (the relay's first batches, its JIT still cold) are left out, as the
+ * end-to-end figures leave them out.
+ */
+function stageQuantiles(before: StageBuckets, after: StageBuckets): BurstyResult['stages'] {
   const result = {} as Record<Stage, { p50: number; p99: number; count: number }>;
-  const scrapes = await Promise.all(relays.map((r) => r.metrics()));
   for (const stage of STAGES) {
     const buckets = new Map<number, number>();
-    for (const scrape of scrapes) {
-      for (const sample of scrape.samples) {
-        if (sample.name !== 'outbox_stage_seconds_bucket' || sample.labels['stage'] !== stage) continue;
-        const le = sample.labels['le'] === '+Inf' ? Number.POSITIVE_INFINITY : Number(sample.labels['le']);
-        buckets.set(le, (buckets.get(le) ?? 0) + sample.value);
-      }
-    }
+    for (const [le, n] of after.get(stage) ?? []) buckets.set(le, n - (before.get(stage)?.get(le) ?? 0));
     const sorted = [...buckets].sort((a, b) => a[0] - b[0]);
     const total = sorted.at(-1)?.[1] ?? 0;
     const bound = (q: number): number => (sorted.find(([, n]) => n >= q * total)?.[0] ?? Number.NaN) * 1000;
@@ -76,11 +89,14 @@ export async function burstyLatency(
   const latencies: number[] = [];
   const warmup = rate; // the first second's events
   let received = 0;
+  let warmedUp: Promise<StageBuckets> | undefined;
   await topo.broker.consume(topo.queue, (msg) => {
     const arrived = Date.now();
     const body = JSON.parse(msg.content.toString()) as { n: number; at: number };
     received += 1;
     if (body.n > warmup) latencies.push(arrived - body.at);
+    // The stages are counted from here: the warm-up's messages have arrived.
+    if (received === warmup) warmedUp = stageBuckets(relays);
   });
   let clients: PoolClient[] = [];
   try {
@@ -122,7 +138,7 @@ export async function burstyLatency(
     const achievedRate = total / ((performance.now() - startedAt) / 1000);
     const deadline = performance.now() + 15_000;
     while (received < total && performance.now() < deadline) await sleep(20);
-    const stages = await stageQuantiles(relays);
+    const stages = stageQuantiles(await (warmedUp ?? stageBuckets([])), await stageBuckets(relays));
     latencies.sort((a, b) => a - b);
     return {
       rate,

@@ -5,9 +5,8 @@ import { RelayBroker } from './broker/relay-broker';
 import { publishIdentity } from './broker/signer';
 import type { Config } from './config/load-config';
 import { tracingSettings, type TracingSettings } from './config/tracing';
-import { verifySchema } from './db/migrator';
+import { verifySchemaOf } from './db/migrator';
 import { createDatabase, type Database } from './db/pool';
-import { withClient } from './db/transaction';
 import { errorMessage, OutboxError } from './errors';
 import { RelayHealth } from './observability/health';
 import { HttpServer } from './observability/http-server';
@@ -16,7 +15,7 @@ import { createMetrics, type RelayMetrics } from './observability/metrics';
 import { StatsPoller } from './observability/stats-poller';
 import { FleetStore, replicaApplicationName } from './outbox/fleet-store';
 import { MessageQueue } from './outbox/message-queue';
-import { OperatorStore } from './outbox/operator-store';
+import { StatusStore } from './outbox/status-store';
 import { missingPrivileges } from './outbox/privileges';
 import { CleanupJob } from './outbox/retention';
 import { Wakeup } from './outbox/wakeup';
@@ -25,11 +24,11 @@ import { HeldDestinations } from './relay/held-destinations';
 import { RelayLoop } from './relay/loop';
 import { holdReporter, observeBatch } from './relay/observer';
 import { systemClock } from './relay/ports';
-import { fullJitterBackoff } from './retry/backoff';
-import { isTransientDatabaseError } from './retry/classify';
+import { fullJitterBackoff } from './util/backoff';
+import { isDatabaseAway } from './util/outage';
 import { keepTrying } from './retry/reconnect';
 import type { RelayTracing, startRelayTracing as StartRelayTracing } from './tracing/relay-tracing';
-import { unrefSleep } from './util/delay';
+import { settlesWithin } from './util/deadline';
 
 /** Batches in flight per relay: the next claim overlaps the previous batch's confirms. */
 const CONCURRENCY = 2;
@@ -94,7 +93,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
   );
   const pool = database.pool;
   const queue = new MessageQueue(pool, config.schema, config.publishTimeoutMs + IDLE_CLAIM_MARGIN_MS);
-  const operator = new OperatorStore(config.schema);
+  const operator = new StatusStore(config.schema);
   const connection = new BrokerConnection({
     urls: config.amqpUrls,
     connectionName: `${config.appId} (outbox-relay)`,
@@ -259,26 +258,20 @@ function startTracing(settings: TracingSettings | undefined, schema: string, log
 /** Exports the buffered spans, waiting at most what is left of the shutdown timeout (at least a second). */
 async function flushTraces(tracing: RelayTracing, leftMs: number, log: Logger): Promise<void> {
   const timeoutMs = Math.max(leftMs, MIN_TRACE_FLUSH_MS);
-  const flushed = await Promise.race([
-    tracing.shutdown().then(
-      () => true,
-      () => true,
-    ),
-    unrefSleep(timeoutMs).then(() => false),
-  ]);
+  const flushed = await settlesWithin(tracing.shutdown(), timeoutMs);
   if (!flushed) log.warn({ timeoutMs }, 'shutdown: the last spans could not be exported in time; dropped');
 }
 
 /** `work`, or nothing once `ms` have passed (it goes on in the background). */
 async function within(work: Promise<unknown>, ms: number): Promise<void> {
-  await Promise.race([work.catch(() => undefined), unrefSleep(ms)]);
+  await settlesWithin(work, ms);
 }
 
 /** Verifies the schema once the database answers; waits (not ready) while it does not. */
 async function waitForSchema(pool: Database['pool'], schema: string, signal: AbortSignal, log: Logger): Promise<void> {
-  await keepTrying(() => withClient(pool, (client) => verifySchema(client, schema)), {
+  await keepTrying(() => verifySchemaOf(pool, schema), {
     signal,
-    retryable: isTransientDatabaseError,
+    retryable: isDatabaseAway,
     onRetry: ({ err, retryInMs, loud }) => {
       if (loud) log.warn({ err: errorMessage(err), retryInMs }, 'database unavailable at start; retrying');
     },

@@ -15,22 +15,6 @@ export type CloseReason =
 const NO_EXCHANGE = /NOT_FOUND - no exchange '(.*)' in vhost '/;
 const TOO_LARGE = /message size (\d+) is larger than configured max size (\d+)/;
 
-// amqplib's texts for a close the server initiated: "Connection closed: 501 (FRAME-ERROR) with
-// message …", "Channel closed by server: 403 (ACCESS-REFUSED) with message …". A socket
-// error ("read ECONNRESET") has no code.
-const SERVER_CLOSE = /closed(?: by server)?: (\d{3}) \(/;
-/** The broker's reply code for shutting down or an operator closing the connection. */
-const CONNECTION_FORCED = 320;
-
-/**
- * Whether the broker closed the channel or connection because of what it received (a
- * reply code other than CONNECTION_FORCED), as opposed to a network loss or a shutdown.
- */
-export function isRefusal(text: string): boolean {
-  const code = SERVER_CLOSE.exec(text)?.[1];
-  return code !== undefined && Number(code) !== CONNECTION_FORCED;
-}
-
 export function parseCloseReason(text: string): CloseReason {
   const noExchange = NO_EXCHANGE.exec(text);
   if (noExchange) return { kind: 'no_exchange', exchange: noExchange[1] as string, text };

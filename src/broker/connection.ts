@@ -3,7 +3,8 @@ import { redactUrl } from '../config/redact';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { keepTrying } from '../retry/reconnect';
-import { abortableDelay, unrefSleep, Waiters } from '../util/delay';
+import { settlesWithin } from '../util/deadline';
+import { abortableDelay, Waiters } from '../util/delay';
 import { PublishChannel } from './publish-channel';
 
 /** How long `close()` waits for the broker (ms). */
@@ -182,7 +183,7 @@ export class BrokerConnection {
     // Neither a broker that does not answer close-ok nor a connection attempt stuck in
     // its handshake (a login the broker is slow to refuse) may hold up a shutdown: a
     // connection that completes later is closed by connectLoop.
-    const bounded = (work: Promise<unknown>): Promise<unknown> => Promise.race([work.catch(() => undefined), unrefSleep(CLOSE_TIMEOUT_MS)]);
+    const bounded = (work: Promise<unknown>): Promise<boolean> => settlesWithin(work, CLOSE_TIMEOUT_MS);
     if (model) await bounded(model.close());
     if (this.connecting) await bounded(this.connecting);
   }

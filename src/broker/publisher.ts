@@ -1,12 +1,13 @@
 import type { Options } from 'amqplib';
-import type { OutboxMessage } from '../domain/message';
-import type { PublishOutcome } from '../domain/outcome';
+import { hasExpired, type OutboxMessage } from '../domain/message';
+import { invalidMessage, type PublishOutcome } from '../domain/outcome';
 import { expirationOf } from './amqp-limits';
 import { closeVerdict } from './close-reason';
 import { encodeHeaders, publishedHeaders } from './headers';
 import type { PublishChannel } from './publish-channel';
 import type { MessageSigner, PublishIdentity } from './signer';
 import { SIGNATURE_HEADER } from '../domain/signature';
+import { deferred } from '../util/deferred';
 
 export interface PublishOptions {
   readonly appId: string;
@@ -77,16 +78,13 @@ export async function publishBatch(
 ): Promise<PublishOutcome[]> {
   const outcomes: (PublishOutcome | undefined)[] = new Array(messages.length).fill(undefined);
   let waiting = 0;
-  let finish: () => void = () => undefined;
-  const allSettled = new Promise<void>((resolve) => {
-    finish = resolve;
-  });
+  const allSettled = deferred();
   const settle = (index: number, outcome: PublishOutcome): void => {
     if (outcomes[index] !== undefined) return;
     outcomes[index] = outcome;
     options.onSettled?.(messages[index] as OutboxMessage);
     waiting -= 1;
-    if (waiting === 0) finish();
+    if (waiting === 0) allSettled.resolve();
   };
   const settleAllWaiting = (make: (message: OutboxMessage) => PublishOutcome): void => {
     messages.forEach((message, index) => {
@@ -120,14 +118,14 @@ export async function publishBatch(
       if (signatures) {
         const signed = await signatures[index];
         if (signed instanceof Error) {
-          settle(index, { kind: 'failed', reason: 'invalid_message', error: `cannot sign the message: ${signed.message}` });
+          settle(index, { kind: 'failed', ...invalidMessage(`cannot sign the message: ${signed.message}`) });
           continue;
         }
         signature = signed;
         if (target.closed || options.signal?.aborted) break;
       }
       const nowMs = Date.now();
-      if (message.expiresAt !== undefined && message.expiresAt !== null && message.expiresAt <= nowMs) {
+      if (hasExpired(message, nowMs)) {
         settle(index, { kind: 'expired' }); // reached while the earlier ones were written: not sent
         continue;
       }
@@ -157,7 +155,7 @@ export async function publishBatch(
       } catch (err: unknown) {
         if (target.closed) break;
         // amqplib refuses to encode it (e.g. headers over 64 KiB): this message only.
-        settle(index, { kind: 'failed', reason: 'invalid_message', error: `cannot encode the message: ${(err as Error).message}` });
+        settle(index, { kind: 'failed', ...invalidMessage(`cannot encode the message: ${(err as Error).message}`) });
         continue;
       }
       options.onWritten?.(message);
@@ -165,7 +163,7 @@ export async function publishBatch(
     }
     if (target.closed || options.signal?.aborted)
       settleAllWaiting(target.closed ? afterClose : () => ({ kind: 'unconfirmed', error: 'shutting down' }));
-    await allSettled;
+    await allSettled.promise;
   } finally {
     clearTimeout(timer);
     stopWaitingOnClose();

@@ -1,5 +1,5 @@
 import type { OutboxMessage } from '../domain/message';
-import type { Preflight, PublishOutcome } from '../domain/outcome';
+import { invalidMessage, type Preflight, type PublishOutcome } from '../domain/outcome';
 import { errorMessage } from '../errors';
 import { messageProblem } from './amqp-limits';
 import { parseCloseReason } from './close-reason';
@@ -94,7 +94,7 @@ export class RelayBroker {
     );
     return messages.map((message, index): Preflight => {
       const problem = problems[index];
-      if (problem !== undefined) return { kind: 'fail', reason: 'invalid_message', error: problem };
+      if (problem !== undefined) return { kind: 'fail', ...invalidMessage(problem) };
       const exchange = exchanges.get(message.exchange);
       if (exchange?.kind === 'missing') {
         return { kind: 'fail', reason: 'unknown_exchange', error: `exchange "${message.exchange}" does not exist` };

@@ -1,6 +1,7 @@
 import type { OutboxMessage } from '../domain/message';
-import type { PublishOutcome } from '../domain/outcome';
-import { isRefusal, parseCloseReason } from './close-reason';
+import { invalidMessage, type PublishOutcome } from '../domain/outcome';
+import { isClosedForWhatItReceived } from '../util/outage';
+import { parseCloseReason } from './close-reason';
 
 /** How many suspects are remembered (the oldest are forgotten first). */
 const MAX_SUSPECTS = 10_000;
@@ -30,18 +31,13 @@ export class Suspects {
       if (outcomes[index]?.kind === 'confirmed' || outcomes[index]?.kind === 'returned') this.byMessageId.delete(message.messageId);
     });
     // A close that names its message (no exchange, too large) was already judged by the publisher.
-    if (closeReason === undefined || !isRefusal(closeReason) || parseCloseReason(closeReason).kind !== 'other') return outcomes;
+    if (closeReason === undefined || !isClosedForWhatItReceived(closeReason) || parseCloseReason(closeReason).kind !== 'other')
+      return outcomes;
     const unconfirmed = messages.filter((_, index) => outcomes[index]?.kind === 'unconfirmed');
     const only = messages.length === 1 ? messages[0] : undefined;
     if (only && unconfirmed.length === 1 && this.has(only)) {
       // Still a suspect: its next attempt goes out alone too.
-      return [
-        {
-          kind: 'failed',
-          reason: 'invalid_message',
-          error: `the broker closed the connection each time this message was sent (${closeReason})`,
-        },
-      ];
+      return [{ kind: 'failed', ...invalidMessage(`the broker closed the connection each time this message was sent (${closeReason})`) }];
     }
     for (const message of unconfirmed) this.add(message.messageId);
     return outcomes;

@@ -1,6 +1,5 @@
 import type { Config } from '../config/load-config';
-import { verifySchema } from '../db/migrator';
-import { withClient } from '../db/transaction';
+import { verifySchemaOf } from '../db/migrator';
 import type { Logger } from '../observability/logger';
 import { AuditLog, type AuditEntry } from '../outbox/audit';
 import { escapeControls } from '../util/terminal-text';
@@ -17,7 +16,7 @@ export const AUDIT_IDS_SHOWN = 3;
 export async function auditCommand(config: Config, log: Logger, io: Io, options: { json?: boolean; limit: number }): Promise<void> {
   const audit = new AuditLog(config.schema);
   const entries = await withDatabase(config, log, async (pool) => {
-    await withClient(pool, (client) => verifySchema(client, config.schema));
+    await verifySchemaOf(pool, config.schema);
     return audit.list(pool, options.limit);
   });
   if (options.json) {

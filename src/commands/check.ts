@@ -2,13 +2,13 @@ import { connect } from 'amqplib';
 import { TopologyProbe } from '../broker/topology';
 import type { Config } from '../config/load-config';
 import { redactUrl } from '../config/redact';
-import { verifySchema } from '../db/migrator';
+import { verifySchemaOf } from '../db/migrator';
 import { quoteIdent } from '../db/sql';
-import { withClient } from '../db/transaction';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
-import { OperatorStore } from '../outbox/operator-store';
+import { StatusStore } from '../outbox/status-store';
 import { missingAuditPrivileges, missingPrivileges } from '../outbox/privileges';
+import { firstThatAnswers } from '../util/first-answer';
 import { escapeControls } from '../util/terminal-text';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
@@ -37,7 +37,7 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
       );
       report(true, `database reachable (PostgreSQL ${rows[0]?.version}, role ${rows[0]?.user})`);
       try {
-        const version = await withClient(pool, (client) => verifySchema(client, config.schema));
+        const version = await verifySchemaOf(pool, config.schema);
         report(true, `schema "${config.schema}" at migration ${version}`);
       } catch (err: unknown) {
         report(false, errorMessage(err));
@@ -57,15 +57,16 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
           ? `role may read and write the audit trail ${quoteIdent(config.schema)}.audit`
           : `role lacks ${missingAudit.join(', ')} (the audit trail of dead retry, dead discard and replay)`,
       );
-      if (missing.length === 0) exchanges = await new OperatorStore(config.schema).pendingExchanges(pool);
+      if (missing.length === 0) exchanges = await new StatusStore(config.schema).pendingExchanges(pool);
     });
   } catch (err: unknown) {
     report(false, errorMessage(err));
   }
 
   let brokerOk = false;
-  for (const url of config.amqpUrls) {
-    try {
+  await firstThatAnswers(
+    config.amqpUrls,
+    async (url) => {
       const model = await connect(url, { timeout: 5_000 });
       try {
         brokerOk = true;
@@ -82,11 +83,9 @@ export async function checkCommand(config: Config, log: Logger, io: Io): Promise
       } finally {
         await model.close().catch(() => undefined);
       }
-      break;
-    } catch (err: unknown) {
-      report(false, `broker not reachable at ${redactUrl(url)}: ${errorMessage(err)}`);
-    }
-  }
+    },
+    (url, err) => report(false, `broker not reachable at ${redactUrl(url)}: ${errorMessage(err)}`),
+  );
   if (!brokerOk || lines.some((l) => !l.ok && !l.text.startsWith('broker not reachable'))) {
     const failed = lines.filter((l) => !l.ok).length;
     throw new OutboxError('CHECK_FAILED', `${failed} check${failed === 1 ? '' : 's'} failed`);

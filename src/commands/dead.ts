@@ -1,12 +1,12 @@
 import type { PoolClient } from 'pg';
 import type { Config } from '../config/load-config';
-import { verifySchema } from '../db/migrator';
+import { verifySchemaOf } from '../db/migrator';
 import { quoteIdent } from '../db/sql';
-import { withClient, withPoolTransaction } from '../db/transaction';
+import { withPoolTransaction } from '../db/transaction';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { AuditLog, type AuditedCommand } from '../outbox/audit';
-import { OperatorStore, type DeadFilter } from '../outbox/operator-store';
+import { DeadStore, type DeadFilter } from '../outbox/dead-store';
 import { escapeControls as shown } from '../util/terminal-text';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
@@ -39,7 +39,7 @@ export interface DeadListOptions {
 }
 
 export async function deadListCommand(config: Config, log: Logger, io: Io, options: DeadListOptions): Promise<void> {
-  const store = new OperatorStore(config.schema);
+  const store = new DeadStore(config.schema);
   const filter: DeadFilter = {
     messageType: options.type,
     exchange: options.exchange,
@@ -48,7 +48,7 @@ export async function deadListCommand(config: Config, log: Logger, io: Io, optio
     since: options.since,
   };
   const dead = await withDatabase(config, log, async (pool) => {
-    await withClient(pool, (client) => verifySchema(client, config.schema));
+    await verifySchemaOf(pool, config.schema);
     // PostgreSQL judges the instant, so that everything a timestamptz takes is accepted.
     const problem = filter.since === undefined ? undefined : await store.instantProblem(pool, filter.since);
     if (problem !== undefined) {
@@ -84,7 +84,7 @@ export async function deadRetryCommand(
   all: boolean | undefined,
 ): Promise<void> {
   const selected = selectIds(ids, all, 'retry');
-  const store = new OperatorStore(config.schema);
+  const store = new DeadStore(config.schema);
   const changed = await audited(config, log, 'dead retry', selected, (client) => store.retryDead(client, selected));
   io.out(`${changed.length} dead message${changed.length === 1 ? '' : 's'} made due again`);
   reportMissing(selected, changed);
@@ -98,7 +98,7 @@ export async function deadDiscardCommand(
   all: boolean | undefined,
 ): Promise<void> {
   const selected = selectIds(ids, all, 'discard');
-  const store = new OperatorStore(config.schema);
+  const store = new DeadStore(config.schema);
   const deleted = await audited(config, log, 'dead discard', selected, (client) => store.discardDead(client, selected));
   io.out(`${deleted.length} dead message${deleted.length === 1 ? '' : 's'} discarded`);
   reportMissing(selected, deleted);
@@ -119,7 +119,7 @@ async function audited(
   const audit = new AuditLog(config.schema);
   try {
     return await withDatabase(config, log, async (pool) => {
-      await withClient(pool, (client) => verifySchema(client, config.schema));
+      await verifySchemaOf(pool, config.schema);
       return withPoolTransaction(pool, async (client) => {
         const changed = await change(client);
         if (changed.length > 0) {

@@ -1,10 +1,9 @@
 import type { Config } from '../config/load-config';
-import { verifySchema } from '../db/migrator';
-import { withClient } from '../db/transaction';
+import { verifySchemaOf } from '../db/migrator';
 import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
 import { instantText, type InspectedMessage, type Instant, type MessageState } from '../outbox/inspection';
-import { OperatorStore } from '../outbox/operator-store';
+import { InspectStore } from '../outbox/inspect-store';
 import { escapeControls } from '../util/terminal-text';
 import { isMessageId } from './dead';
 import type { Io } from './io';
@@ -31,9 +30,9 @@ const STATE_TEXT: Readonly<Record<MessageState, string>> = {
  */
 export async function inspectCommand(config: Config, log: Logger, io: Io, messageId: string, options: { json?: boolean }): Promise<void> {
   if (!isMessageId(messageId)) throw new OutboxError('INVALID_ARGUMENT', `inspect: "${messageId}" is not a message id (a UUID)`);
-  const store = new OperatorStore(config.schema);
+  const store = new InspectStore(config.schema);
   const message = await withDatabase(config, log, async (pool) => {
-    await withClient(pool, (client) => verifySchema(client, config.schema));
+    await verifySchemaOf(pool, config.schema);
     return store.inspect(pool, messageId, { deadHoldsKey: config.orderingOnDead === 'block', firstAhead: INSPECT_FIRST_AHEAD });
   });
   if (!message) throw new OutboxError('NOT_FOUND', `inspect: message ${messageId} not found in schema "${config.schema}"`);

@@ -1,5 +1,5 @@
 import type { MessageSigner } from '../broker/signer';
-import { connect, type ChannelModel } from 'amqplib';
+import { connect } from 'amqplib';
 import type { Pool } from 'pg';
 import { PublishChannel } from '../broker/publish-channel';
 import { publishBatch } from '../broker/publisher';
@@ -11,6 +11,7 @@ import { errorMessage, OutboxError } from '../errors';
 import { AUDIT_MAX_IDS, type AuditLog } from '../outbox/audit';
 import type { ReplaySelection, ReplayStore } from '../outbox/replay-store';
 import { abortableDelay } from '../util/delay';
+import { firstThatAnswers } from '../util/first-answer';
 import { TokenBucket } from '../util/token-bucket';
 
 /** Rows read per statement: the replay holds at most two pages (the one it sends and the next). */
@@ -38,18 +39,14 @@ export interface ReplayBroker {
 
 /** Connects to the first of `urls` that answers, named `connectionName` in the management UI. */
 export async function openReplayBroker(urls: readonly string[], connectionName: string): Promise<ReplayBroker> {
-  let model: ChannelModel | undefined;
   const failures: string[] = [];
-  for (const url of urls) {
-    try {
-      model = await connect(url, { clientProperties: { connection_name: connectionName }, timeout: 10_000 });
-      break;
-    } catch (err: unknown) {
-      failures.push(`${redactUrl(url)}: ${errorMessage(err)}`);
-    }
-  }
-  if (!model) throw new OutboxError('BROKER_UNAVAILABLE', `cannot reach the broker: ${failures.join('; ')}`);
-  const connected = model;
+  const first = await firstThatAnswers(
+    urls,
+    (url) => connect(url, { clientProperties: { connection_name: connectionName }, timeout: 10_000 }),
+    (url, err) => failures.push(`${redactUrl(url)}: ${errorMessage(err)}`),
+  );
+  if (!first) throw new OutboxError('BROKER_UNAVAILABLE', `cannot reach the broker: ${failures.join('; ')}`);
+  const connected = first.value;
   connected.on('error', () => undefined);
   const channel = new PublishChannel(await connected.createConfirmChannel());
   return {

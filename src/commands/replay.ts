@@ -1,7 +1,6 @@
 import { publishIdentity } from '../broker/signer';
 import type { Config } from '../config/load-config';
-import { verifySchema } from '../db/migrator';
-import { withClient } from '../db/transaction';
+import { verifySchemaOf } from '../db/migrator';
 import type { OutboxMessage } from '../domain/message';
 import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
@@ -150,7 +149,7 @@ export async function replayCommand(
   const status = options.json ? io.err : io.out;
 
   await withDatabase(config, log, async (pool) => {
-    await withClient(pool, (client) => verifySchema(client, config.schema));
+    await verifySchemaOf(pool, config.schema);
     if (given.ids) {
       const missing = await store.unpublished(pool, given.ids);
       if (missing.length > 0) {

@@ -1,11 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pool } from 'pg';
 import { publishIdentity } from '../broker/signer';
-import type { CanaryBroker } from '../broker/canary';
+import type { SelftestBroker } from '../broker/selftest-broker';
 import type { Config } from '../config/load-config';
 import type { PublishOutcome } from '../domain/outcome';
 import { OutboxError } from '../errors';
-import type { CanaryStore } from '../outbox/canary';
+import type { SelftestStore } from '../outbox/selftest-store';
 import { MessageQueue } from '../outbox/message-queue';
 import type { Steps } from './selftest-steps';
 import { interruption } from './selftest-interruption';
@@ -19,8 +19,8 @@ const IDLE_CLAIM_MARGIN_MS = 30_000;
 export interface PublishContext {
   readonly config: Config;
   readonly pool: Pool;
-  readonly store: CanaryStore;
-  readonly broker: CanaryBroker;
+  readonly store: SelftestStore;
+  readonly broker: SelftestBroker;
   readonly steps: Steps;
   readonly wait: { readonly ms: number; readonly why: string };
   /** performance.now() by which the canary must be delivered. */
@@ -36,7 +36,7 @@ export interface PublishContext {
  * claims exactly that row (SKIP LOCKED: a relay that took it meanwhile keeps it and the
  * self-test waits for its mark instead), publishes it on the relay's path and marks it.
  */
-export async function publishCanary(ctx: PublishContext): Promise<'relay' | 'selftest'> {
+export async function publishSelftestMessage(ctx: PublishContext): Promise<'relay' | 'selftest'> {
   const { steps, wait } = ctx;
   const insertedAt = performance.now();
   if (await markedBy(ctx, insertedAt + wait.ms)) {
@@ -117,7 +117,7 @@ function confirmed(outcome: PublishOutcome): void {
       );
     case 'expired':
       throw new OutboxError('CHECK_FAILED', 'not sent: it reached its expires_at');
-    case 'held':
+    case 'kept_back':
     case 'destination_held':
       throw new OutboxError('CHECK_FAILED', 'not sent');
   }

@@ -1,8 +1,8 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { ConsumeMessage } from 'amqplib';
 import { errorMessage, OutboxError, type ErrorCode } from '../errors';
-import type { CanaryRow } from '../outbox/canary';
-import { isTransientDatabaseError } from '../retry/classify';
+import type { SelftestRow } from '../outbox/selftest-store';
+import { isDatabaseAway } from '../util/outage';
 import { escapeControls } from '../util/terminal-text';
 import type { Io } from './io';
 
@@ -29,7 +29,7 @@ export function reason(err: unknown): string {
 export function failure(step: string, err: unknown): OutboxError {
   let code: ErrorCode = 'CHECK_FAILED';
   if (err instanceof OutboxError) code = err.code;
-  else if (isTransientDatabaseError(err)) code = 'DATABASE_UNAVAILABLE';
+  else if (isDatabaseAway(err)) code = 'DATABASE_UNAVAILABLE';
   return new OutboxError(code, `selftest failed at ${step}: ${reason(err)}`, { cause: err });
 }
 
@@ -98,7 +98,7 @@ function since(started: number): number {
 }
 
 /** What of the delivered canary differs from the row that was inserted: empty when it arrived intact. */
-export function canaryDifferences(delivered: ConsumeMessage, row: CanaryRow): string[] {
+export function selftestDifferences(delivered: ConsumeMessage, row: SelftestRow): string[] {
   const { properties } = delivered;
   const changes: string[] = [];
   if (properties.messageId !== row.messageId) changes.push(`message_id ${String(properties.messageId)} instead of ${row.messageId}`);

@@ -1,23 +1,22 @@
 import { createPublicKey, randomBytes, randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConsumeMessage } from 'amqplib';
 import type { Pool } from 'pg';
-import { CanaryBroker, type CanaryTopology } from '../broker/canary';
+import { SelftestBroker, type SelftestTopology } from '../broker/selftest-broker';
 import type { Config } from '../config/load-config';
-import { CANARY_HEADER, CANARY_MESSAGE_TYPE } from '../domain/canary';
+import { SELFTEST_HEADER, SELFTEST_MESSAGE_TYPE } from '../domain/selftest-message';
+import { verifySchemaOf } from '../db/migrator';
 import { checkSignature } from '../domain/signature-check';
-import { verifySchema } from '../db/migrator';
 import { qualified } from '../db/sql';
-import { withClient } from '../db/transaction';
 import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
-import { CanaryStore, type CanaryRow } from '../outbox/canary';
+import { SelftestStore, type SelftestRow } from '../outbox/selftest-store';
 import { missingPrivileges } from '../outbox/privileges';
-import { isTransientDatabaseError } from '../retry/classify';
+import { TIMED_OUT, withDeadline } from '../util/deadline';
+import { isDatabaseAway } from '../util/outage';
 import type { Io } from './io';
-import { canaryDifferences, reason, Steps, type StepRecord } from './selftest-steps';
+import { selftestDifferences, reason, Steps, type StepRecord } from './selftest-steps';
 import { interruption, untilAborted } from './selftest-interruption';
-import { publishCanary } from './selftest-publish';
+import { publishSelftestMessage } from './selftest-publish';
 import { withDatabase } from './with-database';
 
 /** The shortest wait for a running relay to take the canary (ms). */
@@ -65,7 +64,7 @@ export function relayWait(pollIntervalMs: number, timeoutMs: number): { readonly
 interface Progress {
   publishedBy: 'relay' | 'selftest' | null;
   messageId: string | null;
-  topology: CanaryTopology | null;
+  topology: SelftestTopology | null;
 }
 
 /**
@@ -126,7 +125,7 @@ async function roundTrip(
   wait: { ms: number; why: string },
   progress: Progress,
 ): Promise<void> {
-  const store = new CanaryStore(config.schema);
+  const store = new SelftestStore(config.schema);
   const { signal } = options;
   const checkpoint = (): void => {
     if (signal.aborted) throw interruption(signal);
@@ -140,7 +139,7 @@ async function roundTrip(
         );
         return rows[0];
       } catch (err: unknown) {
-        if (isTransientDatabaseError(err)) throw new OutboxError('DATABASE_UNAVAILABLE', `cannot reach the database: ${reason(err)}`);
+        if (isDatabaseAway(err)) throw new OutboxError('DATABASE_UNAVAILABLE', `cannot reach the database: ${reason(err)}`);
         throw err;
       }
     },
@@ -148,7 +147,7 @@ async function roundTrip(
   );
   await steps.run(
     'schema',
-    () => withClient(pool, (client) => verifySchema(client, config.schema)),
+    () => verifySchemaOf(pool, config.schema),
     (version) => `"${config.schema}" at migration ${version}`,
   );
   await steps.run(
@@ -168,10 +167,10 @@ async function roundTrip(
   checkpoint();
   const broker = await steps.run(
     'connect broker',
-    () => CanaryBroker.connect(config.amqpUrls, `${config.appId} (outbox-relay selftest)`),
+    () => SelftestBroker.connect(config.amqpUrls, `${config.appId} (outbox-relay selftest)`),
     (b) => b.url,
   );
-  let canaryId: string | undefined;
+  let selftestId: string | undefined;
   let failed: OutboxError | undefined;
   try {
     checkpoint();
@@ -181,16 +180,16 @@ async function roundTrip(
       (t) => (t.temporaryExchange ? `${t.queue} (temporary exchange and queue)` : `${t.queue} bound to exchange "${t.exchange}"`),
     );
     progress.topology = topology;
-    const row = canaryRow(topology, options.timeoutMs);
+    const row = selftestRow(topology, options.timeoutMs);
     progress.messageId = row.messageId;
     checkpoint();
-    canaryId = await steps.run(
+    selftestId = await steps.run(
       'insert',
       () => store.insert(pool, row),
       () => `message_id ${row.messageId}`,
     );
     const deadline = performance.now() + options.timeoutMs;
-    progress.publishedBy = await publishCanary({
+    progress.publishedBy = await publishSelftestMessage({
       config,
       pool,
       store,
@@ -198,7 +197,7 @@ async function roundTrip(
       steps,
       wait,
       deadline,
-      id: canaryId,
+      id: selftestId,
       timeoutMs: options.timeoutMs,
       signal,
     });
@@ -213,7 +212,7 @@ async function roundTrip(
             `published and confirmed, but not delivered to ${topology.queue} within ${options.timeoutMs} ms of the insert (--timeout-ms)`,
           );
         }
-        const changes = canaryDifferences(delivered, row);
+        const changes = selftestDifferences(delivered, row);
         if (changes.length > 0) throw new OutboxError('CHECK_FAILED', `delivered but changed: ${changes.join('; ')}`);
         return signatureOf(delivered, config);
       },
@@ -223,9 +222,9 @@ async function roundTrip(
     failed = steps.fail(signal.aborted ? 'interrupted' : 'selftest', err);
   }
   const cleanupStarted = performance.now();
-  const problems = await cleanUp(pool, store, broker, canaryId).catch((err: unknown) => [reason(err)]);
+  const problems = await cleanUp(pool, store, broker, selftestId).catch((err: unknown) => [reason(err)]);
   if (problems.length === 0) {
-    const cleaned = describeCleanup(canaryId, progress.topology);
+    const cleaned = describeCleanup(selftestId, progress.topology);
     steps.done('cleanup', cleanupStarted, cleaned);
     if (signal.aborted) throw new OutboxError('CHECK_FAILED', `${interruption(signal).message}: nothing left behind (${cleaned})`);
     if (failed) throw failed;
@@ -250,39 +249,39 @@ function signatureOf(delivered: ConsumeMessage, config: Config): string {
   return `arrived intact, signature verified (key id "${keyId}")`;
 }
 
-function describeCleanup(canaryId: string | undefined, topology: CanaryTopology | null): string {
-  const parts = [canaryId === undefined ? undefined : 'canary row deleted', topology ? 'queue deleted' : undefined];
+function describeCleanup(selftestId: string | undefined, topology: SelftestTopology | null): string {
+  const parts = [selftestId === undefined ? undefined : 'canary row deleted', topology ? 'queue deleted' : undefined];
   if (topology?.temporaryExchange) parts.push('exchange deleted');
   return parts.filter((p) => p !== undefined).join(', ') || 'nothing to delete';
 }
 
 /** Deletes the canary row and the broker objects; returns what could not be done. */
-async function cleanUp(pool: Pool, store: CanaryStore, broker: CanaryBroker, canaryId: string | undefined): Promise<string[]> {
+async function cleanUp(pool: Pool, store: SelftestStore, broker: SelftestBroker, selftestId: string | undefined): Promise<string[]> {
   const problems: string[] = [];
-  if (canaryId !== undefined) {
-    const removed = await Promise.race([
-      store.remove(pool, canaryId).then(
+  if (selftestId !== undefined) {
+    const removed = await withDeadline(
+      store.remove(pool, selftestId).then(
         () => undefined,
         (err: unknown) => reason(err),
       ),
-      sleep(ROW_CLEANUP_MS, `no answer within ${ROW_CLEANUP_MS} ms`, { ref: false }),
-    ]);
-    if (removed !== undefined) problems.push(`could not delete the canary row (id ${canaryId}): ${removed}`);
+      ROW_CLEANUP_MS,
+    ).then((result) => (result === TIMED_OUT ? `no answer within ${ROW_CLEANUP_MS} ms` : result));
+    if (removed !== undefined) problems.push(`could not delete the canary row (id ${selftestId}): ${removed}`);
   }
   problems.push(...(await broker.dispose()));
   return problems;
 }
 
 /** The canary: a unique message id, a nonce in the payload, headers marking it a self-test. */
-function canaryRow(topology: CanaryTopology, timeoutMs: number): CanaryRow {
+function selftestRow(topology: SelftestTopology, timeoutMs: number): SelftestRow {
   const nonce = randomBytes(16).toString('hex');
   return {
     messageId: randomUUID(),
     exchange: topology.exchange,
     routingKey: topology.routingKey,
-    messageType: CANARY_MESSAGE_TYPE,
+    messageType: SELFTEST_MESSAGE_TYPE,
     payload: { selftest: true, nonce },
-    headers: { [CANARY_HEADER]: true, 'x-outbox-selftest-nonce': nonce },
+    headers: { [SELFTEST_HEADER]: true, 'x-outbox-selftest-nonce': nonce },
     correlationId: nonce,
     expiresInMs: timeoutMs + EXPIRY_MARGIN_MS,
   };

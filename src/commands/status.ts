@@ -1,10 +1,9 @@
 import type { Config } from '../config/load-config';
-import { verifySchema } from '../db/migrator';
-import { withClient } from '../db/transaction';
+import { verifySchemaOf } from '../db/migrator';
 import type { Logger } from '../observability/logger';
 import { instantText } from '../outbox/inspection';
 import { readFleet, type FleetView } from '../outbox/fleet-store';
-import { OperatorStore, type HeldWaiting } from '../outbox/operator-store';
+import { StatusStore, type HeldWaiting } from '../outbox/status-store';
 import type { Io } from './io';
 import { withDatabase } from './with-database';
 
@@ -39,9 +38,9 @@ export interface StatusReport {
 const HELD_SHOWN = 10;
 
 export async function statusCommand(config: Config, log: Logger, io: Io, options: { json?: boolean }): Promise<void> {
-  const store = new OperatorStore(config.schema);
+  const store = new StatusStore(config.schema);
   const report = await withDatabase(config, log, async (pool): Promise<StatusReport> => {
-    await withClient(pool, (client) => verifySchema(client, config.schema));
+    await verifySchemaOf(pool, config.schema);
     const [stats, details, held, relays] = await Promise.all([
       store.stats(pool),
       store.statusDetails(pool),

@@ -3,7 +3,7 @@ import type { Config } from '../config/load-config';
 import { createPool } from '../db/pool';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
-import { isTransientDatabaseError } from '../retry/classify';
+import { isDatabaseAway } from '../util/outage';
 
 /**
  * Runs a one-shot command with a small pool, ending it afterwards. An unreachable
@@ -14,7 +14,7 @@ export async function withDatabase<T>(config: Config, log: Logger, work: (pool: 
   try {
     return await work(pool);
   } catch (err: unknown) {
-    if (isTransientDatabaseError(err)) {
+    if (isDatabaseAway(err)) {
       throw new OutboxError('DATABASE_UNAVAILABLE', `cannot reach the database: ${errorMessage(err)}`, { cause: err });
     }
     throw err;

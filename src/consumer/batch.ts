@@ -1,7 +1,7 @@
 import type { ConsumeMessage } from 'amqplib';
 import type { Client, PoolClient } from 'pg';
 import { errorMessage } from '../errors';
-import { databaseFault, sqlState } from './db-faults';
+import { databaseFault, sqlState } from '../util/outage';
 import { deleteInboxRows, InboxUnavailable, insertInboxRows, type InboxTarget } from './inbox';
 import type { InboxMessage } from './options';
 import type { AttemptSpan, DeliveryTracing } from './tracing';

@@ -1,13 +1,16 @@
 import { EventEmitter } from 'node:events';
 import type { PoolClient } from 'pg';
 import { OutboxError } from '../errors';
-import { abortableDelay, unrefSleep } from '../util/delay';
-import { reconnectDelayMs } from './backoff';
+import { settlesWithin } from '../util/deadline';
+import { deferred } from '../util/deferred';
+import { abortableDelay } from '../util/delay';
+import { reconnectDelayMs } from '../util/backoff';
 import { Deliveries } from './delivery';
 import { cleanupInboxBatch, inboxTable, type InboxTarget } from './inbox';
 import { ConsumerMetrics, type MessageOutcome } from './metrics';
 import type { ConsumerOptions, ConsumerState, StateChange } from './options';
-import { bounded, describeError, isRefusal, Session, type SessionHooks } from './session';
+import { isBrokerSetupRefusal } from '../util/outage';
+import { bounded, describeError, Session, type SessionHooks } from './session';
 import { consumerSettings, type ConsumerSettings } from './settings';
 import { displayUrl } from './urls';
 
@@ -68,10 +71,9 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
   private interruptedAt: number | undefined;
   private startError: OutboxError | undefined;
   private readonly hooks: SessionHooks;
-  readonly closed: Promise<void>;
-  private resolveClosed: () => void = () => undefined;
-  private readonly firstConsuming: Promise<void>;
-  private resolveFirstConsuming: () => void = () => undefined;
+  private readonly closing = deferred();
+  readonly closed: Promise<void> = this.closing.promise;
+  private readonly firstConsuming = deferred();
 
   constructor(private readonly settings: ConsumerSettings<TPayload>) {
     super();
@@ -79,12 +81,6 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     const table = inboxTable(settings.schema);
     this.target = { pool: settings.pool, table, name: settings.name, handler: settings.handler, checkedOut: this.checkedOut };
     this.deliveries = new Deliveries(settings, this.target, this.metrics, (outcome) => this.count(outcome));
-    this.closed = new Promise((resolve) => {
-      this.resolveClosed = resolve;
-    });
-    this.firstConsuming = new Promise((resolve) => {
-      this.resolveFirstConsuming = resolve;
-    });
     this.hooks = {
       onMessage: (session, msg) => this.track(this.deliveries.accept(session, msg)),
       onCancel: (session) => this.onCancel(session),
@@ -120,7 +116,10 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     this.loop = this.run().catch((err: unknown) => {
       this.settings.log.error({ queue: this.settings.queue, err: describeError(err) }, 'the consumer loop failed');
     });
-    const outcome = await Promise.race([this.firstConsuming.then(() => 'consuming' as const), this.loop.then(() => 'ended' as const)]);
+    const outcome = await Promise.race([
+      this.firstConsuming.promise.then(() => 'consuming' as const),
+      this.loop.then(() => 'ended' as const),
+    ]);
     if (outcome === 'consuming') return;
     await this.stop();
     throw (
@@ -181,7 +180,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
         urlIndex += 1;
         failures += 1;
         const reason = `${displayUrl(url)}: ${describeError(err)}`;
-        if (!started && (isRefusal(err) || Date.now() >= startDeadline)) {
+        if (!started && (isBrokerSetupRefusal(err) || Date.now() >= startDeadline)) {
           this.startError = new OutboxError('BROKER_UNAVAILABLE', `createConsumer: cannot consume queue "${queue}" from ${reason}`, {
             cause: err,
           });
@@ -203,7 +202,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
       this.consumingNow(session);
       if (!started) {
         started = true;
-        this.resolveFirstConsuming();
+        this.firstConsuming.resolve();
       }
       const reason = await session.ended;
       this.session = undefined;
@@ -299,10 +298,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     if (session) await session.cancel();
     this.deliveries.stop();
     if (this.inFlight.size > 0) {
-      const drained = await Promise.race([
-        Promise.allSettled([...this.inFlight]).then(() => true),
-        unrefSleep(shutdownTimeoutMs).then(() => false),
-      ]);
+      const drained = await settlesWithin(Promise.allSettled([...this.inFlight]), shutdownTimeoutMs);
       if (!drained) {
         log.warn({ queue, inFlight: this.inFlight.size, shutdownTimeoutMs }, 'handlers still running at the shutdown timeout: rolled back');
         for (const client of [...this.checkedOut]) {
@@ -317,7 +313,7 @@ class IdempotentConsumer<TPayload> extends EventEmitter implements Consumer {
     this.metrics.setConsuming(false);
     this.setState('stopped');
     log.info({ queue }, 'consumer stopped');
-    this.resolveClosed();
+    this.closing.resolve();
   }
 }
 

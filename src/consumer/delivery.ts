@@ -1,8 +1,8 @@
 import type { ConsumeMessage, Options } from 'amqplib';
 import { admit } from './admission';
-import { reconnectDelayMs, retryDelayMs } from './backoff';
+import { backoffMs, reconnectDelayMs } from '../util/backoff';
 import { runBatch, type BatchItem, type BatchOutcome } from './batch';
-import { databaseFault } from './db-faults';
+import { databaseFault } from '../util/outage';
 import { HEADER, headerText, inboxMessage, failedAttempts, type InboxTarget } from './inbox';
 import type { ConsumerMetrics, MessageOutcome } from './metrics';
 import { BatchScheduler, type Schedulable } from './scheduler';
@@ -197,7 +197,10 @@ export class Deliveries<TPayload> {
       await this.deadLetter(d.session, d.msg, d.messageId, d.failures, err);
       return d.settled();
     }
-    const delayMs = retryDelayMs(d.failures, this.settings.retryDelayMs, this.settings.retryMaxDelayMs);
+    // No jitter: the retry queue expires messages from its head, so a wait is at least
+    // this long and at most the longest wait ahead of it in the queue.
+    const { retryDelayMs: firstMs, retryMaxDelayMs: maxMs } = this.settings;
+    const delayMs = backoffMs(d.failures, { firstMs, maxMs, jitter: 'none' });
     const fields = { queue, messageId: d.messageId, attempt: d.failures, retryInMs: delayMs, err: describeError(err) };
     const inPlace = retryMode === 'in-place' || (ordered && d.key !== undefined);
     if (!inPlace) {

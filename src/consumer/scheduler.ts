@@ -155,17 +155,17 @@ export class BatchScheduler<T extends Schedulable> {
     const { batchSize, ordered, concurrency } = this.options;
     const free = Math.max(1, concurrency - this.running);
     const eligible: T[] = [];
-    const held = new Set<string>();
+    const taken = new Set<string>();
     let nextAt: number | undefined;
     for (const item of this.pending) {
       if (eligible.length >= batchSize * free) break;
       const key = ordered ? item.key : undefined;
-      if (key !== undefined && (held.has(key) || this.busyKeys.has(key))) continue;
+      if (key !== undefined && (taken.has(key) || this.busyKeys.has(key))) continue;
       const due = item.notBefore <= now;
       if (!due) nextAt = Math.min(nextAt ?? item.notBefore, item.notBefore);
       const fits = due && (!item.alone || eligible.length === 0);
       if (!fits) {
-        if (key !== undefined) held.add(key);
+        if (key !== undefined) taken.add(key);
         continue;
       }
       eligible.push(item);

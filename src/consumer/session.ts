@@ -1,6 +1,7 @@
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage, type Message, type Options } from 'amqplib';
 import { errorMessage } from '../errors';
-import { unrefSleep } from '../util/delay';
+import { settlesWithin } from '../util/deadline';
+import { deferred } from '../util/deferred';
 import { UnsettledTags } from './acks';
 import { HEADER } from './inbox';
 import type { ConsumerSettings } from './settings';
@@ -30,17 +31,6 @@ export function describeError(err: unknown): string {
 }
 
 /**
- * Whether a failure to connect or to declare is a refusal that waiting will not mend:
- * bad credentials or vhost (403, 530), a missing queue or exchange (404), a topology the
- * broker's disagrees with (406).
- */
-export function isRefusal(err: unknown): boolean {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  if (code === 403 || code === 404 || code === 406 || code === 530) return true;
-  return /\b(403|404|406|530) \(/.test(errorMessage(err));
-}
-
-/**
  * One AMQP connection of a consumer: a channel that consumes (with the prefetch) and a
  * confirm channel for retries and dead letters. It ends, for good, when the connection
  * or either channel closes: the consumer then opens a new session. A cancel by the
@@ -58,8 +48,7 @@ export class Session {
   private ackTimer: NodeJS.Timeout | undefined;
   private endReason: string | undefined;
   private closing: Promise<unknown> = Promise.resolve();
-  private readonly endedPromise: Promise<string>;
-  private resolveEnded: (reason: string) => void = () => undefined;
+  private readonly endedWith = deferred<string>();
 
   private constructor(
     private readonly settings: ConsumerSettings<unknown>,
@@ -70,9 +59,6 @@ export class Session {
     private readonly stopSignal: AbortSignal,
   ) {
     stopSignal.addEventListener('abort', this.onStop, { once: true });
-    this.endedPromise = new Promise((resolve) => {
-      this.resolveEnded = resolve;
-    });
     let lastError: string | undefined;
     model.on('error', (err: Error) => {
       lastError = describeError(err);
@@ -125,7 +111,7 @@ export class Session {
 
   /** Resolves with the reason when the session ends. */
   get ended(): Promise<string> {
-    return this.endedPromise;
+    return this.endedWith.promise;
   }
 
   /** Aborted when the session ends or the consumer stops. */
@@ -143,7 +129,7 @@ export class Session {
     clearTimeout(this.ackTimer);
     this.stopSignal.removeEventListener('abort', this.onStop);
     this.controller.abort();
-    this.resolveEnded(reason);
+    this.endedWith.resolve(reason);
     // One channel closing ends the session: close the rest.
     this.closing = bounded(this.model.close());
   }
@@ -298,5 +284,5 @@ function returnKey(messageId: unknown, headers: unknown): string {
 
 /** Waits for `work`, at most CLOSE_TIMEOUT_MS, never rejecting. */
 export function bounded(work: Promise<unknown>): Promise<unknown> {
-  return Promise.race([work.catch(() => undefined), unrefSleep(CLOSE_TIMEOUT_MS)]);
+  return settlesWithin(work, CLOSE_TIMEOUT_MS);
 }

@@ -1,6 +1,6 @@
 import { Client, type ClientConfig } from 'pg';
 import type { DatabaseHost } from '../config/database-url';
-import { isLostConnection } from '../retry/classify';
+import { isDatabaseConnectionGone } from '../util/outage';
 import { describeState, NoHostError, qualifies, type HostPicker, type HostState } from './host-picker';
 
 /** SQLSTATE read_only_sql_transaction: a write reached a host that cannot write. */
@@ -111,7 +111,7 @@ export function failoverClientClass(picker: HostPicker): new (config?: ClientCon
       if (host === undefined) return;
       const code = (err as { code?: unknown } | null)?.code;
       if (code === READ_ONLY_SQLSTATE) picker.leave(host, 'a write failed: the host is read-only (25006)');
-      else if (isLostConnection(err)) picker.forget(host);
+      else if (isDatabaseConnectionGone(err)) picker.forget(host);
     }
 
     private dropConnection(): void {

@@ -1,7 +1,7 @@
 import type { DatabaseHost, DatabaseTarget, TargetSessionAttrs } from '../config/database-url';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
-import { isTransientDatabaseError } from '../retry/classify';
+import { isDatabaseAway } from '../util/outage';
 
 /** What a host said about itself on a fresh connection. */
 export interface HostState {
@@ -109,7 +109,7 @@ export class HostPicker {
         if (pending > 0 || settled) return;
         // Every host failed to connect for a reason that waiting will not cure (a wrong
         // password, an unknown database): that error, as a one-host URL would give it.
-        const fatal = errors.length === hosts.length && !errors.some(isTransientDatabaseError);
+        const fatal = errors.length === hosts.length && !errors.some(isDatabaseAway);
         if (fatal) return reject(errors[0]);
         const detail = hosts.map((host, i) => `${host.label} ${reasons[i] ?? ''}`).join('; ');
         reject(new NoHostError(`no database host serves target_session_attrs=${this.attrs}: ${detail}`));

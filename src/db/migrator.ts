@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ClientBase } from 'pg';
+import type { ClientBase, Pool } from 'pg';
 import { OutboxError } from '../errors';
 import { ADVISORY_LOCK_NAMESPACE, qualified, quoteIdent } from './sql';
-import { inTransaction } from './transaction';
+import { inTransaction, withClient } from './transaction';
 
 /** One plain SQL migration file, `NNNN_name.sql`. */
 export interface Migration {
@@ -240,4 +240,12 @@ export async function verifySchema(
     );
   }
   return migrations.length;
+}
+
+/**
+ * `verifySchema` on a connection of `pool`: the check the relay and every command that
+ * reads or writes the outbox run first. Returns the latest applied migration's version.
+ */
+export function verifySchemaOf(pool: Pool, schema: string): Promise<number> {
+  return withClient(pool, (client) => verifySchema(client, schema));
 }

@@ -118,3 +118,17 @@ export interface OutboxStats {
   /** Keys held by a dead message (counted only when dead messages hold their key). */
   readonly blockedKeys: number;
 }
+
+/** When `message` expires (epoch ms on the relay's clock); Infinity when it never does. */
+export function expiryMs(message: Pick<OutboxMessage, 'expiresAt'>): number {
+  return message.expiresAt === undefined || message.expiresAt === null ? Infinity : message.expiresAt;
+}
+
+/**
+ * Whether `message`'s expires_at has been reached at `nowMs`: the relay's one decision
+ * (the claim, the publisher between two writes, the ordering), after the database's
+ * (the due time, outbox/sql.ts, never past expires_at).
+ */
+export function hasExpired(message: Pick<OutboxMessage, 'expiresAt'>, nowMs: number): boolean {
+  return expiryMs(message) <= nowMs;
+}

@@ -17,6 +17,15 @@ export interface Failure {
 }
 
 /**
+ * The failure of a message that cannot be sent as it is — a row that could not be read
+ * into a message, headers or properties amqplib cannot encode, a message the broker
+ * closes the connection on each time: the one place `invalid_message` is given.
+ */
+export function invalidMessage(error: string): Failure {
+  return { reason: 'invalid_message', error };
+}
+
+/**
  * What the broker made of one message of a batch:
  * - `confirmed`: the broker confirmed it (positive ack);
  * - `returned`: confirmed, but returned as unroutable (no queue bound);
@@ -26,7 +35,7 @@ export interface Failure {
  * - `refused`: the broker nacked it (a negative confirm: the destination's answer, a
  *   queue full under `x-overflow: reject-publish` or without a leader — never the
  *   message's fault). No attempt; its destination is held (relay/held-destinations.ts);
- * - `held`: never sent (the relay's ordering held it back);
+ * - `kept_back`: never sent (the relay's ordering kept it back for a later claim);
  * - `destination_held`: never sent, its destination refuses messages and it is not the probe;
  * - `expired`: never sent, its expires_at was reached.
  */
@@ -36,7 +45,7 @@ export type PublishOutcome =
   | ({ readonly kind: 'failed' } & Failure)
   | { readonly kind: 'unconfirmed'; readonly error: string }
   | { readonly kind: 'refused' }
-  | { readonly kind: 'held' }
+  | { readonly kind: 'kept_back' }
   | { readonly kind: 'destination_held' }
   | { readonly kind: 'expired' };
 

@@ -1,6 +1,7 @@
 import { escapeLiteral, type Client, type Pool } from 'pg';
 import { ADVISORY_LOCK_NAMESPACE, qualified } from '../db/sql';
 import type { Heartbeat, LeaderTerm, LockAttempt } from '../domain/fleet';
+import { deferred } from '../util/deferred';
 import { dueHeadsCte, HEAD_COLUMNS } from './due-head';
 
 /** This replica, as it registers itself in `<schema>.relay_replicas`. */
@@ -44,7 +45,7 @@ export class FleetStore {
   private client: Client | undefined;
   private connecting: Promise<Client> | undefined;
   /** Set while the coordination connection holds the leader lock. */
-  private held: { readonly lost: () => void } | undefined;
+  private leaderLock: { readonly lost: () => void } | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -72,9 +73,9 @@ export class FleetStore {
       const client = this.newClient();
       const gone = (): void => {
         if (this.client === client) this.client = undefined;
-        const held = this.held;
-        this.held = undefined;
-        held?.lost();
+        const leaderLock = this.leaderLock;
+        this.leaderLock = undefined;
+        leaderLock?.lost();
       };
       client.on('error', gone);
       client.on('end', gone);
@@ -130,18 +131,15 @@ export class FleetStore {
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     }
-    let lost: () => void = () => undefined;
-    const lostPromise = new Promise<void>((resolve) => {
-      lost = resolve;
-    });
-    this.held = { lost };
-    return { won: true, lost: lostPromise };
+    const lost = deferred();
+    this.leaderLock = { lost: () => lost.resolve() };
+    return { won: true, lost: lost.promise };
   }
 
   /** Gives up the leader lock (ends its transaction). */
   async releaseLock(): Promise<void> {
     const client = this.client;
-    this.held = undefined;
+    this.leaderLock = undefined;
     if (client) await client.query('ROLLBACK').catch(() => undefined);
   }
 
@@ -234,7 +232,7 @@ export class FleetStore {
   async close(): Promise<void> {
     const client = this.client;
     this.client = undefined;
-    this.held = undefined;
+    this.leaderLock = undefined;
     if (client) await client.end().catch(() => undefined);
   }
 }

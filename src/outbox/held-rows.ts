@@ -1,7 +1,7 @@
 import type { ClientBase, Pool } from 'pg';
 import { HELD_NOTE_PREFIX, HOLD_SPREAD_MS } from '../domain/held-note';
 import type { HoldOrder, ReleaseOrder } from '../domain/message';
-import { DUE, PENDING } from './sql';
+import { DUE, noLaterThanExpiry, PENDING } from './sql';
 
 /**
  * The rows that wait for a held destination (relay/held-destinations.ts). They are parked
@@ -21,12 +21,13 @@ export async function holdRows(client: ClientBase, table: string, orders: readon
   if (orders.length === 0) return;
   await client.query(
     `UPDATE ${table} AS m
-        SET next_attempt_at = GREATEST(m.next_attempt_at, LEAST(
-              h.at + coalesce(LEAST(GREATEST(m.id - h.spread_from, 0), $5::bigint), 0) * interval '1 microsecond',
-              m.expires_at)),
+        SET next_attempt_at = GREATEST(m.next_attempt_at, ${noLaterThanExpiry(
+          "h.at + coalesce(LEAST(GREATEST(m.id - h.spread_from, 0), $5::bigint), 0) * interval '1 microsecond'",
+          'm.',
+        )}),
             last_error = h.note
        FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::bigint[]) AS h(id, at, note, spread_from)
-      WHERE m.id = h.id AND m.published_at IS NULL AND m.dead_at IS NULL`,
+      WHERE m.id = h.id AND ${PENDING}`,
     [
       orders.map((o) => o.id),
       orders.map((o) => o.at.toISOString()),

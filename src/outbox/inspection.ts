@@ -1,6 +1,8 @@
+import { types, type CustomTypesConfig } from 'pg';
+
 /**
  * What `outbox-relay inspect` tells of one message: its state, how the state follows from
- * the row, and the shapes the operator store returns. No SQL here (see operator-store.ts).
+ * the row, and the shapes the stores return. No SQL here (see inspect-store.ts).
  */
 
 /**
@@ -10,6 +12,21 @@
  */
 export type Instant = Date | string;
 
+const TIMESTAMPTZ = types.builtins.TIMESTAMPTZ;
+const parseTimestamptz = types.getTypeParser(TIMESTAMPTZ, 'text') as (text: string) => Date | number;
+
+function parseInstant(text: string): Instant {
+  const parsed = parseTimestamptz(text);
+  if (typeof parsed === 'number') return parsed > 0 ? 'infinity' : '-infinity';
+  return Number.isNaN(parsed.getTime()) ? text : parsed;
+}
+
+/** node-postgres's parsers, with `parseInstant` for timestamptz. */
+export const INSTANT_TYPES: CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === TIMESTAMPTZ && format !== 'binary' ? parseInstant : types.getTypeParser(oid, format)) as CustomTypesConfig['getTypeParser'],
+};
+
 /** An instant as the CLI prints it: ISO 8601 in UTC; `infinity`, `-infinity` and instants past a Date's range as PostgreSQL writes them. */
 export function instantText(instant: Instant): string {
   return typeof instant === 'string' ? instant : instant.toISOString();
@@ -18,7 +35,7 @@ export function instantText(instant: Instant): string {
 /** A message's state as `inspect` names it. */
 export type MessageState = 'pending-due' | 'pending-delayed' | 'pending-held' | 'parked' | 'published' | 'dead' | 'expired';
 
-/** The columns that decide a state, as the operator store's statements select them. */
+/** The columns that decide a state, as inspect-store.ts's statements select them. */
 export interface StateFlags {
   published: boolean;
   expired: boolean;

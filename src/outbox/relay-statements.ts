@@ -1,5 +1,5 @@
 import { qualified } from '../db/sql';
-import { DUE, keyHash, PENDING, sameKey } from './sql';
+import { DUE, ENDED, holdsKey, keyHash, noLaterThanExpiry, PENDING, sameKey } from './sql';
 
 /**
  * A hot statement. Unnamed on purpose: a named prepared statement lives in one server
@@ -87,11 +87,11 @@ function texts(table: string): Record<RelayStatementKey, string> {
     keyRows: `SELECT k.key, p.id, p.due > now() AS waiting, p.due, p.dead
   FROM unnest($1::text[], $2::bigint[], $3::int[]) AS k(key, max_id, n)
   CROSS JOIN LATERAL (
-        SELECT id, ${DUE} AS due, dead_at IS NOT NULL AS dead
+        SELECT id, ${DUE} AS due, ${ENDED} AS dead
           FROM ${table}
          WHERE ${keyHash('partition_key')} = ${keyHash('k.key')} AND ${sameKey('k.key')}
            AND published_at IS NULL AND id <= k.max_id
-           AND (dead_at IS NULL OR ($4::boolean AND expired_at IS NULL))
+           AND ${holdsKey('$4::boolean')}
          ORDER BY id
          LIMIT k.n) AS p`,
     // GREATEST: parking never brings a row's own retry forward.
@@ -109,10 +109,10 @@ function texts(table: string): Record<RelayStatementKey, string> {
     markFailed: `UPDATE ${table} AS m
    SET attempts = m.attempts + 1,
        last_error = f.error,
-       next_attempt_at = LEAST(now() + f.retry_in_ms * interval '1 millisecond', m.expires_at),
+       next_attempt_at = ${noLaterThanExpiry("now() + f.retry_in_ms * interval '1 millisecond'", 'm.')},
        dead_at = CASE WHEN f.dead THEN now() END
   FROM unnest($1::bigint[], $2::text[], $3::double precision[], $4::boolean[]) AS f(id, error, retry_in_ms, dead)
- WHERE m.id = f.id AND m.published_at IS NULL AND m.dead_at IS NULL`,
+ WHERE m.id = f.id AND ${PENDING}`,
     // Expired: no longer pending (dead_at, so the pending indexes pass over it), told
     // apart from dead by expired_at; never published, its attempts unchanged. The clock,
     // not the claim's now(): a message that expired while its batch ran was found expired
@@ -120,7 +120,7 @@ function texts(table: string): Record<RelayStatementKey, string> {
     markExpired: `UPDATE ${table}
    SET expired_at = clock_timestamp(), dead_at = clock_timestamp(),
        last_error = 'expired at ' || expires_at::text || ' before it could be published'
- WHERE id = ANY($1::bigint[]) AND published_at IS NULL AND dead_at IS NULL`,
+ WHERE id = ANY($1::bigint[]) AND ${PENDING}`,
   };
 }
 

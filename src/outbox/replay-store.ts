@@ -3,6 +3,7 @@ import { ADVISORY_LOCK_NAMESPACE, qualified } from '../db/sql';
 import type { OutboxMessage } from '../domain/message';
 import type { AuditEntry } from './audit';
 import { toMessage, type ClaimedRow } from './rows';
+import { UNEXPIRED } from './sql';
 
 /**
  * What a replay selects, fixed when it first starts: published rows (still kept) with
@@ -57,7 +58,7 @@ export class ReplayStore {
     return {
       text: `id > $10::bigint AND id <= $9::bigint
          AND published_at IS NOT NULL AND published_at <= $8::timestamptz
-         AND (expires_at IS NULL OR expires_at > now())
+         AND ${UNEXPIRED}
          AND ($1::timestamptz IS NULL OR created_at >= $1::timestamptz)
          AND ($2::timestamptz IS NULL OR created_at < $2::timestamptz)
          AND ($3::uuid[] IS NULL OR message_id = ANY($3::uuid[]))

@@ -3,9 +3,10 @@ import type { ClientBase, Pool } from 'pg';
 import { ADVISORY_LOCK_NAMESPACE, qualified } from '../db/sql';
 import { inTransaction } from '../db/transaction';
 import { errorMessage } from '../errors';
-import { isTransientDatabaseError } from '../retry/classify';
+import { isDatabaseAway } from '../util/outage';
 import type { Logger } from '../observability/logger';
 import { AuditLog } from './audit';
+import { EXPIRED } from './sql';
 
 /** Rows per DELETE: each statement is its own short transaction, holding few locks. */
 export const CLEANUP_BATCH_SIZE = 5_000;
@@ -108,7 +109,7 @@ async function deleteSettledBefore(
            SELECT id FROM ${table}
             WHERE id >= $1::bigint AND id < $2::bigint AND (published_at < $3::timestamptz OR expired_at < $3::timestamptz)
               FOR UPDATE SKIP LOCKED)
-         RETURNING expired_at IS NOT NULL AS expired`,
+         RETURNING ${EXPIRED} AS expired`,
         [start.toString(), until.toString(), cutoff],
       );
       return { deleted: deleted.length, expired: deleted.filter((d) => d.expired).length };
@@ -169,7 +170,7 @@ export async function cleanupOnce(
     try {
       return { ...messages, auditEntries: await new AuditLog(schema).deleteOlderThan(client, auditRetentionMs(retentionMs)) };
     } catch (err: unknown) {
-      if (isTransientDatabaseError(err)) throw err;
+      if (isDatabaseAway(err)) throw err;
       return { ...messages, auditEntries: 0, auditError: errorMessage(err) };
     }
   } catch (err: unknown) {

@@ -3,8 +3,10 @@ import type { Client, Notification } from 'pg';
 import { notifyChannel } from '../db/sql';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
-import { reconnectDelayMs } from '../retry/backoff';
+import { reconnectDelayMs } from '../util/backoff';
 import { abortableDelay, Waiters } from '../util/delay';
+import { TIMED_OUT, withDeadline } from '../util/deadline';
+import { deferred } from '../util/deferred';
 
 /** How long the LISTEN self-test waits for its own notification before giving up. */
 const SELF_TEST_TIMEOUT_MS = 3_000;
@@ -78,10 +80,8 @@ export class Wakeup {
     let failures = 0;
     while (!signal.aborted) {
       const client = this.newClient();
-      let lost: () => void = () => undefined;
-      const connectionLost = new Promise<void>((resolve) => {
-        lost = resolve;
-      });
+      const connectionLost = deferred();
+      const lost = (): void => connectionLost.resolve();
       client.on('error', (err) => {
         this.log.debug({ err: errorMessage(err) }, 'LISTEN connection error');
         lost();
@@ -90,23 +90,20 @@ export class Wakeup {
       try {
         await client.connect();
         let selfTestPayload: string | undefined = `self-test:${randomUUID()}`;
-        let selfTestPassed: () => void = () => undefined;
-        const selfTest = new Promise<boolean>((resolve) => {
-          selfTestPassed = () => resolve(true);
-          setTimeout(() => resolve(false), SELF_TEST_TIMEOUT_MS).unref();
-        });
+        const selfTestPassed = deferred();
+        const selfTest = withDeadline(selfTestPassed.promise, SELF_TEST_TIMEOUT_MS);
         client.on('notification', (n: Notification) => {
           if (n.channel !== channel) return;
           if (selfTestPayload !== undefined && n.payload === selfTestPayload) {
             selfTestPayload = undefined;
-            selfTestPassed();
+            selfTestPassed.resolve();
             return;
           }
           this.trigger();
         });
         await client.query(`LISTEN ${client.escapeIdentifier(channel)}`);
         await client.query('SELECT pg_notify($1, $2)', [channel, selfTestPayload]);
-        if (!(await selfTest)) {
+        if ((await selfTest) === TIMED_OUT) {
           if (signal.aborted) return; // stopped meanwhile: the self-test proves nothing
           this.log.warn(
             { channel },
@@ -122,7 +119,7 @@ export class Wakeup {
         this.trigger(); // anything committed while we were not listening
         const stopped = (): void => lost();
         signal.addEventListener('abort', stopped, { once: true });
-        await connectionLost;
+        await connectionLost.promise;
         signal.removeEventListener('abort', stopped);
       } catch (err: unknown) {
         if (!signal.aborted) this.log.debug({ err: errorMessage(err) }, 'cannot LISTEN');

@@ -1,7 +1,7 @@
 import type { HoldOrder, KeyRow, OutboxMessage, ParkOrder, ReleaseOrder } from '../domain/message';
 import type { BatchTrace, BatchTracer, TracedOutcome } from '../domain/tracing';
 import { inPhase } from './faults';
-import type { BackoffPolicy } from '../retry/backoff';
+import type { BackoffPolicy } from '../util/backoff';
 import type { HeldDestinations, HoldRelease } from './held-destinations';
 import { keysToCheck, planBatch, type BatchPlan } from './ordering';
 import type { BrokerPort, ClaimPort, Clock, QueuePort } from './ports';
@@ -35,7 +35,7 @@ export interface BatchReport {
   /** Claimed rows the ordering parked behind a blocker that is not due. */
   readonly parkedBehindKey: number;
   /** Claimed rows waiting for an earlier message of their key in flight elsewhere, or held behind one of this batch. */
-  readonly held: number;
+  readonly keptBack: number;
   /** Messages that got a verdict written: published, failed (dead included), expired, or waiting for a held destination. */
   readonly settled: number;
   /** Messages were sent but none got a verdict (the broker went away mid-batch). */
@@ -86,7 +86,7 @@ export async function runBatch(
     await inPhase('writes', [], () => release(claim, [...holds.lapses(now), ...holds.releases(now, maxRelease)], holds, clock));
     let claimed = await inPhase('writes', [], () => claim.claim(claimLimit, settings.batchBytes));
     if (claimed.length === 0)
-      return { claimed: 0, full: false, messages: [], verdicts: [], parkedBehindKey: 0, held: 0, settled: 0, noProgress: false };
+      return { claimed: 0, full: false, messages: [], verdicts: [], parkedBehindKey: 0, keptBack: 0, settled: 0, noProgress: false };
     const full = claimed.length >= claimLimit || bytesOf(claimed) * (1 + 1 / claimed.length) > settings.batchBytes;
     const { claimed: all, keyRows } = await inPhase('writes', claimed, () =>
       withDueBlockers(claim, claimed, settings.orderingOnDead === 'block', clock.now(), settings.batchBytes),
@@ -142,7 +142,7 @@ export async function runBatch(
       messages: plan.publish,
       verdicts,
       parkedBehindKey: plan.park.length - parked.heldBack,
-      held: plan.held + marks.held + parked.heldBack,
+      keptBack: plan.keptBack + marks.keptBack + parked.heldBack,
       settled: settled.size,
       noProgress: plan.publish.length > 0 && settled.size === 0 && marks.park.length === 0 && marks.hold.length === 0,
       waitingMessageId: claimed.find((m) => !settled.has(m.id))?.messageId,
@@ -172,9 +172,10 @@ function tracedOutcome(verdict: Verdict): TracedOutcome {
       return { verdict: 'expired', error: { reason: 'expired', message: 'expired before it could be published' } };
     case 'refused':
       return { verdict: 'refused', error: { reason: 'refused', message: verdict.note } };
-    case 'held':
+    case 'kept_back':
+      return { verdict: 'held' };
     case 'parked':
-      return { verdict: verdict.kind };
+      return { verdict: 'parked' };
     case 'waiting':
       return { verdict: 'held' }; // not sent: its destination is held
     case 'unconfirmed':

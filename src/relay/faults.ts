@@ -1,11 +1,6 @@
 import type { OutboxMessage } from '../domain/message';
-import { errorMessage, OutboxError } from '../errors';
-import { isTransientDatabaseError } from '../retry/classify';
-
-/** Whether an error means a dependency went away (no message or write is to blame). */
-export function isConnectionLoss(err: unknown): boolean {
-  return (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') || isTransientDatabaseError(err);
-}
+import { errorMessage } from '../errors';
+import { hasSqlState, isOutage } from '../util/outage';
 
 /**
  * A batch failed for a reason that is not a lost connection:
@@ -32,16 +27,11 @@ export async function inPhase<T>(phase: BatchFault['phase'], claimed: readonly O
   try {
     return await work();
   } catch (err: unknown) {
-    if (err instanceof BatchFault || isConnectionLoss(err)) throw err;
+    if (err instanceof BatchFault || isOutage(err)) throw err;
     // The relay's own statements fail as PostgreSQL reports it, with an SQLSTATE (42501 a
     // missing privilege, 23xxx a constraint, P0001 a trigger); a driver error without one is
     // no verdict on the writes.
     if (phase === 'writes' && !hasSqlState(err)) throw err;
     throw new BatchFault(phase, claimed, err);
   }
-}
-
-function hasSqlState(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
 }

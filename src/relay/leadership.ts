@@ -1,8 +1,9 @@
 import type { LeaderTerm, OutboxHead } from '../domain/fleet';
 import { errorMessage } from '../errors';
 import type { Logger } from '../observability/logger';
-import { reconnectDelayMs } from '../retry/backoff';
+import { reconnectDelayMs } from '../util/backoff';
 import { abortableDelay, Waiters } from '../util/delay';
+import { deferred } from '../util/deferred';
 import type { LeadershipPort, LeasePort } from './ports';
 
 /** The leader renews its lease this often (ms): its heartbeat, which also reads the outbox's due head. */
@@ -82,11 +83,9 @@ export class Leadership implements LeadershipPort {
   private fenceProblem: string | undefined;
   private lastLeader: string | null | undefined;
   private stopping: Promise<void> | undefined;
-  private firstTurnDone: () => void = () => undefined;
+  private readonly firstTurnDone = deferred();
   /** Resolves after the first check (won or not, or failed): whether this replica leads is known by then. */
-  readonly firstTurn = new Promise<void>((resolve) => {
-    this.firstTurnDone = resolve;
-  });
+  readonly firstTurn: Promise<void> = this.firstTurnDone.promise;
 
   constructor(
     private readonly port: LeasePort,
@@ -139,7 +138,7 @@ export class Leadership implements LeadershipPort {
         if (this.term && this.monotonic() >= this.term.deadline) await this.stepDown('its lease ran out while the database did not answer');
         delayMs = Math.min(reconnectDelayMs(failures), LEASE_RENEW_MS);
       }
-      this.firstTurnDone();
+      this.firstTurnDone.resolve();
       await abortableDelay(delayMs, signal, this.wake.subscribe);
     }
   }
@@ -256,7 +255,7 @@ export class Leadership implements LeadershipPort {
     this.stopping ??= (async () => {
       this.controller.abort();
       this.wake.wakeAll();
-      this.firstTurnDone();
+      this.firstTurnDone.resolve();
       await this.running;
       const term = this.term;
       this.term = undefined;

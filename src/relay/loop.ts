@@ -1,9 +1,10 @@
 import type { BatchTracer } from '../domain/tracing';
 import { errorMessage, OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
-import type { BackoffPolicy } from '../retry/backoff';
-import { isTransientDatabaseError } from '../retry/classify';
-import { abortableDelay, unrefSleep, Waiters } from '../util/delay';
+import type { BackoffPolicy } from '../util/backoff';
+import { isDatabaseAway } from '../util/outage';
+import { TIMED_OUT, withDeadline } from '../util/deadline';
+import { abortableDelay, Waiters } from '../util/delay';
 import { runBatch, type BatchReport, type BatchSettings } from './batch';
 import { BatchFault } from './faults';
 import type { HeldDestinations } from './held-destinations';
@@ -110,7 +111,7 @@ export class RelayLoop {
   private async work(worker: number): Promise<void> {
     const { broker, wake, health } = this.deps;
     const signal = this.controller.signal;
-    let streaks: Streaks = { consecutiveErrors: 0, consecutiveHeld: 0 };
+    let streaks: Streaks = { consecutiveErrors: 0, consecutiveKeptBack: 0 };
     while (!signal.aborted) {
       health.beat();
       if (!this.leading) {
@@ -156,7 +157,7 @@ export class RelayLoop {
         kind: 'batch',
         claimed: report.claimed,
         full: report.full,
-        held: report.held,
+        keptBack: report.keptBack,
         noProgress: report.noProgress,
         settled: report.settled,
       };
@@ -164,7 +165,7 @@ export class RelayLoop {
       if (err instanceof BatchFault) return this.recovery.onFault(err);
       if (err instanceof OutboxError && err.code === 'BROKER_UNAVAILABLE') {
         log.debug({ worker }, 'broker unavailable; waiting');
-      } else if (isTransientDatabaseError(err)) {
+      } else if (isDatabaseAway(err)) {
         if (health.databaseUp || consecutiveErrors === 0) log.warn({ err: errorMessage(err) }, 'database unavailable; retrying');
         health.setDatabaseUp(false);
       } else {
@@ -209,7 +210,7 @@ export class RelayLoop {
     } catch {
       // The next batch reports the database's state.
     }
-    return { kind: 'broker_blocked' };
+    return { kind: 'wait' };
   }
 
   /**
@@ -326,11 +327,11 @@ export class RelayLoop {
     this.stopping ??= (async () => {
       this.controller.abort();
       const all = Promise.all(this.workers);
-      const finishedInTime = await Promise.race([all.then(() => true), unrefSleep(this.settings.shutdownTimeoutMs).then(() => false)]);
+      const finishedInTime = (await withDeadline(all, this.settings.shutdownTimeoutMs)) !== TIMED_OUT;
       if (!finishedInTime) {
         this.deps.log.warn({ timeoutMs: this.settings.shutdownTimeoutMs }, 'shutdown timeout: abandoning the in-flight batch');
         this.abandon.abort();
-        const rolledBack = await Promise.race([all.then(() => true), unrefSleep(ABANDON_GRACE_MS).then(() => false)]);
+        const rolledBack = (await withDeadline(all, ABANDON_GRACE_MS)) !== TIMED_OUT;
         // The database does not answer: drop the connections, PostgreSQL rolls back.
         if (!rolledBack) this.deps.queue.abandonClaims();
       }

@@ -44,7 +44,7 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
         expired.push(message);
         break;
       case 'parked':
-      case 'held':
+      case 'kept_back':
         break;
     }
   });
@@ -60,14 +60,14 @@ export function observeBatch(report: BatchReport, metrics: RelayMetrics, log: Lo
   metrics.batchDurationSeconds.observe(report.durationMs / 1000);
   const ms = Math.round(report.durationMs);
   if (failed.length > 0 || unconfirmed > 0) {
-    const heldBehindKey = report.verdicts.filter((v) => v.kind === 'parked' || (v.kind === 'held' && v.cause === 'key')).length;
+    const heldBehindKey = report.verdicts.filter((v) => v.kind === 'parked' || (v.kind === 'kept_back' && v.cause === 'key')).length;
     log.warn(
       { published, failed: failed.length, dead: dead.length, unconfirmed, heldBehindKey, firstError: failed[0]?.error, ms },
       'batch had failures',
     );
   } else {
     log.debug(
-      { published, claimed: report.claimed, held: report.held, parked: report.parkedBehindKey, refused, waiting, ms },
+      { published, claimed: report.claimed, held: report.keptBack, parked: report.parkedBehindKey, refused, waiting, ms },
       'published batch',
     );
   }

@@ -1,5 +1,4 @@
-import type { KeyRow, KeyWindow, OutboxMessage, ParkOrder } from '../domain/message';
-import { hasExpired } from './send';
+import { hasExpired, type KeyRow, type KeyWindow, type OutboxMessage, type ParkOrder } from '../domain/message';
 
 /**
  * Per-key ordering (see docs/ordering.md), as a pure function of what one claim saw.
@@ -33,7 +32,7 @@ export interface BatchPlan {
   /** The blocker (id) each parked row waits behind, by the parked row's id. */
   readonly parkedBehind: ReadonlyMap<string, string>;
   /** Claimed rows that wait for a blocker in flight elsewhere (released at commit). */
-  readonly held: number;
+  readonly keptBack: number;
   /**
    * Blockers that are due but were not claimed: in flight elsewhere, or outside this
    * claim's window (a later message of the key became due earlier, e.g. an older
@@ -67,7 +66,7 @@ export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly K
   const publish: OutboxMessage[] = [];
   const park: ParkOrder[] = [];
   const parkedBehind = new Map<string, string>();
-  let held = 0;
+  let keptBack = 0;
   const dueBlockers = new Set<string>();
   const claimedByKey = new Map<string, OutboxMessage[]>();
   for (const m of claimed) {
@@ -115,15 +114,15 @@ export function planBatch(claimed: readonly OutboxMessage[], keyRows: readonly K
           park.push({ id: m.id, until: { at: blocker.due } });
           parkedBehind.set(m.id, blocker.id);
         } else {
-          held += 1;
+          keptBack += 1;
           dueBlockers.add(blocker.id);
         }
       } else {
         // Behind a message of this batch that goes out alone (it failed before).
-        held += 1;
+        keptBack += 1;
       }
     }
   }
   publish.sort((a, b) => compareIds(a.id, b.id));
-  return { publish, park, parkedBehind, held, dueBlockers: [...dueBlockers] };
+  return { publish, park, parkedBehind, keptBack, dueBlockers: [...dueBlockers] };
 }

@@ -1,3 +1,5 @@
+import { backoffMs } from '../util/backoff';
+
 /**
  * The numbers of a held destination (relay/held-destinations.ts), pure. A negative
  * confirm is the destination's answer — a queue full under `x-overflow: reject-publish`
@@ -26,7 +28,7 @@ export const PROBE_MAX_MS = 5_000;
  * is no herd to spread).
  */
 export function probeDelayMs(refusedProbes: number): number {
-  return Math.min(PROBE_FIRST_MS * 2 ** Math.min(Math.max(refusedProbes, 0), 30), PROBE_MAX_MS);
+  return backoffMs(refusedProbes + 1, { firstMs: PROBE_FIRST_MS, maxMs: PROBE_MAX_MS, jitter: 'none' });
 }
 
 /**

@@ -1,11 +1,13 @@
+import { failedAttempt } from './verdicts';
 import type { OutboxMessage } from '../domain/message';
+import { invalidMessage } from '../domain/outcome';
 import { errorMessage } from '../errors';
-import { isTransientDatabaseError } from '../retry/classify';
+import { isDatabaseAway } from '../util/outage';
 import type { BatchReport } from './batch';
 import type { BatchFault } from './faults';
-import { Isolation } from './isolation';
+import { CulpritSearch } from './culprit-search';
 import type { Logger } from '../observability/logger';
-import type { BackoffPolicy } from '../retry/backoff';
+import type { BackoffPolicy } from '../util/backoff';
 import type { Clock, HealthPort, QueuePort } from './ports';
 import type { Turn } from './schedule';
 import type { StallWatch } from './stall';
@@ -32,7 +34,7 @@ export interface RecoveryDeps {
  * fail, stop claiming until a probe of them passes (relay/write-guard.ts).
  */
 export class Recovery {
-  private readonly isolation: Isolation;
+  private readonly culpritSearch: CulpritSearch;
   private readonly writes: WriteGuard;
 
   constructor(
@@ -41,13 +43,13 @@ export class Recovery {
     private readonly stall: StallWatch,
     private readonly observe: (report: BatchReport) => void,
   ) {
-    this.isolation = new Isolation(settings.batchSize);
+    this.culpritSearch = new CulpritSearch(settings.batchSize);
     this.writes = new WriteGuard(deps.clock);
   }
 
   /** How many rows the next claim takes. */
   get claimLimit(): number {
-    return this.isolation.claimLimit;
+    return this.culpritSearch.claimLimit;
   }
 
   /** Whether the relay's writes are known to fail (claim nothing, probe instead). */
@@ -57,7 +59,7 @@ export class Recovery {
 
   /** A batch committed. */
   succeeded(): void {
-    this.isolation.succeeded();
+    this.culpritSearch.succeeded();
     if (this.writes.recovered()) {
       this.deps.health.setProblem('writes', undefined);
       this.deps.log.info('writes to the outbox table succeed again');
@@ -81,14 +83,14 @@ export class Recovery {
           'writes to the outbox table fail: claiming stops until they succeed',
         );
       health.setProblem('writes', reason);
-      this.isolation.narrowToOne();
+      this.culpritSearch.narrowToOne();
       this.stall.sawDue(reason);
       return { kind: 'error' };
     }
-    const culprit = this.isolation.failed(fault.claimed);
+    const culprit = this.culpritSearch.failed(fault.claimed);
     if (!culprit) {
       log.warn(
-        { err: fault.message, claimed: fault.claimed.length, next: this.isolation.claimLimit },
+        { err: fault.message, claimed: fault.claimed.length, next: this.culpritSearch.claimLimit },
         'a batch failed: narrowing it down to the message that causes it',
       );
       this.stall.sawDue(`a batch failed (${fault.message})`);
@@ -99,9 +101,7 @@ export class Recovery {
   }
 
   private async recordCulprit(culprit: OutboxMessage, cause: string): Promise<void> {
-    const attempts = culprit.attempts + 1;
-    const dead = attempts >= this.settings.maxAttempts;
-    const retryInMs = this.deps.backoff.delayMs(attempts);
+    const { attempts, dead, retryInMs } = failedAttempt(culprit, this.settings.maxAttempts, this.deps.backoff, this.deps.clock.now());
     const error = `cannot publish: ${cause}`;
     const started = this.deps.clock.now();
     try {
@@ -119,9 +119,9 @@ export class Recovery {
       claimed: 1,
       full: false,
       messages: [culprit],
-      verdicts: [{ kind: 'failed', reason: 'invalid_message', error, retryInMs, dead, returned: false }],
+      verdicts: [{ kind: 'failed', ...invalidMessage(error), retryInMs, dead, returned: false }],
       parkedBehindKey: 0,
-      held: 0,
+      keptBack: 0,
       settled: 1,
       noProgress: false,
       durationMs: this.deps.clock.now() - started,
@@ -130,7 +130,7 @@ export class Recovery {
 
   /** The relay's writes failed: until they pass a probe (changing nothing), nothing is claimed or published. */
   async probeTurn(): Promise<Turn> {
-    if (!this.writes.dueForProbe()) return { kind: 'broker_blocked' }; // wait a poll interval
+    if (!this.writes.dueForProbe()) return { kind: 'wait' }; // wait a poll interval
     try {
       await this.deps.queue.probeWrites(this.settings.retentionMs === 0);
       this.writes.probePassed();
@@ -138,8 +138,7 @@ export class Recovery {
       return { kind: 'again' };
     } catch (err: unknown) {
       this.writes.probeFailed();
-      if (!isTransientDatabaseError(err))
-        this.deps.health.setProblem('writes', `the relay's writes to the outbox table fail: ${errorMessage(err)}`);
+      if (!isDatabaseAway(err)) this.deps.health.setProblem('writes', `the relay's writes to the outbox table fail: ${errorMessage(err)}`);
       return { kind: 'error' };
     }
   }

@@ -1,10 +1,10 @@
-import { reconnectDelayMs } from '../retry/backoff';
+import { backoffMs, reconnectDelayMs } from '../util/backoff';
 
 /**
  * Delay before claiming again when claimed rows had to wait for an earlier message of
  * their key that another batch is publishing right now: it is done in milliseconds.
  */
-export const HELD_RETRY_MS = 10;
+export const KEPT_BACK_RETRY_MS = 10;
 
 /** What one turn of a worker ran into. */
 export type Turn =
@@ -13,17 +13,20 @@ export type Turn =
       readonly claimed: number;
       /** The claim stopped at its limit of messages or bytes; absent: judged by `claimed` against the batch size. */
       readonly full?: boolean;
-      readonly held: number;
+      readonly keptBack: number;
       readonly noProgress: boolean;
-      /** Messages that got a verdict (published, failed or dead); 0 with held > 0: the whole claim waited. */
+      /** Messages that got a verdict (published, failed or dead); 0 with keptBack > 0: the whole claim waited. */
       readonly settled: number;
     }
   /** Claim again shortly (a recovery step: a batch narrowed down, a failure recorded, a probe passed). */
   | { readonly kind: 'again' }
   /** The batch threw (database or broker connection lost, or a bug). */
   | { readonly kind: 'error' }
-  /** The broker refuses publishes (a resource alarm): publishing would only time out. */
-  | { readonly kind: 'broker_blocked' };
+  /**
+   * Wait a poll interval: the broker refuses publishes (a resource alarm), so publishing
+   * would only time out; or the relay's failing writes are not due for a probe yet.
+   */
+  | { readonly kind: 'wait' };
 
 export interface ScheduleSettings {
   readonly batchSize: number;
@@ -41,13 +44,13 @@ export interface NextStep {
   readonly sleep: boolean;
   readonly consecutiveErrors: number;
   /** Turns in a row whose whole claim waited for keys in flight elsewhere. */
-  readonly consecutiveHeld: number;
+  readonly consecutiveKeptBack: number;
 }
 
 /** The streaks a worker carries from turn to turn. */
 export interface Streaks {
   readonly consecutiveErrors: number;
-  readonly consecutiveHeld: number;
+  readonly consecutiveKeptBack: number;
 }
 
 /**
@@ -65,7 +68,7 @@ export function nextStep(
   turn: Turn,
   streaks: Streaks,
   settings: ScheduleSettings,
-  backoffMs: (consecutiveErrors: number) => number = reconnectDelayMs,
+  errorDelayMs: (consecutiveErrors: number) => number = reconnectDelayMs,
 ): NextStep {
   const { consecutiveErrors } = streaks;
   const wait = (delayMs: number, idle = false, errors = 0): NextStep => ({
@@ -74,23 +77,23 @@ export function nextStep(
     wakeOthers: false,
     sleep: false,
     consecutiveErrors: errors,
-    consecutiveHeld: 0,
+    consecutiveKeptBack: 0,
   });
   switch (turn.kind) {
-    case 'broker_blocked':
+    case 'wait':
       return wait(settings.pollIntervalMs, false, consecutiveErrors);
     case 'error':
-      return wait(backoffMs(consecutiveErrors + 1), false, consecutiveErrors + 1);
+      return wait(errorDelayMs(consecutiveErrors + 1), false, consecutiveErrors + 1);
     case 'again':
-      return wait(Math.min(HELD_RETRY_MS, settings.pollIntervalMs));
+      return wait(Math.min(KEPT_BACK_RETRY_MS, settings.pollIntervalMs));
     case 'batch': {
-      if (turn.noProgress) return wait(backoffMs(consecutiveErrors + 1), false, consecutiveErrors + 1);
-      if (turn.held > 0 && turn.settled === 0) {
-        const held = streaks.consecutiveHeld + 1;
-        const delayMs = Math.min(HELD_RETRY_MS * 2 ** Math.min(held - 1, 20), settings.pollIntervalMs);
-        return { ...wait(delayMs), sleep: true, consecutiveHeld: held };
+      if (turn.noProgress) return wait(errorDelayMs(consecutiveErrors + 1), false, consecutiveErrors + 1);
+      if (turn.keptBack > 0 && turn.settled === 0) {
+        const keptBack = streaks.consecutiveKeptBack + 1;
+        const delayMs = backoffMs(keptBack, { firstMs: KEPT_BACK_RETRY_MS, maxMs: settings.pollIntervalMs, jitter: 'none' });
+        return { ...wait(delayMs), sleep: true, consecutiveKeptBack: keptBack };
       }
-      if (turn.held > 0) return wait(Math.min(HELD_RETRY_MS, settings.pollIntervalMs));
+      if (turn.keptBack > 0) return wait(Math.min(KEPT_BACK_RETRY_MS, settings.pollIntervalMs));
       if (turn.full ?? turn.claimed >= settings.batchSize) return { ...wait(0), wakeOthers: true };
       return wait(settings.pollIntervalMs, true);
     }

@@ -1,17 +1,12 @@
-import type { OutboxMessage } from '../domain/message';
-import type { Preflight, PublishOutcome } from '../domain/outcome';
+import { hasExpired, type OutboxMessage } from '../domain/message';
+import { invalidMessage, type Preflight, type PublishOutcome } from '../domain/outcome';
 import { errorMessage } from '../errors';
-import { isConnectionLoss } from './faults';
+import { isOutage } from '../util/outage';
 import type { Admission } from './held-destinations';
 import { KeyStops } from './key-stops';
 import type { BrokerPort, PublishBatchOptions } from './ports';
 
 const SEND: Preflight = { kind: 'send' };
-
-/** Whether `message`'s expires_at has been reached at `nowMs`. */
-export function hasExpired(message: OutboxMessage, nowMs: number): boolean {
-  return message.expiresAt !== undefined && message.expiresAt !== null && message.expiresAt <= nowMs;
-}
 
 /** Which messages of held destinations are sent (relay/held-destinations.ts). */
 export interface DestinationGate {
@@ -47,9 +42,9 @@ export async function sendBatch(
     if (expired[index]) {
       outcomes[index] = { kind: 'expired' };
     } else if (stops.isStopped(message)) {
-      outcomes[index] = { kind: 'held' };
+      outcomes[index] = { kind: 'kept_back' };
     } else if (message.defect !== undefined) {
-      outcomes[index] = { kind: 'failed', reason: 'invalid_message', error: message.defect };
+      outcomes[index] = { kind: 'failed', ...invalidMessage(message.defect) };
       stops.stop(message);
     } else if (check.kind === 'fail') {
       outcomes[index] = { kind: 'failed', reason: check.reason, error: check.error };
@@ -80,7 +75,7 @@ export async function sendBatch(
       } catch (err: unknown) {
         // The connection went away (perhaps this very message's doing, judged by the
         // adapter): what was decided so far stands; the rest waits for the next batch.
-        if (!isConnectionLoss(err)) throw err;
+        if (!isOutage(err)) throw err;
         outcomes[index] = { kind: 'unconfirmed', error: errorMessage(err) };
       }
     }

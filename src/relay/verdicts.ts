@@ -1,8 +1,8 @@
-import { isCanary } from '../domain/canary';
+import { isSelftestMessage } from '../domain/selftest-message';
 import { heldNote } from '../domain/held-note';
-import type { FailedAttempt, HoldOrder, OutboxMessage, ParkOrder, ParkUntil } from '../domain/message';
+import { expiryMs, type FailedAttempt, type HoldOrder, type OutboxMessage, type ParkOrder, type ParkUntil } from '../domain/message';
 import type { Failure, PublishOutcome } from '../domain/outcome';
-import type { BackoffPolicy } from '../retry/backoff';
+import type { BackoffPolicy } from '../util/backoff';
 import type { HeldDestinations, HoldPark } from './held-destinations';
 import { KeyStops, type StopHold } from './key-stops';
 import { PROBE_FIRST_MS } from './probe-schedule';
@@ -19,7 +19,7 @@ import { PROBE_FIRST_MS } from './probe-schedule';
  * - `waiting`: not sent, its destination is held (relay/held-destinations.ts): the same;
  * - `parked`: behind an earlier message of its key that failed or waits for a held
  *   destination (then with that hold's `note`): waits until it is due;
- * - `held`: left as it was for the next claim — behind an earlier message of its key
+ * - `kept_back`: left as it was for the next claim — behind an earlier message of its key
  *   that got no verdict (`key`), timed out while the broker blocked publishers
  *   (`broker_blocked`), or not sent at all (`not_sent`);
  * - `unconfirmed`: the connection or channel went away before its confirm;
@@ -32,7 +32,7 @@ export type Verdict =
   | ({ readonly kind: 'refused' } & Omit<HoldOrder, 'id'>)
   | ({ readonly kind: 'waiting' } & Omit<HoldOrder, 'id'>)
   | { readonly kind: 'parked'; readonly until: ParkUntil; readonly hold?: StopHold }
-  | { readonly kind: 'held'; readonly cause: 'key' | 'broker_blocked' | 'not_sent' }
+  | { readonly kind: 'kept_back'; readonly cause: 'key' | 'broker_blocked' | 'not_sent' }
   | { readonly kind: 'unconfirmed'; readonly error: string }
   | { readonly kind: 'expired' };
 
@@ -75,12 +75,12 @@ function ownVerdict(
     case 'failed':
       // A confirm that timed out while the broker blocked publishers says nothing
       // about the message: no attempt is burnt.
-      if (outcome.reason === 'timeout' && brokerWasBlocked) return { kind: 'held', cause: 'broker_blocked' };
+      if (outcome.reason === 'timeout' && brokerWasBlocked) return { kind: 'kept_back', cause: 'broker_blocked' };
       return { reason: outcome.reason, error: outcome.error, returned: false };
     case 'unconfirmed':
       return { kind: 'unconfirmed', error: outcome.error };
-    case 'held':
-      return { kind: 'held', cause: 'not_sent' };
+    case 'kept_back':
+      return { kind: 'kept_back', cause: 'not_sent' };
     case 'expired':
       return { kind: 'expired' };
   }
@@ -120,19 +120,19 @@ export function decideVerdicts(
   return messages.map((message, index): Verdict => {
     if (stops.isStopped(message)) {
       const until = stops.until(message);
-      if (!until) return { kind: 'held', cause: 'key' };
+      if (!until) return { kind: 'kept_back', cause: 'key' };
       const hold = stops.hold(message);
       return hold === undefined ? { kind: 'parked', until } : { kind: 'parked', until, hold };
     }
     const outcome = outcomes[index] as PublishOutcome;
-    const expiresAt = message.expiresAt === undefined || message.expiresAt === null ? Infinity : message.expiresAt;
+    const expiresAt = expiryMs(message);
     if (outcome.kind === 'refused' || outcome.kind === 'destination_held') {
       const refused = outcome.kind === 'refused';
       const park = holds ? holds.parkOf(message, nowMs, refused) : refused ? parkAlone(message, nowMs) : undefined;
       if (!park) {
         // Its destination flows again since it was kept back: claimed again at once.
         stops.stop(message);
-        return { kind: 'held', cause: 'not_sent' };
+        return { kind: 'kept_back', cause: 'not_sent' };
       }
       const { note, spreadFromId } = park;
       stops.stop(message, { at: new Date(Math.min(park.keyAtMs, Math.max(expiresAt, nowMs))) }, { note, spreadFromId });
@@ -144,14 +144,28 @@ export function decideVerdicts(
       if (own.kind !== 'published' && own.kind !== 'expired') stops.stop(message);
       return own;
     }
-    const attempts = message.attempts + 1;
-    // A self-test canary is never dead: it is retried until its expires_at, then expires.
-    const dead = attempts >= settings.maxAttempts && !isCanary(message);
-    const timeLeft = Math.max(0, expiresAt - nowMs);
-    const retryInMs = Math.min(backoff.delayMs(attempts), timeLeft);
+    const { dead, retryInMs } = failedAttempt(message, settings.maxAttempts, backoff, nowMs);
     stops.stop(message, !dead ? { inMs: retryInMs } : settings.orderingOnDead === 'block' ? { forever: true } : undefined);
     return { kind: 'failed', ...own, retryInMs, dead };
   });
+}
+
+/**
+ * The arithmetic of one failed attempt of `message`, written once: its count of failed
+ * attempts with this one, whether that makes it dead, and the wait before its next
+ * attempt (the backoff, but never past its expires_at: it is then claimed and expires).
+ * A self-test canary is never dead: it is retried until its expires_at, then expires.
+ */
+export function failedAttempt(
+  message: OutboxMessage,
+  maxAttempts: number,
+  backoff: BackoffPolicy,
+  nowMs: number,
+): { readonly attempts: number; readonly dead: boolean; readonly retryInMs: number } {
+  const attempts = message.attempts + 1;
+  const dead = attempts >= maxAttempts && !isSelftestMessage(message);
+  const timeLeft = Math.max(0, expiryMs(message) - nowMs);
+  return { attempts, dead, retryInMs: Math.min(backoff.delayMs(attempts), timeLeft) };
 }
 
 /** What a batch writes to the table for its published messages. */
@@ -161,7 +175,7 @@ export interface Marks {
   /** Later messages of a key whose earlier message did not go through. */
   readonly park: ParkOrder[];
   /** Messages held behind an earlier message of their key (claimed again shortly). */
-  readonly held: number;
+  readonly keptBack: number;
   /** Messages whose expires_at was reached: marked expired, never sent. */
   readonly expired: string[];
   /** Messages that wait for a held destination (refused, not sent, or behind one of their key that does): no attempt. */
@@ -169,8 +183,8 @@ export interface Marks {
 }
 
 export function marksOf(messages: readonly OutboxMessage[], verdicts: readonly Verdict[]): Marks {
-  const marks: Marks = { published: [], failed: [], park: [], held: 0, expired: [], hold: [] };
-  let held = 0;
+  const marks: Marks = { published: [], failed: [], park: [], keptBack: 0, expired: [], hold: [] };
+  let keptBack = 0;
   verdicts.forEach((verdict, index) => {
     const { id } = messages[index] as OutboxMessage;
     if (verdict.kind === 'published') marks.published.push(id);
@@ -182,9 +196,9 @@ export function marksOf(messages: readonly OutboxMessage[], verdicts: readonly V
       marks.hold.push({ id, at: verdict.until.at, ...verdict.hold });
     else if (verdict.kind === 'parked') marks.park.push({ id, until: verdict.until });
     else if (verdict.kind === 'expired') marks.expired.push(id);
-    else if (verdict.kind === 'held' && verdict.cause === 'key') held += 1;
+    else if (verdict.kind === 'kept_back' && verdict.cause === 'key') keptBack += 1;
   });
-  return { ...marks, held };
+  return { ...marks, keptBack };
 }
 
 /** Verdicts and their marks in one call. */

@@ -1,3 +1,4 @@
+import { backoffMs } from '../util/backoff';
 import type { Clock } from './ports';
 
 /** First wait before probing the relay's writes again, and the longest wait (ms). */
@@ -28,7 +29,7 @@ export class WriteGuard {
   failed(): boolean {
     this.failures += 1;
     this.probing = true;
-    this.retryAt = this.clock.now() + Math.min(LONGEST_WAIT_MS, PROBE_AFTER_MS * 2 ** (this.failures - 1));
+    this.retryAt = this.clock.now() + backoffMs(this.failures, { firstMs: PROBE_AFTER_MS, maxMs: LONGEST_WAIT_MS, jitter: 'none' });
     return this.failures === 1;
   }
 

@@ -1,5 +1,5 @@
 import { abortableDelay } from '../util/delay';
-import { reconnectDelayMs } from './backoff';
+import { reconnectDelayMs } from '../util/backoff';
 
 /** A failed try, as the caller logs it. */
 export interface RetryNotice {

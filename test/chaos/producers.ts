@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
-import { isTransientDatabaseError } from '../../src/retry/classify';
+import { isDatabaseAway } from '../../src/util/outage';
 import { between } from './random';
 import { sleep } from './sleep';
 
@@ -111,7 +111,7 @@ export function startProducers(
       try {
         pg = await admin.connect();
       } catch (err) {
-        if (!survivesConnectionLoss || !isTransientDatabaseError(err)) throw err;
+        if (!survivesConnectionLoss || !isDatabaseAway(err)) throw err;
         await sleep(100);
         continue;
       }
@@ -121,7 +121,7 @@ export function startProducers(
         pg.release();
       } catch (err) {
         pg.release(true);
-        if (!survivesConnectionLoss || !isTransientDatabaseError(err)) throw err;
+        if (!survivesConnectionLoss || !isDatabaseAway(err)) throw err;
         interrupted += 1;
         if (state.message && state.phase === 'commit') unknown.push(state.message);
         else if (state.message) rolledBack.push(state.message.id);

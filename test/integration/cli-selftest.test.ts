@@ -1,7 +1,7 @@
 import { connect, type ChannelModel } from 'amqplib';
 import { escapeIdentifier } from 'pg';
 import fc from 'fast-check';
-import { CANARY_HEADER, CANARY_MESSAGE_TYPE } from '../../src/domain/canary';
+import { SELFTEST_HEADER, SELFTEST_MESSAGE_TYPE } from '../../src/domain/selftest-message';
 import { buildIfMissing, cli, envFor, expectOneLineFailure, lines, STACK_FRAME } from '../kit/cli';
 import { freePort } from '../kit/free-port';
 import { trackOpen } from '../kit/open-resources';
@@ -297,14 +297,14 @@ describe('selftest', () => {
       `INSERT INTO ${fx.table} (exchange, routing_key, message_type, payload, headers, expires_at)
        VALUES ($1, 'outbox-selftest.k', $2, '{"selftest": true}', $3::jsonb, now() + interval '3 seconds'),
               ($1, 'order.created', 'order.created', '{"n": 1}', '{}', NULL)`,
-      [gone, CANARY_MESSAGE_TYPE, JSON.stringify({ [CANARY_HEADER]: true, 'x-outbox-selftest-nonce': 'n' })],
+      [gone, SELFTEST_MESSAGE_TYPE, JSON.stringify({ [SELFTEST_HEADER]: true, 'x-outbox-selftest-nonce': 'n' })],
     );
     // One attempt makes a message dead: the canary's failures must not.
     await fx.startRelay({ OUTBOX_MAX_ATTEMPTS: '1' });
     await waitFor(
       'the canary expired',
       async () =>
-        (await fx.pool.query(`SELECT 1 FROM ${fx.table} WHERE message_type = $1 AND expired_at IS NOT NULL`, [CANARY_MESSAGE_TYPE]))
+        (await fx.pool.query(`SELECT 1 FROM ${fx.table} WHERE message_type = $1 AND expired_at IS NOT NULL`, [SELFTEST_MESSAGE_TYPE]))
           .rowCount === 1,
       20_000,
     );

@@ -1,5 +1,6 @@
 import type { Pool } from 'pg';
-import { OperatorStore } from '../../src/outbox/operator-store';
+import { DeadStore } from '../../src/outbox/dead-store';
+import { InspectStore } from '../../src/outbox/inspect-store';
 import { relayStatements } from '../../src/outbox/relay-statements';
 import { OutboxFixture } from '../kit/outbox-fixture';
 
@@ -84,12 +85,12 @@ test("inspect's messages ahead and the unparking of a retried key use the key in
       return Promise.resolve({ rows: [], rowCount: 0 });
     },
   };
-  const store = new OperatorStore(fx.schema) as unknown as {
+  const inspectStore = new InspectStore(fx.schema) as unknown as {
     keyAhead(db: unknown, key: string, id: string, options: { deadHoldsKey: boolean; firstAhead: number }): Promise<unknown>;
-    retryDead(db: unknown, ids: readonly string[]): Promise<unknown>;
   };
-  await store.keyAhead(capture, 'hot', '9000', { deadHoldsKey: true, firstAhead: 5 });
-  await store.retryDead(capture, ['00000000-0000-4000-8000-000000000000']);
+  const deadStore = new DeadStore(fx.schema) as unknown as { retryDead(db: unknown, ids: readonly string[]): Promise<unknown> };
+  await inspectStore.keyAhead(capture, 'hot', '9000', { deadHoldsKey: true, firstAhead: 5 });
+  await deadStore.retryDead(capture, ['00000000-0000-4000-8000-000000000000']);
   const [count, first, retry] = statements;
   expect(readFrom(await plan(fx.pool, count!.text, count!.values), KEY_INDEX)).toBe(8_999);
   const firstPlan = await plan(fx.pool, first!.text, first!.values);

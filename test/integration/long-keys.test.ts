@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { Client } from 'pg';
-import { OperatorStore } from '../../src/outbox/operator-store';
+import { InspectStore } from '../../src/outbox/inspect-store';
 import { defineMessage, enqueue } from '../../src/producer';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { testDatabaseUrl } from '../kit/services';
@@ -120,7 +120,7 @@ describe('keys that share a hash', () => {
       for (const k of [1, 2])
         expect(arrived.filter((b) => b.k === k).map((b) => b.seq)).toEqual(Array.from({ length: 10 }, (_, i) => i + 1));
 
-      const inspected = await new OperatorStore(fx.schema).inspect(client, ids[0]![4]!, { deadHoldsKey: true, firstAhead: 20 });
+      const inspected = await new InspectStore(fx.schema).inspect(client, ids[0]![4]!, { deadHoldsKey: true, firstAhead: 20 });
       expect(inspected?.ahead?.count).toBe(4);
       expect(inspected?.ahead?.first.map((m) => m.messageId)).toEqual(ids[0]!.slice(0, 4));
     } finally {

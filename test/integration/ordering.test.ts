@@ -1,7 +1,7 @@
 import type { RunningRelay } from '../../src/app';
 import type { ConsumeMessage } from 'amqplib';
 import { Client } from 'pg';
-import { OperatorStore } from '../../src/outbox/operator-store';
+import { DeadStore } from '../../src/outbox/dead-store';
 import { OutboxFixture } from '../kit/outbox-fixture';
 import { readMetrics } from '../kit/relay-http';
 import { testDatabaseUrl } from '../kit/services';
@@ -154,7 +154,7 @@ describe('a message that keeps failing holds back only its own key', () => {
     // The operator fixes the cause and retries the dead message.
     await broker.exchange(missing);
     const late = await broker.queue(uniqueName('lateq'), { exchange: missing, pattern: '#' });
-    expect(await new OperatorStore(fx.schema).retryDead(fx.pool, [poisonId])).toEqual([poisonId]);
+    expect(await new DeadStore(fx.schema).retryDead(fx.pool, [poisonId])).toEqual([poisonId]);
     await waitFor('the retried head', () => late.length === 1);
     await waitFor("K's later messages", () => decode(queue).filter((m) => m.key === 'K').length === 2);
     expect(
@@ -173,7 +173,7 @@ describe('a message that keeps failing holds back only its own key', () => {
     await threeRelays({ OUTBOX_MAX_ATTEMPTS: '1', OUTBOX_ORDERING_ON_DEAD: 'block' });
     await waitFor('the head dead', async () => (await fx.row(poisonId))['dead_at'] !== null, 20_000);
     await staysFalse("K's later messages", () => decode(queue).some((m) => m.key === 'K'), 500);
-    expect(await new OperatorStore(fx.schema).discardDead(fx.pool, [poisonId])).toEqual([poisonId]);
+    expect(await new DeadStore(fx.schema).discardDead(fx.pool, [poisonId])).toEqual([poisonId]);
     await waitFor("K's later messages", () => decode(queue).filter((m) => m.key === 'K').length === 2);
     expect(
       decode(queue)

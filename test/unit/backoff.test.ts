@@ -1,4 +1,5 @@
-import { fullJitterBackoff, reconnectDelayMs } from '../../src/retry/backoff';
+import fc from 'fast-check';
+import { backoffMs, fullJitterBackoff, reconnectDelayMs, type Jitter } from '../../src/util/backoff';
 
 /** A random source that always returns `value`. */
 const fixed = (value: number) => (): number => value;
@@ -98,5 +99,51 @@ describe('reconnectDelayMs', () => {
         expect(delay).toBeGreaterThan(0);
       }
     }
+  });
+});
+
+describe('backoffMs, the one formula', () => {
+  const shape = fc.record({
+    firstMs: fc.integer({ min: 0, max: 86_400_000 }),
+    maxMs: fc.integer({ min: 1, max: 604_800_000 }),
+    jitter: fc.constantFrom<Jitter>('none', 'full', 'upper-quarter'),
+  });
+  const failures = fc.integer({ min: -5, max: 1_000_000 });
+  const random = fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true });
+
+  test('every wait is a whole number from 0 to min(maxMs, firstMs · 2^(n-1))', () => {
+    fc.assert(
+      fc.property(shape, failures, random, (s, n, r) => {
+        const delay = backoffMs(n, s, () => r);
+        const ceiling = Math.min(s.maxMs, s.firstMs * 2 ** Math.min(Math.max(n - 1, 0), 30));
+        expect(Number.isInteger(delay)).toBe(true);
+        expect(delay).toBeGreaterThanOrEqual(s.jitter === 'upper-quarter' ? Math.round(ceiling * 0.75) : 0);
+        expect(delay).toBeLessThanOrEqual(ceiling);
+        if (s.jitter === 'full' && ceiling > 0) expect(delay).toBeLessThan(ceiling);
+        if (s.jitter === 'none') expect(delay).toBe(ceiling);
+      }),
+    );
+  });
+
+  test('for the same random draw, more failures never wait less', () => {
+    fc.assert(
+      fc.property(shape, failures, failures, random, (s, a, b, r) => {
+        const [fewer, more] = a <= b ? [a, b] : [b, a];
+        expect(backoffMs(fewer, s, () => r)).toBeLessThanOrEqual(backoffMs(more, s, () => r));
+      }),
+    );
+  });
+
+  test('without jitter: the first wait, doubling, then the cap', () => {
+    const s = { firstMs: 10, maxMs: 1_000, jitter: 'none' } as const;
+    expect([1, 2, 3, 4, 5, 6, 7, 8, 100].map((n) => backoffMs(n, s))).toEqual([10, 20, 40, 80, 160, 320, 640, 1_000, 1_000]);
+    expect(backoffMs(1, { firstMs: 0.5, maxMs: 10, jitter: 'none' })).toBe(1); // rounded
+    expect(backoffMs(5, { firstMs: 0, maxMs: 10, jitter: 'none' })).toBe(0);
+  });
+
+  test('the relay settings bounds never reach the doubling limit: 2^30 · 1 ms exceeds the largest cap', () => {
+    // OUTBOX_BACKOFF_BASE_MS ≥ 1 and OUTBOX_BACKOFF_MAX_MS ≤ 604 800 000: the cap bites first.
+    expect(2 ** 30).toBeGreaterThan(604_800_000);
+    expect(fullJitterBackoff(1, 604_800_000, fixed(0.5)).delayMs(31)).toBe(302_400_000);
   });
 });

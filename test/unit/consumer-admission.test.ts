@@ -2,7 +2,7 @@ import type { ConsumeMessage } from 'amqplib';
 import fc from 'fast-check';
 import type { Pool } from 'pg';
 import { admit } from '../../src/consumer/admission';
-import { databaseFault } from '../../src/consumer/db-faults';
+import { databaseFault } from '../../src/util/outage';
 import { createConsumer, OutboxError, type ConsumerOptions } from '../../src/consumer/index';
 import { consumerSettings } from '../../src/consumer/settings';
 

@@ -1,7 +1,7 @@
 import type { ConsumeMessage } from 'amqplib';
 import { copyProperties } from '../../src/consumer/delivery';
 import { failedAttempts, inboxMessage } from '../../src/consumer/inbox';
-import { isRefusal } from '../../src/consumer/session';
+import { isBrokerSetupRefusal } from '../../src/util/outage';
 
 function delivery(headers: Record<string, unknown>, extra: Record<string, unknown> = {}): ConsumeMessage {
   return {
@@ -58,8 +58,8 @@ test('the handler sees the original exchange and routing key of a copy, and its 
 });
 
 test('refusals that waiting does not mend, told apart from outages', () => {
-  expect(isRefusal(Object.assign(new Error('Operation failed: QueueDeclare; 404 (NOT-FOUND)'), { code: 404 }))).toBe(true);
-  expect(isRefusal(new Error('Handshake terminated by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED"'))).toBe(true);
-  expect(isRefusal(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5672'), { code: 'ECONNREFUSED' }))).toBe(false);
-  expect(isRefusal(new Error('Connection closed: 320 (CONNECTION-FORCED) with message "broker shutting down"'))).toBe(false);
+  expect(isBrokerSetupRefusal(Object.assign(new Error('Operation failed: QueueDeclare; 404 (NOT-FOUND)'), { code: 404 }))).toBe(true);
+  expect(isBrokerSetupRefusal(new Error('Handshake terminated by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED"'))).toBe(true);
+  expect(isBrokerSetupRefusal(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5672'), { code: 'ECONNREFUSED' }))).toBe(false);
+  expect(isBrokerSetupRefusal(new Error('Connection closed: 320 (CONNECTION-FORCED) with message "broker shutting down"'))).toBe(false);
 });

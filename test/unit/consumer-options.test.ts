@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { reconnectDelayMs, retryDelayMs } from '../../src/consumer/backoff';
+import { backoffMs, reconnectDelayMs } from '../../src/util/backoff';
 import { createConsumer, OutboxError, type ConsumerOptions } from '../../src/consumer/index';
 import { consumerSettings } from '../../src/consumer/settings';
 import { displayUrl, maskUrls, withHeartbeat } from '../../src/consumer/urls';
@@ -86,5 +86,5 @@ test('reconnect delays grow, stay within [3/4, 1] of the capped ceiling', () => 
 });
 
 test('retry delays double from the base up to the cap', () => {
-  expect([1, 2, 3, 4].map((n) => retryDelayMs(n, 200, 1_000))).toEqual([200, 400, 800, 1_000]);
+  expect([1, 2, 3, 4].map((n) => backoffMs(n, { firstMs: 200, maxMs: 1_000, jitter: 'none' }))).toEqual([200, 400, 800, 1_000]);
 });

@@ -59,7 +59,7 @@ describe('verdicts of refused messages (negative confirms)', () => {
     holds.admit(probe, NOW + 100);
     holds.record([probe], [OK], NOW + 100, NOW + 101);
     expect(decideVerdicts([to('a')], [{ kind: 'destination_held' }], SETTINGS, backoff, false, NOW + 102, holds)).toEqual([
-      { kind: 'held', cause: 'not_sent' },
+      { kind: 'kept_back', cause: 'not_sent' },
     ]);
   });
 
@@ -98,7 +98,7 @@ describe('sending while a destination is held', () => {
       signal: new AbortController().signal,
       gate: holds,
     });
-    expect(outcomes.map((o) => o.kind)).toEqual(['confirmed', 'held', 'destination_held', 'confirmed', 'confirmed']);
+    expect(outcomes.map((o) => o.kind)).toEqual(['confirmed', 'kept_back', 'destination_held', 'confirmed', 'confirmed']);
     expect(broker.sent.map((m) => m.id)).toEqual([probe.id, other.id, otherExchange.id]);
   });
 });

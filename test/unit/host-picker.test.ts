@@ -1,6 +1,6 @@
 import { parseDatabaseUrl, type DatabaseHost } from '../../src/config/database-url';
 import { HostPicker, NoHostError, qualifies, type HostState } from '../../src/db/host-picker';
-import { isTransientDatabaseError } from '../../src/retry/classify';
+import { isDatabaseAway } from '../../src/util/outage';
 import { createLogger } from '../../src/observability/logger';
 
 const PRIMARY: HostState = { inRecovery: false, readOnly: false };
@@ -82,7 +82,7 @@ describe('HostPicker', () => {
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(NoHostError);
-    expect(isTransientDatabaseError(err)).toBe(true);
+    expect(isDatabaseAway(err)).toBe(true);
     expect((err as Error).message).toBe(
       'no database host serves target_session_attrs=read-write: h1:5432 is a standby (in recovery); h2:5433 is read-only;' +
         ' h3:5434 cannot be reached (connect ECONNREFUSED h3:5434)',

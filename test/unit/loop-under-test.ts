@@ -3,7 +3,7 @@ import type { BatchReport } from '../../src/relay/batch';
 import { HeldDestinations, type HoldListener } from '../../src/relay/held-destinations';
 import { RelayLoop, type LoopSettings } from '../../src/relay/loop';
 import { systemClock } from '../../src/relay/ports';
-import { fullJitterBackoff } from '../../src/retry/backoff';
+import { fullJitterBackoff } from '../../src/util/backoff';
 import { FakeBroker, FakeHealth, FakeQueue, FakeWake } from './relay-fakes';
 
 /** Fast settings for a loop driven by fakes. */

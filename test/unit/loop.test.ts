@@ -73,7 +73,7 @@ describe('the relay loop, with fakes of the queue, the broker and the wake sourc
     parts.queue.add(fakeMessage());
     started(parts);
     await waitFor('parts.reports.some((r) => r.claimed > 0)', () => parts.reports.some((r) => r.claimed > 0));
-    expect(parts.reports.find((r) => r.claimed > 0)?.verdicts).toEqual([{ kind: 'held', cause: 'broker_blocked' }]);
+    expect(parts.reports.find((r) => r.claimed > 0)?.verdicts).toEqual([{ kind: 'kept_back', cause: 'broker_blocked' }]);
     expect(parts.queue.rows[0]?.attempts).toBe(0);
   });
 

@@ -32,7 +32,7 @@ describe('planBatch', () => {
   test('unkeyed messages always go out; the plan is in id order', () => {
     const plan = planBatch([msg(3, null), msg(1, null), msg(2, null)], []);
     expect(ids(plan.publish)).toEqual([1, 2, 3]);
-    expect(plan).toMatchObject({ park: [], held: 0 });
+    expect(plan).toMatchObject({ park: [], keptBack: 0 });
   });
 
   test("a key's claimed rows that form a prefix of its unpublished rows go out together, in order", () => {
@@ -43,7 +43,7 @@ describe('planBatch', () => {
   test('rows behind a head in flight elsewhere are held (released at commit), not parked', () => {
     const plan = planBatch([msg(6, 'K'), msg(7, 'K'), msg(9, null)], [row(5, 'K'), row(6, 'K'), row(7, 'K')]);
     expect(ids(plan.publish)).toEqual([9]);
-    expect(plan.held).toBe(2);
+    expect(plan.keptBack).toBe(2);
     expect(plan.park).toEqual([]);
   });
 
@@ -75,7 +75,7 @@ describe('planBatch', () => {
   test('a head that failed before goes out alone; the rest of its key waits for it', () => {
     const plan = planBatch([msg(5, 'K', 2), msg(6, 'K'), msg(7, 'K')], [row(5, 'K'), row(6, 'K'), row(7, 'K')]);
     expect(ids(plan.publish)).toEqual([5]);
-    expect(plan.held).toBe(2);
+    expect(plan.keptBack).toBe(2);
   });
 
   test('keys are independent: one held key does not hold another', () => {
@@ -98,7 +98,7 @@ describe('planBatch', () => {
     expect(behindWaiting.park).toEqual([{ id: '7', until: { at: LATER } }]);
     const behindInFlight = planBatch([expired(6), msg(7, 'K')], [row(5, 'K'), row(6, 'K'), row(7, 'K')], now);
     expect(ids(behindInFlight.publish)).toEqual([6]);
-    expect(behindInFlight.held).toBe(1);
+    expect(behindInFlight.keptBack).toBe(1);
     // Not yet expired: it waits like the others.
     const notYet = planBatch([{ ...msg(6, 'K'), expiresAt: now + 1 }], [row(5, 'K', 'dead'), row(6, 'K')], now);
     expect(notYet.publish).toEqual([]);

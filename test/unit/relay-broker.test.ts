@@ -155,7 +155,7 @@ describe('the broker adapter and what it learns from the broker', () => {
     const otherKey = fakeMessage({ partitionKey: 'b' });
     connection.broker.maxBytes = 1_000_000;
     const outcomes = await sendBatch(broker, [keyedBig, sameKey, otherKey], OPTIONS);
-    expect(outcomes).toEqual([{ kind: 'confirmed' }, { kind: 'held' }, { kind: 'confirmed' }]);
+    expect(outcomes).toEqual([{ kind: 'confirmed' }, { kind: 'kept_back' }, { kind: 'confirmed' }]);
   });
 
   test('a nack (a queue full under reject-publish) refuses that message only; a publish nacked whole replaces its channel', async () => {

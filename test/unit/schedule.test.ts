@@ -1,14 +1,14 @@
-import { HELD_RETRY_MS, nextStep, type Streaks, type Turn } from '../../src/relay/schedule';
+import { KEPT_BACK_RETRY_MS, nextStep, type Streaks, type Turn } from '../../src/relay/schedule';
 
 const SETTINGS = { batchSize: 100, pollIntervalMs: 500 };
 const backoff = (n: number): number => n * 1_000;
 
 /** A streak of `errors` consecutive errors and no held turns. */
-const errors = (consecutiveErrors: number): Streaks => ({ consecutiveErrors, consecutiveHeld: 0 });
+const errors = (consecutiveErrors: number): Streaks => ({ consecutiveErrors, consecutiveKeptBack: 0 });
 
 /** A committed batch: `settled` defaults to every claimed row not held. */
 function batch(claimed: number, held: number, noProgress = false, settled = claimed - held): Turn {
-  return { kind: 'batch', claimed, held, noProgress, settled };
+  return { kind: 'batch', claimed, keptBack: held, noProgress, settled };
 }
 
 describe('the loop schedule', () => {
@@ -19,7 +19,7 @@ describe('the loop schedule', () => {
       wakeOthers: true,
       sleep: false,
       consecutiveErrors: 0,
-      consecutiveHeld: 0,
+      consecutiveKeptBack: 0,
     });
   });
 
@@ -31,14 +31,14 @@ describe('the loop schedule', () => {
         wakeOthers: false,
         sleep: false,
         consecutiveErrors: 0,
-        consecutiveHeld: 0,
+        consecutiveKeptBack: 0,
       });
     }
   });
 
   test('rows held behind a key in flight elsewhere are claimed again after a few milliseconds', () => {
     expect(nextStep(batch(100, 3), errors(0), SETTINGS, backoff)).toMatchObject({
-      delayMs: HELD_RETRY_MS,
+      delayMs: KEPT_BACK_RETRY_MS,
       idle: false,
       sleep: false,
     });
@@ -50,30 +50,34 @@ describe('the loop schedule', () => {
     const delays: number[] = [];
     for (let turn = 0; turn < 8; turn += 1) {
       const next = nextStep(batch(100, 100, false, 0), streaks, SETTINGS, backoff);
-      expect(next).toMatchObject({ idle: false, sleep: true, wakeOthers: false, consecutiveHeld: turn + 1 });
+      expect(next).toMatchObject({ idle: false, sleep: true, wakeOthers: false, consecutiveKeptBack: turn + 1 });
       delays.push(next.delayMs);
       streaks = next;
     }
     expect(delays).toEqual([
-      HELD_RETRY_MS,
-      2 * HELD_RETRY_MS,
-      4 * HELD_RETRY_MS,
-      8 * HELD_RETRY_MS,
-      16 * HELD_RETRY_MS,
-      32 * HELD_RETRY_MS,
+      KEPT_BACK_RETRY_MS,
+      2 * KEPT_BACK_RETRY_MS,
+      4 * KEPT_BACK_RETRY_MS,
+      8 * KEPT_BACK_RETRY_MS,
+      16 * KEPT_BACK_RETRY_MS,
+      32 * KEPT_BACK_RETRY_MS,
       500,
       500,
     ]);
     // One message settled: the streak ends, the next wait is the short one again.
     expect(nextStep(batch(100, 99, false, 1), streaks, SETTINGS, backoff)).toMatchObject({
-      delayMs: HELD_RETRY_MS,
+      delayMs: KEPT_BACK_RETRY_MS,
       sleep: false,
-      consecutiveHeld: 0,
+      consecutiveKeptBack: 0,
     });
   });
 
   test('a recovery step claims again after a few milliseconds', () => {
-    expect(nextStep({ kind: 'again' }, errors(2), SETTINGS, backoff)).toMatchObject({ delayMs: HELD_RETRY_MS, idle: false, sleep: false });
+    expect(nextStep({ kind: 'again' }, errors(2), SETTINGS, backoff)).toMatchObject({
+      delayMs: KEPT_BACK_RETRY_MS,
+      idle: false,
+      sleep: false,
+    });
   });
 
   test('errors back off more with each consecutive one and reset after a good batch', () => {
@@ -93,13 +97,13 @@ describe('the loop schedule', () => {
   });
 
   test('while the broker blocks publishers the loop waits a poll interval and keeps its error count', () => {
-    expect(nextStep({ kind: 'broker_blocked' }, errors(2), SETTINGS, backoff)).toEqual({
+    expect(nextStep({ kind: 'wait' }, errors(2), SETTINGS, backoff)).toEqual({
       delayMs: 500,
       idle: false,
       wakeOthers: false,
       sleep: false,
       consecutiveErrors: 2,
-      consecutiveHeld: 0,
+      consecutiveKeptBack: 0,
     });
   });
 });

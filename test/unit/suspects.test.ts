@@ -1,4 +1,4 @@
-import { isRefusal } from '../../src/broker/close-reason';
+import { isClosedForWhatItReceived } from '../../src/util/outage';
 import { Suspects } from '../../src/broker/suspects';
 import type { PublishOutcome } from '../../src/domain/outcome';
 import { fakeMessage } from './fake-message';
@@ -12,13 +12,15 @@ const confirmed: PublishOutcome = { kind: 'confirmed' };
 
 describe('which closes are the broker refusing what it received', () => {
   test('a server close with a reply code is a refusal; a shutdown or a network loss is not', () => {
-    expect(isRefusal(FRAME_ERROR)).toBe(true);
+    expect(isClosedForWhatItReceived(FRAME_ERROR)).toBe(true);
     expect(
-      isRefusal('Channel closed by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - write access to exchange \'x\' refused"'),
+      isClosedForWhatItReceived(
+        'Channel closed by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - write access to exchange \'x\' refused"',
+      ),
     ).toBe(true);
-    expect(isRefusal(FORCED)).toBe(false);
-    expect(isRefusal('read ECONNRESET')).toBe(false);
-    expect(isRefusal('Heartbeat timeout')).toBe(false);
+    expect(isClosedForWhatItReceived(FORCED)).toBe(false);
+    expect(isClosedForWhatItReceived('read ECONNRESET')).toBe(false);
+    expect(isClosedForWhatItReceived('Heartbeat timeout')).toBe(false);
   });
 });
 

@@ -48,7 +48,7 @@ test('a returned event is published (OUTBOX_UNROUTABLE=publish) or fails (retry)
 test('no verdict (connection lost, or a timeout while the broker blocked publishers) burns no attempt', () => {
   const timeout: PublishOutcome = { kind: 'failed', reason: 'timeout', error: 'no confirm' };
   const marks = decideMarks([msg(1), msg(2)], [{ kind: 'unconfirmed', error: 'gone' }, timeout], SETTINGS, backoff, true);
-  expect(marks).toEqual({ published: [], failed: [], park: [], held: 0, expired: [], hold: [] });
+  expect(marks).toEqual({ published: [], failed: [], park: [], keptBack: 0, expired: [], hold: [] });
   expect(decideMarks([msg(2)], [timeout], SETTINGS, backoff, false).failed).toHaveLength(1);
 });
 
@@ -71,13 +71,13 @@ describe('within a key, the first message that does not go through stops the res
     ]);
     const skip = decideMarks(dying, [failure, ok], SETTINGS, backoff, false);
     expect(skip.park).toEqual([]);
-    expect(skip.held).toBe(1);
+    expect(skip.keptBack).toBe(1);
     expect(skip.published).toEqual([]);
   });
 
   test('no verdict for the first: the later ones are held, not marked', () => {
-    const marks = decideMarks(batch, [{ kind: 'unconfirmed', error: 'gone' }, ok, ok, { kind: 'held' }], SETTINGS, backoff, false);
+    const marks = decideMarks(batch, [{ kind: 'unconfirmed', error: 'gone' }, ok, ok, { kind: 'kept_back' }], SETTINGS, backoff, false);
     expect(marks.published).toEqual(['3']);
-    expect(marks.held).toBe(2);
+    expect(marks.keptBack).toBe(2);
   });
 });

@@ -1,9 +1,10 @@
 import type { Pool } from 'pg';
 import { qualified } from '../db/sql';
 import { withPoolTransaction } from '../db/transaction';
+import { ENDED } from './sql';
 
 /** The canary message `outbox-relay selftest` writes, in the producer's columns. */
-export interface CanaryRow {
+export interface SelftestRow {
   readonly messageId: string;
   readonly exchange: string;
   readonly routingKey: string;
@@ -19,7 +20,7 @@ export interface CanaryRow {
 }
 
 /** Where the canary row stands, as the self-test polls it. */
-export interface CanaryState {
+export interface SelftestState {
   /** False once deleted (a relay with OUTBOX_RETENTION=0 deletes what it publishes). */
   readonly exists: boolean;
   readonly published: boolean;
@@ -37,7 +38,7 @@ const DELETE_TIMEOUT_MS = 3_000;
  * its own transaction, as a producer's), its state, its DELETE. The claim and the mark
  * are the relay's own (outbox/message-queue.ts). Every value is a bound parameter.
  */
-export class CanaryStore {
+export class SelftestStore {
   private readonly table: string;
 
   constructor(schema: string) {
@@ -45,7 +46,7 @@ export class CanaryStore {
   }
 
   /** Inserts the canary; returns its primary key. */
-  async insert(pool: Pool, row: CanaryRow): Promise<string> {
+  async insert(pool: Pool, row: SelftestRow): Promise<string> {
     const { rows } = await pool.query<{ id: string }>(
       `INSERT INTO ${this.table} (message_id, exchange, routing_key, message_type, payload, headers, correlation_id, expires_at)
        VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, now() + $8 * interval '1 millisecond')
@@ -67,9 +68,9 @@ export class CanaryStore {
   }
 
   /** The canary's state; a lock held on it (a relay's claim) does not block this read. */
-  async state(pool: Pool, id: string): Promise<CanaryState> {
+  async state(pool: Pool, id: string): Promise<SelftestState> {
     const { rows } = await pool.query<{ published: boolean; finished: boolean; attempts: number; last_error: string | null }>(
-      `SELECT published_at IS NOT NULL AS published, dead_at IS NOT NULL AS finished, attempts, last_error
+      `SELECT published_at IS NOT NULL AS published, ${ENDED} AS finished, attempts, last_error
          FROM ${this.table} WHERE id = $1`,
       [id],
     );

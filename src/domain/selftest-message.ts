@@ -1,9 +1,9 @@
 import type { OutboxMessage } from './message';
 
 /** The `message_type` of the canary `outbox-relay selftest` inserts. */
-export const CANARY_MESSAGE_TYPE = 'outbox-relay.selftest';
+export const SELFTEST_MESSAGE_TYPE = 'outbox-relay.selftest';
 /** The header (`true`) that marks the canary. */
-export const CANARY_HEADER = 'x-outbox-selftest';
+export const SELFTEST_HEADER = 'x-outbox-selftest';
 
 /**
  * Whether `message` is a self-test canary: its type, its header, and an `expires_at`
@@ -12,10 +12,10 @@ export const CANARY_HEADER = 'x-outbox-selftest';
  * when a self-test was interrupted and its temporary exchange went away); it is retried
  * until its `expires_at`, and then expires.
  */
-export function isCanary(message: Pick<OutboxMessage, 'messageType' | 'headers' | 'expiresAt'>): boolean {
+export function isSelftestMessage(message: Pick<OutboxMessage, 'messageType' | 'headers' | 'expiresAt'>): boolean {
   return (
-    message.messageType === CANARY_MESSAGE_TYPE &&
-    message.headers[CANARY_HEADER] === true &&
+    message.messageType === SELFTEST_MESSAGE_TYPE &&
+    message.headers[SELFTEST_HEADER] === true &&
     message.expiresAt !== undefined &&
     message.expiresAt !== null
   );

@@ -5,7 +5,8 @@ import { redactUrl } from '../config/redact';
 import type { OutboxMessage } from '../domain/message';
 import type { PublishOutcome } from '../domain/outcome';
 import { errorMessage, OutboxError } from '../errors';
-import { unrefSleep } from '../util/delay';
+import { TIMED_OUT, withDeadline } from '../util/deadline';
+import { firstThatAnswers } from '../util/first-answer';
 import { SHORT_STRING_MAX_BYTES } from './amqp-limits';
 import { PublishChannel } from './publish-channel';
 import { publishBatch } from './publisher';
@@ -16,7 +17,7 @@ const CONNECT_TIMEOUT_MS = 5_000;
 const CLEANUP_STEP_MS = 2_000;
 
 /** Where the canary goes: the exchange it is published to and the queue that receives it. */
-export interface CanaryTopology {
+export interface SelftestTopology {
   readonly exchange: string;
   /** Declared by the self-test (auto-delete) and deleted by `dispose()`; false for `--exchange E`. */
   readonly temporaryExchange: boolean;
@@ -31,10 +32,10 @@ export interface CanaryTopology {
  * and the relay's publish path (`publishBatch` on a confirm channel) for a canary no
  * relay took. `dispose()` deletes what it declared and closes the connection.
  */
-export class CanaryBroker {
+export class SelftestBroker {
   private readonly deliveries: ConsumeMessage[] = [];
   private readonly arrivals = new Set<() => void>();
-  private topology: CanaryTopology | undefined;
+  private topology: SelftestTopology | undefined;
   private channel: Channel | undefined;
   private connectionClosed = false;
 
@@ -52,17 +53,15 @@ export class CanaryBroker {
   }
 
   /** Connects to the first of `urls` that answers; none: BROKER_UNAVAILABLE naming each (credentials masked). */
-  static async connect(urls: readonly string[], connectionName: string): Promise<CanaryBroker> {
+  static async connect(urls: readonly string[], connectionName: string): Promise<SelftestBroker> {
     const failures: string[] = [];
-    for (const url of urls) {
-      try {
-        const model = await connect(url, { clientProperties: { connection_name: connectionName }, timeout: CONNECT_TIMEOUT_MS });
-        return new CanaryBroker(model, redactUrl(url));
-      } catch (err: unknown) {
-        failures.push(`${redactUrl(url)}: ${errorMessage(err)}`);
-      }
-    }
-    throw new OutboxError('BROKER_UNAVAILABLE', `cannot reach the broker (${failures.join('; ')})`);
+    const first = await firstThatAnswers(
+      urls,
+      (url) => connect(url, { clientProperties: { connection_name: connectionName }, timeout: CONNECT_TIMEOUT_MS }),
+      (url, err) => failures.push(`${redactUrl(url)}: ${errorMessage(err)}`),
+    );
+    if (!first) throw new OutboxError('BROKER_UNAVAILABLE', `cannot reach the broker (${failures.join('; ')})`);
+    return new SelftestBroker(first.value, redactUrl(first.url));
   }
 
   /**
@@ -70,7 +69,7 @@ export class CanaryBroker {
    * to a temporary exchange when none is given, and consumes it. A missing `exchange`
    * throws NOT_FOUND naming it; nothing is declared then.
    */
-  async declare(exchange: string | undefined): Promise<CanaryTopology> {
+  async declare(exchange: string | undefined): Promise<SelftestTopology> {
     const id = randomUUID();
     const name = `outbox-selftest-${id}`;
     const channel = await this.openChannel();
@@ -167,13 +166,13 @@ export class CanaryBroker {
   async dispose(): Promise<string[]> {
     const problems: string[] = [];
     const bounded = async (what: string, work: () => Promise<unknown>): Promise<void> => {
-      const outcome = await Promise.race([
+      const outcome = await withDeadline(
         work().then(
           () => undefined,
           (err: unknown) => errorMessage(err),
         ),
-        unrefSleep(CLEANUP_STEP_MS).then(() => `no answer within ${CLEANUP_STEP_MS} ms`),
-      ]);
+        CLEANUP_STEP_MS,
+      ).then((result) => (result === TIMED_OUT ? `no answer within ${CLEANUP_STEP_MS} ms` : result));
       if (outcome !== undefined) problems.push(`${what}: ${outcome}`);
     };
     const topology = this.topology;

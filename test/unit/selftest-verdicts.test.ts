@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { CANARY_HEADER, CANARY_MESSAGE_TYPE } from '../../src/domain/canary';
+import { SELFTEST_HEADER, SELFTEST_MESSAGE_TYPE } from '../../src/domain/selftest-message';
 import type { PublishOutcome } from '../../src/domain/outcome';
 import { decideVerdicts, type VerdictSettings } from '../../src/relay/verdicts';
 import { fakeMessage } from './fake-message';
@@ -22,13 +22,18 @@ test('a canary whose attempts run out is retried up to its expires_at, never dea
       (maxAttempts, attempts, leftMs, orderingOnDead) => {
         const settings: VerdictSettings = { maxAttempts, unroutable: 'publish', orderingOnDead };
         const canary = fakeMessage({
-          messageType: CANARY_MESSAGE_TYPE,
-          headers: { [CANARY_HEADER]: true, 'x-outbox-selftest-nonce': 'n' },
+          messageType: SELFTEST_MESSAGE_TYPE,
+          headers: { [SELFTEST_HEADER]: true, 'x-outbox-selftest-nonce': 'n' },
           attempts,
           expiresAt: NOW + leftMs,
         });
         const event = fakeMessage({ attempts });
-        const lookalike = fakeMessage({ messageType: CANARY_MESSAGE_TYPE, headers: { [CANARY_HEADER]: true }, attempts, expiresAt: null });
+        const lookalike = fakeMessage({
+          messageType: SELFTEST_MESSAGE_TYPE,
+          headers: { [SELFTEST_HEADER]: true },
+          attempts,
+          expiresAt: null,
+        });
         const [c, e, l] = decideVerdicts([canary, event, lookalike], [missing, missing, missing], settings, backoff, false, NOW);
         expect(c).toMatchObject({ kind: 'failed', dead: false });
         expect(c!.kind === 'failed' && c!.retryInMs).toBeLessThanOrEqual(leftMs);

@@ -9,7 +9,7 @@ import type { OutboxMessage } from '../domain/message';
  * batch of n is found after log2(n) + 1 failed batches, whose published messages are
  * published again (at-least-once).
  */
-export class Isolation {
+export class CulpritSearch {
   private limit: number;
 
   constructor(private readonly batchSize: number) {
