@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only latency|fleet|replay|failover|held|tracing|consumer|memory [--baseline <rev>]]`: throughput, latency, scale and producer cost of
+ * `npm run bench [-- --quick] [-- --only latency|fleet|replay|failover|held|tracing|signing|consumer|memory [--baseline <rev>]]`: throughput, latency, scale and producer cost of
  * outbox-relay against the local PostgreSQL and RabbitMQ, each figure against a bare
  * amqplib publisher measured in the same run. Prints progress and a final table; writes
  * bench/results/latest.json and latest.md. Numbers, not pass/fail: the exit code is 0
@@ -30,6 +30,7 @@ import { heldRun, unheldDrainMs, type HeldResult } from './held';
 import { memoryRun, type MemoryRun } from './memory';
 import { replayBeside, type ReplayResult } from './replay';
 import { tracingRuns, type TracingArm, type TracingRun } from './tracing';
+import { signingParts, signingRuns, type SigningArm } from './signing';
 import { AMQP_URL, figure, newPool, percentile, type Figure } from './support';
 
 const quick = process.argv.includes('--quick');
@@ -377,6 +378,47 @@ async function tracingBench(pool: ReturnType<typeof newPool>, started: number, e
   writeFileSync(join(dir, 'tracing.json'), `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs }, null, 2)}\n`);
 }
 
+/** Messages per drain of `--only signing`. */
+const SIGNING_COUNT = 50_000;
+
+/**
+ * `--only signing`: the drain rate and the relay's CPU per message without and with a
+ * signing key (same backlog, alternated), then the parts of signing and the consumer's
+ * verification timed one by one in this process.
+ */
+async function signingBench(pool: ReturnType<typeof newPool>, started: number, env: Record<string, string>): Promise<void> {
+  const count = quick ? 10_000 : SIGNING_COUNT;
+  console.log(`\nsigning: ${fmt(count)} 1 KiB messages drained by one relay, unsigned and signed (Ed25519), alternated`);
+  const runs = await signingRuns(pool, count, REPS + 1);
+  await pool.end();
+  for (const r of runs) {
+    console.log(
+      `  ${r.signing.padEnd(3)} ${fmt(r.rate)} msg/s, relay ${r.cpu.relay.toFixed(1)} µs/msg, machine ${r.cpu.machine.toFixed(1)} µs/msg`,
+    );
+  }
+  const of = (signing: SigningArm): { rate: Figure; relay: Figure } => {
+    const chosen = runs.filter((r) => r.signing === signing);
+    return { rate: figure(chosen.map((r) => r.rate)), relay: figure(chosen.map((r) => r.cpu.relay)) };
+  };
+  const off = of('off');
+  const on = of('on');
+  const parts = signingParts(quick ? 5_000 : 20_000);
+  console.log(
+    `\nunsigned: median ${fmt(off.rate.median)} msg/s (${spread(off.rate)}), relay ${off.relay.median.toFixed(1)} µs/msg (${off.relay.min.toFixed(1)}–${off.relay.max.toFixed(1)})` +
+      `\nsigned:   median ${fmt(on.rate.median)} msg/s (${spread(on.rate)}), relay ${on.relay.median.toFixed(1)} µs/msg (${on.relay.min.toFixed(1)}–${on.relay.max.toFixed(1)})` +
+      `\nsigning costs ${((1 - on.rate.median / off.rate.median) * 100).toFixed(1)} % of the drain rate and ${(on.relay.median - off.relay.median).toFixed(1)} µs of relay CPU per message` +
+      `\nparts (CPU µs per message, this process): properties unsigned ${parts.propertiesUnsigned.toFixed(1)}, canonical form ${parts.canonicalForm.toFixed(1)},` +
+      ` Ed25519 sign ${parts.ed25519Sign.toFixed(1)}, properties signed ${parts.propertiesSigned.toFixed(1)}; consumer verify ${parts.consumerVerify.toFixed(1)}`,
+  );
+  console.log(`bench took ${Math.round((Date.now() - started) / 1000)} s`);
+  const dir = join(__dirname, 'results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(
+    join(dir, 'signing.json'),
+    `${JSON.stringify({ date: new Date().toISOString(), quick, machine: env, runs, parts }, null, 2)}\n`,
+  );
+}
+
 /**
  * Commit-side latency on bursty traffic (bench/bursty.ts): random arrivals at 500 and
  * 2,000 events/s, drained by 1 and by 3 replicas, with where the time went (the leader's
@@ -587,6 +629,10 @@ async function main(): Promise<void> {
   }
   if (only === 'tracing') {
     await tracingBench(pool, started, env);
+    return;
+  }
+  if (only === 'signing') {
+    await signingBench(pool, started, env);
     return;
   }
   if (only === 'held') {

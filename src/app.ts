@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { BrokerConnection } from './broker/connection';
 import { RelayBroker } from './broker/relay-broker';
+import { publishIdentity } from './broker/signer';
 import type { Config } from './config/load-config';
 import { tracingSettings, type TracingSettings } from './config/tracing';
 import { verifySchemaOf } from './db/migrator';
@@ -99,7 +100,7 @@ export async function startRelay(config: Config, log: Logger, tuning: RelayTunin
     log: log.child({ component: 'broker' }),
     onStateChange: (up) => health.setBrokerUp(up),
   });
-  const broker = new RelayBroker(connection, config.appId);
+  const broker = new RelayBroker(connection, publishIdentity(config));
   const wakeup = new Wakeup(
     () => database.newClient(replicaApplicationName(replicaId, 'listen')),
     config.schema,

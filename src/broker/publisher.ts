@@ -5,11 +5,17 @@ import { expirationOf } from './amqp-limits';
 import { closeVerdict } from './close-reason';
 import { encodeHeaders, publishedHeaders } from './headers';
 import type { PublishChannel } from './publish-channel';
+import type { MessageSigner, PublishIdentity } from './signer';
+import { SIGNATURE_HEADER } from '../domain/signature';
 import { deferred } from '../util/deferred';
 
 export interface PublishOptions {
   readonly appId: string;
   readonly timeoutMs: number;
+  /** Signs each message (OUTBOX_SIGNING_KEY_FILE); absent: unsigned, at no cost. */
+  readonly signer?: MessageSigner;
+  /** The AMQP `user-id` of each message (OUTBOX_PUBLISH_USER_ID): the connection's user, which the broker checks. */
+  readonly userId?: string;
   /** Aborting resolves every message still waiting as `unconfirmed` (shutdown). */
   readonly signal?: AbortSignal;
   /** Told of each message as its outcome is known: its confirm, its failure, or the end of waiting. */
@@ -22,10 +28,21 @@ export interface PublishOptions {
  * The AMQP properties of a published message (see the README's "The SQL contract").
  * The headers are encoded exactly (`encodeHeaders`); headers that cannot be throw,
  * naming the header and the limit (the broker adapter's preflight fails such a message
- * before it gets here).
+ * before it gets here). With a signer, `x-outbox-signature` is computed from these very
+ * properties (the same timestamp) and the body as sent.
  */
-export function publishProperties(message: OutboxMessage, appId: string, nowMs = Date.now()): Options.Publish {
-  const headers = encodeHeaders(publishedHeaders(message));
+export function publishProperties(
+  message: OutboxMessage,
+  identity: string | PublishIdentity,
+  nowMs = Date.now(),
+  /** Computed ahead (`MessageSigner.signAsync`); absent with a signer: signed here. */
+  signature?: string,
+): Options.Publish {
+  const { appId, signer, userId } = typeof identity === 'string' ? { appId: identity, signer: undefined, userId: undefined } : identity;
+  const timestamp = amqpTimestamp(message);
+  const published = publishedHeaders(message);
+  if (signer) (published as Record<string, unknown>)[SIGNATURE_HEADER] = signature ?? signer.sign(message, timestamp);
+  const headers = encodeHeaders(published);
   if (!headers.ok) throw new Error(headers.error);
   return {
     expiration: expirationOf(message.expiresAt, nowMs),
@@ -35,10 +52,16 @@ export function publishProperties(message: OutboxMessage, appId: string, nowMs =
     type: message.messageType ?? undefined,
     contentType: message.contentType,
     correlationId: message.correlationId ?? undefined,
-    timestamp: Math.floor(message.createdAt.getTime() / 1000),
+    timestamp,
     appId,
+    userId,
     headers: headers.table,
   };
+}
+
+/** The AMQP `timestamp` of a message: its creation, in whole seconds (what is sent, and signed). */
+export function amqpTimestamp(message: OutboxMessage): number {
+  return Math.floor(message.createdAt.getTime() / 1000);
 }
 
 /**
@@ -76,6 +99,9 @@ export async function publishBatch(
 
   waiting = messages.length;
   if (waiting === 0) return [];
+  // With a key, every signature of the batch is started at once on the thread pool; the
+  // writes below wait for each in turn (by then it is usually done). Without one, nothing.
+  const signatures = options.signer ? signAhead(options.signer, messages) : undefined;
   const stopWaitingOnClose = target.onClose(() => settleAllWaiting(afterClose));
   const timer = setTimeout(() => {
     settleAllWaiting(() => ({ kind: 'failed', reason: 'timeout', error: `no broker confirm within ${options.timeoutMs} ms` }));
@@ -88,6 +114,16 @@ export async function publishBatch(
     for (let index = 0; index < messages.length; index += 1) {
       if (target.closed || options.signal?.aborted) break;
       const message = messages[index] as OutboxMessage;
+      let signature: string | undefined;
+      if (signatures) {
+        const signed = await signatures[index];
+        if (signed instanceof Error) {
+          settle(index, { kind: 'failed', ...invalidMessage(`cannot sign the message: ${signed.message}`) });
+          continue;
+        }
+        signature = signed;
+        if (target.closed || options.signal?.aborted) break;
+      }
       const nowMs = Date.now();
       if (hasExpired(message, nowMs)) {
         settle(index, { kind: 'expired' }); // reached while the earlier ones were written: not sent
@@ -99,7 +135,7 @@ export async function publishBatch(
           message.exchange,
           message.routingKey,
           message.content,
-          publishProperties(message, options.appId, nowMs),
+          publishProperties(message, options, nowMs, signature),
           (err: unknown) => {
             if (err === null || err === undefined) {
               const returned = target.returned.get(message.messageId);
@@ -134,6 +170,10 @@ export async function publishBatch(
     options.signal?.removeEventListener('abort', onAbort);
   }
   return outcomes as PublishOutcome[];
+}
+
+function signAhead(signer: MessageSigner, messages: readonly OutboxMessage[]): Promise<string | Error>[] {
+  return messages.map((message) => signer.signAsync(message, amqpTimestamp(message)));
 }
 
 function waitForDrain(target: PublishChannel): Promise<void> {

@@ -6,6 +6,7 @@ import { parseCloseReason } from './close-reason';
 import type { BrokerConnection } from './connection';
 import type { PublishChannel } from './publish-channel';
 import { publishBatch, type PublishOptions } from './publisher';
+import type { PublishIdentity } from './signer';
 import { Suspects } from './suspects';
 import { SharedExclusive } from '../util/exclusive';
 import { CachedTopology, TopologyProbe, type TargetKind, type TargetProblem } from './topology';
@@ -38,12 +39,15 @@ export class RelayBroker {
   private readonly suspects = new Suspects();
   private readonly inFlight = new SharedExclusive();
   private readonly topology: CachedTopology;
+  /** The app id, and the signer and user-id when configured. */
+  private readonly identity: PublishIdentity;
 
   constructor(
     private readonly connection: RelayConnection,
-    private readonly appId: string,
+    identity: string | PublishIdentity,
     topologyCacheMs = TOPOLOGY_CACHE_MS,
   ) {
+    this.identity = typeof identity === 'string' ? { appId: identity } : identity;
     this.topology = new CachedTopology(new TopologyProbe(() => connection.openChannel()), topologyCacheMs);
     connection.onConnected(() => {
       this.maxMessageBytes = undefined;
@@ -78,7 +82,7 @@ export class RelayBroker {
    *   it throws (the whole batch waits, no attempt is counted).
    */
   async preflight(messages: readonly OutboxMessage[]): Promise<Preflight[]> {
-    const problems = messages.map((m) => messageProblem(m, this.appId));
+    const problems = messages.map((m) => messageProblem(m, this.identity.appId));
     const valid = messages.filter((_, i) => problems[i] === undefined);
     const exchanges = await this.targetProblems(
       'exchange',
@@ -139,7 +143,7 @@ export class RelayBroker {
 
   private async publishNow(messages: readonly OutboxMessage[], options: RelayPublishOptions): Promise<PublishOutcome[]> {
     const channel = await this.connection.channel();
-    const outcomes = await publishBatch(channel, messages, { appId: this.appId, ...options });
+    const outcomes = await publishBatch(channel, messages, { ...this.identity, ...options });
     this.learnFromClose(channel);
     // A close the server gave a reason for: the channel's own, or the connection's when it is gone.
     const closeReason = channel.closeReason ?? (this.connection.connected ? undefined : this.connection.lastCloseReason);

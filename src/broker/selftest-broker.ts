@@ -1,3 +1,4 @@
+import type { PublishIdentity } from './signer';
 import { randomUUID } from 'node:crypto';
 import { connect, type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import { redactUrl } from '../config/redact';
@@ -144,11 +145,14 @@ export class SelftestBroker {
   }
 
   /** Publishes one message as the relay does (same properties, mandatory, with confirms), on a confirm channel of its own. */
-  async publish(message: OutboxMessage, appId: string, timeoutMs: number): Promise<PublishOutcome> {
+  async publish(message: OutboxMessage, identity: string | PublishIdentity, timeoutMs: number): Promise<PublishOutcome> {
     const confirm = await this.model.createConfirmChannel();
     const channel = new PublishChannel(confirm);
     try {
-      const [outcome] = await publishBatch(channel, [message], { appId, timeoutMs });
+      const [outcome] = await publishBatch(channel, [message], {
+        ...(typeof identity === 'string' ? { appId: identity } : identity),
+        timeoutMs,
+      });
       return outcome ?? { kind: 'unconfirmed', error: 'no outcome' };
     } finally {
       channel.discard();

@@ -1,3 +1,4 @@
+import type { MessageSigner } from '../broker/signer';
 import { connect } from 'amqplib';
 import type { Pool } from 'pg';
 import { PublishChannel } from '../broker/publish-channel';
@@ -112,6 +113,10 @@ export interface ReplayDeps {
   readonly audit: AuditLog;
   readonly broker: ReplayBroker;
   readonly appId: string;
+  /** Signs as the relay does (OUTBOX_SIGNING_KEY_FILE); absent: unsigned. */
+  readonly signer?: MessageSigner;
+  /** The AMQP `user-id` (OUTBOX_PUBLISH_USER_ID); absent: none. */
+  readonly userId?: string;
   readonly publishTimeoutMs: number;
   /** At most this many messages per second; null: as fast as the broker confirms. */
   readonly rate: number | null;
@@ -222,7 +227,12 @@ export async function replayMessages(start: ReplayStart, deps: ReplayDeps): Prom
       if (sendable.length > 0) {
         if (bucket) await abortableDelay(bucket.take(sendable.length), signal);
         if (signal.aborted) throw interrupted();
-        outcomes = await publishBatch(broker.channel, sendable.map(replayed), { appId: deps.appId, timeoutMs: deps.publishTimeoutMs });
+        outcomes = await publishBatch(broker.channel, sendable.map(replayed), {
+          appId: deps.appId,
+          signer: deps.signer,
+          userId: deps.userId,
+          timeoutMs: deps.publishTimeoutMs,
+        });
       }
       // As the relay counts them (OUTBOX_UNROUTABLE=publish): an event a named exchange
       // routed to no queue was taken by the broker; one that expired meanwhile is left out.

@@ -1,3 +1,4 @@
+import { publishIdentity } from '../broker/signer';
 import type { Config } from '../config/load-config';
 import { verifySchemaOf } from '../db/migrator';
 import type { OutboxMessage } from '../domain/message';
@@ -229,7 +230,7 @@ export async function replayCommand(
             store,
             audit,
             broker,
-            appId: config.appId,
+            ...publishIdentity(config),
             publishTimeoutMs: config.publishTimeoutMs,
             rate,
             signal: AbortSignal.any([signal, (lock as ReplayLock).lost]),

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Pool } from 'pg';
+import { publishIdentity } from '../broker/signer';
 import type { SelftestBroker } from '../broker/selftest-broker';
 import type { Config } from '../config/load-config';
 import type { PublishOutcome } from '../domain/outcome';
@@ -54,7 +55,7 @@ export async function publishSelftestMessage(ctx: PublishContext): Promise<'rela
       );
       if (!message) return false;
       const timeoutMs = Math.max(1, Math.min(ctx.config.publishTimeoutMs, Math.round(ctx.deadline - performance.now())));
-      await steps.run('confirm', async () => confirmed(await ctx.broker.publish(message, ctx.config.appId, timeoutMs)));
+      await steps.run('confirm', async () => confirmed(await ctx.broker.publish(message, publishIdentity(ctx.config), timeoutMs)));
       phase = 'mark published';
       await steps.run(
         'mark published',

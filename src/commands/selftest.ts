@@ -1,9 +1,11 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createPublicKey, randomBytes, randomUUID } from 'node:crypto';
+import type { ConsumeMessage } from 'amqplib';
 import type { Pool } from 'pg';
 import { SelftestBroker, type SelftestTopology } from '../broker/selftest-broker';
 import type { Config } from '../config/load-config';
 import { SELFTEST_HEADER, SELFTEST_MESSAGE_TYPE } from '../domain/selftest-message';
 import { verifySchemaOf } from '../db/migrator';
+import { checkSignature } from '../domain/signature-check';
 import { qualified } from '../db/sql';
 import { OutboxError } from '../errors';
 import type { Logger } from '../observability/logger';
@@ -200,17 +202,22 @@ async function roundTrip(
       signal,
     });
     checkpoint();
-    await steps.run('delivery', async () => {
-      const delivered = await untilAborted(broker.delivery(row.messageId, deadline - performance.now()), signal);
-      if (!delivered) {
-        throw new OutboxError(
-          'CHECK_FAILED',
-          `published and confirmed, but not delivered to ${topology.queue} within ${options.timeoutMs} ms of the insert (--timeout-ms)`,
-        );
-      }
-      const changes = selftestDifferences(delivered, row);
-      if (changes.length > 0) throw new OutboxError('CHECK_FAILED', `delivered but changed: ${changes.join('; ')}`);
-    });
+    await steps.run(
+      'delivery',
+      async () => {
+        const delivered = await untilAborted(broker.delivery(row.messageId, deadline - performance.now()), signal);
+        if (!delivered) {
+          throw new OutboxError(
+            'CHECK_FAILED',
+            `published and confirmed, but not delivered to ${topology.queue} within ${options.timeoutMs} ms of the insert (--timeout-ms)`,
+          );
+        }
+        const changes = selftestDifferences(delivered, row);
+        if (changes.length > 0) throw new OutboxError('CHECK_FAILED', `delivered but changed: ${changes.join('; ')}`);
+        return signatureOf(delivered, config);
+      },
+      (signed) => signed,
+    );
   } catch (err: unknown) {
     failed = steps.fail(signal.aborted ? 'interrupted' : 'selftest', err);
   }
@@ -225,6 +232,21 @@ async function roundTrip(
   }
   const leftover = steps.fail('cleanup', problems.join('; '), cleanupStarted);
   throw failed ? new OutboxError(failed.code, `${failed.message}; cleanup also failed: ${problems.join('; ')}`) : leftover;
+}
+
+/**
+ * With OUTBOX_SIGNING_KEY_FILE, the delivered canary's signature checked against the
+ * configured key's public half (as a consumer's `verify` option would); throws when it
+ * does not verify (e.g. a running relay that signs with another key published it).
+ */
+function signatureOf(delivered: ConsumeMessage, config: Config): string {
+  if (!config.signing) return 'arrived intact (unsigned: OUTBOX_SIGNING_KEY_FILE is not set)';
+  const { keyId, key } = config.signing;
+  const route = { exchange: delivered.fields.exchange, routingKey: delivered.fields.routingKey };
+  const verdict = checkSignature(delivered, route, new Map([[keyId, createPublicKey(key)]]), false);
+  if (!verdict.ok)
+    throw new OutboxError('CHECK_FAILED', `delivered, but its signature does not verify: ${verdict.reason}: ${verdict.detail}`);
+  return `arrived intact, signature verified (key id "${keyId}")`;
 }
 
 function describeCleanup(selftestId: string | undefined, topology: SelftestTopology | null): string {

@@ -4,6 +4,7 @@ import { OutboxError } from '../errors';
 import { parseDatabaseUrl } from './database-url';
 import { redactUrl } from './redact';
 import { SETTINGS, type SettingKey } from './settings';
+import { readSigningKey, type SigningKey } from './signing-key';
 
 /** The zod shape of the whole configuration: each setting's own schema under its key. */
 type ConfigShape = { readonly [K in SettingKey]: (typeof SETTINGS)[K]['schema'] };
@@ -13,7 +14,14 @@ type ConfigShape = { readonly [K in SettingKey]: (typeof SETTINGS)[K]['schema'] 
 const CONFIG_SCHEMA = z.object(Object.fromEntries(Object.entries(SETTINGS).map(([key, setting]) => [key, setting.schema])) as ConfigShape);
 
 /** The validated, frozen configuration of one relay process. */
-export type Config = Readonly<z.output<typeof CONFIG_SCHEMA>>;
+export type Config = Readonly<
+  z.output<typeof CONFIG_SCHEMA> & {
+    /** The key messages are signed with (OUTBOX_SIGNING_KEY_FILE, OUTBOX_SIGNING_KEY_ID); undefined: unsigned. */
+    readonly signing: SigningKey | undefined;
+    /** The AMQP `user-id` of every message (OUTBOX_PUBLISH_USER_ID): the URLs' user; undefined: none. */
+    readonly userId: string | undefined;
+  }
+>;
 
 /** Reads the file a `<NAME>_FILE` variable names; injectable for tests. */
 export type FileReader = (path: string) => string;
@@ -124,9 +132,34 @@ export function loadConfig(env: NodeJS.ProcessEnv, readFile: FileReader = readUt
     const { backoffBaseMs: base, backoffMaxMs: max, bspMaxExportBatchSize: batch, bspMaxQueueSize: queue } = result.data;
     if (base > max) problems.push(`OUTBOX_BACKOFF_BASE_MS (${base}) must not exceed OUTBOX_BACKOFF_MAX_MS (${max})`);
     if (batch > queue) problems.push(`OTEL_BSP_MAX_EXPORT_BATCH_SIZE (${batch}) must not exceed OTEL_BSP_MAX_QUEUE_SIZE (${queue})`);
-    if (problems.length === 0) return Object.freeze(result.data);
+    const signing = readSigningKey(result.data.signingKeyFile, result.data.signingKeyId, readFile, problems);
+    const userId = result.data.publishUserId ? brokerUser(result.data.amqpUrls, problems) : undefined;
+    if (problems.length === 0) return Object.freeze({ ...result.data, signing, userId });
   }
   throw new OutboxError('CONFIG_INVALID', `invalid configuration: ${problems.join('; ')}`);
+}
+
+/**
+ * The user the relay connects to RabbitMQ as, for OUTBOX_PUBLISH_USER_ID: the URL's user
+ * name (amqplib's default `guest` without one). The broker checks `user-id` against the
+ * connection's user, so every URL of a list must name the same user.
+ */
+function brokerUser(urls: readonly string[], problems: string[]): string | undefined {
+  const users = new Set(urls.map((url) => userOf(url)));
+  if (users.size === 1) return [...users][0];
+  problems.push(
+    "OUTBOX_PUBLISH_USER_ID=true needs every URL of OUTBOX_AMQP_URL to name the same user (RabbitMQ checks user-id against the connection's user)",
+  );
+  return undefined;
+}
+
+function userOf(url: string): string {
+  const name = new URL(url).username;
+  try {
+    return decodeURIComponent(name) || 'guest';
+  } catch {
+    return name;
+  }
 }
 
 /**

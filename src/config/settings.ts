@@ -11,6 +11,7 @@ import {
   type SamplerName,
 } from './otel-schemas';
 import { databaseUrlSchema } from './database-url';
+import { KEY_ID_PATTERN } from '../domain/signature';
 
 /**
  * The settings table: one row per environment variable. It drives parsing, defaults
@@ -153,6 +154,19 @@ function bytes(min: number, max: number, shown: string): z.ZodType<number, strin
     return value;
   });
 }
+
+/** Unset (the default, empty) or a path; the key in it is read and checked by `loadConfig`. */
+const optionalPath = z.string().transform((text) => (text.trim() === '' ? undefined : text.trim()));
+
+const keyId = z.string().transform((text, ctx) => {
+  const id = text.trim();
+  if (id === '') return undefined;
+  if (!KEY_ID_PATTERN.test(id)) {
+    ctx.addIssue({ code: 'custom', message: 'must be 1 to 64 letters, digits or ._:- (it travels in the x-outbox-signature header)' });
+    return z.NEVER;
+  }
+  return id;
+});
 
 const httpHost = z.string().trim().min(1, { message: 'must be a host name or IP address' });
 
@@ -313,6 +327,28 @@ export const SETTINGS = {
         }
       }),
   } satisfies Setting<string>,
+  signingKeyFile: {
+    env: 'OUTBOX_SIGNING_KEY_FILE',
+    defaultValue: '',
+    doc:
+      'Path of an Ed25519 private key (PEM, PKCS#8) the relay signs every message with, in the header `x-outbox-signature`' +
+      ' (docs/signing.md); set together with `OUTBOX_SIGNING_KEY_ID`. Unset: messages are not signed.',
+    schema: optionalPath,
+  } satisfies Setting<string | undefined>,
+  signingKeyId: {
+    env: 'OUTBOX_SIGNING_KEY_ID',
+    defaultValue: '',
+    doc: 'The id consumers know the signing key by (1 to 64 letters, digits or `._:-`), sent and signed with each signature.',
+    schema: keyId,
+  } satisfies Setting<string | undefined>,
+  publishUserId: {
+    env: 'OUTBOX_PUBLISH_USER_ID',
+    defaultValue: 'false',
+    doc:
+      "true: every message carries the AMQP `user-id` of the relay's broker user (the AMQP URL's user name), which RabbitMQ" +
+      ' checks against the connection, so a consumer can trust it (docs/signing.md). Every URL of the list must name the same user.',
+    schema: otelBoolean,
+  } satisfies Setting<boolean>,
   logLevel: {
     env: 'OUTBOX_LOG_LEVEL',
     defaultValue: 'info',

@@ -8,6 +8,7 @@ import type { ConsumerMetrics, MessageOutcome } from './metrics';
 import { BatchScheduler, type Schedulable } from './scheduler';
 import { describeError, type Session } from './session';
 import type { ConsumerSettings } from './settings';
+import { DeliveryVerifier } from './verify';
 
 /** Broker headers a copy does not carry on: the consumer counts attempts itself. */
 const BROKER_HEADERS = /^x-(death|first-death-|last-death-|delivery-count)/;
@@ -37,6 +38,8 @@ export class Deliveries<TPayload> {
   private nextSeq = 0;
   private unsettled = 0;
   private readonly scheduler: BatchScheduler<Delivery>;
+  /** The signature check (the `verify` option); undefined: none, at no cost. */
+  private readonly verifier: DeliveryVerifier | undefined;
 
   constructor(
     private readonly settings: ConsumerSettings<TPayload>,
@@ -45,6 +48,7 @@ export class Deliveries<TPayload> {
     private readonly count: (outcome: MessageOutcome) => void,
   ) {
     const { batchSize, batchWaitMs, concurrency, ordered, prefetch } = settings;
+    this.verifier = settings.verify ? new DeliveryVerifier(settings.verify, settings.queue, settings.log, metrics) : undefined;
     this.scheduler = new BatchScheduler<Delivery>(
       {
         batchSize,
@@ -66,11 +70,18 @@ export class Deliveries<TPayload> {
 
   /**
    * A delivery arrived; resolves once it is settled. The one place where a delivery is
-   * accepted or refused before the inbox (admission.ts): a refused one is dead-lettered
-   * (or rejected) with the reason, at once.
+   * accepted or refused before the inbox (its signature with the `verify` option, then
+   * admission.ts): a refused one is dead-lettered (or rejected) with the reason, at once.
    */
   accept(session: Session, msg: ConsumeMessage): Promise<void> {
     this.unsettled += 1;
+    const unverified = this.verifier?.refusal(msg);
+    if (unverified !== undefined) {
+      // Logged once per cause by the verifier: a forger's flood must not flood the log.
+      return this.refuse(session, msg, unverified, failedAttempts(msg), 'debug').finally(() => {
+        this.unsettled -= 1;
+      });
+    }
     const verdict = admit(msg);
     const settledPromise = verdict.ok
       ? new Promise<void>((settled) => {
@@ -211,9 +222,15 @@ export class Deliveries<TPayload> {
   }
 
   /** A delivery refused (admission, or a value the inbox refused): dead-lettered at once with the reason. */
-  private async refuse(session: Session, msg: ConsumeMessage, reason: string, failures = failedAttempts(msg)): Promise<void> {
+  private async refuse(
+    session: Session,
+    msg: ConsumeMessage,
+    reason: string,
+    failures = failedAttempts(msg),
+    level: 'error' | 'debug' = 'error',
+  ): Promise<void> {
     const { queue, log } = this.settings;
-    log.error({ queue, routingKey: msg.fields.routingKey, reason }, 'message refused: dead-lettered');
+    log[level]({ queue, routingKey: msg.fields.routingKey, reason }, 'message refused: dead-lettered');
     await this.deadLetter(session, msg, undefined, failures, new Error(reason));
   }
 

@@ -8,6 +8,7 @@
  * registry share the metrics, told apart by their `queue` label.
  */
 
+import type { SignatureRefusal } from '../domain/signature-check';
 import { errorMessage, OutboxError } from '../errors';
 
 /** What the consumer needs of a prom-client `Registry` (any version since 13). */
@@ -149,6 +150,7 @@ export class ConsumerMetrics {
   private readonly reconnects: CounterMetric;
   private readonly consuming: GaugeMetric;
   private readonly inFlight: GaugeMetric;
+  private readonly signatureRefusals: CounterMetric;
   private readonly labels: Labels;
 
   constructor(registry: ConsumerMetricsRegistry | undefined, queue: string) {
@@ -184,6 +186,14 @@ export class ConsumerMetrics {
       new GaugeMetric('outbox_consumer_consuming', '1 while the consumer consumes its queue, 0 otherwise'),
     );
     this.inFlight = shared(registry, GaugeMetric, new GaugeMetric('outbox_consumer_in_flight_messages', 'Deliveries being processed'));
+    this.signatureRefusals = shared(
+      registry,
+      CounterMetric,
+      new CounterMetric(
+        'outbox_consumer_signature_refusals_total',
+        'Deliveries refused by the verify option before the inbox, by reason: missing, malformed, unknown_key, bad_signature',
+      ),
+    );
     this.consuming.set(this.labels, 0);
     this.inFlight.set(this.labels, 0);
   }
@@ -194,6 +204,10 @@ export class ConsumerMetrics {
 
   attempt(outcome: 'handled' | 'duplicate' | 'failed', seconds: number): void {
     this.duration.observe({ ...this.labels, outcome }, seconds);
+  }
+
+  signatureRefused(reason: SignatureRefusal): void {
+    this.signatureRefusals.inc({ ...this.labels, reason });
   }
 
   reconnected(cause: ReconnectCause): void {

@@ -31,6 +31,7 @@ const OPTION_NAMES: Readonly<Record<keyof ConsumerOptions, true>> = {
   log: true,
   onStateChange: true,
   tracing: true,
+  verify: true,
 };
 
 const TOPOLOGY_NAMES: Readonly<Record<keyof ConsumerTopology, true>> = {

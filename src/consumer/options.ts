@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { ConsumeMessage } from 'amqplib';
 import type { Pool, PoolClient } from 'pg';
 import type { ConsumerMetricsRegistry } from './metrics';
@@ -107,6 +108,20 @@ export interface ConsumerTopology {
   readonly singleActiveConsumer?: boolean;
 }
 
+/**
+ * The `verify` option (docs/signing.md): the relay's Ed25519 public keys by key id. A
+ * delivery whose `x-outbox-signature` is missing, malformed, of an unknown key id or
+ * wrong never reaches the inbox or the handler: it is dead-lettered (or rejected) with
+ * the reason in `x-outbox-consumer-error`, counted in
+ * `outbox_consumer_signature_refusals_total{reason}` and logged once per cause.
+ */
+export interface ConsumerVerifyOption {
+  /** Key id → public key (PEM text, or a `KeyObject`). Several during a key rotation. */
+  readonly keys: Readonly<Record<string, string | Buffer | KeyObject>>;
+  /** `reject` (default): a message without a signature is refused; `accept`: it is handled (while a system migrates). */
+  readonly unsigned?: 'reject' | 'accept';
+}
+
 export interface ConsumerOptions<TPayload = unknown> {
   /** RabbitMQ URL, or several (an array or a comma-separated list) tried in turn. */
   readonly amqpUrl: string | readonly string[];
@@ -201,4 +216,6 @@ export interface ConsumerOptions<TPayload = unknown> {
    * `@opentelemetry/api` installed (an optional peer dependency). Default: no spans.
    */
   readonly tracing?: ConsumerTracingOption;
+  /** Verify the relay's signatures; see `ConsumerVerifyOption`. Default: no check. */
+  readonly verify?: ConsumerVerifyOption;
 }

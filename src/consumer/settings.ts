@@ -4,6 +4,7 @@ import type { ConsumerMetricsRegistry } from './metrics';
 import { databaseTextProblem, MAX_IDENTIFIER_BYTES, unknownOptions } from './option-checks';
 import type { ConsumerLogger, ConsumerOptions, ConsumerTopology, ConsumerTracingOption, MessageHandler, StateChange } from './options';
 import { DeliveryTracing } from './tracing';
+import { verifySettings, type VerifySettings } from './verify';
 
 /** The options with every default applied, validated and frozen. */
 export interface ConsumerSettings<TPayload = unknown> {
@@ -41,6 +42,8 @@ export interface ConsumerSettings<TPayload = unknown> {
   readonly onStateChange: ((change: StateChange) => void) | undefined;
   /** The spans of each attempt; undefined without the `tracing` option. */
   readonly tracing: DeliveryTracing | undefined;
+  /** The signature check; undefined without the `verify` option. */
+  readonly verify: VerifySettings | undefined;
 }
 
 const noop = (): void => undefined;
@@ -161,6 +164,7 @@ export function consumerSettings<TPayload>(options: ConsumerOptions<TPayload>): 
     log: logger(given.log),
     onStateChange: given.onStateChange,
     tracing,
+    verify: verifySettings(given.verify, problems),
   };
   if (problems.length > 0) throw new OutboxError('INVALID_ARGUMENT', `createConsumer: ${problems.join('; ')}`);
   return Object.freeze(settings);

@@ -36,6 +36,9 @@ describe('loadConfig rejects bad values', () => {
     OUTBOX_HTTP_HOST: ['   '],
     OUTBOX_HTTP_PORT: ['65536', '-1', 'http', '80.5'],
     OUTBOX_APP_ID: ['   ', 'x'.repeat(256)],
+    OUTBOX_SIGNING_KEY_FILE: ['/nonexistent/signing-key.pem'],
+    OUTBOX_SIGNING_KEY_ID: ['has space', 'a;b', 'kid=x', 'x'.repeat(65)],
+    OUTBOX_PUBLISH_USER_ID: ['yes', '1', 'on'],
     OUTBOX_LOG_LEVEL: ['verbose', 'INFO!', 'warning'],
     OTEL_EXPORTER_OTLP_ENDPOINT: ['collector:4318', 'grpc://collector:4317', 'not a url', 'ftp://x'],
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: ['localhost:4318/v1/traces', 'amqp://mq'],
@@ -60,8 +63,10 @@ describe('loadConfig rejects bad values', () => {
   const cases = Object.entries(BAD).flatMap(([name, values]) =>
     values.map((value) => [name, value.length > 24 ? `${value.slice(0, 12)}… (${value.length} chars)` : value, value] as const),
   );
+  // A variable that is only read with its partner (the key file with its key id) is given one that is valid.
+  const PARTNERS: Readonly<Record<string, NodeJS.ProcessEnv>> = { OUTBOX_SIGNING_KEY_FILE: { OUTBOX_SIGNING_KEY_ID: 'k1' } };
   test.each(cases)('%s=%j fails with CONFIG_INVALID naming only that variable, on one line', (name, _label, value) => {
-    const err = configError({ [name]: value });
+    const err = configError({ ...PARTNERS[name], [name]: value });
     expect(err.code).toBe('CONFIG_INVALID');
     expect(exitCodeFor(err)).toBe(2);
     expect(err.message).not.toMatch(/[\r\n]/);

@@ -29,6 +29,9 @@ describe('loadConfig defaults', () => {
       httpHost: '0.0.0.0',
       httpPort: 9464,
       appId: 'outbox-relay',
+      signingKeyFile: undefined,
+      signingKeyId: undefined,
+      publishUserId: false,
       logLevel: 'info',
       otlpEndpoint: undefined,
       otlpTracesEndpoint: undefined,
@@ -43,6 +46,8 @@ describe('loadConfig defaults', () => {
       bspExportTimeoutMs: 30_000,
       bspMaxQueueSize: 2_048,
       bspMaxExportBatchSize: 512,
+      signing: undefined,
+      userId: undefined,
     });
   });
 
@@ -54,7 +59,8 @@ describe('loadConfig defaults', () => {
       expect(parsed.success).toBe(true);
       expect(config[key]).toEqual(parsed.data);
     }
-    expect(Object.keys(config).sort()).toEqual(Object.keys(SETTINGS).sort());
+    // Besides the settings: the signing key read from OUTBOX_SIGNING_KEY_FILE, and the user-id.
+    expect(Object.keys(config).sort()).toEqual([...Object.keys(SETTINGS), 'signing', 'userId'].sort());
   });
 
   test('a variable set but empty is an error naming it, never its default; OTEL_* follow OpenTelemetry: empty is unset (property)', () => {
@@ -126,6 +132,7 @@ describe('loadConfig defaults', () => {
       OUTBOX_HTTP_HOST: '127.0.0.1',
       OUTBOX_HTTP_PORT: '0',
       OUTBOX_APP_ID: 'orders-service',
+      OUTBOX_PUBLISH_USER_ID: 'true',
       OUTBOX_LOG_LEVEL: 'debug',
       OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-collector:4318',
       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://traces.example.com/otlp/v1/traces',
@@ -162,6 +169,9 @@ describe('loadConfig defaults', () => {
       httpHost: '127.0.0.1',
       httpPort: 0,
       appId: 'orders-service',
+      signingKeyFile: undefined,
+      signingKeyId: undefined,
+      publishUserId: true,
       logLevel: 'debug',
       otlpEndpoint: 'http://otel-collector:4318',
       otlpTracesEndpoint: 'https://traces.example.com/otlp/v1/traces',
@@ -176,6 +186,8 @@ describe('loadConfig defaults', () => {
       bspExportTimeoutMs: 1,
       bspMaxQueueSize: 100,
       bspMaxExportBatchSize: 100,
+      signing: undefined,
+      userId: 'relay',
     });
   });
 });

@@ -28,6 +28,7 @@ test('the metrics render through a prom-client registry, shared by consumers of 
     'outbox_consumer_in_flight_messages',
     'outbox_consumer_messages_total',
     'outbox_consumer_reconnects_total',
+    'outbox_consumer_signature_refusals_total',
   ]);
 });
 
