@@ -3,11 +3,14 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { canonicalBytes, canonicalHeaders, parseSignatureHeader } from '../../src/domain/signature';
 
-// docs/signing.md's worked example, checked from the page itself: Node's own crypto on the
-// documented bytes (not the library's code), then the library against the same bytes.
+// The README's worked example (its "Signed messages" section), checked from the page
+// itself: Node's own crypto on the documented bytes (not the library's code), then the
+// library against the same bytes; and docs/signing.md's public key is that key's.
 
-const page = readFileSync(join(__dirname, '../../docs/signing.md'), 'utf8');
-const example = page.slice(page.indexOf('## Worked example'), page.indexOf('## Verifying in another language'));
+const readme = readFileSync(join(__dirname, '../../README.md'), 'utf8');
+const section = readme.slice(readme.indexOf('\n## Signed messages\n'), readme.indexOf('\n## Configuration\n'));
+const example = section.slice(section.indexOf('**Worked example.**'));
+const signingPage = readFileSync(join(__dirname, '../../docs/signing.md'), 'utf8');
 
 function block(after: string, fence = '```'): string {
   const start = example.indexOf(`${fence}\n`, example.indexOf(after));
@@ -17,9 +20,9 @@ function block(after: string, fence = '```'): string {
 
 test('the documented signature verifies the documented bytes with the documented key (Node crypto alone)', () => {
   const privatePem = /-----BEGIN PRIVATE KEY-----[^-]+-----END PRIVATE KEY-----/.exec(example)?.[0] as string;
-  const publicPem = /-----BEGIN PUBLIC KEY-----[^-]+-----END PUBLIC KEY-----/.exec(example)?.[0] as string;
+  const publicPem = /-----BEGIN PUBLIC KEY-----[^-]+-----END PUBLIC KEY-----/.exec(signingPage)?.[0] as string;
   const bytes = Buffer.from(block('in hex', '```hex').replace(/\s+/g, ''), 'hex');
-  const header = /x-outbox-signature: (v1;kid=[^;]+;sig=\S+)/.exec(example)?.[1] as string;
+  const header = /x-outbox-signature: (v1;kid=[^;]+;sig=[^`\s]+)/.exec(example)?.[1] as string;
   const signature = Buffer.from(/sig=(\S+)/.exec(header)?.[1] as string, 'base64');
 
   expect(bytes).toHaveLength(227);
@@ -41,7 +44,7 @@ test('the documented signature verifies the documented bytes with the documented
 
 test('the library builds the documented bytes from the documented message', () => {
   const bytes = Buffer.from(block('in hex', '```hex').replace(/\s+/g, ''), 'hex');
-  const header = /x-outbox-signature: (v1;kid=[^;]+;sig=\S+)/.exec(example)?.[1] as string;
+  const header = /x-outbox-signature: (v1;kid=[^;]+;sig=[^`\s]+)/.exec(example)?.[1] as string;
   const headers = { 'x-tenant': 'acme', priority: 2n, 'x-outbox-partition-key': 'order-42', 'x-outbox-position': 1001n };
   expect(canonicalHeaders(headers)).toBe('{"priority":2,"x-tenant":"acme"}');
   expect(example).toContain('`{"priority":2,"x-tenant":"acme"}`');
