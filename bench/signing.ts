@@ -103,7 +103,7 @@ export function signingParts(iterations: number): SigningParts {
     return { content: m.content, properties: { ...properties, headers } };
   });
   return {
-    propertiesUnsigned: cpuMicrosPer(iterations, (i) => publishProperties(at(i), 'bench')),
+    propertiesUnsigned: cpuMicrosPer(iterations, (i) => publishProperties(at(i), { appId: 'bench' })),
     canonicalForm: cpuMicrosPer(iterations, (i) => canonical(at(i))),
     ed25519Sign: cpuMicrosPer(iterations, (i) => sign(null, bytes[i % bytes.length] as Buffer, privateKey)),
     propertiesSigned: cpuMicrosPer(iterations, (i) => publishProperties(at(i), { appId: 'bench', signer })),

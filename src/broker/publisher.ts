@@ -33,12 +33,12 @@ export interface PublishOptions {
  */
 export function publishProperties(
   message: OutboxMessage,
-  identity: string | PublishIdentity,
+  identity: PublishIdentity,
   nowMs = Date.now(),
   /** Computed ahead (`MessageSigner.signAsync`); absent with a signer: signed here. */
   signature?: string,
 ): Options.Publish {
-  const { appId, signer, userId } = typeof identity === 'string' ? { appId: identity, signer: undefined, userId: undefined } : identity;
+  const { appId, signer, userId } = identity;
   const timestamp = amqpTimestamp(message);
   const published = publishedHeaders(message);
   if (signer) (published as Record<string, unknown>)[SIGNATURE_HEADER] = signature ?? signer.sign(message, timestamp);

@@ -12,7 +12,10 @@ import { fakeMessage as message } from './fake-message';
  */
 function amqplibAccepts(m: OutboxMessage, appId: string): boolean {
   try {
-    amqplibEncodePublish(m.exchange, m.routingKey, m.content, { ...publishProperties({ ...m, headers: {} }, appId), headers: m.headers });
+    amqplibEncodePublish(m.exchange, m.routingKey, m.content, {
+      ...publishProperties({ ...m, headers: {} }, { appId }),
+      headers: m.headers,
+    });
     return true;
   } catch {
     return false;
@@ -110,7 +113,7 @@ describe('messageProblem: what amqplib would refuse, named by column, in bytes',
   test('amqplib refuses what messageProblem reports, with its own unhelpful words', () => {
     const m = message({ exchange: 'x'.repeat(256) });
     expect(messageProblem(m, 'app')).toBeDefined();
-    expect(() => amqplibEncodePublish(m.exchange, m.routingKey, m.content, publishProperties(m, 'app'))).toThrow(
+    expect(() => amqplibEncodePublish(m.exchange, m.routingKey, m.content, publishProperties(m, { appId: 'app' }))).toThrow(
       "Field 'exchange' is the wrong type; must be a string (up to 255 chars)",
     );
   });

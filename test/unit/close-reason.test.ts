@@ -15,7 +15,7 @@ describe('publishProperties: the AMQP properties of a message', () => {
       headers: { traceparent: '00-abc-01', 'x-n': 3n, 'x-ratio': 0.5 },
       createdAt: new Date('2024-05-01T12:34:56.789Z'),
     });
-    expect(publishProperties(m, 'orders-service')).toEqual({
+    expect(publishProperties(m, { appId: 'orders-service' })).toEqual({
       persistent: true,
       mandatory: true,
       messageId: '2b1e8f6c-3a43-4a5e-9b1c-5f0d7e6a9c11',
@@ -36,7 +36,7 @@ describe('publishProperties: the AMQP properties of a message', () => {
   });
 
   test('null type and correlation id become undefined (absent), not null', () => {
-    const props = publishProperties(message({ messageType: null, correlationId: null }), 'a');
+    const props = publishProperties(message({ messageType: null, correlationId: null }), { appId: 'a' });
     expect(props.type).toBeUndefined();
     expect(props.correlationId).toBeUndefined();
     expect(props).not.toHaveProperty('type', null);
@@ -44,9 +44,9 @@ describe('publishProperties: the AMQP properties of a message', () => {
   });
 
   test('the timestamp is the creation time in whole seconds', () => {
-    expect(publishProperties(message({ createdAt: new Date(999) }), 'a').timestamp).toBe(0);
-    expect(publishProperties(message({ createdAt: new Date(1_000) }), 'a').timestamp).toBe(1);
-    expect(publishProperties(message({ createdAt: new Date('2030-01-01T00:00:00.999Z') }), 'a').timestamp).toBe(1_893_456_000);
+    expect(publishProperties(message({ createdAt: new Date(999) }), { appId: 'a' }).timestamp).toBe(0);
+    expect(publishProperties(message({ createdAt: new Date(1_000) }), { appId: 'a' }).timestamp).toBe(1);
+    expect(publishProperties(message({ createdAt: new Date('2030-01-01T00:00:00.999Z') }), { appId: 'a' }).timestamp).toBe(1_893_456_000);
   });
 });
 

@@ -139,7 +139,7 @@ describe('encodeHeaders: the row headers in exact AMQP types', () => {
 describe("publishedHeaders: the row's key and position travel with the message", () => {
   test('the partition key as a string and the id as an exact signed 64-bit integer, also past 2^53', () => {
     const m = fakeMessage({ id: '9223372036854775807', partitionKey: 'order-42', headers: { 'x-tenant': 'acme' } });
-    const encoded = publishProperties(m, 'app').headers;
+    const encoded = publishProperties(m, { appId: 'app' }).headers;
     expect(decodeFieldTable(amqplibEncodeHeaders(encoded).subarray(4))).toEqual({
       'x-tenant': 'acme',
       [RELAY_HEADERS.partitionKey]: 'order-42',
@@ -149,7 +149,7 @@ describe("publishedHeaders: the row's key and position travel with the message",
 
   test('a row without a key has no key header; the position is always there', () => {
     const wire = decodeFieldTable(
-      amqplibEncodeHeaders(publishProperties(fakeMessage({ id: '17', partitionKey: null }), 'a').headers).subarray(4),
+      amqplibEncodeHeaders(publishProperties(fakeMessage({ id: '17', partitionKey: null }), { appId: 'a' }).headers).subarray(4),
     );
     expect(wire).not.toHaveProperty(RELAY_HEADERS.partitionKey);
     expect(wire[RELAY_HEADERS.position]).toBe(17n);
@@ -170,6 +170,8 @@ describe("publishedHeaders: the row's key and position travel with the message",
     const headers = { x: 'a'.repeat(HEADERS_MAX_BYTES - 11) };
     expect(encodeHeaders(headers).ok).toBe(true);
     expect(messageProblem(fakeMessage({ headers, partitionKey: 'k' }), 'app')).toMatch(/^headers are \d+ bytes encoded/);
-    expect(() => publishProperties(fakeMessage({ headers, partitionKey: 'k' }), 'app')).toThrow(/^headers are \d+ bytes encoded/);
+    expect(() => publishProperties(fakeMessage({ headers, partitionKey: 'k' }), { appId: 'app' })).toThrow(
+      /^headers are \d+ bytes encoded/,
+    );
   });
 });

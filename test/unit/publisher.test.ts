@@ -26,7 +26,7 @@ describe('publishBatch', () => {
       expect(p.exchange).toBe(m.exchange);
       expect(p.routingKey).toBe(m.routingKey);
       expect(p.content.equals(m.content)).toBe(true);
-      expect(p.options).toEqual(publishProperties(m, 'orders-service'));
+      expect(p.options).toEqual(publishProperties(m, { appId: 'orders-service' }));
     });
     fake.ack(2);
     fake.ack(0);

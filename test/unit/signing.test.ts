@@ -131,7 +131,7 @@ describe('sign and verify', () => {
   });
 
   test('missing, malformed, unknown key; the unsigned policy', () => {
-    const unsigned = delivered(publishProperties(message, 'app'), message.content);
+    const unsigned = delivered(publishProperties(message, { appId: 'app' }), message.content);
     const route = { exchange: message.exchange, routingKey: message.routingKey };
     expect(checkSignature(unsigned, route, keys, false)).toMatchObject({ ok: false, reason: 'missing' });
     expect(checkSignature(unsigned, route, keys, true)).toEqual({ ok: true, keyId: undefined });
@@ -148,7 +148,7 @@ describe('sign and verify', () => {
   });
 
   test('without a signer nothing is signed', () => {
-    expect(publishProperties(message, 'app').headers?.[SIGNATURE_HEADER]).toBeUndefined();
+    expect(publishProperties(message, { appId: 'app' }).headers?.[SIGNATURE_HEADER]).toBeUndefined();
   });
 });
 
@@ -203,7 +203,7 @@ describe('OUTBOX_SIGNING_KEY_FILE', () => {
 
   test('the user-id goes out as a property', () => {
     expect(publishProperties(fakeMessage(), { appId: 'app', userId: 'relay' }).userId).toBe('relay');
-    expect(publishProperties(fakeMessage(), 'app').userId).toBeUndefined();
+    expect(publishProperties(fakeMessage(), { appId: 'app' }).userId).toBeUndefined();
   });
 });
 
