@@ -457,6 +457,19 @@ async function latencyRows(pool: ReturnType<typeof newPool>): Promise<{ rows: Ro
   return { rows, runs: all };
 }
 
+/** Every backlog kind (DRAIN_KINDS) drained by each count of REPLICAS relays, REPS times, by label ("1,000 keys, 3 relays"), in that order. */
+async function drainEveryKind(pool: ReturnType<typeof newPool>, show: (r: DrainResult) => string): Promise<Record<string, DrainResult[]>> {
+  const drains: Record<string, DrainResult[]> = {};
+  for (const kind of DRAIN_KINDS) {
+    for (const relays of REPLICAS) {
+      const label = `${kind.name}, ${relays} relay${relays > 1 ? 's' : ''}`;
+      console.log(`\ndrain of a ${fmt(kind.count)}-message backlog: ${label}`);
+      drains[label] = await repeat(label, () => drain(pool, kind.count, kind.keys, relays), show);
+    }
+  }
+  return drains;
+}
+
 /** Each drain of 3 and 12 replicas against the same drain by one, from `drains` (labels "<kind>, <n> relay(s)"). */
 function replicaRatioRows(drains: Readonly<Record<string, DrainResult[]>>, kinds: readonly string[]): Row[] {
   const rows: Row[] = [];
@@ -594,19 +607,10 @@ async function main(): Promise<void> {
     );
     const ceiling = figure(bareRuns.map((r) => r.rate));
     rows.push(['bare amqplib publisher (ceiling)', `${fmt(ceiling.median)} msg/s`, spread(ceiling), '1.00']);
-    const drains: Record<string, DrainResult[]> = {};
-    for (const kind of DRAIN_KINDS) {
-      for (const relays of REPLICAS) {
-        const label = `${kind.name}, ${relays} relay${relays > 1 ? 's' : ''}`;
-        console.log(`\ndrain of a ${fmt(kind.count)}-message backlog: ${label}`);
-        drains[label] = await repeat(
-          label,
-          () => drain(pool, kind.count, kind.keys, relays),
-          (r) => `${fmt(r.rate)} msg/s`,
-        );
-        const rate = figure((drains[label] ?? []).map((r) => r.rate));
-        rows.push([`drain, ${label}`, `${fmt(rate.median)} msg/s`, spread(rate), ratio(rate.median, ceiling.median)]);
-      }
+    const drains = await drainEveryKind(pool, (r) => `${fmt(r.rate)} msg/s`);
+    for (const [label, runs] of Object.entries(drains)) {
+      const rate = figure(runs.map((r) => r.rate));
+      rows.push([`drain, ${label}`, `${fmt(rate.median)} msg/s`, spread(rate), ratio(rate.median, ceiling.median)]);
     }
     rows.push(
       ...replicaRatioRows(
@@ -691,19 +695,11 @@ async function main(): Promise<void> {
     ),
   );
 
-  const drains: Record<string, DrainResult[]> = {};
-  for (const kind of DRAIN_KINDS) {
-    for (const relays of REPLICAS) {
-      const label = `${kind.name}, ${relays} relay${relays > 1 ? 's' : ''}`;
-      console.log(`\ndrain of a ${fmt(kind.count)}-message backlog: ${label}`);
-      drains[label] = await repeat(
-        label,
-        () => drain(pool, kind.count, kind.keys, relays),
-        (r) =>
-          `${fmt(r.rate)} msg/s, ${fmt(r.walPerMessage)} B WAL/msg, ${fmt(r.cpu.machine)} µs CPU/msg, lag 0 after ${fmt(r.lagClearedMs)} ms`,
-      );
-    }
-  }
+  const drains = await drainEveryKind(
+    pool,
+    (r) =>
+      `${fmt(r.rate)} msg/s, ${fmt(r.walPerMessage)} B WAL/msg, ${fmt(r.cpu.machine)} µs CPU/msg, lag 0 after ${fmt(r.lagClearedMs)} ms`,
+  );
   console.log(`\ndrain of ${fmt(N)} with OUTBOX_RETENTION=0 (deleted at publish)`);
   const deleting = await repeat(
     'retention 0',
