@@ -117,6 +117,8 @@ export class HeldDestinations {
 
   /** Whether `message` is sent (its destination flows), sent as the probe, or waits. */
   admit(message: OutboxMessage, nowMs: number): Admission {
+    // Called for every message of every batch: with nothing held (the usual case), no key is built.
+    if (this.holds.size === 0) return 'send';
     const hold = this.holds.get(keyOf(message));
     if (!hold || hold.phase === 'flowing') return 'send';
     if (hold.probeMessageId !== undefined || nowMs < hold.nextProbeAt) return 'wait';
